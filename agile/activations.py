@@ -20,9 +20,28 @@ ArrayLike = jax.typing.ArrayLike
 Activation = Callable[[Array], Array]
 AgileActivation = Callable[..., Array]
 
+
+@jax.custom_jvp
+def sigmoid(x: ArrayLike) -> Array:
+    """Logistic sigmoid whose derivative stays accurate in both tails.
+
+    ``jax.nn.sigmoid`` differentiates as ``s * (1 - s)``, which loses all
+    relative precision for large positive inputs (``1 - s`` rounds in float32);
+    here the derivative is ``sigmoid(x) * sigmoid(-x)``, accurate everywhere.
+    """
+    return jax.nn.sigmoid(x)
+
+
+@sigmoid.defjvp
+def _sigmoid_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    value = sigmoid(x)
+    return value, dx * value * jax.nn.sigmoid(-x)
+
+
 PLAIN_ACTIVATIONS: dict[str, Activation] = {
     "relu": jax.nn.relu,
-    "sigmoid": jax.nn.sigmoid,
+    "sigmoid": sigmoid,
     "tanh": jnp.tanh,
     "gelu": jax.nn.gelu,
     "silu": jax.nn.silu,

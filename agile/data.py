@@ -1,0 +1,354 @@
+"""MNIST input pipeline: small balanced subsets that live on the device.
+
+The paper trains on a few thousand MNIST images, so the whole subset fits in
+device memory. Training puts the arrays from :func:`load_datasets` on the device
+once (``jax.device_put``), draws per-epoch batch indices on the host with
+:func:`epoch_indices`, and gathers each batch inside compiled code with
+:func:`gather_batch`. No input pipeline runs during training.
+
+Every loader takes the ``data`` sub-config (an ``ml_collections.ConfigDict``,
+see :func:`default_data_config`) with these fields:
+
+- ``source``: ``"auto"`` (``"idx"`` when ``dir`` or env ``MNIST_DIR`` is set,
+  else ``"tfds"``), ``"idx"`` (the four standard IDX files, raw or ``.gz``,
+  read with numpy only; never touches the network or imports TensorFlow) or
+  ``"tfds"`` (tensorflow_datasets ``"mnist"``).
+- ``dir``: folder with the IDX files; ``None`` or empty means env ``MNIST_DIR``.
+- ``tfds_data_dir``: ``data_dir`` passed to ``tfds.load`` (``None``: its default).
+- ``train_size``: balanced training subset size (multiple of 10); 0 or ``None``
+  means the full training split (minus the validation images).
+- ``val_size``: balanced validation subset held out from the training split,
+  disjoint from the training subset (multiple of 10; 0 means none).
+- ``test_size``: balanced test subset size; ``None`` or 0 means the full split.
+- ``subset_seed``: seed of the numpy RNG that draws the subsets.
+- ``standardize``: scale to [0, 1] and then standardise with the MNIST
+  training mean and std; if False only scale to [0, 1].
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import os
+import zlib
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+NUM_CLASSES = 10
+IMAGE_SHAPE = (28, 28, 1)
+# Mean and std of the 60,000 MNIST training pixels, scaled to [0, 1].
+MNIST_MEAN = 0.1307
+MNIST_STD = 0.3081
+SOURCES = ("auto", "idx", "tfds")
+SPLITS = ("train", "test")
+
+# IDX magic numbers: two zero bytes, type 0x08 (unsigned byte), number of dims.
+_IMAGES_MAGIC = 0x00000803
+_LABELS_MAGIC = 0x00000801
+_IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+_SET_MNIST_DIR_HINT = (
+    "Set MNIST_DIR (or data.dir) to a folder with the four MNIST IDX files "
+    "(train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+    "t10k-labels-idx1-ubyte, each optionally .gz)."
+)
+
+
+class Split(NamedTuple):
+    """One split as numpy arrays: float32 images (N, 28, 28, 1), int32 labels (N,)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+
+class Datasets(NamedTuple):
+    """The splits for one run; ``val`` is None when ``val_size`` is 0."""
+
+    train: Split
+    val: Split | None
+    test: Split
+
+
+def default_data_config() -> ml_collections.ConfigDict:
+    """Returns the ``data`` sub-config with every field at its default."""
+    return ml_collections.ConfigDict(
+        {
+            "source": "auto",
+            "dir": None,
+            "tfds_data_dir": None,
+            "train_size": 5000,
+            "val_size": 0,
+            "test_size": None,
+            "subset_seed": 0,
+            "standardize": False,
+        }
+    )
+
+
+def resolve_source(data_config: ml_collections.ConfigDict) -> str:
+    """Returns ``"idx"`` or ``"tfds"``, resolving ``"auto"`` from ``dir``/``MNIST_DIR``."""
+    source = data_config.source
+    if source not in SOURCES:
+        raise ValueError(f"unknown data.source {source!r}; valid sources: {', '.join(SOURCES)}")
+    if source == "auto":
+        return "idx" if data_config.dir or os.environ.get("MNIST_DIR") else "tfds"
+    return source
+
+
+def load_split(data_config: ml_collections.ConfigDict, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Loads a whole split from the configured source.
+
+    Returns uint8 images (N, 28, 28, 1) and int32 labels (N,) in 0..9, the same
+    for both sources.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
+    if resolve_source(data_config) == "idx":
+        directory = data_config.dir or os.environ.get("MNIST_DIR")
+        if not directory:
+            raise ValueError(f"data.source='idx' needs a folder. {_SET_MNIST_DIR_HINT}")
+        return read_idx_split(directory, split)
+    return read_tfds_split(split, data_config.tfds_data_dir)
+
+
+def read_idx_split(directory: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Reads one split from the standard IDX files in ``directory`` (raw or ``.gz``).
+
+    Uses numpy only. Raises FileNotFoundError for a missing folder or file and
+    ValueError, naming the file, for a damaged or inconsistent one.
+    """
+    directory = Path(directory).expanduser()
+    if not directory.is_dir():
+        raise FileNotFoundError(
+            f"MNIST directory {directory} does not exist. {_SET_MNIST_DIR_HINT}"
+        )
+    images_name, labels_name = _IDX_FILES[split]
+    images_path = _find_idx_file(directory, images_name)
+    labels_path = _find_idx_file(directory, labels_name)
+    images = _read_idx(images_path, _IMAGES_MAGIC)
+    labels = _read_idx(labels_path, _LABELS_MAGIC)
+    if images.shape[1:] != IMAGE_SHAPE[:2]:
+        raise ValueError(
+            f"{images_path}: images are {images.shape[1]}x{images.shape[2]}, expected 28x28"
+        )
+    if len(images) != len(labels):
+        raise ValueError(
+            f"image/label count mismatch: {images_path} has {len(images)} images "
+            f"but {labels_path} has {len(labels)} labels"
+        )
+    _check_labels(labels, str(labels_path))
+    return images[..., None], labels.astype(np.int32)
+
+
+def read_tfds_split(split: str, data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Loads one split of tensorflow_datasets ``"mnist"`` (downloading it if needed).
+
+    TensorFlow is imported here, not at module level, so the IDX path never
+    loads it; GPUs are hidden from it so it does not claim accelerator memory.
+    """
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:
+        pass  # TensorFlow already initialised its devices; they can no longer change.
+    try:
+        dataset = tfds.load("mnist", split=split, data_dir=data_dir, as_supervised=True)
+    except Exception as err:
+        raise RuntimeError(
+            f"could not load MNIST with tensorflow_datasets ({type(err).__name__}: {err}). "
+            f"{_SET_MNIST_DIR_HINT}"
+        ) from err
+    batches = list(tfds.as_numpy(dataset.batch(10_000)))
+    images = np.concatenate([batch_images for batch_images, _ in batches]).astype(np.uint8)
+    labels = np.concatenate([batch_labels for _, batch_labels in batches]).astype(np.int32)
+    _check_labels(labels, f"tfds mnist {split!r}")
+    return images.reshape(-1, *IMAGE_SHAPE), labels
+
+
+def balanced_split_indices(
+    labels: np.ndarray,
+    size: int | None,
+    held_out_size: int | None,
+    seed: int,
+    where: str = "labels",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draws disjoint class-balanced index sets ``(subset, held_out)``, each sorted.
+
+    For each digit the seeded RNG permutes that digit's indices; the subset takes
+    ``size // 10`` from the front and the held-out set ``held_out_size // 10``
+    from the back, so either set does not depend on the other's size. ``size``
+    0 or None keeps every index not held out. Bit-for-bit reproducible for a seed.
+    ``where`` names the labels' origin in error messages.
+    """
+    subset_per_class = _per_class(f"{where}: size", size) if size else None
+    held_out_per_class = _per_class(f"{where}: held_out_size", held_out_size or 0)
+    rng = np.random.default_rng(seed)
+    subset, held_out = [], []
+    for digit in range(NUM_CLASSES):
+        members = rng.permutation(np.flatnonzero(labels == digit))
+        needed = (subset_per_class or 0) + held_out_per_class
+        if needed > members.size:
+            raise ValueError(
+                f"{where}: subset larger than available: {needed} images of digit {digit} "
+                f"needed, but only {members.size} exist"
+            )
+        kept = members[: members.size - held_out_per_class]
+        held_out.append(members[members.size - held_out_per_class :])
+        subset.append(kept if subset_per_class is None else kept[:subset_per_class])
+    return np.sort(np.concatenate(subset)), np.sort(np.concatenate(held_out))
+
+
+def scale_images(images: np.ndarray, standardize: bool) -> np.ndarray:
+    """Maps uint8 pixels to float32 in [0, 1], then optionally to zero mean, unit std."""
+    scaled = images.astype(np.float32) / np.float32(255)
+    if standardize:
+        scaled = (scaled - np.float32(MNIST_MEAN)) / np.float32(MNIST_STD)
+    return scaled
+
+
+def load_datasets(data_config: ml_collections.ConfigDict) -> Datasets:
+    """Loads the train/val/test subsets described by ``data_config`` as numpy arrays.
+
+    Images are float32 (N, 28, 28, 1), already scaled (and standardised if
+    asked); labels are int32. The caller moves them to the device.
+    """
+    for name in ("train_size", "val_size", "test_size"):
+        if data_config[name]:
+            _per_class(f"data.{name}", data_config[name])  # Fail before reading any file.
+    train_size, val_size = data_config.train_size, data_config.val_size
+    train_images, train_labels = load_split(data_config, "train")
+    train_indices, val_indices = balanced_split_indices(
+        train_labels,
+        train_size,
+        val_size,
+        data_config.subset_seed,
+        where=f"training split (data.train_size={train_size}, data.val_size={val_size})",
+    )
+    test_images, test_labels = load_split(data_config, "test")
+    test_indices, _ = balanced_split_indices(
+        test_labels,
+        data_config.test_size,
+        0,
+        data_config.subset_seed,
+        where=f"test split (data.test_size={data_config.test_size})",
+    )
+
+    def subset(images: np.ndarray, labels: np.ndarray, indices: np.ndarray) -> Split:
+        return Split(scale_images(images[indices], data_config.standardize), labels[indices])
+
+    return Datasets(
+        train=subset(train_images, train_labels, train_indices),
+        val=subset(train_images, train_labels, val_indices) if val_indices.size else None,
+        test=subset(test_images, test_labels, test_indices),
+    )
+
+
+def epoch_indices(
+    seed: int, epoch: int, num_examples: int, batch_size: int, drop_remainder: bool = True
+) -> np.ndarray:
+    """Returns int32 batch indices (steps_per_epoch, batch_size) for one epoch.
+
+    The order is a fresh permutation for every epoch and a function of
+    ``(seed, epoch)`` only, so a run resumed at any epoch sees the same batches.
+    With ``drop_remainder`` the last ``num_examples % batch_size`` examples of
+    the permutation are skipped this epoch. Without it the last batch is padded
+    by wrapping around to the start of the same permutation, so every example
+    appears at least once and the first few appear twice.
+    """
+    if not 1 <= batch_size <= num_examples:
+        raise ValueError(f"batch_size must be in 1..num_examples={num_examples}, got {batch_size}")
+    order = np.random.default_rng([seed, epoch]).permutation(num_examples).astype(np.int32)
+    steps, remainder = divmod(num_examples, batch_size)
+    if remainder and not drop_remainder:
+        order = np.concatenate([order, order[: batch_size - remainder]])
+        steps += 1
+    return order[: steps * batch_size].reshape(steps, batch_size)
+
+
+def gather_batch(
+    images: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, indices: jax.typing.ArrayLike
+) -> dict[str, jax.Array]:
+    """Gathers one batch: ``{"image": float32 (B, 28, 28, 1), "label": int32 (B,)}``.
+
+    Pure, so it runs inside ``jax.jit`` on device-resident arrays. ``images``
+    should already be scaled, as :func:`load_datasets` returns them.
+    """
+    return {
+        "image": jnp.asarray(images)[indices].astype(jnp.float32),
+        "label": jnp.asarray(labels)[indices].astype(jnp.int32),
+    }
+
+
+def _find_idx_file(directory: Path, name: str) -> Path:
+    """Returns ``directory/name`` or, failing that, ``directory/name.gz``."""
+    for candidate in (directory / name, directory / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"missing MNIST file: neither {name} nor {name}.gz is in {directory}. {_SET_MNIST_DIR_HINT}"
+    )
+
+
+def _read_idx(path: Path, magic: int) -> np.ndarray:
+    """Decodes an unsigned-byte IDX file, checking its magic number and length."""
+    data = path.read_bytes()
+    if path.suffix == ".gz":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as err:
+            raise ValueError(f"{path}: not a valid gzip file ({err})") from err
+    ndim = magic & 0xFF
+    header_size = 4 + 4 * ndim
+    if len(data) < 4:
+        raise ValueError(f"{path}: truncated: {len(data)} bytes, too short for an IDX header")
+    found = int.from_bytes(data[:4], "big")
+    if found != magic:
+        raise ValueError(
+            f"{path}: wrong magic number 0x{found:08x}, expected 0x{magic:08x} "
+            f"(unsigned bytes, {ndim} dimension{'s' if ndim > 1 else ''})"
+        )
+    if len(data) < header_size:
+        raise ValueError(f"{path}: truncated header ({len(data)} of {header_size} bytes)")
+    shape = tuple(int(size) for size in np.frombuffer(data, ">u4", count=ndim, offset=4))
+    expected = math.prod(shape)
+    available = len(data) - header_size
+    if available < expected:
+        raise ValueError(
+            f"{path}: truncated: header says {shape[0]} items ({expected} bytes) "
+            f"but only {available} bytes follow"
+        )
+    if available > expected:
+        raise ValueError(
+            f"{path}: {available - expected} unexpected bytes after the {shape[0]} items "
+            "the header declares"
+        )
+    return np.frombuffer(data, np.uint8, count=expected, offset=header_size).reshape(shape)
+
+
+def _check_labels(labels: np.ndarray, where: str) -> None:
+    """Raises ValueError naming ``where`` if any label is outside 0..9."""
+    bad = np.flatnonzero((labels < 0) | (labels >= NUM_CLASSES))
+    if bad.size:
+        raise ValueError(
+            f"{where}: label {int(labels[bad[0]])} at index {int(bad[0])} is outside "
+            f"0..{NUM_CLASSES - 1}"
+        )
+
+
+def _per_class(name: str, size: int) -> int:
+    """Returns ``size // 10``, rejecting sizes that cannot be split evenly by class."""
+    if size < 0 or size % NUM_CLASSES:
+        raise ValueError(
+            f"{name} must be a non-negative multiple of {NUM_CLASSES} for a class-balanced "
+            f"subset, got {size}"
+        )
+    return size // NUM_CLASSES

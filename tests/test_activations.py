@@ -1,0 +1,180 @@
+"""Values, gradients, dtypes and errors of the pure agile activation functions."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import agile
+from agile import activations as act
+
+PLAIN_NAMES = list(act.PLAIN_ACTIVATIONS)
+AGILE_NAMES = list(act.AGILE_ACTIVATIONS)
+
+
+def _sigmoid64(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _random_points(seed, n=256, spread=30.0):
+    """Random x, a (negative ones included) and b, with |x - b| up to ``spread``."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-spread, spread, n).astype(np.float32)
+    a = rng.uniform(-3.0, 3.0, n).astype(np.float32)
+    b = rng.uniform(-2.0, 2.0, n).astype(np.float32)
+    return x, a, b
+
+
+def _grads(fn, x, a, b):
+    """Elementwise d/dx, d/da, d/db of fn(x, a, b) by reverse-mode autodiff."""
+    return jax.vmap(jax.grad(fn, argnums=(0, 1, 2)))(x, a, b)
+
+
+def test_public_api_imports():
+    from agile import Agile, agile, agile_relu, agile_sigmoid, get_activation  # noqa: F401
+
+
+@pytest.mark.parametrize("name", PLAIN_NAMES)
+def test_agile_with_identity_parameters_is_the_plain_activation(name):
+    x = jnp.linspace(-6.0, 6.0, 101)
+    plain = act.get_activation(name)
+    np.testing.assert_allclose(act.get_activation(f"agile_{name}")(x), plain(x), rtol=1e-6)
+    np.testing.assert_allclose(act.agile(plain)(x, 1.0, 0.0), plain(x), rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", PLAIN_NAMES)
+def test_agile_is_scale_times_shifted_activation(name):
+    x, a, b = _random_points(0, spread=5.0)
+    plain = act.get_activation(name)
+    expected = a * plain(x - b)
+    np.testing.assert_allclose(act.get_activation(f"agile_{name}")(x, a, b), expected, rtol=1e-6)
+
+
+def test_module_level_agile_functions_are_the_registry_entries():
+    for name in AGILE_NAMES:
+        assert getattr(act, name) is act.get_activation(name)
+        assert getattr(agile, name) is act.get_activation(name)
+        assert act.get_activation(name).__name__ == name
+
+
+def test_get_activation_unknown_name_lists_valid_names():
+    with pytest.raises(ValueError, match=r"Unknown activation 'swish'.*agile_relu.*leaky_relu"):
+        act.get_activation("swish")
+    with pytest.raises(ValueError, match="Unknown activation"):
+        act.get_activation(None)
+
+
+def test_name_helpers():
+    assert act.is_agile_name("agile_tanh") and not act.is_agile_name("tanh")
+    assert act.plain_name("agile_tanh") == "tanh" and act.plain_name("tanh") == "tanh"
+    assert act.validate_activation_name("gelu") == "gelu"
+    with pytest.raises(ValueError, match="Unknown activation 'agile_swish'"):
+        act.is_agile_name("agile_swish")
+    with pytest.raises(ValueError, match="Unknown activation"):
+        act.plain_name("agile_")
+
+
+@pytest.mark.parametrize("name", AGILE_NAMES)
+def test_dtype_is_kept(name):
+    fn = act.get_activation(name)
+    x = jnp.linspace(-3, 3, 8, dtype=jnp.bfloat16)
+    a = jnp.full((8,), 1.5, jnp.float32)
+    b = jnp.full((8,), 0.25, jnp.float32)
+    assert fn(x, a, b).dtype == jnp.bfloat16
+    assert fn(x.astype(jnp.float32), a, b).dtype == jnp.float32
+    grad_a = jax.grad(lambda a: fn(x, a, b).astype(jnp.float32).sum())(a)
+    assert grad_a.dtype == jnp.float32
+
+
+def test_integer_input_is_promoted_to_float():
+    out = act.agile_relu(jnp.arange(-2, 3), 2.0, 0.5)
+    assert jnp.issubdtype(out.dtype, jnp.floating)
+    np.testing.assert_allclose(out, [0, 0, 0, 1, 3])
+
+
+def test_parameters_broadcast_against_input():
+    x = jnp.arange(24.0).reshape(2, 3, 4) - 12
+    a = jnp.array([1.0, 2.0, 3.0, 4.0])  # per channel
+    b = jnp.ones((3, 4))  # per position
+    np.testing.assert_allclose(act.agile_relu(x, a, b), a * np.maximum(x - b, 0))
+    np.testing.assert_allclose(act.agile_relu(x, 2.0), 2 * np.maximum(x, 0))
+
+
+def test_jit_grad_and_vmap_compose():
+    x, a, b = _random_points(1, n=16, spread=4.0)
+    f = jax.jit(jax.vmap(jax.grad(act.agile_sigmoid, argnums=(0, 1, 2))))
+    gx, ga, gb = f(x, a, b)
+    s = _sigmoid64(x.astype(np.float64) - b)
+    np.testing.assert_allclose(ga, s, rtol=1e-5)
+    np.testing.assert_allclose(gx, -gb, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", AGILE_NAMES)
+def test_no_overflow_for_large_shifts(name):
+    fn = act.get_activation(name)
+    d = np.array([-1e4, -1e3, -88.0, -30.0, 30.0, 88.0, 1e3, 1e4], np.float32)
+    a = np.full_like(d, -1.7)
+    for b in (np.zeros_like(d), np.full_like(d, 50.0)):
+        x = d + b
+        value = fn(x, a, b)
+        grads = _grads(fn, x, a, b)
+        assert np.all(np.isfinite(value)), value
+        for g in grads:
+            assert np.all(np.isfinite(g)), (name, g)
+
+
+def test_agile_sigmoid_matches_closed_forms():
+    """A = a*s, s = sigmoid(x-b): dA/dx = a*s(1-s), dA/da = s, dA/db = -a*s(1-s).
+
+    Checks the corrections of the paper's Eq. 10, 12, 18 and 20 (docs/errata.md).
+    """
+    x, a, b = _random_points(2)
+    d = (x - b).astype(np.float64)  # x - b rounded to float32, as computed
+    s = _sigmoid64(d)
+    s_prime = s * _sigmoid64(-d)  # s(1 - s) without cancellation in 1 - s
+    value = act.agile_sigmoid(x, a, b)
+    gx, ga, gb = _grads(act.agile_sigmoid, x, a, b)
+    np.testing.assert_allclose(value, a * s, rtol=1e-6, atol=1e-30)
+    np.testing.assert_allclose(gx, a * s_prime, rtol=1e-6, atol=1e-30)
+    np.testing.assert_allclose(ga, s, rtol=1e-6, atol=1e-30)
+    np.testing.assert_allclose(gb, -a * s_prime, rtol=1e-6, atol=1e-30)
+    # The same forms written with A, as DEVELOPERS.md states them: A(1 - A/a).
+    near = np.abs(d) < 5  # away from the tails, where 1 - A/a cancels in float64 too
+    big_a = a * s
+    np.testing.assert_allclose(gx[near], (big_a * (1 - big_a / a))[near], rtol=1e-6)
+
+
+def test_agile_relu_matches_closed_forms():
+    """z = a*max(x-b, 0): dz/dx = a*[x>b], dz/da = max(x-b, 0), dz/db = -a*[x>b]."""
+    x, a, b = _random_points(3)
+    d = (x - b).astype(np.float64)
+    keep = d > 0
+    gx, ga, gb = _grads(act.agile_relu, x, a, b)
+    np.testing.assert_allclose(act.agile_relu(x, a, b), a * np.maximum(d, 0), rtol=1e-6)
+    np.testing.assert_allclose(gx, np.where(keep, a, 0), rtol=1e-6)
+    np.testing.assert_allclose(ga, np.maximum(d, 0), rtol=1e-6)
+    np.testing.assert_allclose(gb, np.where(keep, -a, 0), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "fn, reference",
+    [
+        (act.agile_sigmoid, lambda x, a, b: a * _sigmoid64(x - b)),
+        (act.agile_relu, lambda x, a, b: a * np.maximum(x - b, 0)),
+    ],
+    ids=["sigmoid", "relu"],
+)
+def test_gradients_match_finite_differences(fn, reference):
+    x, a, b = _random_points(4, spread=12.0)
+    keep = np.abs(x - b) > 1e-2  # away from ReLU's kink
+    x, a, b = x[keep], a[keep], b[keep]
+    autodiff = _grads(fn, x, a, b)
+    args64 = [v.astype(np.float64) for v in (x, a, b)]
+    h = 1e-6
+    for i, grad in enumerate(autodiff):
+        up = list(args64)
+        down = list(args64)
+        up[i] = up[i] + h
+        down[i] = down[i] - h
+        numeric = (reference(*up) - reference(*down)) / (2 * h)
+        np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-8)
