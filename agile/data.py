@@ -108,8 +108,7 @@ def load_split(data_config: ml_collections.ConfigDict, split: str) -> tuple[np.n
     Returns uint8 images (N, 28, 28, 1) and int32 labels (N,) in 0..9, the same
     for both sources.
     """
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
+    _check_split(split)
     if resolve_source(data_config) == "idx":
         directory = data_config.dir or os.environ.get("MNIST_DIR")
         if not directory:
@@ -124,6 +123,7 @@ def read_idx_split(directory: str | os.PathLike, split: str) -> tuple[np.ndarray
     Uses numpy only. Raises FileNotFoundError for a missing folder or file and
     ValueError, naming the file, for a damaged or inconsistent one.
     """
+    _check_split(split)
     directory = Path(directory).expanduser()
     if not directory.is_dir():
         raise FileNotFoundError(
@@ -342,6 +342,12 @@ def _check_labels(labels: np.ndarray, where: str) -> None:
             f"{where}: label {int(labels[bad[0]])} at index {int(bad[0])} is outside "
             f"0..{NUM_CLASSES - 1}"
         )
+
+
+def _check_split(split: str) -> None:
+    """Raises ValueError unless ``split`` is "train" or "test"."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
 
 
 def _per_class(name: str, size: int) -> int:

@@ -1,0 +1,7 @@
+"""Table 1, combination 1: sigmoid in the conv layers, relu in the dense layer."""
+
+from configs import default
+
+
+def get_config():
+    return default.get_config(1)
