@@ -10,7 +10,7 @@ function of arrays, so it composes with ``jax.jit``, ``jax.grad`` and
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

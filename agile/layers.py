@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Union
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -54,10 +55,10 @@ class Agile(nn.Module):
       param_dtype: dtype of ``a`` and ``b``.
     """
 
-    fn: Union[str, Callable[[jax.Array], jax.Array]]
+    fn: str | Callable[[jax.Array], jax.Array]
     granularity: str = "element"
-    a_init: Union[float, Initializer] = 1.0
-    b_init: Union[float, Initializer] = 0.0
+    a_init: float | Initializer = 1.0
+    b_init: float | Initializer = 0.0
     param_dtype: Any = jnp.float32
 
     @nn.compact

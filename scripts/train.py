@@ -17,15 +17,16 @@ from ml_collections import config_flags
 from agile import train
 from agile.combos import combo_number
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (default: runs/<combo>_<time>).")
 flags.mark_flags_as_required(["config"])
 
 
 def default_workdir(config) -> Path:
     """runs/combo_NN_<time>, or runs/<conv>-<dense>_<time> outside Table 1."""
-    combo = combo_number(config.model.conv_activation, config.model.dense_activation)
-    name = f"combo_{combo:02d}" if combo else f"{config.model.conv_activation}-{config.model.dense_activation}"
+    conv, dense = config.model.conv_activation, config.model.dense_activation
+    combo = combo_number(conv, dense)
+    name = f"combo_{combo:02d}" if combo else f"{conv}-{dense}"
     return Path("runs") / f"{name}_{time.strftime('%Y%m%d-%H%M%S')}"
 
 

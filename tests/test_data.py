@@ -15,6 +15,7 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
+from conftest import idx_bytes
 
 from agile import data
 
@@ -23,13 +24,6 @@ LABELS_MAGIC = 0x00000801
 TRAIN_IMAGES, TRAIN_LABELS = "train-images-idx3-ubyte", "train-labels-idx1-ubyte"
 TEST_IMAGES, TEST_LABELS = "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def idx_bytes(array: np.ndarray, magic: int | None = None) -> bytes:
-    """Encodes a uint8 array as IDX; ``magic`` overrides the correct magic number."""
-    magic = (0x0800 | array.ndim) if magic is None else magic
-    header = magic.to_bytes(4, "big") + np.asarray(array.shape, ">u4").tobytes()
-    return header + array.astype(np.uint8).tobytes()
 
 
 def write_file(directory: Path, name: str, content: bytes, gz: bool) -> Path:
