@@ -66,8 +66,9 @@ class Agile(nn.Module):
         fn = self.fn
         if isinstance(fn, str):
             if is_agile_name(fn):
+                suggestion = f"Agile({plain_name(fn)!r})"
                 raise ValueError(
-                    f"Agile(fn) takes a plain activation, got {fn!r}; use Agile({plain_name(fn)!r})."
+                    f"Agile(fn) takes a plain activation, got {fn!r}; use {suggestion}."
                 )
             fn = get_activation(fn)
         elif not callable(fn):
