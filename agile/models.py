@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -10,8 +10,41 @@ import jax.numpy as jnp
 
 from agile.activations import is_agile_name, validate_activation_name
 from agile.layers import activation_layer, parameter_shape
+from agile.ops import POOLINGS, patch_conv, reshape_pool, same_padding
 
-POOLINGS = ("max", "avg")
+IMPLEMENTATIONS = ("fast", "reference")
+
+
+class SameConv(nn.Module):
+    """Stride-1 SAME convolution with ``nn.Conv``'s parameters (``kernel``, ``bias``).
+
+    Same parameter names, shapes and initializers as ``nn.Conv``, so one
+    parameter tree serves both. A single-channel input goes through
+    :func:`agile.ops.patch_conv` (one matmul; XLA:CPU's convolution is slow for
+    it); wider inputs through ``lax.conv_general_dilated``, which beat
+    patches @ kernel on XLA:CPU for the 16- and 8-channel layers.
+    """
+
+    features: int
+    kernel_size: tuple[int, int] = (3, 3)
+    kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+    bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel_shape = (*self.kernel_size, x.shape[-1], self.features)
+        kernel = self.param("kernel", self.kernel_init, kernel_shape, jnp.float32)
+        bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
+        if x.shape[-1] == 1:
+            return patch_conv(x, kernel, bias)
+        y = jax.lax.conv_general_dilated(
+            x,
+            kernel,
+            (1, 1),
+            same_padding(self.kernel_size),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
+        return y + bias
 
 
 class CNN(nn.Module):
@@ -20,6 +53,10 @@ class CNN(nn.Module):
     Conv layers use SAME padding; pooling is VALID with stride = window, so a
     7x7 map pools to 3x3. Agile activations get one (a, b) pair per element by
     default (per feature-map position and channel; per dense node).
+
+    ``implementation="fast"`` computes the same function with the same
+    parameters as ``"reference"`` (``nn.Conv`` and ``nn.max_pool``/``nn.avg_pool``)
+    through :mod:`agile.ops`, several times faster to train on XLA:CPU.
     """
 
     conv_features: Sequence[int] = (16, 8, 4)
@@ -31,6 +68,7 @@ class CNN(nn.Module):
     conv_activation: str = "relu"
     dense_activation: str = "relu"
     granularity: str = "element"
+    implementation: str = "fast"
 
     def validate(self) -> None:
         """Raises ValueError for a bad field, before anything is traced."""
@@ -41,21 +79,42 @@ class CNN(nn.Module):
             raise ValueError(f"Unknown pooling {self.pooling!r}. Valid: {', '.join(POOLINGS)}.")
         if not self.conv_features or any(int(f) < 1 for f in self.conv_features):
             raise ValueError(f"conv_features must be positive integers, got {self.conv_features}.")
+        if self.implementation not in IMPLEMENTATIONS:
+            raise ValueError(
+                f"Unknown implementation {self.implementation!r}. "
+                f"Valid: {', '.join(IMPLEMENTATIONS)}."
+            )
+        sizes = (*self.kernel_size, *self.pool_size)
+        if len(sizes) != 4 or any(int(size) < 1 for size in sizes):
+            raise ValueError(
+                f"kernel_size and pool_size must be pairs of positive integers, "
+                f"got {self.kernel_size} and {self.pool_size}."
+            )
 
     @nn.compact
     def __call__(self, images: jax.Array) -> jax.Array:
         """Maps images (N, H, W, C) to logits (N, num_classes)."""
         self.validate()
         x = images
-        pool = nn.max_pool if self.pooling == "max" else nn.avg_pool
+        kernel_size, pool_size = tuple(self.kernel_size), tuple(self.pool_size)
         for i, features in enumerate(self.conv_features):
-            x = nn.Conv(features, self.kernel_size, padding="SAME", name=f"conv_{i}")(x)
+            if self.implementation == "fast":
+                x = SameConv(features, kernel_size, name=f"conv_{i}")(x)
+            else:
+                x = nn.Conv(features, kernel_size, padding="SAME", name=f"conv_{i}")(x)
             x = self._activation(self.conv_activation, f"conv_act_{i}")(x)
-            x = pool(x, self.pool_size, strides=self.pool_size, padding="VALID")
+            x = self._pool(x, pool_size)
         x = x.reshape((x.shape[0], -1))
         x = nn.Dense(self.dense_features, name="hidden")(x)
         x = self._activation(self.dense_activation, "hidden_act")(x)
         return nn.Dense(self.num_classes, name="output")(x)
+
+    def _pool(self, x: jax.Array, pool_size: tuple[int, int]) -> jax.Array:
+        """VALID pooling with stride = window, in the chosen implementation."""
+        if self.implementation == "fast":
+            return reshape_pool(x, pool_size, self.pooling)
+        pool = nn.max_pool if self.pooling == "max" else nn.avg_pool
+        return pool(x, pool_size, strides=pool_size, padding="VALID")
 
     def _activation(self, activation: str, name: str):
         """A named ``Agile`` layer for agile names, the plain function otherwise."""
