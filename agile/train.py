@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -26,6 +26,7 @@ from flax import traverse_util
 from flax.training import train_state
 
 from agile import data as data_lib
+from agile import parallel as parallel_lib
 from agile.activations import validate_activation_name
 from agile.combos import combo_number
 from agile.layers import parameter_shape
@@ -62,6 +63,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for name in ("learning_rate", "agile_learning_rate"):
         if not config[name] > 0:
             raise ValueError(f"config.{name} must be positive, got {config[name]!r}.")
+    parallel_lib.validate_scaling_config(config)
 
 
 def create_model(config: ml_collections.ConfigDict) -> CNN:
@@ -131,8 +133,13 @@ def train_step(
     With ``axis_name`` (inside pmap/shard_map) gradients and metrics are
     averaged over that axis, so every replica takes the same step.
     """
+    params = state.params
+    if axis_name is not None:
+        # Autodiff would sum the gradients of replicated parameters over the axis; marking
+        # them device-varying gives each device its own batch's gradient, averaged below.
+        params = jax.lax.pcast(params, axis_name, to="varying")
     grad_fn = jax.grad(_loss_and_metrics, has_aux=True)
-    grads, metrics = grad_fn(state.params, state.apply_fn, batch)
+    grads, metrics = grad_fn(params, state.apply_fn, batch)
     if axis_name is not None:
         grads, metrics = jax.lax.pmean((grads, metrics), axis_name)
     return state.apply_gradients(grads=grads), metrics
@@ -185,19 +192,25 @@ def jit_train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics
     return _train_step_jit(state, batch)
 
 
-def _step_on_device_data(state, accum, images, labels, indices):
-    """Gathers the batch from device-resident data and takes one step: one compiled call."""
+def _step_on_device_data(state, accum, images, labels, indices, axis_name=None):
+    """Gathers the batch from device-resident data and takes one step: one compiled call.
+
+    The per-device step of every layout in ``agile.parallel``; with
+    ``axis_name`` gradients and metrics are averaged over that device axis.
+    """
     batch = data_lib.gather_batch(images, labels, indices)
     step = state.step + 1
-    state, metrics = train_step(state, batch)
+    state, metrics = train_step(state, batch, axis_name)
     return state, _accumulate(accum, metrics, step)
 
 
 _compiled_step = jax.jit(_step_on_device_data, donate_argnums=(0, 1))
 
 
-def evaluate(params, apply_fn: Callable, split: data_lib.Split, batch_size: int) -> dict[str, float]:
-    """Mean loss and accuracy over a whole split, in fixed-size padded chunks."""
+def _split_sums(
+    eval_fn: Callable, params, apply_fn: Callable, split: data_lib.Split, batch_size: int
+) -> dict[str, np.ndarray]:
+    """``eval_fn``'s sums over a whole split, in fixed-size padded chunks, added in float64."""
     images, labels = split.images, split.labels
     n = len(labels)
     batch_size = min(batch_size, n)
@@ -210,12 +223,41 @@ def evaluate(params, apply_fn: Callable, split: data_lib.Split, batch_size: int)
             "label": np.pad(labels[start:stop], (0, pad)),
             "mask": np.pad(np.ones(stop - start, np.float32), (0, pad)),
         }
-        sums = _eval_step_jit(params, apply_fn, batch)
-        total = {k: total[k] + float(v) for k, v in sums.items()}
-    return {"loss": total["loss_sum"] / total["count"], "accuracy": total["correct"] / total["count"]}
+        sums = eval_fn(params, apply_fn, batch)
+        total = {k: total[k] + np.asarray(v, np.float64) for k, v in sums.items()}
+    return total
+
+
+def evaluate(
+    params, apply_fn: Callable, split: data_lib.Split, batch_size: int
+) -> dict[str, float]:
+    """Mean loss and accuracy over a whole split, in fixed-size padded chunks."""
+    total = _split_sums(_eval_step_jit, params, apply_fn, split, batch_size)
+    return {
+        "loss": float(total["loss_sum"] / total["count"]),
+        "accuracy": float(total["correct"] / total["count"]),
+    }
+
+
+def evaluate_seeds(
+    params, apply_fn: Callable, split: data_lib.Split, batch_size: int
+) -> list[dict[str, float]]:
+    """``evaluate`` for parameters stacked over seeds (leading axis), in one vmapped call."""
+    total = _split_sums(_eval_seeds_jit, params, apply_fn, split, batch_size)
+    return [
+        {"loss": float(loss_sum / count), "accuracy": float(correct / count)}
+        for loss_sum, correct, count in zip(
+            total["loss_sum"], total["correct"], total["count"], strict=True
+        )
+    ]
+
+
+def _eval_seeds(params, apply_fn: Callable, batch: Batch) -> Metrics:
+    return jax.vmap(lambda seed_params: eval_step(seed_params, apply_fn, batch))(params)
 
 
 _eval_step_jit = jax.jit(eval_step, static_argnums=1)
+_eval_seeds_jit = jax.jit(_eval_seeds, static_argnums=1)
 
 
 def agile_parameter_ranges(params) -> dict[str, dict[str, float]]:
@@ -253,8 +295,9 @@ def _check_workdir_config(config: ml_collections.ConfigDict, workdir: Path) -> N
         )
         if differences and not config.allow_config_change:
             raise ValueError(
-                f"{workdir} holds a run with a different config (fields: {', '.join(differences)}). "
-                "Use a new --workdir, or pass --config.allow_config_change=True to resume anyway."
+                f"{workdir} holds a run with a different config "
+                f"(fields: {', '.join(differences)}). Use a new --workdir, or pass "
+                "--config.allow_config_change=True to resume anyway."
             )
     path.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
 
@@ -291,22 +334,56 @@ def _checkpoint_manager(workdir: Path) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(workdir.resolve() / "checkpoints", options=options)
 
 
+def _evaluate_splits(layout, state, splits: dict[str, Any], batch_size: int) -> list[dict]:
+    """Per seed: ``{"val_loss": ..., "val_accuracy": ..., "test_loss": ...}`` for each split."""
+    results: list[dict[str, float]] = [{} for _ in layout.seeds]
+    for name, split in splits.items():
+        if split is None:
+            continue
+        if layout.batched_seeds:
+            per_seed = evaluate_seeds(state.params, state.apply_fn, split, batch_size)
+        else:
+            view = layout.seed_view(state, 0)
+            per_seed = [evaluate(view.params, view.apply_fn, split, batch_size)]
+        for result, metrics in zip(results, per_seed, strict=True):
+            result[f"{name}_loss"] = metrics["loss"]
+            result[f"{name}_accuracy"] = metrics["accuracy"]
+    return results
+
+
+def _sync_processes(name: str) -> None:
+    """A barrier across processes (nothing with one process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
-    """Trains and evaluates one model; writes everything to ``workdir`` and returns the summary.
+    """Trains and evaluates one model (or ``config.num_seeds``); writes to ``workdir``.
 
     ``workdir`` receives ``config.json``, ``metrics.jsonl`` (one row per
-    evaluation), TensorBoard events, orbax checkpoints and ``summary.json``.
-    Rerunning with the same workdir resumes from the latest checkpoint.
+    evaluation, per seed with a ``seed`` field when ``num_seeds > 1``),
+    TensorBoard events, orbax checkpoints and ``summary.json``. Rerunning with
+    the same workdir resumes from the latest checkpoint. ``config.parallel``
+    and ``config.num_seeds`` choose the layout (see ``agile.parallel``); with
+    several processes only process 0 writes files other than checkpoints.
+    Returns the summary: one run's results, or for several seeds each seed's
+    results under ``"seeds"`` with their ``"mean"`` and ``"std"``.
     """
     validate_config(config)
     start_time = time.perf_counter()
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    _check_workdir_config(config, workdir)
+    is_main_process = jax.process_index() == 0
+    if is_main_process:
+        _check_workdir_config(config, workdir)
 
+    layout = parallel_lib.make_layout(config, _step_on_device_data, _compiled_step)
+    seeds = layout.seeds
     datasets = data_lib.load_datasets(config.data)
-    train_images = jax.device_put(datasets.train.images)
-    train_labels = jax.device_put(datasets.train.labels)
+    train_images = layout.place_data(datasets.train.images)
+    train_labels = layout.place_data(datasets.train.labels)
     num_train = len(datasets.train.labels)
     steps_per_epoch = len(
         data_lib.epoch_indices(0, 0, num_train, config.batch_size, config.data.drop_remainder)
@@ -315,70 +392,119 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     eval_every = config.eval_every_steps or steps_per_epoch
     select_on = "val_loss" if datasets.val is not None else "test_loss"
 
-    state = create_train_state(config, jax.random.key(config.seed))
-    accum = new_train_accumulator()
+    state = layout.place([create_train_state(config, jax.random.key(seed)) for seed in seeds])
+    accum = layout.place([new_train_accumulator()] * len(seeds))
     manager = _checkpoint_manager(workdir)
     if manager.latest_step() is not None:
-        restored = manager.restore(
-            manager.latest_step(),
-            args=ocp.args.StandardRestore({"state": state, "accum": accum}),
-        )
-        state, accum = restored["state"], restored["accum"]
-        logging.info("Resumed from the checkpoint at step %d.", int(state.step))
-    step = int(state.step)
+        target = {"state": layout.to_checkpoint(state), "accum": layout.to_checkpoint(accum)}
+        restored = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(target))
+        state = layout.from_checkpoint(restored["state"])
+        accum = layout.from_checkpoint(restored["accum"])
+        logging.info("Resumed from the checkpoint at step %d.", manager.latest_step())
+    seed_steps = [int(layout.seed_view(state, i).step) for i in range(len(seeds))]
+    step = max(seed_steps)
 
     rows_path = workdir / "metrics.jsonl"
-    rows = _read_rows(rows_path, step)
-    rows_path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    saved_rows = _read_rows(rows_path, step)
+    rows = [[row for row in saved_rows if row.get("seed", seed) == seed] for seed in seeds]
+    _sync_processes("agile_metrics_read")
+    if is_main_process:
+        rows_path.write_text("".join(json.dumps(row) + "\n" for row in saved_rows))
     writer = _create_metric_writer(workdir)
     writer.write_hparams(
         {k: v for k, v in traverse_util.flatten_dict(_config_dict(config), sep=".").items()
          if isinstance(v, (int, float, str, bool))}
     )
 
-    def evaluations_without_improvement() -> int:
-        best = _best_row(rows, select_on)
-        return 0 if best is None else sum(row["step"] > best["step"] for row in rows)
+    def evaluations_without_improvement(seed_rows) -> int:
+        best = _best_row(seed_rows, select_on)
+        return 0 if best is None else sum(row["step"] > best["step"] for row in seed_rows)
 
-    def stop_early() -> bool:
+    def stopped_early(seed_rows) -> bool:
         return select_on == "val_loss" and config.patience > 0 and (
-            evaluations_without_improvement() >= config.patience
+            evaluations_without_improvement(seed_rows) >= config.patience
         )
 
-    def check_finite(accum) -> None:
-        bad = int(accum["first_nonfinite_step"])
-        if bad >= 0:
-            raise NonFiniteLossError(
-                f"Training loss became NaN or inf at step {bad}; stopping. The last good checkpoint "
-                f"(step {manager.latest_step()}) is kept in {workdir / 'checkpoints'}."
-            )
+    def active_seeds() -> np.ndarray:
+        return np.array([not stopped_early(seed_rows) for seed_rows in rows])
 
-    def run_evaluation(state, accum) -> dict[str, Any]:
-        count = max(int(accum["count"]), 1)
-        row = {
-            "step": int(state.step),
-            "epoch": int(state.step) / steps_per_epoch,
-            "train_loss": float(accum["loss_sum"]) / count,
-            "train_accuracy": float(accum["correct_sum"]) / count,
-        }
-        splits = {"val": datasets.val, "test": datasets.test}
-        for name, split in splits.items():
-            if split is not None:
-                result = evaluate(state.params, state.apply_fn, split, config.data.eval_batch_size)
-                row[f"{name}_loss"], row[f"{name}_accuracy"] = result["loss"], result["accuracy"]
-        row["agile"] = agile_parameter_ranges(state.params)
-        return row
+    def seed_accumulators(accum) -> list[dict[str, Any]]:
+        return [jax.device_get(layout.seed_view(accum, i)) for i in range(len(seeds))]
+
+    def check_finite(accum) -> None:
+        for seed, seed_accum in zip(seeds, seed_accumulators(accum), strict=True):
+            bad = int(seed_accum["first_nonfinite_step"])
+            if bad >= 0:
+                of_seed = f" of seed {seed}" if layout.batched_seeds else ""
+                raise NonFiniteLossError(
+                    f"Training loss{of_seed} became NaN or inf at step {bad}; stopping. The last "
+                    f"good checkpoint (step {manager.latest_step()}) is kept in "
+                    f"{workdir / 'checkpoints'}."
+                )
+
+    def mean_train_loss(accum) -> float:
+        losses = [float(a["loss_sum"]) / max(int(a["count"]), 1) for a in seed_accumulators(accum)]
+        return sum(losses) / len(losses)
+
+    def run_evaluation(state, accum) -> list[dict[str, Any]]:
+        evaluations = _evaluate_splits(
+            layout, state, {"val": datasets.val, "test": datasets.test},
+            config.data.eval_batch_size,
+        )
+        seed_rows = []
+        for i, seed_accum in enumerate(seed_accumulators(accum)):
+            seed_state = layout.seed_view(state, i)
+            count = max(int(seed_accum["count"]), 1)
+            row = {
+                "step": int(seed_state.step),
+                "epoch": int(seed_state.step) / steps_per_epoch,
+                "train_loss": float(seed_accum["loss_sum"]) / count,
+                "train_accuracy": float(seed_accum["correct_sum"]) / count,
+                **evaluations[i],
+                "agile": agile_parameter_ranges(seed_state.params),
+            }
+            seed_rows.append(row)
+        return seed_rows
+
+    def record(seed_index: int, row: dict[str, Any]) -> None:
+        rows[seed_index].append(row)
+        prefix = f"seed_{seeds[seed_index]}/" if layout.batched_seeds else ""
+        if is_main_process:
+            line = {"seed": seeds[seed_index], **row} if layout.batched_seeds else row
+            with rows_path.open("a") as f:
+                f.write(json.dumps(line) + "\n")
+        writer.write_scalars(
+            row["step"],
+            {prefix + k: v for k, v in row.items() if isinstance(v, float) and k != "epoch"},
+        )
+
+    def save_checkpoint(step: int, state, accum) -> None:
+        manager.save(
+            step,
+            args=ocp.args.StandardSave(
+                {"state": layout.to_checkpoint(state), "accum": layout.to_checkpoint(accum)}
+            ),
+        )
 
     loop_start = time.perf_counter()
     first_step = step
     last_log = (time.perf_counter(), step)
-    while step < total_steps and not stop_early():
+    active = active_seeds()
+    while step < total_steps and active.any():
         epoch, index_in_epoch = divmod(step, steps_per_epoch)
-        epoch_indices = data_lib.epoch_indices(
-            config.seed, epoch, num_train, config.batch_size, config.data.drop_remainder
+        per_seed_indices = [
+            data_lib.epoch_indices(
+                seed, epoch, num_train, config.batch_size, config.data.drop_remainder
+            )
+            for seed in seeds
+        ]
+        epoch_indices = (
+            np.stack(per_seed_indices, axis=1) if layout.batched_seeds else per_seed_indices[0]
         )
         for indices in epoch_indices[index_in_epoch:]:
-            state, accum = _compiled_step(state, accum, train_images, train_labels, indices)
+            state, accum = layout.step(
+                state, accum, train_images, train_labels, layout.place_indices(indices), active
+            )
             step += 1
             is_eval = step % eval_every == 0 or step == total_steps
             is_checkpoint = step % config.checkpoint_every_steps == 0 or step == total_steps
@@ -390,51 +516,72 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                 last_log = (now, step)
                 logging.info(
                     "step %d/%d  train loss %.4f  %.1f steps/s  ~%.0f s left",
-                    step, total_steps, float(accum["loss_sum"]) / max(int(accum["count"]), 1),
+                    step, total_steps, mean_train_loss(accum),
                     rate, (total_steps - step) / max(rate, 1e-9),
                 )
             if is_eval:
-                row = run_evaluation(state, accum)
-                rows.append(row)
-                with rows_path.open("a") as f:
-                    f.write(json.dumps(row) + "\n")
-                writer.write_scalars(
-                    step, {k: v for k, v in row.items() if isinstance(v, float) and k != "epoch"}
-                )
-                accum = new_train_accumulator()
-                if stop_early():
-                    logging.info("Early stop at step %d: %d evaluations without a better "
-                                 "validation loss.", step, config.patience)
+                for i, row in enumerate(run_evaluation(state, accum)):
+                    if active[i]:
+                        record(i, row)
+                accum = layout.place([new_train_accumulator()] * len(seeds))
+                still_active = active_seeds()
+                for i in np.flatnonzero(active & ~still_active):
+                    of_seed = f" (seed {seeds[i]})" if layout.batched_seeds else ""
+                    logging.info("Early stop%s at step %d: %d evaluations without a better "
+                                 "validation loss.", of_seed, step, config.patience)
                     is_checkpoint = True
+                active = still_active
             if is_checkpoint:
-                manager.save(step, args=ocp.args.StandardSave({"state": state, "accum": accum}))
-            if stop_early():
+                save_checkpoint(step, state, accum)
+            if not active.any():
                 break
     manager.wait_until_finished()
     writer.flush()
     loop_time = time.perf_counter() - loop_start
 
-    best = _best_row(rows, select_on)
-    final = rows[-1] if rows else {}
-    summary = {
-        "combo": combo_number(config.model.conv_activation, config.model.dense_activation),
-        "conv_activation": config.model.conv_activation,
-        "dense_activation": config.model.dense_activation,
-        "seed": config.seed,
-        "steps": step,
-        "early_stopped": step < total_steps,
-        "selected_on": select_on,
-        "best_step": best["step"] if best else None,
-        "best_test_loss": best["test_loss"] if best else None,
-        "best_test_accuracy": best["test_accuracy"] if best else None,
-        "min_test_loss": min(row["test_loss"] for row in rows) if rows else None,
-        "final_test_loss": final.get("test_loss"),
-        "final_test_accuracy": final.get("test_accuracy"),
-        "agile_ranges": agile_parameter_ranges(state.params),
-        "wall_time_s": time.perf_counter() - start_time,
-        "steps_per_second": (step - first_step) / loop_time if step > first_step else None,
-    }
-    (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    combo = combo_number(config.model.conv_activation, config.model.dense_activation)
+    wall_time = time.perf_counter() - start_time
+    steps_per_second = (step - first_step) / loop_time if step > first_step else None
+
+    def seed_summary(i: int) -> dict[str, Any]:
+        seed_state = layout.seed_view(state, i)
+        seed_step = int(seed_state.step)
+        best = _best_row(rows[i], select_on)
+        final = rows[i][-1] if rows[i] else {}
+        return {
+            "combo": combo,
+            "conv_activation": config.model.conv_activation,
+            "dense_activation": config.model.dense_activation,
+            "seed": seeds[i],
+            "steps": seed_step,
+            "early_stopped": seed_step < total_steps,
+            "selected_on": select_on,
+            "best_step": best["step"] if best else None,
+            "best_test_loss": best["test_loss"] if best else None,
+            "best_test_accuracy": best["test_accuracy"] if best else None,
+            "min_test_loss": min(row["test_loss"] for row in rows[i]) if rows[i] else None,
+            "final_test_loss": final.get("test_loss"),
+            "final_test_accuracy": final.get("test_accuracy"),
+            "agile_ranges": agile_parameter_ranges(seed_state.params),
+            "wall_time_s": wall_time,
+            "steps_per_second": steps_per_second,
+        }
+
+    per_seed = [seed_summary(i) for i in range(len(seeds))]
+    if layout.batched_seeds:
+        summary = {
+            "combo": combo,
+            "conv_activation": config.model.conv_activation,
+            "dense_activation": config.model.dense_activation,
+            "num_seeds": len(seeds),
+            "seeds": per_seed,
+            **parallel_lib.seed_statistics(per_seed),
+            "wall_time_s": wall_time,
+            "steps_per_second": steps_per_second,
+        }
+    else:
+        summary = per_seed[0]
+    if is_main_process:
+        (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     writer.close()
     return summary
-

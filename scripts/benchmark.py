@@ -270,7 +270,7 @@ def scaling_main() -> None:
     many = _layout_steps_per_second(_scaling_config(num_seeds=seeds), rounds, steps)
     results: dict[str, Any] = {
         "combo": _SCALING_COMBO.value,
-        "implementation": _scaling_config().model.get("implementation", "reference"),
+        "implementation": train.create_model(_scaling_config()).implementation,
         "batch_size": _BATCH_SIZE.value,
         "one_seed_models_per_s": one,
         f"{seeds}_seeds_models_per_s": many * seeds,

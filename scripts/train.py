@@ -2,7 +2,9 @@
 
     python scripts/train.py --config=configs/combo_12.py [--workdir=DIR] [--config.num_epochs=3]
 
-Without --workdir, results go to a new folder runs/<combo>_<time>/.
+Without --workdir, results go to a new folder runs/<combo>_<time>/. Several processes
+(``--coordinator_address=HOST:PORT --num_processes=N --process_id=I``, or the settings
+``jax.distributed.initialize`` detects itself) need the same --workdir on a shared filesystem.
 """
 
 from __future__ import annotations
@@ -11,14 +13,20 @@ import json
 import time
 from pathlib import Path
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from agile import train
+from agile import parallel, train
 from agile.combos import combo_number
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (default: runs/<combo>_<time>).")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "Multi-process: host:port of process 0 (jax.distributed)."
+)
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process: process count.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process: this process, 0-based.")
 flags.mark_flags_as_required(["config"])
 
 
@@ -33,8 +41,11 @@ def default_workdir(config) -> Path:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     config = _CONFIG.value
     train.validate_config(config)
+    if jax.process_count() > 1 and not _WORKDIR.value:
+        raise app.UsageError("Several processes need one shared --workdir.")
     workdir = Path(_WORKDIR.value) if _WORKDIR.value else default_workdir(config)
     logging.info("Writing results to %s", workdir)
     summary = train.train_and_evaluate(config, workdir)

@@ -1,0 +1,285 @@
+"""Scaling training out: data parallelism over devices, many seeds in one program, many hosts.
+
+A *layout* decides where the training state, the device-resident data and each
+batch's indices live, and wraps the one per-device step function
+(``step_fn(state, accum, images, labels, indices, axis_name=None)``) for that
+placement:
+
+- ``"none"`` with one seed: the step under ``jax.jit``, exactly as before.
+- ``num_seeds = K > 1``: K independent models (seeds ``seed .. seed+K-1``) stacked
+  on a leading axis and stepped together by ``jax.vmap`` in one compiled call.
+- ``"pmap"``: state replicated over the local devices, the global batch split
+  over all devices, gradients and metrics averaged with ``lax.pmean``.
+- ``"shard_map"``: the same over a 1-D device ``Mesh`` with ``jax.shard_map``.
+
+Across several processes (after :func:`initialize_distributed`) both parallel
+modes span every process's devices; each process places only its own share of
+every global batch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+PARALLEL_MODES = ("none", "pmap", "shard_map")
+DATA_AXIS = "data"
+StepFn = Callable[..., tuple[Any, Any]]
+
+
+def validate_scaling_config(config: ml_collections.ConfigDict) -> None:
+    """Raises ValueError for a bad ``parallel``/``num_seeds`` or an indivisible batch.
+
+    For the parallel modes this asks JAX for the device count, so call
+    :func:`initialize_distributed` (if at all) first.
+    """
+    if config.parallel not in PARALLEL_MODES:
+        raise ValueError(
+            f"Unknown config.parallel {config.parallel!r}. Valid: {', '.join(PARALLEL_MODES)}."
+        )
+    num_seeds = config.num_seeds
+    if isinstance(num_seeds, bool) or not isinstance(num_seeds, int) or num_seeds < 1:
+        raise ValueError(f"config.num_seeds must be a positive integer, got {num_seeds!r}.")
+    if num_seeds > 1 and config.parallel != "none":
+        raise ValueError(
+            f"config.num_seeds={num_seeds} needs config.parallel='none': several seeds are "
+            "vmapped on one device and cannot be combined with data parallelism "
+            f"(parallel={config.parallel!r})."
+        )
+    if config.parallel != "none" and config.batch_size % jax.device_count():
+        raise ValueError(
+            f"config.batch_size={config.batch_size} is not divisible by the "
+            f"{jax.device_count()} devices that parallel={config.parallel!r} splits it over."
+        )
+
+
+def initialize_distributed(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+) -> bool:
+    """Calls ``jax.distributed.initialize`` when multi-process settings are given.
+
+    Settings come from the arguments or, for those left None, from what JAX
+    reads itself (``JAX_COORDINATOR_ADDRESS`` and cluster detection: SLURM,
+    Open MPI, Cloud TPU, ...). Returns whether it initialised. Must run before
+    anything touches a JAX device.
+    """
+    given = (coordinator_address, num_processes, process_id)
+    if all(value is None for value in given) and not os.environ.get("JAX_COORDINATOR_ADDRESS"):
+        return False
+    jax.distributed.initialize(
+        coordinator_address=coordinator_address,
+        num_processes=num_processes,
+        process_id=process_id,
+    )
+    return True
+
+
+def _stack(trees: Sequence[Any]) -> Any:
+    """Stacks same-shaped trees leaf by leaf; static fields (apply_fn, tx) come from the first."""
+    leaves = zip(*(jax.tree.leaves(tree) for tree in trees), strict=True)
+    return jax.tree.unflatten(jax.tree.structure(trees[0]), [jnp.stack(group) for group in leaves])
+
+
+def _to_host(tree: Any) -> Any:
+    return jax.tree.map(np.asarray, tree)
+
+
+class SingleDevice:
+    """One model on the default device: the step under ``jax.jit``, as in plain training."""
+
+    def __init__(self, compiled_step: StepFn, seed: int):
+        self.seeds = (seed,)
+        self.batched_seeds = False
+        self._step = compiled_step
+
+    def place(self, per_seed: Sequence[Any]) -> Any:
+        """Device layout of a tree given once per seed (state or accumulator)."""
+        return per_seed[0]
+
+    def place_data(self, array: np.ndarray) -> jax.Array:
+        """Puts a whole training array where every step can gather from it."""
+        return jax.device_put(array)
+
+    def place_indices(self, indices: np.ndarray) -> Any:
+        """One step's indices: (batch,), or (num_seeds, batch) for a seed batch."""
+        return indices
+
+    def step(self, state, accum, images, labels, indices, active: np.ndarray):
+        """One compiled step; ``active`` (one bool per seed) only matters for seed batches."""
+        del active
+        return self._step(state, accum, images, labels, indices)
+
+    def seed_view(self, tree: Any, index: int) -> Any:
+        """Seed ``index``'s copy of a placed tree, addressable by this process."""
+        del index
+        return tree
+
+    def to_checkpoint(self, tree: Any) -> Any:
+        """The tree as it is saved (and the template it is restored into)."""
+        return tree
+
+    def from_checkpoint(self, tree: Any) -> Any:
+        """Inverse of :meth:`to_checkpoint`."""
+        return tree
+
+
+class SeedBatch(SingleDevice):
+    """K independent models stacked on a leading axis, stepped by one vmapped call.
+
+    A seed whose ``active`` flag is False (it stopped early) keeps its state
+    and accumulator unchanged, so each seed matches its own single-seed run.
+    """
+
+    def __init__(self, step_fn: StepFn, seeds: Sequence[int]):
+        self.seeds = tuple(seeds)
+        self.batched_seeds = True
+
+        def masked_step(state, accum, images, labels, indices, active):
+            new = step_fn(state, accum, images, labels, indices)
+            return jax.tree.map(partial(jnp.where, active), new, (state, accum))
+
+        vmapped = jax.vmap(masked_step, in_axes=(0, 0, None, None, 0, 0))
+        self._step = jax.jit(vmapped, donate_argnums=(0, 1))
+
+    def place(self, per_seed: Sequence[Any]) -> Any:
+        return _stack(per_seed)
+
+    def step(self, state, accum, images, labels, indices, active: np.ndarray):
+        return self._step(state, accum, images, labels, indices, active)
+
+    def seed_view(self, tree: Any, index: int) -> Any:
+        return jax.tree.map(lambda leaf: leaf[index], tree)
+
+
+class DataParallel(SingleDevice):
+    """Shared part of the data-parallel layouts: one model, checkpointed as host arrays."""
+
+    def to_checkpoint(self, tree: Any) -> Any:
+        return _to_host(self.seed_view(tree, 0))
+
+    def from_checkpoint(self, tree: Any) -> Any:
+        return self.place([tree])
+
+
+class Pmap(DataParallel):
+    """``jax.pmap`` over the local devices; replicas carry a leading device axis."""
+
+    def __init__(self, step_fn: StepFn, seed: int):
+        self.seeds = (seed,)
+        self.batched_seeds = False
+        self._step = jax.pmap(
+            partial(step_fn, axis_name=DATA_AXIS), axis_name=DATA_AXIS, donate_argnums=(0, 1)
+        )
+        self._replicate = jax.pmap(lambda leaf: leaf)
+
+    def place(self, per_seed: Sequence[Any]) -> Any:
+        count = jax.local_device_count()
+        return jax.tree.map(
+            lambda leaf: self._replicate(np.broadcast_to(leaf, (count, *np.shape(leaf)))),
+            _to_host(per_seed[0]),
+        )
+
+    def place_data(self, array: np.ndarray) -> jax.Array:
+        return self.place([array])
+
+    def place_indices(self, indices: np.ndarray) -> np.ndarray:
+        """This process's rows of the global batch, split (local devices, per-device batch)."""
+        local = jax.local_device_count()
+        per_device = indices.reshape(jax.device_count(), -1)
+        start = jax.process_index() * local
+        return per_device[start : start + local]
+
+    def seed_view(self, tree: Any, index: int) -> Any:
+        return jax.tree.map(lambda leaf: leaf.addressable_data(0)[0], tree)
+
+
+class ShardMap(DataParallel):
+    """``jax.shard_map`` over a 1-D mesh of all devices: state replicated, batch sharded."""
+
+    def __init__(self, step_fn: StepFn, seed: int):
+        self.seeds = (seed,)
+        self.batched_seeds = False
+        self._mesh = Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
+        sharded = jax.shard_map(
+            partial(step_fn, axis_name=DATA_AXIS),
+            mesh=self._mesh,
+            in_specs=(P(), P(), P(), P(), P(DATA_AXIS)),
+            out_specs=P(),
+        )
+        self._step = jax.jit(sharded, donate_argnums=(0, 1))
+
+    def _global(self, array: np.ndarray, spec: P) -> jax.Array:
+        """A global array from a host array every process holds; each places its own shards."""
+        array = np.asarray(array)
+        sharding = NamedSharding(self._mesh, spec)
+        return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
+
+    def place(self, per_seed: Sequence[Any]) -> Any:
+        return jax.tree.map(lambda leaf: self._global(leaf, P()), _to_host(per_seed[0]))
+
+    def place_data(self, array: np.ndarray) -> jax.Array:
+        return self._global(array, P())
+
+    def place_indices(self, indices: np.ndarray) -> jax.Array:
+        return self._global(indices, P(DATA_AXIS))
+
+    def seed_view(self, tree: Any, index: int) -> Any:
+        return jax.tree.map(lambda leaf: leaf.addressable_data(0), tree)
+
+
+def make_layout(
+    config: ml_collections.ConfigDict, step_fn: StepFn, compiled_step: StepFn
+) -> SingleDevice:
+    """The layout for ``config.parallel`` and ``config.num_seeds`` around ``step_fn``.
+
+    ``compiled_step`` is ``step_fn`` under ``jax.jit`` (donating state and
+    accumulator), used as is for one seed on one device so its compilation
+    cache is shared by every run.
+    """
+    validate_scaling_config(config)
+    if config.num_seeds > 1:
+        return SeedBatch(step_fn, range(config.seed, config.seed + config.num_seeds))
+    if config.parallel == "pmap":
+        return Pmap(step_fn, config.seed)
+    if config.parallel == "shard_map":
+        return ShardMap(step_fn, config.seed)
+    return SingleDevice(compiled_step, config.seed)
+
+
+SEED_STATISTIC_FIELDS = (
+    "best_test_loss",
+    "best_test_accuracy",
+    "min_test_loss",
+    "final_test_loss",
+    "final_test_accuracy",
+    "best_step",
+    "steps",
+)
+
+
+def seed_statistics(per_seed: Sequence[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+    """``{"mean": ..., "std": ...}`` over seeds of each numeric summary field.
+
+    The std is the sample std (ddof=1; 0 for one seed); a field missing for
+    any seed gives None.
+    """
+    stats: dict[str, dict[str, float | None]] = {"mean": {}, "std": {}}
+    for field in SEED_STATISTIC_FIELDS:
+        values = [summary.get(field) for summary in per_seed]
+        if any(value is None for value in values):
+            stats["mean"][field] = stats["std"][field] = None
+            continue
+        stats["mean"][field] = float(np.mean(values))
+        stats["std"][field] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return stats

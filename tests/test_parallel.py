@@ -1,0 +1,249 @@
+"""Scaling out (agile/parallel.py): seeds vmapped in one program, pmap/shard_map data
+parallelism on 4 host devices, and two processes that train like one."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from agile import parallel, train
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RTOL = 1e-5
+ATOL = 2e-6  # Adam normalises tiny gradients, so near-zero weights differ by rounding.
+RUN_RTOL = 1e-4  # Whole runs at a high learning rate: rounding grows over the steps.
+SUMMARY_FIELDS = ("seed", "steps", "early_stopped", "best_step")
+SUMMARY_LOSSES = ("best_test_loss", "final_test_loss", "final_test_accuracy", "min_test_loss")
+
+
+def _rows(workdir: Path) -> list[dict]:
+    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _random_data(num: int = 120, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0, 1, (num, 28, 28, 1)).astype(np.float32)
+    return images, (np.arange(num) % 10).astype(np.int32)
+
+
+def _assert_trees_close(actual, expected) -> None:
+    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(e), rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"parallel": "tpu"}, "Unknown config.parallel 'tpu'"),
+        ({"num_seeds": 0}, "num_seeds must be a positive integer"),
+        ({"num_seeds": 2, "parallel": "pmap"}, "num_seeds=2 needs config.parallel='none'"),
+    ],
+)
+def test_bad_scaling_config_is_a_clear_error(tiny_config, overrides, message):
+    tiny_config.update(overrides)
+    with pytest.raises(ValueError, match=message):
+        train.validate_config(tiny_config)
+
+
+def test_seed_batch_steps_equal_separate_single_seed_steps(tiny_config):
+    """K=3 vmapped states take the same steps as three single-seed states."""
+    seeds = (0, 1, 2)
+    tiny_config.num_seeds = len(seeds)
+    layout = parallel.make_layout(tiny_config, train._step_on_device_data, train._compiled_step)
+    images, labels = _random_data()
+    singles = [train.create_train_state(tiny_config, jax.random.key(seed)) for seed in seeds]
+    single_accums = [train.new_train_accumulator() for _ in seeds]
+    batched = layout.place(singles)
+    batched_accum = layout.place(single_accums)
+    active = np.ones(len(seeds), bool)
+    for step in range(3):
+        indices = np.stack([np.random.default_rng([s, step]).permutation(120)[:30] for s in seeds])
+        batched, batched_accum = layout.step(
+            batched, batched_accum, images, labels, indices.astype(np.int32), active
+        )
+        for i in range(len(seeds)):
+            singles[i], single_accums[i] = train._compiled_step(
+                singles[i], single_accums[i], images, labels, indices[i].astype(np.int32)
+            )
+    for i in range(len(seeds)):
+        _assert_trees_close(layout.seed_view(batched.params, i), singles[i].params)
+        _assert_trees_close(layout.seed_view(batched_accum, i), single_accums[i])
+
+
+def test_inactive_seed_keeps_its_state(tiny_config):
+    tiny_config.num_seeds = 2
+    layout = parallel.make_layout(tiny_config, train._step_on_device_data, train._compiled_step)
+    images, labels = _random_data()
+    state = layout.place([train.create_train_state(tiny_config, jax.random.key(s)) for s in (0, 1)])
+    before = jax.device_get(state.params)
+    accum = layout.place([train.new_train_accumulator()] * 2)
+    indices = np.zeros((2, 30), np.int32)
+    state, _ = layout.step(state, accum, images, labels, indices, np.array([True, False]))
+    assert np.asarray(state.step).tolist() == [1, 0]
+    _assert_trees_close(layout.seed_view(state.params, 1), layout.seed_view(before, 1))
+    assert not np.allclose(layout.seed_view(state.params, 0)["output"]["kernel"],
+                           layout.seed_view(before, 0)["output"]["kernel"])
+
+
+def test_num_seeds_run_equals_separate_runs(tmp_path, tiny_config):
+    """Seeds 3..5 in one run: per-seed metrics and summaries equal three single-seed runs,
+    including seeds that stop early at different steps."""
+    tiny_config.update(seed=3, num_epochs=4, learning_rate=0.01, agile_learning_rate=0.01)
+    tiny_config.patience = 1
+    tiny_config.num_seeds = 3
+    together = train.train_and_evaluate(tiny_config, tmp_path / "together")
+    rows = _rows(tmp_path / "together")
+    assert together["num_seeds"] == 3 and [s["seed"] for s in together["seeds"]] == [3, 4, 5]
+    tiny_config.num_seeds = 1
+    for seed_summary in together["seeds"]:
+        tiny_config.seed = seed_summary["seed"]
+        alone = train.train_and_evaluate(tiny_config, tmp_path / f"seed_{tiny_config.seed}")
+        for field in SUMMARY_FIELDS:
+            assert seed_summary[field] == alone[field], field
+        for field in SUMMARY_LOSSES:
+            np.testing.assert_allclose(seed_summary[field], alone[field], rtol=RUN_RTOL)
+        alone_rows = _rows(tmp_path / f"seed_{tiny_config.seed}")
+        seed_rows = [row for row in rows if row["seed"] == tiny_config.seed]
+        assert [row["step"] for row in seed_rows] == [row["step"] for row in alone_rows]
+        for key in ("train_loss", "val_loss", "test_loss"):
+            np.testing.assert_allclose(
+                [row[key] for row in seed_rows], [row[key] for row in alone_rows], rtol=RUN_RTOL
+            )
+    losses = [s["final_test_loss"] for s in together["seeds"]]
+    np.testing.assert_allclose(together["mean"]["final_test_loss"], np.mean(losses))
+    np.testing.assert_allclose(together["std"]["final_test_loss"], np.std(losses, ddof=1))
+    tiny_config.update(seed=3, num_seeds=3)
+    again = train.train_and_evaluate(tiny_config, tmp_path / "together")  # Restores, finished.
+    assert [s["final_test_loss"] for s in again["seeds"]] == losses
+
+
+def test_seed_statistics():
+    stats = parallel.seed_statistics(
+        [{"final_test_loss": 1.0, "best_step": 10}, {"final_test_loss": 3.0, "best_step": None}]
+    )
+    assert stats["mean"]["final_test_loss"] == 2.0
+    assert stats["std"]["final_test_loss"] == pytest.approx(np.sqrt(2.0))
+    assert stats["mean"]["best_step"] is None
+
+
+# --- Four host devices and two processes (subprocesses: XLA_FLAGS must precede jax) -------
+
+FOUR_DEVICE_CHECK = textwrap.dedent(
+    """
+    import json, sys
+    import jax, numpy as np
+    from agile import parallel, train
+    from configs import default
+
+    config = default.get_config(12)
+    config.update(batch_size=40, num_epochs=2, log_every_steps=2, checkpoint_every_steps=3)
+    config.data.update(source="idx", dir=sys.argv[1], train_size=200, val_size=100,
+                       test_size=100, eval_batch_size=64)
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 1, (120, 28, 28, 1)).astype(np.float32)
+    labels = (np.arange(120) % 10).astype(np.int32)
+    batches = [rng.permutation(120)[:40].astype(np.int32) for _ in range(4)]
+    out = {"devices": jax.device_count()}
+    for mode in ("none", "pmap", "shard_map"):
+        config.update(parallel=mode, optimizer="sgd", learning_rate=0.1, agile_learning_rate=0.1)
+        layout = parallel.make_layout(config, train._step_on_device_data, train._compiled_step)
+        state = layout.place([train.create_train_state(config, jax.random.key(0))])
+        placed_images, placed_labels = layout.place_data(images), layout.place_data(labels)
+        losses = []
+        for indices in batches:
+            accum = layout.place([train.new_train_accumulator()])
+            state, accum = layout.step(state, accum, placed_images, placed_labels,
+                                       layout.place_indices(indices), np.array([True]))
+            losses.append(float(layout.seed_view(accum, 0)["loss_sum"]))
+        params = jax.device_get(layout.seed_view(state.params, 0))
+        out[mode] = {"losses": losses,
+                     "params": [np.asarray(p).ravel().tolist() for p in jax.tree.leaves(params)]}
+        config.update(optimizer="adam", learning_rate=1e-3, agile_learning_rate=1e-3)
+        workdir = f"{sys.argv[2]}/{mode}"
+        train.train_and_evaluate(config, workdir)
+        train.train_and_evaluate(config, workdir)  # A finished run restores its checkpoint.
+        out[mode]["rows"] = [json.loads(line) for line in open(f"{workdir}/metrics.jsonl")]
+    config.batch_size = 50
+    try:
+        train.validate_config(config)
+    except ValueError as err:
+        out["indivisible_error"] = str(err)
+    print("RESULT" + json.dumps(out))
+    """
+)
+
+
+def _run(args: list[str], env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        args, cwd=REPO_ROOT, env={**os.environ, **env}, capture_output=True, text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.slow
+def test_pmap_and_shard_map_on_four_devices_match_one_device(tmp_path, synthetic_mnist_dir):
+    result = _run(
+        [sys.executable, "-c", FOUR_DEVICE_CHECK, str(synthetic_mnist_dir), str(tmp_path)],
+        {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.split("RESULT", 1)[1])
+    assert out["devices"] == 4
+    assert "batch_size=50 is not divisible by the 4 devices" in out["indivisible_error"]
+    reference = out["none"]
+    for mode in ("pmap", "shard_map"):
+        np.testing.assert_allclose(out[mode]["losses"], reference["losses"], rtol=RTOL)
+        for actual, expected in zip(out[mode]["params"], reference["params"], strict=True):
+            np.testing.assert_allclose(actual, expected, rtol=RTOL, atol=ATOL)
+        assert [r["step"] for r in out[mode]["rows"]] == [r["step"] for r in reference["rows"]]
+        for key in ("train_loss", "val_loss", "test_loss"):
+            np.testing.assert_allclose(
+                [r[key] for r in out[mode]["rows"]], [r[key] for r in reference["rows"]],
+                rtol=RUN_RTOL,
+            )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["shard_map", "pmap"])
+def test_two_processes_match_one(tmp_path, synthetic_mnist_dir, mode):
+    flags = ["--config=configs/combo_12.py", "--config.num_epochs=2", "--config.batch_size=40",
+             "--config.data.train_size=200", "--config.data.val_size=100",
+             "--config.data.test_size=100", "--config.checkpoint_every_steps=3"]
+    env = {"MNIST_DIR": str(synthetic_mnist_dir)}
+    single = _run([sys.executable, "scripts/train.py", *flags, f"--workdir={tmp_path / 'one'}"],
+                  env)
+    assert single.returncode == 0, single.stderr[-3000:]
+    address = f"127.0.0.1:{_free_port()}"
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "scripts/train.py", *flags, f"--config.parallel={mode}",
+             f"--workdir={tmp_path / 'two'}", f"--coordinator_address={address}",
+             "--num_processes=2", f"--process_id={i}"],
+            cwd=REPO_ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True,
+        )
+        for i in range(2)
+    ]
+    for process in processes:
+        _, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr[-3000:]
+    one, two = _rows(tmp_path / "one"), _rows(tmp_path / "two")
+    assert [r["step"] for r in two] == [r["step"] for r in one] == [5, 10]
+    for key in ("train_loss", "val_loss", "test_loss"):
+        np.testing.assert_allclose([r[key] for r in two], [r[key] for r in one], rtol=RTOL)
+    summary = json.loads((tmp_path / "two/summary.json").read_text())
+    assert summary["steps"] == 10
+    assert sorted(p.name for p in (tmp_path / "two/checkpoints").iterdir()) == ["10", "9"]
