@@ -79,6 +79,7 @@ def create_model(config: ml_collections.ConfigDict) -> CNN:
         conv_activation=m.conv_activation,
         dense_activation=m.dense_activation,
         granularity=m.granularity,
+        implementation=m.implementation,
     )
 
 

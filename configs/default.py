@@ -39,6 +39,7 @@ def get_config(combo: str | int | None = None) -> ml_collections.ConfigDict:
     config.model.pool_size = (2, 2)  # Pooling window and stride (VALID).
     config.model.dense_features = 30  # Hidden dense nodes.
     config.model.num_classes = 10  # Output logits.
+    config.model.implementation = "fast"  # "fast" (agile.ops) or "reference" (nn.Conv, max_pool).
 
     config.data = ml_collections.ConfigDict()
     config.data.source = "auto"  # "idx" (files in dir or $MNIST_DIR), "tfds", or "auto".
