@@ -183,14 +183,8 @@ def _accumulate(accum: Metrics, metrics: Metrics, step: jax.Array) -> Metrics:
     }
 
 
-@jax.jit
-def _train_step_jit(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
-    return train_step(state, batch)
-
-
-def jit_train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
-    """``train_step`` compiled with ``jax.jit`` (for users who feed their own batches)."""
-    return _train_step_jit(state, batch)
+jit_train_step = jax.jit(train_step, static_argnames="axis_name")
+"""``train_step`` under ``jax.jit``, for users who feed their own batches."""
 
 
 def _step_on_device_data(state, accum, images, labels, indices, axis_name=None):
