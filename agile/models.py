@@ -10,10 +10,9 @@ import jax.numpy as jnp
 
 from agile.activations import is_agile_name, validate_activation_name
 from agile.layers import activation_layer, parameter_shape
-from agile.ops import POOLINGS, patch_conv, reshape_pool, same_padding
+from agile.ops import POOLINGS, canonical_conv, patch_conv, reshape_pool
 
 IMPLEMENTATIONS = ("fast", "reference")
-_PATCH = {"on": False}
 
 
 class SameConv(nn.Module):
@@ -22,8 +21,10 @@ class SameConv(nn.Module):
     Same parameter names, shapes and initializers as ``nn.Conv``, so one
     parameter tree serves both. A single-channel input goes through
     :func:`agile.ops.patch_conv` (one matmul; XLA:CPU's convolution is slow for
-    it); wider inputs through ``lax.conv_general_dilated``, which beat
-    patches @ kernel on XLA:CPU for the 16- and 8-channel layers.
+    it); wider inputs through :func:`agile.ops.canonical_conv` (XLA's
+    convolution, with gradients XLA:CPU runs fast also inside loops, as the
+    seed batches of ``agile.parallel`` need), which beat patches @ kernel on
+    XLA:CPU for the 16- and 8-channel layers.
     """
 
     features: int
@@ -36,16 +37,9 @@ class SameConv(nn.Module):
         kernel_shape = (*self.kernel_size, x.shape[-1], self.features)
         kernel = self.param("kernel", self.kernel_init, kernel_shape, jnp.float32)
         bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
-        if x.shape[-1] == 1 or _PATCH["on"]:
+        if x.shape[-1] == 1:
             return patch_conv(x, kernel, bias)
-        y = jax.lax.conv_general_dilated(
-            x,
-            kernel,
-            (1, 1),
-            same_padding(self.kernel_size),
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        )
-        return y + bias
+        return canonical_conv(x, kernel) + bias
 
 
 class CNN(nn.Module):

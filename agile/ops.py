@@ -117,3 +117,39 @@ def reshape_pool(x: Array, pool_size: tuple[int, int], pooling: str) -> Array:
     if pooling == "max":
         return _max_pool(x, pool_size)
     return _pool_windows(x, pool_size).mean(axis=(2, 4))
+
+
+def _conv_nhwc(x: Array, kernel: Array, padding) -> Array:
+    return jax.lax.conv_general_dilated(
+        x, kernel, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+
+
+@jax.custom_vjp
+def canonical_conv(x: Array, kernel: Array) -> Array:
+    """Stride-1 SAME ``lax.conv_general_dilated`` (NHWC, HWIO) whose gradients are canonical convs.
+
+    The same function as the plain convolution; its backward pass spells out the
+    transposes that make both gradient convolutions (NHWC, HWIO) ones, which
+    XLA:CPU runs through its fast convolution even inside loops, where it does
+    not canonicalise the convolutions autodiff produces.
+    """
+    return _conv_nhwc(x, kernel, same_padding(kernel.shape[:2]))
+
+
+def _canonical_conv_forward(x: Array, kernel: Array) -> tuple[Array, tuple[Array, Array]]:
+    return canonical_conv(x, kernel), (x, kernel)
+
+
+def _canonical_conv_backward(residuals: tuple[Array, Array], grad: Array) -> tuple[Array, Array]:
+    x, kernel = residuals
+    padding = same_padding(kernel.shape[:2])
+    flipped = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
+    transposed_padding = tuple((k - 1 - low, k - 1 - high) for k, (low, high)
+                               in zip(kernel.shape[:2], padding, strict=True))
+    grad_x = _conv_nhwc(grad, flipped, transposed_padding)
+    grad_kernel = _conv_nhwc(x.transpose(3, 1, 2, 0), grad.transpose(1, 2, 0, 3), padding)
+    return grad_x, grad_kernel.transpose(1, 2, 0, 3)
+
+
+canonical_conv.defvjp(_canonical_conv_forward, _canonical_conv_backward)

@@ -135,22 +135,58 @@ class SingleDevice:
 
 
 class SeedBatch(SingleDevice):
-    """K independent models stacked on a leading axis, stepped by one vmapped call.
+    """K independent models stacked on a leading axis, stepped together by one compiled call.
 
     A seed whose ``active`` flag is False (it stopped early) keeps its state
     and accumulator unchanged, so each seed matches its own single-seed run.
+
+    The call does not ``jax.vmap`` the step: on XLA:CPU that turns the
+    convolutions into grouped ones and multiplies every intermediate by K, and
+    ran ~0.3x the per-model speed of single-seed steps. Instead a ``lax.scan``
+    over K / ``group_size`` iterations steps ``group_size`` seeds per iteration
+    (independent computations XLA may run side by side on the CPU cores) and
+    rotates the stacked state by ``group_size``, so each iteration reads its
+    seeds at static offsets (a dynamically sliced parameter fused into the big
+    elementwise loops slowed them several times). This relies on the fast CNN's
+    :func:`agile.ops.canonical_conv`, whose gradient convolutions XLA:CPU runs
+    fast inside a loop body too.
     """
 
-    def __init__(self, step_fn: StepFn, seeds: Sequence[int]):
+    def __init__(self, step_fn: StepFn, seeds: Sequence[int], group_size: int | None = None):
         self.seeds = tuple(seeds)
         self.batched_seeds = True
+        count = len(self.seeds)
+        if group_size is None:
+            group_size = 2 if count % 2 == 0 else 1
+        if count % group_size:
+            raise ValueError(f"group_size={group_size} does not divide {count} seeds.")
+        self.group_size = group_size
 
         def masked_step(state, accum, images, labels, indices, active):
             new = step_fn(state, accum, images, labels, indices)
             return jax.tree.map(partial(jnp.where, active), new, (state, accum))
 
-        vmapped = jax.vmap(masked_step, in_axes=(0, 0, None, None, 0, 0))
-        self._step = jax.jit(vmapped, donate_argnums=(0, 1))
+        def seeds_step(state, accum, images, labels, indices, active):
+            def one_group(carry, _):
+                stepped = []
+                for g in range(group_size):
+                    seed_state, seed_accum, seed_indices, seed_active = jax.tree.map(
+                        lambda leaf, g=g: leaf[g], carry
+                    )
+                    stepped.append(
+                        masked_step(seed_state, seed_accum, images, labels, seed_indices,
+                                    seed_active)
+                    )
+                state, accum = jax.tree.map(lambda *leaves: jnp.stack(leaves), *stepped)
+                head = (state, accum, carry[2][:group_size], carry[3][:group_size])
+                rest = jax.tree.map(lambda leaf: leaf[group_size:], carry)
+                return jax.tree.map(lambda r, h: jnp.concatenate([r, h]), rest, head), None
+
+            carry = (state, accum, indices, active)
+            (state, accum, _, _), _ = jax.lax.scan(one_group, carry, None, count // group_size)
+            return state, accum
+
+        self._step = jax.jit(seeds_step, donate_argnums=(0, 1))
 
     def place(self, per_seed: Sequence[Any]) -> Any:
         return _stack(per_seed)

@@ -219,7 +219,7 @@ def main(argv: list[str]) -> None:
 # before JAX starts). Run with --scaling; writes scaling.json and scaling.md.
 
 _SCALING = flags.DEFINE_bool("scaling", False, "Run only the scaling-out benchmark.")
-_SCALING_SEEDS = flags.DEFINE_integer("scaling_seeds", 8, "Seeds vmapped in one program.")
+_SCALING_SEEDS = flags.DEFINE_integer("scaling_seeds", 8, "Seeds stepped in one program.")
 _SCALING_COMBO = flags.DEFINE_integer("scaling_combo", 12, "Combination the scaling runs use.")
 _SCALING_WORKER = flags.DEFINE_string(
     "scaling_worker", None, "Internal: time this parallel mode on the visible devices."
@@ -295,7 +295,7 @@ def scaling_main() -> None:
         "| variant | models/s (steps x models per second) |",
         "|---|---|",
         f"| one seed at a time | {one:.1f} |",
-        f"| {seeds} seeds in one program (vmap) | {many * seeds:.1f} |",
+        f"| {seeds} seeds in one program (SeedBatch) | {many * seeds:.1f} |",
         "",
         f"Seed batching speedup per model: {results['seed_speedup']:.2f}x",
         "",

@@ -240,3 +240,24 @@ def test_reshape_pool_errors():
         ops.reshape_pool(x, (2, 2), "sum")
     with pytest.raises(ValueError, match="larger than"):
         ops.reshape_pool(x, (5, 2), "max")
+
+
+@pytest.mark.parametrize("kernel_size", [(3, 3), (2, 2), (3, 2)])
+def test_canonical_conv_matches_lax_values_and_gradients(kernel_size):
+    keys = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(keys[0], (4, 7, 6, 5))
+    kernel = jax.random.normal(keys[1], (*kernel_size, 5, 3))
+    grad = jax.random.normal(keys[2], (4, 7, 6, 3))
+
+    def reference(x, kernel):
+        return jax.lax.conv_general_dilated(
+            x, kernel, (1, 1), ops.same_padding(kernel_size),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
+
+    value, vjp = jax.vjp(ops.canonical_conv, x, kernel)
+    expected, expected_vjp = jax.vjp(reference, x, kernel)
+    np.testing.assert_allclose(value, expected, rtol=1e-5, atol=1e-5)
+    for actual, wanted in zip(vjp(grad), expected_vjp(grad), strict=True):
+        np.testing.assert_allclose(actual, wanted, rtol=1e-5, atol=1e-5)
+
