@@ -7,7 +7,7 @@ placement:
 
 - ``"none"`` with one seed: the step under ``jax.jit``, exactly as before.
 - ``num_seeds = K > 1``: K independent models (seeds ``seed .. seed+K-1``) stacked
-  on a leading axis and stepped together by ``jax.vmap`` in one compiled call.
+  on a leading axis and stepped together in one compiled call (see ``SeedBatch``).
 - ``"pmap"``: state replicated over the local devices, the global batch split
   over all devices, gradients and metrics averaged with ``lax.pmean``.
 - ``"shard_map"``: the same over a 1-D device ``Mesh`` with ``jax.shard_map``.
@@ -52,7 +52,7 @@ def validate_scaling_config(config: ml_collections.ConfigDict) -> None:
     if num_seeds > 1 and config.parallel != "none":
         raise ValueError(
             f"config.num_seeds={num_seeds} needs config.parallel='none': several seeds are "
-            "vmapped on one device and cannot be combined with data parallelism "
+            "stacked on one device and cannot be combined with data parallelism "
             f"(parallel={config.parallel!r})."
         )
     if config.parallel != "none" and config.batch_size % jax.device_count():

@@ -214,7 +214,7 @@ def main(argv: list[str]) -> None:
 
 
 # =============================================================================================
-# Scaling out (agile/parallel.py): seeds vmapped in one program, and pmap/shard_map steps on
+# Scaling out (agile/parallel.py): K seeds in one program, and pmap/shard_map steps on
 # 1, 2 and 4 host devices (each device count in a subprocess, since XLA_FLAGS must be set
 # before JAX starts). Run with --scaling; writes scaling.json and scaling.md.
 
@@ -260,7 +260,7 @@ def _scaling_config(**overrides):
 
 
 def scaling_main() -> None:
-    """Per-model throughput one seed at a time vs K seeds vmapped; data-parallel step times."""
+    """Per-model throughput, one seed at a time vs K seeds in one program; pmap/shard_map steps."""
     import os
     import subprocess
     import sys

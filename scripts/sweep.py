@@ -1,4 +1,4 @@
-"""Runs Table 1's combinations with several seeds each (seeds vmapped in one program).
+"""Runs Table 1's combinations with several seeds each (all seeds in one program).
 
     python scripts/sweep.py --workdir=runs/sweep --seeds=8 [--combos=1,5,12]
         [--config=configs/default.py] [--config.num_epochs=50 ...]
