@@ -1,5 +1,7 @@
 """agile: learnable (agile) activation functions z = a * f(x - b) for JAX and Flax."""
 
+__version__ = "0.2.0"
+
 from agile.activations import (
     ACTIVATION_NAMES,
     agile,
@@ -16,6 +18,7 @@ from agile.activations import (
 from agile.layers import Agile, activation_layer
 
 __all__ = [
+    "__version__",
     "ACTIVATION_NAMES",
     "Agile",
     "activation_layer",

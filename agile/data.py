@@ -7,7 +7,7 @@ once (``jax.device_put``), draws per-epoch batch indices on the host with
 :func:`gather_batch`. No input pipeline runs during training.
 
 Every loader takes the ``data`` sub-config (an ``ml_collections.ConfigDict``,
-see :func:`default_data_config`) with these fields:
+defined in :mod:`agile.config`) with these fields:
 
 - ``source``: ``"auto"`` (``"idx"`` when ``dir`` or env ``MNIST_DIR`` is set,
   else ``"tfds"``), ``"idx"`` (the four standard IDX files, raw or ``.gz``,
@@ -74,22 +74,6 @@ class Datasets(NamedTuple):
     train: Split
     val: Split | None
     test: Split
-
-
-def default_data_config() -> ml_collections.ConfigDict:
-    """Returns the ``data`` sub-config with every field at its default."""
-    return ml_collections.ConfigDict(
-        {
-            "source": "auto",
-            "dir": None,
-            "tfds_data_dir": None,
-            "train_size": 5000,
-            "val_size": 0,
-            "test_size": None,
-            "subset_seed": 0,
-            "standardize": False,
-        }
-    )
 
 
 def resolve_source(data_config: ml_collections.ConfigDict) -> str:

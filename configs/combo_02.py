@@ -1,7 +1,7 @@
 """Table 1, combination 2: sigmoid in the conv layers, agile_relu in the dense layer."""
 
-from configs import default
+from agile import config
 
 
 def get_config():
-    return default.get_config(2)
+    return config.get_config(2)

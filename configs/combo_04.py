@@ -1,7 +1,7 @@
 """Table 1, combination 4: agile_sigmoid in the conv layers, relu in the dense layer."""
 
-from configs import default
+from agile import config
 
 
 def get_config():
-    return default.get_config(4)
+    return config.get_config(4)

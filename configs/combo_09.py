@@ -1,7 +1,7 @@
 """Table 1, combination 9: relu in the conv layers, agile_sigmoid in the dense layer."""
 
-from configs import default
+from agile import config
 
 
 def get_config():
-    return default.get_config(9)
+    return config.get_config(9)

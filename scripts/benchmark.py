@@ -37,7 +37,7 @@ from agile import data as data_lib
 from agile import train
 from agile.combos import COMBOS
 from agile.models import CNN
-from configs.default import get_config
+from agile.config import get_config
 
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "benchmark_results", "Where results go.")
 _ROUNDS = flags.DEFINE_integer("rounds", 15, "Timed rounds; each times every variant once.")

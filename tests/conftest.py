@@ -7,7 +7,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from configs import default
+from agile.config import get_config
 
 IDX_NAMES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -52,7 +52,7 @@ def synthetic_mnist_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def tiny_config(synthetic_mnist_dir) -> ml_collections.ConfigDict:
     """A fast config on the synthetic data: 200 train, 100 val, 100 test, batch 50."""
-    config = default.get_config(12)
+    config = get_config(12)
     config.num_epochs = 2
     config.batch_size = 50
     config.log_every_steps = 2

@@ -18,6 +18,7 @@ import pytest
 from conftest import idx_bytes
 
 from agile import data
+from agile.config import get_config
 
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
@@ -60,8 +61,15 @@ def write_mnist(directory: Path, num_train: int = 100, num_test: int = 50, gz: b
     return arrays
 
 
+def data_config() -> ml_collections.ConfigDict:
+    """The experiment's ``data`` defaults without a validation split (the tests' files are small)."""
+    config = get_config().data
+    config.val_size = 0
+    return config
+
+
 def idx_config(directory: Path, **overrides) -> ml_collections.ConfigDict:
-    config = data.default_data_config()
+    config = data_config()
     config.update({"source": "idx", "dir": str(directory), "train_size": 40, **overrides})
     return config
 
@@ -171,7 +179,7 @@ def test_label_out_of_range(tmp_path):
 
 def test_resolve_source(tmp_path, monkeypatch):
     monkeypatch.delenv("MNIST_DIR", raising=False)
-    config = data.default_data_config()
+    config = data_config()
     assert data.resolve_source(config) == "tfds"
     config.dir = str(tmp_path)
     assert data.resolve_source(config) == "idx"
@@ -194,7 +202,7 @@ def test_unknown_split(tmp_path):
 def test_idx_reads_mnist_dir_when_dir_unset(tmp_path, monkeypatch):
     arrays = write_mnist(tmp_path)
     monkeypatch.setenv("MNIST_DIR", str(tmp_path))
-    config = data.default_data_config()
+    config = data_config()
     config.source = "idx"
     _, labels = data.load_split(config, "train")
     np.testing.assert_array_equal(labels, arrays[TRAIN_LABELS])
@@ -209,8 +217,10 @@ def test_idx_source_does_not_import_tensorflow(tmp_path):
         f"""
         import sys
         from agile import data
-        config = data.default_data_config()
-        config.update(source="idx", dir={str(tmp_path)!r}, train_size=40, test_size=20)
+        from agile.config import get_config
+        config = get_config().data
+        config.update(source="idx", dir={str(tmp_path)!r}, train_size=40, val_size=0,
+                      test_size=20)
         data.load_datasets(config)
         tf_modules = ("tensorflow", "tensorflow_datasets")
         loaded = sorted(m for m in sys.modules if m.split(".")[0] in tf_modules)
@@ -345,7 +355,7 @@ def test_gather_batch_under_jit_matches_numpy():
 @pytest.mark.slow
 def test_tfds_source_with_mock_data():
     tfds = pytest.importorskip("tensorflow_datasets")
-    config = data.default_data_config()
+    config = data_config()
     config.update(source="tfds", train_size=0)
     with tfds.testing.mock_data(num_examples=30):
         images, labels = data.load_split(config, "train")
@@ -375,7 +385,7 @@ needs_mnist = pytest.mark.skipif(not os.environ.get("MNIST_DIR"), reason="MNIST_
 
 @pytest.fixture
 def real_config():
-    config = data.default_data_config()
+    config = data_config()
     config.update(source="idx", dir=os.environ["MNIST_DIR"])
     return config
 

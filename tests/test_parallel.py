@@ -140,9 +140,9 @@ FOUR_DEVICE_CHECK = textwrap.dedent(
     import json, sys
     import jax, numpy as np
     from agile import parallel, train
-    from configs import default
+    from agile.config import get_config
 
-    config = default.get_config(12)
+    config = get_config(12)
     config.update(batch_size=40, num_epochs=2, log_every_steps=2, checkpoint_every_steps=3)
     config.data.update(source="idx", dir=sys.argv[1], train_size=200, val_size=100,
                        test_size=100, eval_batch_size=64)

@@ -13,7 +13,7 @@ import pytest
 
 from agile import train
 from agile.combos import COMBOS, combo_activations, combo_number
-from configs import default
+from agile.config import get_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TIME_FIELDS = {"wall_time_s", "steps_per_second"}
@@ -39,7 +39,7 @@ def test_combo_table():
 
 @pytest.mark.parametrize("combo", sorted(COMBOS))
 def test_every_combo_config_builds_and_takes_two_steps(combo):
-    config = default.get_config(combo)
+    config = get_config(combo)
     state = train.create_train_state(config, jax.random.key(0))
     losses = []
     for step in range(2):
@@ -73,7 +73,7 @@ def test_loss_falls_on_synthetic_data(synthetic_mnist_dir, tiny_config):
 
 
 def test_agile_parameters_use_their_own_learning_rate():
-    config = default.get_config(12)
+    config = get_config(12)
     config.optimizer = "sgd"
     config.learning_rate = 0.1
     config.agile_learning_rate = 0.0
@@ -86,7 +86,7 @@ def test_agile_parameters_use_their_own_learning_rate():
 
 def test_sgd_with_momentum_and_adam_both_train():
     for optimizer, momentum in (("sgd", 0.9), ("adam", 0.0)):
-        config = default.get_config(7)
+        config = get_config(7)
         config.optimizer, config.momentum, config.learning_rate = optimizer, momentum, 0.05
         state = train.create_train_state(config, jax.random.key(0))
         state, _ = train.jit_train_step(state, _batch())
@@ -94,7 +94,7 @@ def test_sgd_with_momentum_and_adam_both_train():
 
 
 def test_eval_step_masks_padding():
-    config = default.get_config(7)
+    config = get_config(7)
     state = train.create_train_state(config, jax.random.key(0))
     batch = _batch(6)
     full = train.eval_step(state.params, state.apply_fn, {**batch, "mask": np.ones(6)})
@@ -121,7 +121,7 @@ def test_eval_step_masks_padding():
     ],
 )
 def test_bad_config_is_a_clear_error_before_any_work(tmp_path, field, value, message):
-    config = default.get_config(12)
+    config = get_config(12)
     section, _, name = field.rpartition(".")
     (config[section] if section else config)[name] = value
     with pytest.raises(ValueError, match=message):
@@ -253,7 +253,7 @@ def test_cli_rejects_unknown_optimizer(tmp_path):
 @pytest.mark.skipif(not os.environ.get("MNIST_DIR"), reason="needs real MNIST in MNIST_DIR")
 @pytest.mark.parametrize("combo", [7, 12])
 def test_short_real_mnist_run_reaches_90_percent(tmp_path, combo):
-    config = default.get_config(combo)
+    config = get_config(combo)
     config.num_epochs = 10
     config.data.source = "idx"
     summary = train.train_and_evaluate(config, tmp_path)

@@ -1,1 +1,0 @@
-"""Experiment configs (ml_collections). ``default.py`` documents every field."""
