@@ -178,3 +178,12 @@ def test_gradients_match_finite_differences(fn, reference):
         down[i] = down[i] - h
         numeric = (reference(*up) - reference(*down)) / (2 * h)
         np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-8)
+
+
+def test_unknown_value_error_is_one_line_naming_value_and_valid_choices():
+    from agile.errors import unknown_value_error
+
+    error = unknown_value_error("data.source", "csv", ("auto", "idx", "tfds"))
+    assert isinstance(error, ValueError)
+    assert str(error) == "Unknown data.source 'csv'. Valid: auto, idx, tfds."
+    assert str(unknown_value_error("granularity", None, [])) == "Unknown granularity None. Valid: ."
