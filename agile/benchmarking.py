@@ -1,0 +1,55 @@
+"""Interleaved timing for the benchmark scripts: round-robin rounds, medians, 20th percentiles.
+
+A *runner* is ``(state, run)``: ``run(state)`` does a fixed amount of work (say
+ten train steps), waits for it to finish, and returns the new state. Timing
+every runner once per round, round after round, makes a load that comes and
+goes on a shared machine hit all variants alike, so their ratios stay
+meaningful even when their absolute times move.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+State = Any
+Runner = tuple[State, Callable[[State], State]]
+
+
+def time_round_robin(
+    runners: Mapping[str, Runner], rounds: int, warmup_rounds: int = 1
+) -> dict[str, list[float]]:
+    """Seconds each runner's ``run`` took in each of ``rounds`` interleaved rounds.
+
+    First ``warmup_rounds`` untimed rounds (compilation, caches), then every
+    round calls every runner once, in the mapping's order, threading its state.
+    """
+    if rounds < 1 or warmup_rounds < 0:
+        raise ValueError(f"Need rounds >= 1 and warmup_rounds >= 0, got {rounds}, {warmup_rounds}.")
+    states = {name: state for name, (state, _) in runners.items()}
+    for _ in range(warmup_rounds):
+        for name, (_, run) in runners.items():
+            states[name] = run(states[name])
+    seconds: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, (_, run) in runners.items():
+            start = time.perf_counter()
+            states[name] = run(states[name])
+            seconds[name].append(time.perf_counter() - start)
+    return seconds
+
+
+def median_and_p20(samples: Mapping[str, list[float]]) -> tuple[dict[str, float], dict[str, float]]:
+    """Per name, the median and the 20th percentile (a quiet-machine figure) of its samples."""
+    median = {name: float(statistics.median(values)) for name, values in samples.items()}
+    p20 = {name: float(np.percentile(values, 20)) for name, values in samples.items()}
+    return median, p20
+
+
+def per_unit(samples: Mapping[str, list[float]], units: float, scale: float = 1.0) -> dict:
+    """Every sample times ``scale`` divided by ``units`` (e.g. seconds per round -> ms per step)."""
+    return {name: [value * scale / units for value in values] for name, values in samples.items()}

@@ -1,0 +1,76 @@
+"""agile.benchmarking's timing helpers, and the two benchmark programs run with tiny settings."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agile import benchmarking
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _counting_runner(calls: list[str], name: str) -> benchmarking.Runner:
+    def run(state):
+        calls.append(name)
+        return state + 1
+
+    return 0, run
+
+
+def test_time_round_robin_interleaves_warms_up_and_threads_state():
+    calls = []
+    runners = {name: _counting_runner(calls, name) for name in ("a", "b")}
+    seconds = benchmarking.time_round_robin(runners, rounds=3, warmup_rounds=2)
+    assert calls == ["a", "b"] * 5
+    assert {name: len(times) for name, times in seconds.items()} == {"a": 3, "b": 3}
+    assert all(t >= 0 for times in seconds.values() for t in times)
+    with pytest.raises(ValueError, match="rounds >= 1"):
+        benchmarking.time_round_robin(runners, rounds=0)
+
+
+def test_median_and_p20_and_per_unit():
+    median, p20 = benchmarking.median_and_p20({"x": [5.0, 1.0, 3.0, 2.0, 4.0]})
+    assert median == {"x": 3.0} and p20 == {"x": pytest.approx(1.8)}
+    assert benchmarking.per_unit({"x": [2.0, 4.0]}, units=4, scale=1e3) == {"x": [500.0, 1000.0]}
+
+
+def _run_script(script: str, tmp_path: Path, *args: str) -> str:
+    out = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / script), f"--output_dir={tmp_path}",
+         "--rounds=2", "--steps_per_round=1", *args],
+        capture_output=True, text=True, timeout=600, cwd=REPO_ROOT,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+@pytest.mark.slow
+def test_step_benchmark_writes_json_and_markdown(tmp_path):
+    stdout = _run_script("benchmark.py", tmp_path, "--combos=7,12", "--warmup_steps=1")
+    summary = json.loads((tmp_path / "benchmark.json").read_text())
+    assert set(summary["median_ms_per_step"]) == {"combo_7", "combo_12", "straightforward"}
+    assert all(len(v) == 2 for v in summary["per_round_ms_per_step"].values())
+    assert set(summary["agile_over_plain"]) == {"12/7"}
+    targets = {"combo_7 <= 4.5 ms", "combo_12 <= 6.5 ms", "12/7 <= 1.25"}
+    assert set(summary["targets_met"]) == targets
+    table = (tmp_path / "benchmark.md").read_text()
+    assert table in stdout
+    assert "| combo_12 | agile_relu / agile_sigmoid |" in table
+    assert "Agile / plain, same net (target <= 1.25): 12/7:" in table
+    assert "Straightforward / ours, combo 7:" in table and "Targets: combo_7 <= 4.5 ms:" in table
+
+
+@pytest.mark.slow
+def test_scaling_benchmark_writes_json_and_markdown(tmp_path):
+    _run_script("benchmark_scaling.py", tmp_path, "--scaling_seeds=2", "--scaling_devices=2",
+                "--batch_size=8")
+    results = json.loads((tmp_path / "scaling.json").read_text())
+    assert results["num_seeds"] == 2 and results["devices"] == [2]
+    assert set(results["data_parallel_ms_per_step"]) == {"pmap_2", "shard_map_2"}
+    assert results["seed_speedup"] > 0 and results["2_seeds_models_per_s"] > 0
+    table = (tmp_path / "scaling.md").read_text()
+    assert "| 2 seeds in one program (SeedBatch) |" in table
+    assert "| shard_map |" in table and "Seed batching speedup per model:" in table
