@@ -66,10 +66,15 @@ class CNN(nn.Module):
     implementation: str = "fast"
 
     def validate(self) -> None:
-        """Raises ValueError for a bad field, before anything is traced."""
+        """Raises ValueError for a bad field, before anything is traced.
+
+        Activations are plain names, ``agile_<name>`` or ``combined:<name>,<name>,...``.
+        """
+        from agile.layers import validate_granularity
+
         validate_activation_name(self.conv_activation)
         validate_activation_name(self.dense_activation)
-        parameter_shape((1, 1), self.granularity)
+        validate_granularity(self.granularity)
         if self.pooling not in POOLINGS:
             raise ValueError(f"Unknown pooling {self.pooling!r}. Valid: {', '.join(POOLINGS)}.")
         if not self.conv_features or any(int(f) < 1 for f in self.conv_features):
@@ -112,8 +117,10 @@ class CNN(nn.Module):
         return pool(x, pool_size, strides=pool_size, padding="VALID")
 
     def _activation(self, activation: str, name: str):
-        """A named ``Agile`` layer for agile names, the plain function otherwise."""
-        if is_agile_name(activation):
+        """A named ``Agile`` or ``CombinedAgile`` layer for agile or combined names, else f."""
+        from agile.activations import is_learnable_name
+
+        if is_learnable_name(activation):
             return activation_layer(activation, self.granularity, name=name)
         return activation_layer(activation, self.granularity)
 
