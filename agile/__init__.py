@@ -1,4 +1,13 @@
-"""agile: learnable (agile) activation functions z = a * f(x - b) for JAX and Flax."""
+"""agile: learnable (agile) activation functions z = a * f(x - b) for JAX and Flax.
+
+Pure JAX functions (``agile_relu``, ``agile(fn)``, ``combined(*fns)``), Flax linen
+layers (``Agile``, ``CombinedAgile``) and an optax helper (``param_labels``) load
+with ``import agile``. The submodules ``agile.nnx`` (Flax NNX layers) and
+``agile.plotting`` (matplotlib) load on first use, so ``import agile`` needs
+neither ``flax.nnx`` nor matplotlib.
+"""
+
+import importlib
 
 __version__ = "0.2.0"
 
@@ -13,14 +22,20 @@ from agile.activations import (
     agile_silu,
     agile_softplus,
     agile_tanh,
+    combined,
+    combined_a_init,
     get_activation,
 )
-from agile.layers import Agile, activation_layer
+from agile.labels import param_labels
+from agile.layers import Agile, CombinedAgile, activation_layer, validate_granularity
+
+_LAZY_SUBMODULES = ("nnx", "plotting")
 
 __all__ = [
     "__version__",
     "ACTIVATION_NAMES",
     "Agile",
+    "CombinedAgile",
     "activation_layer",
     "agile",
     "agile_elu",
@@ -31,5 +46,16 @@ __all__ = [
     "agile_silu",
     "agile_softplus",
     "agile_tanh",
+    "combined",
+    "combined_a_init",
     "get_activation",
+    "param_labels",
+    "validate_granularity",
 ]
+
+
+def __getattr__(name: str):
+    """Loads ``agile.nnx`` and ``agile.plotting`` on first attribute access."""
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f"agile.{name}")
+    raise AttributeError(f"module 'agile' has no attribute {name!r}")

@@ -187,3 +187,123 @@ def test_unknown_value_error_is_one_line_naming_value_and_valid_choices():
     assert isinstance(error, ValueError)
     assert str(error) == "Unknown data.source 'csv'. Valid: auto, idx, tfds."
     assert str(unknown_value_error("granularity", None, [])) == "Unknown granularity None. Valid: ."
+
+
+@pytest.mark.parametrize("name", AGILE_NAMES)
+def test_agile_functions_have_real_signatures_and_docstrings(name):
+    import inspect
+
+    fn = getattr(agile, name)
+    parameters = inspect.signature(fn).parameters
+    assert list(parameters) == ["x", "a", "b"]
+    assert (parameters["a"].default, parameters["b"].default) == (1.0, 0.0)
+    assert fn.__module__ == "agile.activations" and not hasattr(fn, "__wrapped__")
+    doc = fn.__doc__
+    plain = name.removeprefix("agile_")
+    assert f"a * {plain}(x - b)" in doc
+    for word in ("a:", "b:", "Broadcasts", "dtype", "bfloat16"):
+        assert word in doc, word
+
+
+def test_agile_of_a_user_function_or_a_name():
+    def cube(x):
+        return x**3
+
+    fn = act.agile(cube)
+    assert fn.__name__ == "agile_cube" and "a * cube(x - b)" in fn.__doc__
+    np.testing.assert_allclose(fn(jnp.array([2.0]), 3.0, 1.0), [3.0])
+    np.testing.assert_allclose(act.agile("tanh")(jnp.array([0.5])), np.tanh([0.5]), rtol=1e-6)
+    with pytest.raises(ValueError, match=r"agile\(fn\) takes a plain activation.*agile\('relu'\)"):
+        act.agile("agile_relu")
+    with pytest.raises(ValueError, match="needs an activation name or a callable"):
+        act.agile(2.0)
+
+
+def _combined_reference(names, x, a, b):
+    """sum_k a[k] * f_k(x - b[k]) in float64 numpy."""
+    plain = {"relu": lambda d: np.maximum(d, 0), "sigmoid": _sigmoid64, "tanh": np.tanh}
+    return sum(a[k] * plain[name](x - b[k]) for k, name in enumerate(names))
+
+
+def test_combined_is_the_sum_of_agile_terms():
+    names = ("relu", "sigmoid", "tanh")
+    fn = act.combined(*names)
+    x, _, _ = _random_points(5, n=64, spread=5.0)
+    rng = np.random.default_rng(6)
+    a, b = rng.normal(size=(3, 64)).astype(np.float32), rng.normal(size=(3, 64)).astype(np.float32)
+    expected = _combined_reference(names, *(v.astype(np.float64) for v in (x, a, b)))
+    np.testing.assert_allclose(fn(x, a, b), expected, rtol=1e-5, atol=1e-6)
+    assert fn.__name__ == "combined_relu_sigmoid_tanh"
+    # Per-channel parameters (K, C) broadcast against (N, C); scalars (K,) against anything.
+    x2 = jnp.asarray(x).reshape(16, 4)
+    np.testing.assert_allclose(
+        fn(x2, a[:, :4], b[:, :4]), _combined_reference(names, x2, a[:, :4], b[:, :4]), rtol=1e-5
+    )
+    assert fn(jnp.ones((2, 3), jnp.bfloat16), a[:, 0], b[:, 0]).dtype == jnp.bfloat16
+
+
+def test_combined_initial_a_makes_the_unit_its_first_activation():
+    a = act.combined_a_init(None, (2, 5))
+    np.testing.assert_array_equal(a, [[1] * 5, [0] * 5])
+    x = jnp.linspace(-4, 4, 5)
+    np.testing.assert_allclose(act.combined("gelu", "sigmoid")(x, a, jnp.zeros((2, 5))),
+                               jax.nn.gelu(x), rtol=1e-6)
+
+
+def test_combined_gradients_match_finite_differences():
+    names = ("relu", "sigmoid", "tanh")
+    fn = act.combined(*names)
+    x, _, _ = _random_points(7, n=48, spread=6.0)
+    rng = np.random.default_rng(8)
+    a = rng.uniform(-2, 2, (3, 48)).astype(np.float32)
+    b = rng.uniform(-1, 1, (3, 48)).astype(np.float32)
+    keep = np.all(np.abs(x - b) > 1e-2, axis=0)  # away from ReLU's kink
+    x, a, b = x[keep], a[:, keep], b[:, keep]
+    grads = jax.grad(lambda *args: fn(*args).sum(), argnums=(0, 1, 2))(x, a, b)
+    args64 = [v.astype(np.float64) for v in (x, a, b)]
+
+    def central_difference(i, term):
+        """d output / d args[i] (its row ``term`` for a and b), elementwise, h = 1e-6."""
+        up, down = [v.copy() for v in args64], [v.copy() for v in args64]
+        (up[i] if term is None else up[i][term])[...] += 1e-6
+        (down[i] if term is None else down[i][term])[...] -= 1e-6
+        return (_combined_reference(names, *up) - _combined_reference(names, *down)) / 2e-6
+
+    np.testing.assert_allclose(grads[0], central_difference(0, None), rtol=1e-4, atol=1e-6)
+    for i in (1, 2):  # each output depends on its own x and on a[k], b[k] at its position
+        numeric = np.stack([central_difference(i, k) for k in range(3)])
+        np.testing.assert_allclose(grads[i], numeric, rtol=1e-4, atol=1e-6)
+
+
+def test_combined_bad_inputs_are_clear_errors():
+    with pytest.raises(ValueError, match="at least one activation"):
+        act.combined()
+    with pytest.raises(ValueError, match=r"sums 2 activations.*leading axis of size 2.*\(3,\)"):
+        act.combined("relu", "tanh")(jnp.ones(3), jnp.ones(3), jnp.ones(3))
+    with pytest.raises(ValueError, match=r"combined\(fn\) takes a plain activation"):
+        act.combined("relu", "agile_tanh")
+    with pytest.raises(ValueError, match="Unknown activation 'swish'. Valid: relu, sigmoid"):
+        act.combined("swish")
+
+
+def test_combined_names():
+    name = "combined:relu,sigmoid"
+    assert act.validate_activation_name(name) == name
+    assert act.combined_names(name) == ("relu", "sigmoid")
+    assert act.is_combined_name(name) and act.is_learnable_name(name)
+    assert not act.is_agile_name(name) and not act.is_combined_name("agile_relu")
+    assert act.is_learnable_name("agile_relu") and not act.is_learnable_name("relu")
+    fn = act.get_activation("combined:relu, tanh")
+    assert fn.__name__ == "combined_relu_tanh"
+    for bad, message in [
+        ("combined:relu,swish", "In 'combined:relu,swish': Unknown activation 'swish'"),
+        ("combined:", "Unknown activation ''"),
+        ("combined:agile_relu", "Unknown activation 'agile_relu'. Valid: relu,"),
+        ("mix:relu", r"Unknown activation 'mix:relu'.*combined:<name>,<name>"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            act.validate_activation_name(bad)
+    with pytest.raises(ValueError, match="combines several activations"):
+        act.plain_name(name)
+    with pytest.raises(ValueError, match="Expected a combined activation"):
+        act.combined_names("relu")

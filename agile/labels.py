@@ -1,0 +1,118 @@
+"""``param_labels``: which parameters are agile ``a`` and ``b``, for ``optax.multi_transform``.
+
+Give agile parameters their own optimizer (the paper's separate rate rho3)::
+
+    tx = optax.multi_transform(
+        {"weights": optax.adam(1e-3), "agile": optax.adam(1e-2)},
+        agile.param_labels(params, model, x),        # linen
+    )
+
+The rule is exact: only parameters that an agile layer (:class:`agile.Agile`,
+:class:`agile.CombinedAgile`, :class:`agile.nnx.Agile`, :class:`agile.nnx.CombinedAgile`)
+created are labelled ``"agile"``; a user's own parameter named ``a`` or ``b`` is
+``"weights"``.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import flax.linen as nn
+import jax
+from flax.core import meta
+
+from agile.layers import Agile, CombinedAgile
+
+AGILE_LABEL, WEIGHTS_LABEL = "agile", "weights"
+AGILE_METADATA = "agile"  # The mark agile.nnx puts on its nnx.Param a and b.
+AGILE_PARAM_NAMES = ("a", "b")
+LINEN_LAYERS = (Agile, CombinedAgile)
+
+
+def param_labels(params: Any, model: nn.Module | None = None, *args: Any, **kwargs: Any) -> Any:
+    """Labels every parameter ``"agile"`` (an agile layer's ``a`` or ``b``) or ``"weights"``.
+
+    Returns a pytree of the same structure as ``params``, for
+    ``optax.multi_transform(transforms, labels)``.
+
+    NNX (``params`` an ``nnx.State`` holding variables, e.g.
+    ``nnx.state(model, nnx.Param)``, or an ``nnx.Module``, read as that state):
+    exact by the mark the NNX layers put on their ``nnx.Param`` (metadata
+    ``agile=True``; it survives ``nnx.bridge`` round trips). Pass the labels
+    pytree, not this function, to ``multi_transform``: ``nnx.Optimizer`` calls
+    the transform with pure arrays, which no longer carry the mark.
+
+    Linen (``params`` the dict ``model.init(rng, *args, **kwargs)["params"]``):
+    a param dict is only names and arrays, so the rule is model-aware: ``model``
+    is traced once without computing (``Module.module_paths``, i.e.
+    ``jax.eval_shape``) with the example inputs ``args``/``kwargs``, and the
+    ``a`` and ``b`` of every submodule that is an ``Agile`` or ``CombinedAgile``
+    (or a subclass) are labelled, wherever it sits and whatever its name. Metadata
+    boxes that ``nnx.bridge.ToLinen`` leaves (an NNX agile layer inside a linen
+    model) are labelled by their mark. We chose this over a marker parameter or
+    boxing every ``a``/``b`` because both would change the parameter tree that
+    checkpoints, metrics and user code already read.
+
+    Raises ValueError when the linen model or its inputs are missing, or when a
+    found agile layer has no ``a``/``b`` in ``params`` (e.g. the whole variables
+    dict was passed instead of its ``"params"``).
+    """
+    nnx = sys.modules.get("flax.nnx")
+    if nnx is not None and isinstance(params, (nnx.Module, nnx.State)):
+        from agile.nnx import state_labels
+
+        if model is not None or args or kwargs:
+            raise ValueError("param_labels(nnx state) takes no model or inputs.")
+        state = nnx.state(params, nnx.Param) if isinstance(params, nnx.Module) else params
+        return state_labels(state)
+    if not isinstance(model, nn.Module) or not (args or kwargs):
+        raise ValueError(
+            "param_labels(params) of a linen model needs the model and an example input, "
+            "param_labels(params, model, x), to find its agile layers: a linen param dict "
+            "carries no layer types."
+        )
+    return _linen_labels(params, agile_layer_paths(model, *args, **kwargs))
+
+
+def agile_layer_paths(model: nn.Module, *args: Any, **kwargs: Any) -> frozenset[tuple[str, ...]]:
+    """Paths (tuples of submodule names) of the linen agile layers ``model`` calls on ``args``."""
+    rngs = {"params": jax.random.key(0), "dropout": jax.random.key(0)}
+    modules = model.module_paths(rngs, *args, **kwargs)
+    return frozenset(
+        tuple(path.split("/")) if path else ()
+        for path, module in modules.items()
+        if isinstance(module, LINEN_LAYERS)
+    )
+
+
+def _key_name(entry: Any) -> Any:
+    for attribute in ("key", "name", "idx"):
+        if hasattr(entry, attribute):
+            return getattr(entry, attribute)
+    return entry
+
+
+def _linen_labels(params: Any, layer_paths: frozenset[tuple[str, ...]]) -> Any:
+    found = set()
+
+    def label(key_path, leaf) -> str:
+        path = tuple(_key_name(entry) for entry in key_path)
+        if path[:-1] in layer_paths and path[-1] in AGILE_PARAM_NAMES:
+            found.add(path[:-1])
+            return AGILE_LABEL
+        metadata = getattr(leaf, "metadata", None)
+        if isinstance(leaf, meta.AxisMetadata) and isinstance(metadata, dict):
+            return AGILE_LABEL if metadata.get(AGILE_METADATA) else WEIGHTS_LABEL
+        return WEIGHTS_LABEL
+
+    labels = jax.tree_util.tree_map_with_path(
+        label, params, is_leaf=lambda leaf: isinstance(leaf, meta.AxisMetadata)
+    )
+    missing = sorted("/".join(path) for path in layer_paths - found)
+    if missing:
+        raise ValueError(
+            f"params has no a, b for the model's agile layers {', '.join(missing)}: pass "
+            "model.init(...)['params'] of this model."
+        )
+    return labels
