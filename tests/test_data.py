@@ -62,7 +62,7 @@ def write_mnist(directory: Path, num_train: int = 100, num_test: int = 50, gz: b
 
 
 def data_config() -> ml_collections.ConfigDict:
-    """The experiment's ``data`` defaults without a validation split (small test files)."""
+    """The experiment's ``data`` defaults without a validation split (the tests' files are small)."""
     config = get_config().data
     config.val_size = 0
     return config
