@@ -25,12 +25,18 @@ def get_config(combo: str | int | None = None) -> ml_collections.ConfigDict:
     config.agile_learning_rate = 1e-3  # Rate for every agile a and b (the paper's rho3).
     config.momentum = 0.0  # SGD momentum; 0 is plain SGD. Ignored by adam.
     config.eval_every_steps = 0  # Evaluate every N steps; 0 means once per epoch.
+    # The 10,000-image test split is evaluated only where a reported number needs it: the
+    # final evaluation, the best model (once, at the end), and every `test_every`-th
+    # evaluation for test-loss curves (0: no curve points). Without a validation split
+    # the test loss selects the best step, so it is evaluated every time.
+    config.test_every = 10
     config.log_every_steps = 50  # Progress line (step, loss, steps/s, time left) every N steps.
     config.checkpoint_every_steps = 500  # Orbax checkpoint every N steps (and at the end).
     config.patience = 10  # Early stopping: evaluations without a better val loss; 0 disables.
     config.allow_config_change = False  # Resume a workdir whose saved config differs.
     config.parallel = "none"  # "none", "pmap" or "shard_map" (data parallelism over devices).
     config.num_seeds = 1  # Independent models trained together (seeds seed .. seed+K-1).
+    config.seed_batching = "auto"  # num_seeds > 1: "scan" (XLA:CPU), "vmap" (GPU/TPU), "auto".
 
     config.model = ml_collections.ConfigDict()
     config.model.conv_activation = "relu"  # Any name agile.get_activation knows.

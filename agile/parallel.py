@@ -31,32 +31,34 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from agile.errors import ConfigError, unknown_value_error
+
 PARALLEL_MODES = ("none", "pmap", "shard_map")
+SEED_BATCHING = ("auto", "scan", "vmap")
 DATA_AXIS = "data"
 StepFn = Callable[..., tuple[Any, Any]]
 
 
 def validate_scaling_config(config: ml_collections.ConfigDict) -> None:
-    """Raises ValueError for a bad ``parallel``/``num_seeds`` or an indivisible batch.
+    """Raises ConfigError for a bad ``parallel``/``num_seeds``/``seed_batching`` or batch split.
 
     For the parallel modes this asks JAX for the device count, so call
     :func:`initialize_distributed` (if at all) first.
     """
     if config.parallel not in PARALLEL_MODES:
-        raise ValueError(
-            f"Unknown config.parallel {config.parallel!r}. Valid: {', '.join(PARALLEL_MODES)}."
-        )
+        raise unknown_value_error("config.parallel", config.parallel, PARALLEL_MODES)
+    resolve_seed_batching(config.seed_batching)
     num_seeds = config.num_seeds
     if isinstance(num_seeds, bool) or not isinstance(num_seeds, int) or num_seeds < 1:
-        raise ValueError(f"config.num_seeds must be a positive integer, got {num_seeds!r}.")
+        raise ConfigError(f"config.num_seeds must be a positive integer, got {num_seeds!r}.")
     if num_seeds > 1 and config.parallel != "none":
-        raise ValueError(
+        raise ConfigError(
             f"config.num_seeds={num_seeds} needs config.parallel='none': several seeds are "
             "stacked on one device and cannot be combined with data parallelism "
             f"(parallel={config.parallel!r})."
         )
     if config.parallel != "none" and config.batch_size % jax.device_count():
-        raise ValueError(
+        raise ConfigError(
             f"config.batch_size={config.batch_size} is not divisible by the "
             f"{jax.device_count()} devices that parallel={config.parallel!r} splits it over."
         )
@@ -134,57 +136,84 @@ class SingleDevice:
         return tree
 
 
+def _masked_step(step_fn: StepFn, state, accum, images, labels, indices, active):
+    """``step_fn`` for one seed, or its inputs unchanged where ``active`` is False."""
+    new = step_fn(state, accum, images, labels, indices)
+    return jax.tree.map(partial(jnp.where, active), new, (state, accum))
+
+
+def _scan_seeds(step_fn: StepFn, state, accum, images, labels, indices, active):
+    """Steps the seeds one after another: a ``lax.scan`` that rotates the stack by one.
+
+    Each iteration steps the seed at index 0 (a static offset: a dynamically sliced
+    parameter fused into the big elementwise loops slowed them several times), moves it
+    to the end, and skips a stopped seed's computation entirely with ``lax.cond``.
+    """
+
+    def step_first_seed_and_rotate(carry, _):
+        seed_state, seed_accum, seed_indices, seed_active = jax.tree.map(lambda x: x[0], carry)
+        stepped = jax.lax.cond(
+            seed_active,
+            lambda: step_fn(seed_state, seed_accum, images, labels, seed_indices),
+            lambda: (seed_state, seed_accum),
+        )
+        head = (*stepped, seed_indices, seed_active)
+        rest = jax.tree.map(lambda leaf: leaf[1:], carry)
+        return jax.tree.map(lambda r, h: jnp.concatenate([r, h[None]]), rest, head), None
+
+    carry = (state, accum, indices, active)
+    (state, accum, _, _), _ = jax.lax.scan(step_first_seed_and_rotate, carry, None, len(active))
+    return state, accum
+
+
+def _vmap_seeds(step_fn: StepFn, state, accum, images, labels, indices, active):
+    """Steps the seeds as one batched model (``jax.vmap``): what fills a GPU or TPU."""
+    batched = jax.vmap(partial(_masked_step, step_fn), in_axes=(0, 0, None, None, 0, 0))
+    return batched(state, accum, images, labels, indices, active)
+
+
+_SEED_STEPS = {"scan": _scan_seeds, "vmap": _vmap_seeds}
+_seed_step = jax.jit(
+    lambda batching, step_fn, *args: _SEED_STEPS[batching](step_fn, *args),
+    static_argnums=(0, 1), donate_argnums=(2, 3),
+)
+
+
+def resolve_seed_batching(seed_batching: str) -> str:
+    """``"scan"`` or ``"vmap"``; ``"auto"`` picks vmap on GPU/TPU and scan on CPU."""
+    if seed_batching not in SEED_BATCHING:
+        raise unknown_value_error("config.seed_batching", seed_batching, SEED_BATCHING)
+    if seed_batching == "auto":
+        return "scan" if jax.default_backend() == "cpu" else "vmap"
+    return seed_batching
+
+
 class SeedBatch(SingleDevice):
     """K independent models stacked on a leading axis, stepped together by one compiled call.
 
-    A seed whose ``active`` flag is False (it stopped early) keeps its state
-    and accumulator unchanged, so each seed matches its own single-seed run.
+    A seed whose ``active`` flag is False (it stopped early) keeps its state and
+    accumulator unchanged, so each seed matches its own single-seed run.
 
-    The call does not ``jax.vmap`` the step: on XLA:CPU that turns the
-    convolutions into grouped ones and multiplies every intermediate by K, and
-    ran ~0.3x the per-model speed of single-seed steps. Instead a ``lax.scan``
-    steps one seed per iteration and rotates the stacked state by one, so each
-    iteration reads its seed at a static offset (a dynamically sliced parameter
-    fused into the big elementwise loops slowed them several times). This
-    relies on the fast CNN's :func:`agile.ops.canonical_conv`, whose gradient
-    convolutions XLA:CPU runs fast inside a loop body too. (Two seeds per
-    iteration measured 0.95-1.0x against one seed's 1.05-1.1x.)
+    ``batching="vmap"`` steps the K models as one ``jax.vmap``-ed step, which fills an
+    accelerator that one batch-100 CNN leaves idle. On XLA:CPU vmap turns the
+    convolutions into grouped ones and multiplies every intermediate by K (~0.3x the
+    per-model speed), so ``"scan"`` steps one seed per ``lax.scan`` iteration instead,
+    relying on :func:`agile.ops.canonical_conv`, whose gradient convolutions XLA:CPU runs
+    fast inside a loop body too, and skipping stopped seeds.
     """
 
-    def __init__(self, step_fn: StepFn, seeds: Sequence[int]):
+    def __init__(self, step_fn: StepFn, seeds: Sequence[int], batching: str = "scan"):
         self.seeds = tuple(seeds)
         self.batched_seeds = True
-
-        def masked_step(state, accum, images, labels, indices, active):
-            new = step_fn(state, accum, images, labels, indices)
-            return jax.tree.map(partial(jnp.where, active), new, (state, accum))
-
-        def seeds_step(state, accum, images, labels, indices, active):
-            def step_first_seed_and_rotate(carry, _):
-                seed_state, seed_accum, seed_indices, seed_active = jax.tree.map(
-                    lambda leaf: leaf[0], carry
-                )
-                stepped = masked_step(
-                    seed_state, seed_accum, images, labels, seed_indices, seed_active
-                )
-                head = (*stepped, seed_indices, seed_active)
-                rest = jax.tree.map(lambda leaf: leaf[1:], carry)
-                rotated = jax.tree.map(lambda r, h: jnp.concatenate([r, h[None]]), rest, head)
-                return rotated, None
-
-            carry = (state, accum, indices, active)
-            (state, accum, _, _), _ = jax.lax.scan(
-                step_first_seed_and_rotate, carry, None, len(self.seeds)
-            )
-            return state, accum
-
-        self._step = jax.jit(seeds_step, donate_argnums=(0, 1))
+        self.batching = batching
+        self._step_fn = step_fn
 
     def place(self, per_seed: Sequence[Any]) -> Any:
         return _stack(per_seed)
 
     def step(self, state, accum, images, labels, indices, active: np.ndarray):
-        return self._step(state, accum, images, labels, indices, active)
+        return _seed_step(self.batching, self._step_fn, state, accum, images, labels, indices,
+                          active)
 
     def seed_view(self, tree: Any, index: int) -> Any:
         return jax.tree.map(lambda leaf: leaf[index], tree)
@@ -269,7 +298,7 @@ class ShardMap(DataParallel):
 def make_layout(
     config: ml_collections.ConfigDict, step_fn: StepFn, compiled_step: StepFn
 ) -> SingleDevice:
-    """The layout for ``config.parallel`` and ``config.num_seeds`` around ``step_fn``.
+    """The layout for ``config.parallel``, ``num_seeds`` and ``seed_batching`` around ``step_fn``.
 
     ``compiled_step`` is ``step_fn`` under ``jax.jit`` (donating state and
     accumulator), used as is for one seed on one device so its compilation
@@ -277,37 +306,10 @@ def make_layout(
     """
     validate_scaling_config(config)
     if config.num_seeds > 1:
-        return SeedBatch(step_fn, range(config.seed, config.seed + config.num_seeds))
+        seeds = range(config.seed, config.seed + config.num_seeds)
+        return SeedBatch(step_fn, seeds, resolve_seed_batching(config.seed_batching))
     if config.parallel == "pmap":
         return Pmap(step_fn, config.seed)
     if config.parallel == "shard_map":
         return ShardMap(step_fn, config.seed)
     return SingleDevice(compiled_step, config.seed)
-
-
-SEED_STATISTIC_FIELDS = (
-    "best_test_loss",
-    "best_test_accuracy",
-    "min_test_loss",
-    "final_test_loss",
-    "final_test_accuracy",
-    "best_step",
-    "steps",
-)
-
-
-def seed_statistics(per_seed: Sequence[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
-    """``{"mean": ..., "std": ...}`` over seeds of each numeric summary field.
-
-    The std is the sample std (ddof=1; 0 for one seed); a field missing for
-    any seed gives None.
-    """
-    stats: dict[str, dict[str, float | None]] = {"mean": {}, "std": {}}
-    for field in SEED_STATISTIC_FIELDS:
-        values = [summary.get(field) for summary in per_seed]
-        if any(value is None for value in values):
-            stats["mean"][field] = stats["std"][field] = None
-            continue
-        stats["mean"][field] = float(np.mean(values))
-        stats["std"][field] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-    return stats

@@ -1,16 +1,21 @@
-"""Training and evaluation of the paper's CNN: pure jit-compiled steps and a resumable loop.
+"""Training the paper's CNN: pure jit-compiled steps and a resumable experiment loop.
 
-``train_step(state, batch)`` and ``eval_step(params, batch)`` are pure functions
-of arrays. ``train_and_evaluate(config, workdir)`` runs a whole experiment: the
-data subset lives on the device, every step is one compiled call that gathers
-its batch from it, and the loop evaluates, logs, checkpoints (orbax) and resumes.
+``train_step(state, batch)`` is a pure function of arrays. ``train_and_evaluate(config,
+workdir)`` runs a whole experiment: the data subset lives on the device, every step is one
+compiled call that gathers its batch from it, and the loop evaluates (``agile.evaluation``),
+keeps the evaluation history (``agile.history``), checkpoints and guards its workdir
+(``agile.workdir``) and writes the summary (``agile.summary``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
 import json
 import os
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,56 +25,61 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from absl import logging
 from flax import traverse_util
-from flax.training import train_state
+from flax.training.train_state import TrainState
 
 from agile import data as data_lib
+from agile import evaluation
 from agile import parallel as parallel_lib
+from agile import workdir as workdir_lib
 from agile.activations import validate_activation_name
 from agile.combos import combo_number
+from agile.errors import ConfigError, UserError, unknown_value_error
+from agile.evaluation import Batch, Metrics, is_agile_param
+from agile.history import History
 from agile.layers import parameter_shape
 from agile.models import CNN
+from agile.summary import run_summary, seed_summary
 
 OPTIMIZERS = ("sgd", "adam")
-AGILE_PARAM_NAMES = ("a", "b")
-Batch = dict[str, jax.Array]
-Metrics = dict[str, jax.Array]
+CHECKPOINT_FORMAT = 2  # Checkpoints hold {"state", "accum", "best_params"} and JSON "meta".
+AfterStep = Callable[[int], None]
+AfterEvaluation = Callable[[list[dict[str, Any]]], None]
 
 
-class TrainState(train_state.TrainState):
-    """Flax TrainState: step, params, optimizer state, apply_fn and tx."""
-
-
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(UserError, FloatingPointError):
     """Raised when the training loss becomes NaN or inf."""
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
-    """Raises ValueError for a bad config, before any data is read or code compiled."""
+    """Raises ConfigError for a bad config, before any data is read or code compiled."""
     validate_activation_name(config.model.conv_activation)
     validate_activation_name(config.model.dense_activation)
     parameter_shape((1, 1), config.model.granularity)
     create_model(config).validate()
     if config.optimizer not in OPTIMIZERS:
-        raise ValueError(f"Unknown optimizer {config.optimizer!r}. Valid: {', '.join(OPTIMIZERS)}.")
+        raise unknown_value_error("optimizer", config.optimizer, OPTIMIZERS)
     for name in ("batch_size", "num_epochs", "log_every_steps", "checkpoint_every_steps"):
         if not isinstance(config[name], int) or config[name] < 1:
-            raise ValueError(f"config.{name} must be a positive integer, got {config[name]!r}.")
-    for name in ("eval_every_steps", "patience"):
+            raise ConfigError(f"config.{name} must be a positive integer, got {config[name]!r}.")
+    for name in ("eval_every_steps", "patience", "test_every"):
         if not isinstance(config[name], int) or config[name] < 0:
-            raise ValueError(f"config.{name} must be an integer >= 0, got {config[name]!r}.")
+            raise ConfigError(f"config.{name} must be an integer >= 0, got {config[name]!r}.")
     for name in ("learning_rate", "agile_learning_rate"):
         if not config[name] > 0:
-            raise ValueError(f"config.{name} must be positive, got {config[name]!r}.")
+            raise ConfigError(f"config.{name} must be positive, got {config[name]!r}.")
     parallel_lib.validate_scaling_config(config)
 
 
 def create_model(config: ml_collections.ConfigDict) -> CNN:
-    """The paper's CNN as described by ``config.model``."""
+    """The paper's CNN as described by ``config.model``.
+
+    Equal configs give the same module object, so ``jax.jit`` reuses the code it compiled
+    for one run (whose state carries ``model.apply``) in the next.
+    """
     m = config.model
-    return CNN(
+    return _cached_model(
         conv_features=tuple(m.conv_features),
         kernel_size=tuple(m.kernel_size),
         pool_size=tuple(m.pool_size),
@@ -83,17 +93,27 @@ def create_model(config: ml_collections.ConfigDict) -> CNN:
     )
 
 
-def is_agile_param(path: tuple[str, ...]) -> bool:
-    """Whether a parameter path belongs to an ``Agile`` layer (its ``a`` or ``b``)."""
-    return path[-1] in AGILE_PARAM_NAMES
+@functools.lru_cache(maxsize=64)
+def _cached_model(**fields) -> CNN:
+    return CNN(**fields)
 
 
 def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """SGD (optional momentum) or Adam; agile a and b get ``agile_learning_rate``."""
+    """SGD (optional momentum) or Adam; agile a and b get ``agile_learning_rate``.
 
+    Like :func:`create_model`, equal settings give the same optimizer object.
+    """
+    return _cached_optimizer(config.optimizer, config.learning_rate, config.agile_learning_rate,
+                             config.momentum)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_optimizer(
+    optimizer: str, learning_rate: float, agile_learning_rate: float, momentum: float
+) -> optax.GradientTransformation:
     def make(learning_rate: float) -> optax.GradientTransformation:
-        if config.optimizer == "sgd":
-            return optax.sgd(learning_rate, momentum=config.momentum or None)
+        if optimizer == "sgd":
+            return optax.sgd(learning_rate, momentum=momentum or None)
         return optax.adam(learning_rate)
 
     def labels(params):
@@ -103,7 +123,7 @@ def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
         )
 
     return optax.multi_transform(
-        {"weights": make(config.learning_rate), "agile": make(config.agile_learning_rate)}, labels
+        {"weights": make(learning_rate), "agile": make(agile_learning_rate)}, labels
     )
 
 
@@ -116,9 +136,7 @@ def create_train_state(
     return TrainState.create(apply_fn=model.apply, params=params, tx=create_optimizer(config))
 
 
-def _loss_and_metrics(
-    params, apply_fn: Callable, batch: Batch
-) -> tuple[jax.Array, Metrics]:
+def _loss_and_metrics(params, apply_fn: Callable, batch: Batch) -> tuple[jax.Array, Metrics]:
     logits = apply_fn({"params": params}, batch["image"])
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
     correct = jnp.argmax(logits, -1) == batch["label"]
@@ -146,17 +164,8 @@ def train_step(
     return state.apply_gradients(grads=grads), metrics
 
 
-def eval_step(params, apply_fn: Callable, batch: Batch) -> Metrics:
-    """Sums of loss and correct predictions over the examples where ``batch["mask"]``."""
-    logits = apply_fn({"params": params}, batch["image"])
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
-    correct = jnp.argmax(logits, -1) == batch["label"]
-    mask = batch["mask"]
-    return {
-        "loss_sum": jnp.sum(losses * mask),
-        "correct": jnp.sum(correct * mask),
-        "count": jnp.sum(mask),
-    }
+jit_train_step = jax.jit(train_step, static_argnames="axis_name")
+"""``train_step`` under ``jax.jit``, for users who feed their own batches."""
 
 
 def new_train_accumulator() -> Metrics:
@@ -183,401 +192,424 @@ def _accumulate(accum: Metrics, metrics: Metrics, step: jax.Array) -> Metrics:
     }
 
 
-jit_train_step = jax.jit(train_step, static_argnames="axis_name")
-"""``train_step`` under ``jax.jit``, for users who feed their own batches."""
-
-
-def _step_on_device_data(state, accum, images, labels, indices, axis_name=None):
+def step_on_device_data(state, accum, images, labels, indices, axis_name=None):
     """Gathers the batch from device-resident data and takes one step: one compiled call.
 
-    The per-device step of every layout in ``agile.parallel``; with
-    ``axis_name`` gradients and metrics are averaged over that device axis.
+    The per-device step of every layout in ``agile.parallel``; with ``axis_name``
+    gradients and metrics are averaged over that device axis.
     """
     batch = data_lib.gather_batch(images, labels, indices)
-    step = state.step + 1
     state, metrics = train_step(state, batch, axis_name)
-    return state, _accumulate(accum, metrics, step)
+    return state, _accumulate(accum, metrics, state.step)
 
 
-_compiled_step = jax.jit(_step_on_device_data, donate_argnums=(0, 1))
+compiled_step = jax.jit(step_on_device_data, donate_argnums=(0, 1))
+"""``step_on_device_data`` under ``jax.jit``, donating state and accumulator."""
 
 
-def _split_sums(
-    eval_fn: Callable, params, apply_fn: Callable, split: data_lib.Split, batch_size: int
-) -> dict[str, np.ndarray]:
-    """``eval_fn``'s sums over a whole split, in fixed-size padded chunks, added in float64."""
-    images, labels = split.images, split.labels
-    n = len(labels)
-    batch_size = min(batch_size, n)
-    total = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
-    for start in range(0, n, batch_size):
-        stop = min(start + batch_size, n)
-        pad = batch_size - (stop - start)
-        batch = {
-            "image": np.pad(images[start:stop], ((0, pad), (0, 0), (0, 0), (0, 0))),
-            "label": np.pad(labels[start:stop], (0, pad)),
-            "mask": np.pad(np.ones(stop - start, np.float32), (0, pad)),
-        }
-        sums = eval_fn(params, apply_fn, batch)
-        total = {k: total[k] + np.asarray(v, np.float64) for k, v in sums.items()}
-    return total
-
-
-def evaluate(
-    params, apply_fn: Callable, split: data_lib.Split, batch_size: int
-) -> dict[str, float]:
-    """Mean loss and accuracy over a whole split, in fixed-size padded chunks."""
-    total = _split_sums(_eval_step_jit, params, apply_fn, split, batch_size)
-    return {
-        "loss": float(total["loss_sum"] / total["count"]),
-        "accuracy": float(total["correct"] / total["count"]),
-    }
-
-
-def evaluate_seeds(
-    params, apply_fn: Callable, split: data_lib.Split, batch_size: int
-) -> list[dict[str, float]]:
-    """``evaluate`` for parameters stacked over seeds (leading axis), seed by seed in one call."""
-    total = _split_sums(_eval_seeds_jit, params, apply_fn, split, batch_size)
-    return [
-        {"loss": float(loss_sum / count), "accuracy": float(correct / count)}
-        for loss_sum, correct, count in zip(
-            total["loss_sum"], total["correct"], total["count"], strict=True
-        )
-    ]
-
-
-def _eval_seeds(params, apply_fn: Callable, batch: Batch) -> Metrics:
-    # lax.map, not vmap: vmapped convolutions become grouped ones, slow on XLA:CPU.
-    return jax.lax.map(lambda seed_params: eval_step(seed_params, apply_fn, batch), params)
-
-
-_eval_step_jit = jax.jit(eval_step, static_argnums=1)
-_eval_seeds_jit = jax.jit(_eval_seeds, static_argnums=1)
-
-
-def agile_parameter_ranges(params) -> dict[str, dict[str, float]]:
-    """Min, max and mean of every agile layer's ``a`` and ``b``, keyed ``layer/a``."""
-    ranges = {}
-    for path, value in traverse_util.flatten_dict(params).items():
-        if is_agile_param(path):
-            value = np.asarray(value)
-            ranges["/".join(path)] = {
-                "min": float(value.min()),
-                "max": float(value.max()),
-                "mean": float(value.mean()),
-            }
-    return ranges
+def make_layout(config: ml_collections.ConfigDict) -> parallel_lib.SingleDevice:
+    """The layout ``config`` asks for (``agile.parallel``) around this module's step."""
+    return parallel_lib.make_layout(config, step_on_device_data, compiled_step)
 
 
 # ---------------------------------------------------------------------------------------------
-# The experiment loop.
+# The experiment loop: a fixed setup, a checkpointed progress, and the loop that joins them.
 
 
-def _config_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    return json.loads(config.to_json_best_effort())
+@dataclasses.dataclass
+class _Setup:
+    """What a run fixes at its start: config, layout, placed data, schedule, outputs."""
+
+    config: ml_collections.ConfigDict
+    workdir: Path
+    layout: parallel_lib.SingleDevice
+    apply_fn: Callable  # One model's apply, created once: jit caches compiled code on it.
+    train_images: jax.Array
+    train_labels: jax.Array
+    num_train: int
+    val: evaluation.DeviceSplit | None
+    test: evaluation.DeviceSplit
+    steps_per_epoch: int
+    total_steps: int
+    eval_every: int
+    is_main: bool
+    checkpoints: workdir_lib.Checkpoints
+    writer: workdir_lib.MetricWriter
+
+    @property
+    def select_on(self) -> str:
+        return "val_loss" if self.val is not None else "test_loss"
+
+    @property
+    def rows_path(self) -> Path:
+        return self.workdir / workdir_lib.ROWS_FILE
+
+    def row_key(self, index: int, row: dict[str, Any]) -> dict[str, Any]:
+        """A row as ``metrics.jsonl`` stores it: with its seed when seeds are batched."""
+        seed = self.layout.seeds[index]
+        return {"seed": seed, **row} if self.layout.batched_seeds else row
 
 
-def _check_workdir_config(config: ml_collections.ConfigDict, workdir: Path) -> None:
-    """Saves the config, or refuses a workdir whose saved config differs (unless allowed)."""
-    path = workdir / "config.json"
-    current = _config_dict(config)
-    if path.exists():
-        saved = json.loads(path.read_text())
-        ignore = {"allow_config_change"}
-        differences = sorted(
-            k for k in set(saved) | set(current)
-            if k not in ignore and saved.get(k) != current.get(k)
-        )
-        if differences and not config.allow_config_change:
-            raise ValueError(
-                f"{workdir} holds a run with a different config "
-                f"(fields: {', '.join(differences)}). Use a new --workdir, or pass "
-                "--config.allow_config_change=True to resume anyway."
-            )
-    path.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
+@dataclasses.dataclass
+class _Progress:
+    """What a checkpoint saves: device state, histories, best parameters, timing so far."""
+
+    state: Any
+    accum: Any
+    histories: list[History]
+    best_params: list[Any]  # Host copies of each seed's parameters at its best row.
+    timing: dict[str, Any]
+
+    @property
+    def step(self) -> int:
+        return max(int(np.max(np.asarray(self.state.step))), 0)
 
 
-def _read_rows(path: Path, up_to_step: int) -> list[dict[str, Any]]:
-    """Evaluation rows already written, dropping those past the restored checkpoint."""
-    if not path.exists():
-        return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [row for row in rows if row["step"] <= up_to_step]
+class _Clock:
+    """Wall time of a session, split into named phases."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.phases: dict[str, float] = defaultdict(float)
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases[name] += time.perf_counter() - start
+
+    def timing(self, previous: dict[str, Any], steps: int) -> dict[str, Any]:
+        """``previous`` (earlier sessions' timing) plus this session's, if it trained."""
+        if steps == 0:
+            return previous
+        wall = previous.get("wall_time_s", 0.0) + time.perf_counter() - self.start
+        breakdown = dict(previous.get("time_breakdown_s", {}))
+        for name, seconds in self.phases.items():
+            breakdown[name] = breakdown.get(name, 0.0) + seconds
+        loop = breakdown.get("steps", 0.0) + breakdown.get("evaluation", 0.0) + breakdown.get(
+            "checkpoint", 0.0) + breakdown.get("logging", 0.0)
+        steps_timed = previous.get("steps_timed", 0) + steps
+        return {"wall_time_s": wall, "steps_per_second": steps_timed / loop if loop else None,
+                "time_breakdown_s": breakdown, "steps_timed": steps_timed}
 
 
-def _best_row(rows: list[dict[str, Any]], key: str) -> dict[str, Any] | None:
-    return min(rows, key=lambda row: row[key]) if rows else None
-
-
-def _create_metric_writer(workdir: Path):
-    """A clu writer: TensorBoard events in ``workdir`` plus log lines.
-
-    clu writes events through TensorFlow; TensorFlow is hidden from GPUs first so
-    it never takes accelerator memory that JAX needs.
-    """
-    import tensorflow as tf  # Lazy: seconds to import, only the summary writer needs it.
-    from clu import metric_writers
-
-    tf.config.set_visible_devices([], "GPU")
-    return metric_writers.create_default_writer(
-        str(workdir), just_logging=jax.process_index() > 0, asynchronous=False
-    )
-
-
-def _checkpoint_manager(workdir: Path) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True)
-    return ocp.CheckpointManager(workdir.resolve() / "checkpoints", options=options)
-
-
-def _evaluate_splits(layout, state, splits: dict[str, Any], batch_size: int) -> list[dict]:
-    """Per seed: ``{"val_loss": ..., "val_accuracy": ..., "test_loss": ...}`` for each split."""
-    results: list[dict[str, float]] = [{} for _ in layout.seeds]
-    for name, split in splits.items():
-        if split is None:
-            continue
-        if layout.batched_seeds:
-            per_seed = evaluate_seeds(state.params, state.apply_fn, split, batch_size)
-        else:
-            view = layout.seed_view(state, 0)
-            per_seed = [evaluate(view.params, view.apply_fn, split, batch_size)]
-        for result, metrics in zip(results, per_seed, strict=True):
-            result[f"{name}_loss"] = metrics["loss"]
-            result[f"{name}_accuracy"] = metrics["accuracy"]
-    return results
-
-
-def _sync_processes(name: str) -> None:
-    """A barrier across processes (nothing with one process)."""
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(name)
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
-    """Trains and evaluates one model (or ``config.num_seeds``); writes to ``workdir``.
-
-    ``workdir`` receives ``config.json``, ``metrics.jsonl`` (one row per
-    evaluation, per seed with a ``seed`` field when ``num_seeds > 1``),
-    TensorBoard events, orbax checkpoints and ``summary.json``. Rerunning with
-    the same workdir resumes from the latest checkpoint. ``config.parallel``
-    and ``config.num_seeds`` choose the layout (see ``agile.parallel``); with
-    several processes only process 0 writes files other than checkpoints.
-    Returns the summary: one run's results, or for several seeds each seed's
-    results under ``"seeds"`` with their ``"mean"`` and ``"std"``.
-    """
-    validate_config(config)
-    start_time = time.perf_counter()
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    is_main_process = jax.process_index() == 0
-    if is_main_process:
-        _check_workdir_config(config, workdir)
-
-    layout = parallel_lib.make_layout(config, _step_on_device_data, _compiled_step)
-    seeds = layout.seeds
+def _setup(config: ml_collections.ConfigDict, workdir: Path) -> _Setup:
+    """Loads and places the data, and works out the schedule."""
+    layout = make_layout(config)
     datasets = data_lib.load_datasets(config.data)
-    train_images = layout.place_data(datasets.train.images)
-    train_labels = layout.place_data(datasets.train.labels)
     num_train = len(datasets.train.labels)
     steps_per_epoch = len(
         data_lib.epoch_indices(0, 0, num_train, config.batch_size, config.data.drop_remainder)
     )
-    total_steps = steps_per_epoch * config.num_epochs
-    eval_every = config.eval_every_steps or steps_per_epoch
-    select_on = "val_loss" if datasets.val is not None else "test_loss"
-
-    state = layout.place([create_train_state(config, jax.random.key(seed)) for seed in seeds])
-    accum = layout.place([new_train_accumulator()] * len(seeds))
-    manager = _checkpoint_manager(workdir)
-    if manager.latest_step() is not None:
-        target = {"state": layout.to_checkpoint(state), "accum": layout.to_checkpoint(accum)}
-        restored = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(target))
-        state = layout.from_checkpoint(restored["state"])
-        accum = layout.from_checkpoint(restored["accum"])
-        logging.info("Resumed from the checkpoint at step %d.", manager.latest_step())
-    seed_steps = [int(layout.seed_view(state, i).step) for i in range(len(seeds))]
-    step = max(seed_steps)
-
-    rows_path = workdir / "metrics.jsonl"
-    saved_rows = _read_rows(rows_path, step)
-    rows = [[row for row in saved_rows if row.get("seed", seed) == seed] for seed in seeds]
-    _sync_processes("agile_metrics_read")
-    if is_main_process:
-        rows_path.write_text("".join(json.dumps(row) + "\n" for row in saved_rows))
-    writer = _create_metric_writer(workdir)
-    writer.write_hparams(
-        {k: v for k, v in traverse_util.flatten_dict(_config_dict(config), sep=".").items()
-         if isinstance(v, (int, float, str, bool))}
+    chunk = config.data.eval_batch_size
+    place = lambda split: (  # noqa: E731
+        None if split is None else evaluation.place_split(split.images, split.labels, chunk)
+    )
+    return _Setup(
+        config=config, workdir=workdir, layout=layout, apply_fn=create_model(config).apply,
+        train_images=layout.place_data(datasets.train.images),
+        train_labels=layout.place_data(datasets.train.labels),
+        num_train=num_train, val=place(datasets.val), test=place(datasets.test),
+        steps_per_epoch=steps_per_epoch, total_steps=steps_per_epoch * config.num_epochs,
+        eval_every=config.eval_every_steps or steps_per_epoch,
+        is_main=jax.process_index() == 0,
+        checkpoints=workdir_lib.Checkpoints(workdir),
+        writer=workdir_lib.MetricWriter(workdir, enabled=jax.process_index() == 0),
     )
 
-    def evaluations_without_improvement(seed_rows) -> int:
-        best = _best_row(seed_rows, select_on)
-        return 0 if best is None else sum(row["step"] > best["step"] for row in seed_rows)
 
-    def stopped_early(seed_rows) -> bool:
-        return select_on == "val_loss" and config.patience > 0 and (
-            evaluations_without_improvement(seed_rows) >= config.patience
+def _initial_progress(setup: _Setup) -> _Progress:
+    config, layout = setup.config, setup.layout
+    states = [create_train_state(config, jax.random.key(seed)) for seed in layout.seeds]
+    return _Progress(
+        state=layout.place(states),
+        accum=layout.place([new_train_accumulator()] * len(layout.seeds)),
+        histories=[History(setup.select_on, config.patience) for _ in layout.seeds],
+        best_params=[jax.device_get(state.params) for state in states],
+        timing={},
+    )
+
+
+def _checkpoint_arrays(setup: _Setup, progress: _Progress) -> dict[str, Any]:
+    layout = setup.layout
+    return {"state": layout.to_checkpoint(progress.state),
+            "accum": layout.to_checkpoint(progress.accum), "best_params": progress.best_params}
+
+
+def _restore(setup: _Setup, progress: _Progress) -> _Progress:
+    """The latest checkpoint's progress (``progress`` itself when there is none)."""
+    restored = setup.checkpoints.restore(_checkpoint_arrays(setup, progress))
+    if restored is None:
+        return progress
+    step, arrays, meta = restored
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise workdir_lib.WorkdirError(
+            f"Checkpoint {setup.checkpoints.directory / str(step)} has format "
+            f"{meta.get('format')}, this version reads {CHECKPOINT_FORMAT}; use a new --workdir."
         )
+    logging.info("Resumed from the checkpoint at step %d.", step)
+    return _Progress(
+        state=setup.layout.from_checkpoint(arrays["state"]),
+        accum=setup.layout.from_checkpoint(arrays["accum"]),
+        histories=[History.from_json(h) for h in meta["histories"]],
+        best_params=list(arrays["best_params"]),
+        timing=meta["timing"],
+    )
 
-    def active_seeds() -> np.ndarray:
-        return np.array([not stopped_early(seed_rows) for seed_rows in rows])
 
-    def seed_accumulators(accum) -> list[dict[str, Any]]:
-        return [jax.device_get(layout.seed_view(accum, i)) for i in range(len(seeds))]
+def _save(setup: _Setup, progress: _Progress, step: int) -> None:
+    meta = {"format": CHECKPOINT_FORMAT, "timing": progress.timing,
+            "histories": [history.to_json() for history in progress.histories]}
+    setup.checkpoints.save(step, _checkpoint_arrays(setup, progress), meta)
 
-    def check_finite(accum) -> None:
-        for seed, seed_accum in zip(seeds, seed_accumulators(accum), strict=True):
-            bad = int(seed_accum["first_nonfinite_step"])
-            if bad >= 0:
-                of_seed = f" of seed {seed}" if layout.batched_seeds else ""
-                raise NonFiniteLossError(
-                    f"Training loss{of_seed} became NaN or inf at step {bad}; stopping. The last "
-                    f"good checkpoint (step {manager.latest_step()}) is kept in "
-                    f"{workdir / 'checkpoints'}."
-                )
 
-    def mean_train_loss(accum) -> float:
-        losses = [float(a["loss_sum"]) / max(int(a["count"]), 1) for a in seed_accumulators(accum)]
-        return sum(losses) / len(losses)
+def _rewrite_rows(setup: _Setup, progress: _Progress) -> None:
+    """Rebuilds ``metrics.jsonl`` from the restored histories (the checkpoint is the truth)."""
+    rows = sorted(
+        (setup.row_key(i, row) for i, history in enumerate(progress.histories)
+         for row in history.rows),
+        key=lambda row: (row["step"], row.get("seed", 0)),
+    )
+    if setup.rows_path.exists():
+        on_disk = len(setup.rows_path.read_text().splitlines())
+        if on_disk != len(rows):
+            logging.warning("%s had %d lines, the checkpoint's history %d rows; rewritten from "
+                            "the checkpoint.", setup.rows_path, on_disk, len(rows))
+    workdir_lib.write_rows(setup.rows_path, rows)
 
-    def run_evaluation(state, accum) -> list[dict[str, Any]]:
-        evaluations = _evaluate_splits(
-            layout, state, {"val": datasets.val, "test": datasets.test},
-            config.data.eval_batch_size,
+
+def _check_finite(setup: _Setup, accum) -> None:
+    """Raises NonFiniteLossError if any seed's loss became NaN or inf (waits for saves first)."""
+    for index, seed in enumerate(setup.layout.seeds):
+        bad = int(jax.device_get(setup.layout.seed_view(accum, index)["first_nonfinite_step"]))
+        if bad < 0:
+            continue
+        setup.checkpoints.wait()  # So the message names only a finished checkpoint.
+        kept = setup.checkpoints.latest_step()
+        where = "no checkpoint was saved" if kept is None else (
+            f"the last good checkpoint (step {kept}) is kept in {setup.checkpoints.directory}")
+        of_seed = f" of seed {seed}" if setup.layout.batched_seeds else ""
+        raise NonFiniteLossError(
+            f"Training loss{of_seed} became NaN or inf at step {bad}; stopping: {where}.")
+
+
+def _params_view(setup: _Setup, state) -> Any:
+    """Parameters to evaluate: the seed stack, or the one model (one device's copy)."""
+    if setup.layout.batched_seeds:
+        return state.params
+    return setup.layout.seed_view(state.params, 0)
+
+
+def _evaluate_split(setup: _Setup, params, split) -> list[dict[str, float]]:
+    if setup.layout.batched_seeds:
+        return evaluation.evaluate_seeds(params, setup.apply_fn, split, setup.layout.batching)
+    return [evaluation.evaluate(params, setup.apply_fn, split)]
+
+
+def _needs_test(setup: _Setup, history: History, step: int) -> bool:
+    """Whether this evaluation's row gets the test split: see ``config.test_every``."""
+    every = setup.config.test_every
+    return (setup.val is None or step >= setup.total_steps or history.should_stop()
+            or (every > 0 and len(history.rows) % every == 0))
+
+
+def _evaluate(setup: _Setup, progress: _Progress, active: np.ndarray) -> list[dict[str, Any]]:
+    """Evaluates every active seed, records its row, and returns the rows as stored."""
+    layout, state = setup.layout, progress.state
+    params = _params_view(setup, state)
+    split = setup.val if setup.val is not None else setup.test
+    selected = _evaluate_split(setup, params, split)
+    prefix = "val" if setup.val is not None else "test"
+    recorded = []
+    for i in np.flatnonzero(active):
+        seed_accum = jax.device_get(layout.seed_view(progress.accum, i))
+        seed_state = layout.seed_view(state, i)
+        step, count = int(seed_state.step), max(int(seed_accum["count"]), 1)
+        host_params = jax.device_get(seed_state.params)
+        row = {"step": step, "epoch": step / setup.steps_per_epoch,
+               "train_loss": float(seed_accum["loss_sum"]) / count,
+               "train_accuracy": float(seed_accum["correct_sum"]) / count,
+               f"{prefix}_loss": selected[i]["loss"], f"{prefix}_accuracy": selected[i]["accuracy"]}
+        history = progress.histories[i]
+        if history.record(row):
+            progress.best_params[i] = host_params
+        if setup.val is not None and _needs_test(setup, history, step):
+            test = evaluation.evaluate(seed_state.params, setup.apply_fn,
+                                       setup.test)
+            row.update(test_loss=test["loss"], test_accuracy=test["accuracy"])
+        row["agile"] = evaluation.agile_parameter_ranges(host_params)
+        recorded.append(setup.row_key(i, row))
+    return recorded
+
+
+def _log_and_write(setup: _Setup, rows: list[dict[str, Any]]) -> None:
+    """Appends the rows to ``metrics.jsonl`` and TensorBoard, and logs one line per row."""
+    if setup.is_main:
+        workdir_lib.append_rows(setup.rows_path, rows)
+    for row in rows:
+        prefix = f"seed_{row['seed']}/" if "seed" in row else ""
+        scalars = {prefix + k: v for k, v in row.items() if isinstance(v, float) and k != "epoch"}
+        setup.writer.write_scalars(row["step"], scalars)
+        logging.info("%sstep %d: %s", prefix, row["step"], ", ".join(
+            f"{k} {v:.4f}" for k, v in row.items() if isinstance(v, float) and k != "epoch"))
+
+
+def _best_test(setup: _Setup, progress: _Progress, index: int) -> dict[str, float] | None:
+    """Test loss and accuracy of seed ``index``'s best model: from its row, or evaluated now."""
+    best = progress.histories[index].best()
+    if best is None:
+        return None
+    if "test_loss" in best:
+        return {"loss": best["test_loss"], "accuracy": best["test_accuracy"]}
+    params = jax.device_put(progress.best_params[index])
+    test = evaluation.evaluate(params, setup.apply_fn, setup.test)
+    setup.writer.write_scalars(best["step"], {"best_test_loss": test["loss"]})
+    return test
+
+
+def _summary(setup: _Setup, progress: _Progress) -> dict[str, Any]:
+    config, layout = setup.config, setup.layout
+    conv, dense = config.model.conv_activation, config.model.dense_activation
+    per_seed = [
+        seed_summary(
+            history, seed=seed, steps=int(layout.seed_view(progress.state, i).step),
+            best_test=_best_test(setup, progress, i),
+            agile_ranges=evaluation.agile_parameter_ranges(
+                jax.device_get(layout.seed_view(progress.state, i).params)),
         )
-        seed_rows = []
-        for i, seed_accum in enumerate(seed_accumulators(accum)):
-            seed_state = layout.seed_view(state, i)
-            count = max(int(seed_accum["count"]), 1)
-            row = {
-                "step": int(seed_state.step),
-                "epoch": int(seed_state.step) / steps_per_epoch,
-                "train_loss": float(seed_accum["loss_sum"]) / count,
-                "train_accuracy": float(seed_accum["correct_sum"]) / count,
-                **evaluations[i],
-                "agile": agile_parameter_ranges(seed_state.params),
-            }
-            seed_rows.append(row)
-        return seed_rows
+        for i, (seed, history) in enumerate(zip(layout.seeds, progress.histories, strict=True))
+    ]
+    run_fields = {"combo": combo_number(conv, dense), "conv_activation": conv,
+                  "dense_activation": dense}
+    timing = {k: v for k, v in progress.timing.items() if k != "steps_timed"}
+    return run_summary(run_fields, per_seed, timing, layout.batched_seeds)
 
-    def record(seed_index: int, row: dict[str, Any]) -> None:
-        rows[seed_index].append(row)
-        prefix = f"seed_{seeds[seed_index]}/" if layout.batched_seeds else ""
-        if is_main_process:
-            line = {"seed": seeds[seed_index], **row} if layout.batched_seeds else row
-            with rows_path.open("a") as f:
-                f.write(json.dumps(line) + "\n")
-        writer.write_scalars(
-            row["step"],
-            {prefix + k: v for k, v in row.items() if isinstance(v, float) and k != "epoch"},
-        )
 
-    def save_checkpoint(step: int, state, accum) -> None:
-        manager.save(
-            step,
-            args=ocp.args.StandardSave(
-                {"state": layout.to_checkpoint(state), "accum": layout.to_checkpoint(accum)}
-            ),
-        )
+def _progress_line(setup: _Setup, progress: _Progress, step: int, rate: float) -> str:
+    """Step, mean training loss and an ETA that knows early stopping may come sooner."""
+    accums = [jax.device_get(setup.layout.seed_view(progress.accum, i))
+              for i in range(len(setup.layout.seeds))]
+    loss = np.mean([float(a["loss_sum"]) / max(int(a["count"]), 1) for a in accums])
+    most = (setup.total_steps - step) / max(rate, 1e-9)
+    line = f"step {step}/{setup.total_steps}  train loss {loss:.4f}  {rate:.1f} steps/s"
+    if setup.val is None or not setup.config.patience:
+        return f"{line}  ~{most:.0f} s left"
+    patience_left = max(setup.config.patience - h.evaluations_without_improvement()
+                        for h in progress.histories)
+    soonest = min(most, (patience_left * setup.eval_every - step % setup.eval_every) / rate)
+    return f"{line}  {soonest:.0f}-{most:.0f} s left (early stop - all epochs)"
 
-    loop_start = time.perf_counter()
-    first_step = step
+
+def _epoch_order(setup: _Setup, epoch: int) -> np.ndarray:
+    """The epoch's batch indices: (steps, batch), or (steps, seeds, batch) for a seed batch."""
+    config = setup.config
+    per_seed = [
+        data_lib.epoch_indices(seed, epoch, setup.num_train, config.batch_size,
+                               config.data.drop_remainder)
+        for seed in setup.layout.seeds
+    ]
+    return np.stack(per_seed, axis=1) if setup.layout.batched_seeds else per_seed[0]
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str | os.PathLike,
+    *,
+    after_step: AfterStep | None = None,
+    after_evaluation: AfterEvaluation | None = None,
+) -> dict[str, Any]:
+    """Trains and evaluates one model (or ``config.num_seeds``); writes to ``workdir``.
+
+    ``workdir`` receives ``config.json``, ``metrics.jsonl`` (one row per evaluation, per
+    seed with a ``seed`` field when ``num_seeds > 1``), TensorBoard events, orbax
+    checkpoints and ``summary.json``. Rerunning with the same workdir resumes from the
+    latest checkpoint; several processes (``jax.distributed``) share one workdir, and only
+    process 0 writes files other than checkpoints. Hooks: ``after_step(step)`` runs after
+    every step (raising in it interrupts the run, as Ctrl-C would);
+    ``after_evaluation(rows)`` gets each evaluation's rows as ``metrics.jsonl`` stores them.
+    Returns the summary (``agile.summary.run_summary``).
+    """
+    validate_config(config)
+    clock = _Clock()
+    workdir = workdir_lib.prepare(workdir)
+    config_dict = json.loads(config.to_json_best_effort())
+    workdir_lib.check_config(workdir, config_dict, config.allow_config_change)
+    with contextlib.ExitStack() as stack:
+        if jax.process_index() == 0:
+            stack.enter_context(workdir_lib.Lock(workdir))
+        with clock.phase("setup"):
+            setup = _setup(config, workdir)
+            stack.callback(setup.checkpoints.close)
+            stack.callback(setup.writer.close)
+            progress = _restore(setup, _initial_progress(setup))
+        if setup.is_main:
+            workdir_lib.save_config(workdir, config_dict)
+            _rewrite_rows(setup, progress)
+            setup.writer.write_hparams(traverse_util.flatten_dict(config_dict, sep="."))
+        progress = _loop(setup, progress, clock, after_step, after_evaluation)
+        summary = _summary(setup, progress)
+        if setup.is_main:
+            workdir_lib.write_text_atomically(
+                workdir / workdir_lib.SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _loop(
+    setup: _Setup,
+    progress: _Progress,
+    clock: _Clock,
+    after_step: AfterStep | None,
+    after_evaluation: AfterEvaluation | None,
+) -> _Progress:
+    """Steps, evaluates, checkpoints until every seed stopped or the epochs are done."""
+    config, layout = setup.config, setup.layout
+    step = first_step = progress.step
+    active = np.array([not history.should_stop() for history in progress.histories])
     last_log = (time.perf_counter(), step)
-    active = active_seeds()
-    while step < total_steps and active.any():
-        epoch, index_in_epoch = divmod(step, steps_per_epoch)
-        per_seed_indices = [
-            data_lib.epoch_indices(
-                seed, epoch, num_train, config.batch_size, config.data.drop_remainder
-            )
-            for seed in seeds
-        ]
-        epoch_indices = (
-            np.stack(per_seed_indices, axis=1) if layout.batched_seeds else per_seed_indices[0]
-        )
-        for indices in epoch_indices[index_in_epoch:]:
-            state, accum = layout.step(
-                state, accum, train_images, train_labels, layout.place_indices(indices), active
-            )
-            step += 1
-            is_eval = step % eval_every == 0 or step == total_steps
-            is_checkpoint = step % config.checkpoint_every_steps == 0 or step == total_steps
+    while step < setup.total_steps and active.any():
+        epoch, offset = divmod(step, setup.steps_per_epoch)
+        for indices in _epoch_order(setup, epoch)[offset:]:
+            with clock.phase("compile" if step == first_step else "steps"):
+                progress.state, progress.accum = layout.step(
+                    progress.state, progress.accum, setup.train_images, setup.train_labels,
+                    layout.place_indices(indices), active)
+                step += 1
+                if step == first_step + 1:
+                    jax.block_until_ready(progress.state)
+            if after_step is not None:
+                after_step(step)
+            is_eval = step % setup.eval_every == 0 or step == setup.total_steps
+            is_checkpoint = step % config.checkpoint_every_steps == 0 or step == setup.total_steps
             if step % config.log_every_steps == 0 or is_eval or is_checkpoint:
-                check_finite(accum)
+                with clock.phase("steps"):
+                    _check_finite(setup, progress.accum)  # Waits for the steps to finish.
             if step % config.log_every_steps == 0:
                 now = time.perf_counter()
                 rate = (step - last_log[1]) / max(now - last_log[0], 1e-9)
                 last_log = (now, step)
-                logging.info(
-                    "step %d/%d  train loss %.4f  %.1f steps/s  ~%.0f s left",
-                    step, total_steps, mean_train_loss(accum),
-                    rate, (total_steps - step) / max(rate, 1e-9),
-                )
+                logging.info("%s", _progress_line(setup, progress, step, rate))
             if is_eval:
-                for i, row in enumerate(run_evaluation(state, accum)):
-                    if active[i]:
-                        record(i, row)
-                accum = layout.place([new_train_accumulator()] * len(seeds))
-                still_active = active_seeds()
-                for i in np.flatnonzero(active & ~still_active):
-                    of_seed = f" (seed {seeds[i]})" if layout.batched_seeds else ""
+                with clock.phase("evaluation"):
+                    rows = _evaluate(setup, progress, active)
+                with clock.phase("logging"):
+                    _log_and_write(setup, rows)
+                    if after_evaluation is not None:
+                        after_evaluation(rows)
+                progress.accum = layout.place([new_train_accumulator()] * len(layout.seeds))
+                stopped = active & np.array([h.should_stop() for h in progress.histories])
+                for i in np.flatnonzero(stopped):
                     logging.info("Early stop%s at step %d: %d evaluations without a better "
-                                 "validation loss.", of_seed, step, config.patience)
-                    is_checkpoint = True
-                active = still_active
+                                 "validation loss.", f" (seed {layout.seeds[i]})"
+                                 if layout.batched_seeds else "", step, config.patience)
+                active, is_checkpoint = active & ~stopped, is_checkpoint or stopped.any()
             if is_checkpoint:
-                save_checkpoint(step, state, accum)
+                with clock.phase("checkpoint"):
+                    progress.timing = clock.timing(progress.timing, step - first_step)
+                    _save(setup, progress, step)
             if not active.any():
                 break
-    manager.wait_until_finished()
-    writer.flush()
-    loop_time = time.perf_counter() - loop_start
-
-    combo = combo_number(config.model.conv_activation, config.model.dense_activation)
-    wall_time = time.perf_counter() - start_time
-    steps_per_second = (step - first_step) / loop_time if step > first_step else None
-
-    def seed_summary(i: int) -> dict[str, Any]:
-        seed_state = layout.seed_view(state, i)
-        seed_step = int(seed_state.step)
-        best = _best_row(rows[i], select_on)
-        final = rows[i][-1] if rows[i] else {}
-        return {
-            "combo": combo,
-            "conv_activation": config.model.conv_activation,
-            "dense_activation": config.model.dense_activation,
-            "seed": seeds[i],
-            "steps": seed_step,
-            "early_stopped": seed_step < total_steps,
-            "selected_on": select_on,
-            "best_step": best["step"] if best else None,
-            "best_test_loss": best["test_loss"] if best else None,
-            "best_test_accuracy": best["test_accuracy"] if best else None,
-            "min_test_loss": min(row["test_loss"] for row in rows[i]) if rows[i] else None,
-            "final_test_loss": final.get("test_loss"),
-            "final_test_accuracy": final.get("test_accuracy"),
-            "agile_ranges": agile_parameter_ranges(seed_state.params),
-            "wall_time_s": wall_time,
-            "steps_per_second": steps_per_second,
-        }
-
-    per_seed = [seed_summary(i) for i in range(len(seeds))]
-    if layout.batched_seeds:
-        summary = {
-            "combo": combo,
-            "conv_activation": config.model.conv_activation,
-            "dense_activation": config.model.dense_activation,
-            "num_seeds": len(seeds),
-            "seeds": per_seed,
-            **parallel_lib.seed_statistics(per_seed),
-            "wall_time_s": wall_time,
-            "steps_per_second": steps_per_second,
-        }
-    else:
-        summary = per_seed[0]
-    if is_main_process:
-        (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    writer.close()
-    return summary
+    with clock.phase("checkpoint"):
+        setup.checkpoints.wait()
+    return progress

@@ -44,9 +44,8 @@ MODES = ("pmap", "shard_map")
 
 def layout_runner(config, steps: int) -> benchmarking.Runner:
     """``steps`` compiled steps of ``config``'s layout (parallel mode, seeds) per run."""
-    from agile import parallel
 
-    layout = parallel.make_layout(config, train._step_on_device_data, train._compiled_step)
+    layout = train.make_layout(config)
     rng = np.random.default_rng(0)
     images = layout.place_data(rng.uniform(0, 1, (NUM_EXAMPLES, 28, 28, 1)).astype(np.float32))
     labels = layout.place_data((np.arange(NUM_EXAMPLES) % 10).astype(np.int32))

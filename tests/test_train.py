@@ -14,9 +14,11 @@ import pytest
 from agile import train
 from agile.combos import COMBOS, combo_activations, combo_number
 from agile.config import get_config
+from agile.evaluation import agile_parameter_ranges
+from agile.summary import TIMING_FIELDS
+from agile.workdir import WorkdirError, read_rows
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TIME_FIELDS = {"wall_time_s", "steps_per_second"}
 
 
 def _batch(n=8, seed=0):
@@ -47,7 +49,7 @@ def test_every_combo_config_builds_and_takes_two_steps(combo):
         losses.append(float(metrics["loss"]))
     assert int(state.step) == 2 and np.all(np.isfinite(losses))
     has_agile = any("agile" in name for name in COMBOS[combo])
-    assert bool(train.agile_parameter_ranges(state.params)) == has_agile
+    assert bool(agile_parameter_ranges(state.params)) == has_agile
 
 
 def test_combo_config_files_pick_their_row():
@@ -93,18 +95,6 @@ def test_sgd_with_momentum_and_adam_both_train():
         assert int(state.step) == 1
 
 
-def test_eval_step_masks_padding():
-    config = get_config(7)
-    state = train.create_train_state(config, jax.random.key(0))
-    batch = _batch(6)
-    full = train.eval_step(state.params, state.apply_fn, {**batch, "mask": np.ones(6)})
-    padded = {k: np.concatenate([v, v[:2]]) for k, v in batch.items()}
-    padded["mask"] = np.array([1, 1, 1, 1, 1, 1, 0, 0], np.float32)
-    masked = train.eval_step(state.params, state.apply_fn, padded)
-    for key in full:
-        np.testing.assert_allclose(masked[key], full[key], rtol=1e-6)
-
-
 @pytest.mark.parametrize(
     "field, value, message",
     [
@@ -130,7 +120,23 @@ def test_bad_config_is_a_clear_error_before_any_work(tmp_path, field, value, mes
 
 
 def _strip_times(summary):
-    return {k: v for k, v in summary.items() if k not in TIME_FIELDS}
+    """The summary without its timing fields (which differ from run to run)."""
+    summary = {k: v for k, v in summary.items() if k not in TIMING_FIELDS}
+    if "seeds" in summary:
+        summary["seeds"] = [_strip_times(seed) for seed in summary["seeds"]]
+    return summary
+
+
+class Interrupt(Exception):
+    """Stands in for Ctrl-C in the interrupted-resume tests."""
+
+
+def _interrupt_after(step: int):
+    def after_step(current: int) -> None:
+        if current == step:
+            raise Interrupt(f"after step {current}")
+
+    return after_step
 
 
 def test_train_and_evaluate_writes_outputs(tmp_path, tiny_config):
@@ -139,42 +145,51 @@ def test_train_and_evaluate_writes_outputs(tmp_path, tiny_config):
         assert (tmp_path / name).exists(), name
     assert list(tmp_path.glob("events.out.tfevents.*"))
     assert (tmp_path / "checkpoints").is_dir()
-    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    rows = read_rows(tmp_path / "metrics.jsonl")
     assert [row["step"] for row in rows] == [4, 8]  # 200 / 50 = 4 steps per epoch
-    for key in ("train_loss", "val_loss", "test_loss", "test_accuracy", "agile"):
-        assert key in rows[0]
+    for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "agile"):
+        assert all(key in row for row in rows), key
+    assert "test_loss" not in rows[0] and "test_loss" in rows[-1]  # test_every=10: final only
     assert set(rows[0]["agile"]) == {
         f"{layer}/{p}" for layer in ("conv_act_0", "conv_act_1", "conv_act_2", "hidden_act")
         for p in "ab"
     }
     for key in ("combo", "conv_activation", "dense_activation", "seed", "steps", "best_step",
                 "best_test_loss", "final_test_loss", "final_test_accuracy", "agile_ranges",
-                "wall_time_s", "steps_per_second"):
+                "wall_time_s", "steps_per_second", "time_breakdown_s"):
         assert key in summary, key
     assert summary["combo"] == 12 and summary["steps"] == 8
     assert summary["final_test_loss"] == rows[-1]["test_loss"]
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
 
 
-def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, tiny_config, monkeypatch):
+def test_best_test_loss_is_the_best_models_without_testing_every_evaluation(tmp_path, tiny_config):
+    """test_every=0 tests only the final and the best model; every=1 tests every row."""
+    tiny_config.num_epochs = 4
+    tiny_config.learning_rate = tiny_config.agile_learning_rate = 0.3  # val loss soon worsens
+    tiny_config.patience = 0
+    tiny_config.test_every = 1
+    every = train.train_and_evaluate(tiny_config, tmp_path / "every")
+    every_rows = read_rows(tmp_path / "every/metrics.jsonl")
+    tiny_config.test_every = 0
+    lazy = train.train_and_evaluate(tiny_config, tmp_path / "lazy")
+    lazy_rows = read_rows(tmp_path / "lazy/metrics.jsonl")
+    assert all("test_loss" in row for row in every_rows)
+    assert ["test_loss" in row for row in lazy_rows] == [False, False, False, True]
+    best = min(every_rows, key=lambda row: row["val_loss"])
+    assert lazy["best_step"] == every["best_step"] == best["step"] < 16
+    np.testing.assert_allclose(lazy["best_test_loss"], best["test_loss"], rtol=1e-6)
+    np.testing.assert_allclose(lazy["best_test_accuracy"], best["test_accuracy"], rtol=1e-6)
+    assert every["min_test_loss"] == min(row["test_loss"] for row in every_rows)
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, tiny_config):
     tiny_config.num_epochs = 3
     reference = train.train_and_evaluate(tiny_config, tmp_path / "reference")
-
-    real_step = train._compiled_step
-    calls = {"n": 0}
-
-    def step_then_interrupt(*args):
-        if calls["n"] == 7:  # after step 7; the last checkpoint is at step 6
-            raise KeyboardInterrupt
-        calls["n"] += 1
-        return real_step(*args)
-
-    monkeypatch.setattr(train, "_compiled_step", step_then_interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        train.train_and_evaluate(tiny_config, tmp_path / "resumed")
-    monkeypatch.setattr(train, "_compiled_step", real_step)
+    with pytest.raises(Interrupt):  # after step 7; the last checkpoint is at step 6
+        train.train_and_evaluate(tiny_config, tmp_path / "resumed", after_step=_interrupt_after(7))
+    assert len(read_rows(tmp_path / "resumed/metrics.jsonl")) == 1  # the row at step 4
     resumed = train.train_and_evaluate(tiny_config, tmp_path / "resumed")
-
     assert _strip_times(resumed) == _strip_times(reference)
     assert (tmp_path / "resumed/metrics.jsonl").read_text() == (
         tmp_path / "reference/metrics.jsonl"
@@ -190,7 +205,7 @@ def test_rerun_of_a_finished_run_gives_the_same_summary(tmp_path, tiny_config):
 def test_changed_config_is_refused_unless_allowed(tmp_path, tiny_config):
     train.train_and_evaluate(tiny_config, tmp_path)
     tiny_config.learning_rate = 0.5
-    with pytest.raises(ValueError, match="different config.*learning_rate.*allow_config_change"):
+    with pytest.raises(WorkdirError, match="different config.*learning_rate.*allow_config_change"):
         train.train_and_evaluate(tiny_config, tmp_path)
     tiny_config.allow_config_change = True
     train.train_and_evaluate(tiny_config, tmp_path)
@@ -202,10 +217,9 @@ def test_early_stopping_on_validation_loss(tmp_path, tiny_config):
     tiny_config.agile_learning_rate = 0.3
     tiny_config.patience = 2
     summary = train.train_and_evaluate(tiny_config, tmp_path)
-    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    rows = read_rows(tmp_path / "metrics.jsonl")
     best = min(rows, key=lambda row: row["val_loss"])
     assert summary["best_step"] == best["step"]
-    assert summary["best_test_loss"] == best["test_loss"]
     assert summary["early_stopped"]
     assert len([row for row in rows if row["step"] > best["step"]]) == 2
     assert summary["steps"] == rows[-1]["step"] < 30 * 4

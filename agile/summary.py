@@ -1,0 +1,100 @@
+"""A run's ``summary.json``: per-seed results from the evaluation history, mean and std over seeds.
+
+Pure functions of a :class:`~agile.history.History`, the best model's test metrics and the
+run's timing, so they are tested without training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from agile.history import History
+
+SEED_STATISTIC_FIELDS = (
+    "best_test_loss",
+    "best_test_accuracy",
+    "min_test_loss",
+    "final_test_loss",
+    "final_test_accuracy",
+    "best_step",
+    "steps",
+)
+TIMING_FIELDS = ("wall_time_s", "steps_per_second", "time_breakdown_s")
+
+
+def seed_summary(
+    history: History,
+    *,
+    seed: int,
+    steps: int,
+    best_test: dict[str, float] | None,
+    agile_ranges: dict[str, dict[str, float]],
+) -> dict[str, Any]:
+    """One seed's results.
+
+    ``best_test`` is the test loss and accuracy of the model at the best row (the
+    loop evaluates it whenever that row has none); ``min_test_loss`` and the final
+    values come from the rows that have a test evaluation.
+    """
+    best = history.best()
+    tested = [row for row in history.rows if "test_loss" in row]
+    final = history.rows[-1] if history.rows else {}
+    return {
+        "seed": seed,
+        "steps": steps,
+        "evaluations": len(history.rows),
+        "early_stopped": history.should_stop(),
+        "selected_on": history.select_on,
+        "best_step": best["step"] if best else None,
+        "best_test_loss": best_test["loss"] if best_test else None,
+        "best_test_accuracy": best_test["accuracy"] if best_test else None,
+        "min_test_loss": min(row["test_loss"] for row in tested) if tested else None,
+        "final_test_loss": final.get("test_loss"),
+        "final_test_accuracy": final.get("test_accuracy"),
+        "agile_ranges": agile_ranges,
+    }
+
+
+def seed_statistics(per_seed: Sequence[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+    """``{"mean": ..., "std": ...}`` over seeds of each numeric summary field.
+
+    The std is the sample std (ddof=1; 0 for one seed); a field missing for
+    any seed gives None.
+    """
+    stats: dict[str, dict[str, float | None]] = {"mean": {}, "std": {}}
+    for field in SEED_STATISTIC_FIELDS:
+        values = [summary.get(field) for summary in per_seed]
+        if any(value is None for value in values):
+            stats["mean"][field] = stats["std"][field] = None
+            continue
+        stats["mean"][field] = float(np.mean(values))
+        stats["std"][field] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return stats
+
+
+def run_summary(
+    run_fields: dict[str, Any],
+    per_seed: Sequence[dict[str, Any]],
+    timing: dict[str, Any],
+    batched_seeds: bool,
+) -> dict[str, Any]:
+    """The whole ``summary.json``.
+
+    ``run_fields`` (combo, activations) head every seed's entry. One seed gives its
+    results at the top level; several give ``"seeds"`` with their ``"mean"`` and
+    ``"std"``. ``timing`` (``wall_time_s``, ``steps_per_second``, ``time_breakdown_s``)
+    is the run's, added up over every session that trained it.
+    """
+    seeds = [{**run_fields, **seed, **timing} for seed in per_seed]
+    if not batched_seeds:
+        return seeds[0]
+    return {
+        **run_fields,
+        "num_seeds": len(per_seed),
+        "seeds": seeds,
+        **seed_statistics(per_seed),
+        **timing,
+    }

@@ -1,0 +1,283 @@
+"""A run's folder: its lock, its config guard, its rows file, its checkpoints and its event file.
+
+Everything that keeps a workdir consistent lives here, apart from the training loop:
+
+- :class:`Lock`: one run per workdir at a time (``fcntl.flock``, released by the kernel
+  when the process dies, so a killed run never blocks the next one).
+- :func:`check_config` / :func:`save_config`: a workdir belongs to one config.
+- :func:`write_rows` / :func:`append_rows` / :func:`read_rows`: ``metrics.jsonl``.
+- :class:`Checkpoints`: orbax checkpoints of the arrays together with the run's JSON
+  state (evaluation histories, timing), so rows and model can never disagree.
+- :class:`MetricWriter`: TensorBoard scalars, written without importing TensorFlow.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import orbax.checkpoint as ocp
+from absl import logging
+from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.plugins.hparams import summary_v2 as hparams_summary
+from tensorboard.summary.writer.record_writer import RecordWriter
+
+from agile.errors import UserError
+
+CONFIG_FILE = "config.json"
+ROWS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+LOCK_FILE = ".lock"
+CHECKPOINT_DIR = "checkpoints"
+UNCHECKED_CONFIG_FIELDS = ("allow_config_change",)
+
+
+class WorkdirError(UserError, RuntimeError):
+    """A workdir that cannot be used as asked: in use, another config, damaged."""
+
+
+def prepare(workdir: str | os.PathLike) -> Path:
+    """Creates ``workdir`` (and its parents) or says in one line why it cannot."""
+    path = Path(workdir)
+    if path.exists() and not path.is_dir():
+        raise WorkdirError(f"Workdir {path} exists and is not a folder.")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise WorkdirError(f"Cannot create workdir {path}: {err.strerror or err}.") from err
+    return path
+
+
+class Lock:
+    """An exclusive lock on a workdir, held while a run uses it (a context manager).
+
+    A second run on the same workdir fails at once with the first one's process id and
+    host. The lock is an ``flock`` on ``.lock``: the kernel drops it when its process ends
+    however it ends, so a lock file left by a killed run does not block.
+    """
+
+    def __init__(self, workdir: Path):
+        self.path = Path(workdir) / LOCK_FILE
+        self._file = None
+
+    def __enter__(self) -> Lock:
+        file = open(self.path, "a+")  # noqa: SIM115 - held open for the run.
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            file.seek(0)
+            holder = file.read().strip() or "another process"
+            file.close()
+            raise WorkdirError(
+                f"Workdir {self.path.parent} is in use by {holder}; wait for it to finish or "
+                "choose another --workdir."
+            ) from None
+        file.seek(0)
+        file.truncate()
+        file.write(f"process {os.getpid()} on {socket.gethostname()} "
+                   f"(since {time.strftime('%Y-%m-%d %H:%M:%S')})\n")
+        file.flush()
+        self._file = file
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+
+def check_config(workdir: Path, config: dict[str, Any], allow_change: bool) -> None:
+    """Refuses a workdir whose saved config differs from ``config`` (unless ``allow_change``).
+
+    Checkpoints without a saved config are refused too: nothing says what trained them.
+    Writes nothing; :func:`save_config` does, once the run has restored successfully.
+    """
+    path = workdir / CONFIG_FILE
+    if not path.exists():
+        if (workdir / CHECKPOINT_DIR).is_dir() and any((workdir / CHECKPOINT_DIR).iterdir()):
+            if not allow_change:
+                raise WorkdirError(
+                    f"{workdir} holds checkpoints but no {CONFIG_FILE}, so what trained them is "
+                    "unknown. Use a new --workdir, or pass --config.allow_config_change=True "
+                    "to resume from them anyway."
+                )
+        return
+    try:
+        saved = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise WorkdirError(f"{path} is not valid JSON ({err}); restore or delete it.") from err
+    differences = sorted(
+        key for key in set(saved) | set(config)
+        if key not in UNCHECKED_CONFIG_FIELDS and saved.get(key) != config.get(key)
+    )
+    if differences and not allow_change:
+        raise WorkdirError(
+            f"{workdir} holds a run with a different config (fields: {', '.join(differences)}). "
+            "Use a new --workdir, or pass --config.allow_config_change=True to resume anyway."
+        )
+
+
+def save_config(workdir: Path, config: dict[str, Any]) -> None:
+    """Writes ``config.json`` atomically."""
+    text = json.dumps(config, indent=2, sort_keys=True) + "\n"
+    write_text_atomically(workdir / CONFIG_FILE, text)
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Writes ``text`` to ``path`` through a temporary file and a rename: all or nothing."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "w") as file:
+        file.write(text)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+
+
+def _row_lines(rows: Iterable[dict[str, Any]]) -> str:
+    return "".join(json.dumps(row) + "\n" for row in rows)
+
+
+def write_rows(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    """Replaces ``metrics.jsonl`` with ``rows``, atomically."""
+    write_text_atomically(path, _row_lines(rows))
+
+
+def append_rows(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    """Appends ``rows`` with one write, flushed: a crash can tear at most the last line."""
+    with open(path, "a") as file:
+        file.write(_row_lines(rows))
+        file.flush()
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """Reads ``metrics.jsonl``; a torn last line (a crash mid-write) is dropped with a warning.
+
+    A damaged line anywhere else raises :class:`WorkdirError` naming file and line.
+    """
+    lines = Path(path).read_text().splitlines()
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if number == len(lines):
+                logging.warning("%s: dropped the torn last line %d (%s).", path, number, err)
+                break
+            raise WorkdirError(f"{path}, line {number}: not a JSON row ({err}).") from err
+    return rows
+
+
+class Checkpoints:
+    """Orbax checkpoints of a run: an array tree and a JSON dict saved together, per step.
+
+    The JSON part holds what must agree with the arrays (the evaluation histories, the
+    timing so far), so resuming never has to trust ``metrics.jsonl``. Saves are
+    asynchronous (orbax writes in the background); :meth:`wait` waits for them.
+    """
+
+    def __init__(self, workdir: Path, max_to_keep: int = 2):
+        self.directory = Path(workdir).resolve() / CHECKPOINT_DIR
+        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def latest_step(self) -> int | None:
+        """The newest finished checkpoint's step (None if there is none)."""
+        return self._manager.latest_step()
+
+    def save(self, step: int, arrays: Any, meta: dict[str, Any]) -> None:
+        """Starts saving ``arrays`` and ``meta`` as the checkpoint of ``step``."""
+        self._manager.save(
+            step,
+            args=ocp.args.Composite(arrays=ocp.args.StandardSave(arrays),
+                                    meta=ocp.args.JsonSave(meta)),
+        )
+
+    def restore(self, template: Any) -> tuple[int, Any, dict[str, Any]] | None:
+        """``(step, arrays, meta)`` of the newest checkpoint that restores, or None if none exist.
+
+        A checkpoint that fails to restore (damaged files) is reported, deleted and the
+        previous one tried; if none restores, :class:`WorkdirError` names each step's failure.
+        """
+        failures = []
+        for step in sorted(self._manager.all_steps(), reverse=True):
+            args = ocp.args.Composite(arrays=ocp.args.StandardRestore(template),
+                                      meta=ocp.args.JsonRestore())
+            try:
+                restored = self._manager.restore(step, args=args)
+            except Exception as err:  # noqa: BLE001 - any damage: fall back, then report all.
+                reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+                failures.append(f"step {step} ({reason})")
+                logging.warning("Checkpoint %s cannot be restored (%s); trying an earlier one.",
+                                self.directory / str(step), reason)
+                continue
+            for damaged in sorted(self._manager.all_steps()):
+                if damaged > step:
+                    self._manager.delete(damaged)
+            return step, restored["arrays"], restored["meta"]
+        if failures:
+            raise WorkdirError(
+                f"No checkpoint in {self.directory} can be restored: {'; '.join(failures)}. "
+                "Delete the damaged step folders (or the workdir) to start again."
+            )
+        return None
+
+    def wait(self) -> None:
+        """Waits until every started save is on disk."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        """Waits for pending saves and releases orbax's resources."""
+        self._manager.close()
+
+
+class MetricWriter:
+    """TensorBoard scalars and hparams in ``logdir``, through tensorboard's own record writer.
+
+    Imports neither TensorFlow nor clu (whose writers import TensorFlow, seconds of
+    start-up); ``enabled=False`` (processes other than 0) writes nothing.
+    """
+
+    def __init__(self, logdir: Path, enabled: bool = True):
+        self._writer = None
+        if not enabled:
+            return
+        name = f"events.out.tfevents.{time.time():.6f}.{socket.gethostname()}.{os.getpid()}"
+        self._writer = RecordWriter(open(Path(logdir) / name, "wb"))  # noqa: SIM115
+        self._write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
+
+    def _write(self, event) -> None:
+        if self._writer is not None:
+            self._writer.write(event.SerializeToString())
+
+    def write_scalars(self, step: int, scalars: dict[str, float]) -> None:
+        """One scalar event per entry of ``scalars``, at ``step``."""
+        values = [summary_pb2.Summary.Value(tag=tag, simple_value=float(value))
+                  for tag, value in scalars.items()]
+        event = event_pb2.Event(wall_time=time.time(), step=int(step),
+                                  summary=summary_pb2.Summary(value=values))
+        self._write(event)
+
+    def write_hparams(self, hparams: dict[str, Any]) -> None:
+        """The run's settings for TensorBoard's HParams tab (bool, int, float and str only)."""
+        kept = {k: v for k, v in hparams.items() if isinstance(v, (bool, int, float, str))}
+        self._write(event_pb2.Event(wall_time=time.time(), step=0,
+                                      summary=hparams_summary.hparams_pb(kept)))
+
+    def flush(self) -> None:
+        if self._writer is not None:
+            self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+

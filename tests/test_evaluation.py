@@ -1,0 +1,89 @@
+"""agile.evaluation: masked sums, whole placed splits in one call, seed stacks, a/b ranges."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from agile import evaluation
+from agile.config import get_config
+from agile.train import create_train_state
+
+CONFIG = get_config(12)
+STATE = create_train_state(CONFIG, jax.random.key(0))
+
+
+def _split(n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0, 1, (n, 28, 28, 1)).astype(np.float32), rng.integers(0, 10, n).astype(
+        np.int32)
+
+
+def _direct(params, images, labels):
+    """Loss and accuracy computed in one batch, with no chunks or padding."""
+    logits = STATE.apply_fn({"params": params}, images)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    return float(loss), float(np.mean(np.argmax(logits, -1) == labels))
+
+
+def test_eval_step_masks_padding():
+    images, labels = _split(6)
+    full = evaluation.eval_step(STATE.params, STATE.apply_fn,
+                                {"image": images, "label": labels, "mask": np.ones(6)})
+    padded = {"image": np.concatenate([images, images[:2]]),
+              "label": np.concatenate([labels, labels[:2]]),
+              "mask": np.array([1, 1, 1, 1, 1, 1, 0, 0], np.float32)}
+    masked = evaluation.eval_step(STATE.params, STATE.apply_fn, padded)
+    for key in full:
+        np.testing.assert_allclose(masked[key], full[key], rtol=1e-6)
+
+
+def test_place_split_pads_to_whole_chunks():
+    images, labels = _split(25)
+    split = evaluation.place_split(images, labels, chunk_size=10)
+    assert split.images.shape == (3, 10, 28, 28, 1) and split.labels.shape == (3, 10)
+    np.testing.assert_array_equal(np.asarray(split.mask).ravel(), [1] * 25 + [0] * 5)
+    np.testing.assert_array_equal(np.asarray(split.labels).ravel()[:25], labels)
+    small = evaluation.place_split(images, labels, chunk_size=1000)  # one chunk of 25
+    assert small.images.shape == (1, 25, 28, 28, 1)
+
+
+def test_evaluate_a_padded_split_equals_one_direct_batch():
+    images, labels = _split(25)
+    result = evaluation.evaluate(STATE.params, STATE.apply_fn,
+                                 evaluation.place_split(images, labels, chunk_size=10))
+    loss, accuracy = _direct(STATE.params, images, labels)
+    assert result["loss"] == pytest.approx(loss, rel=1e-5)
+    assert result["accuracy"] == pytest.approx(accuracy)
+
+
+@pytest.mark.parametrize("batching", ["scan", "vmap"])
+def test_evaluate_seeds_equals_each_seed_alone(batching):
+    images, labels = _split(25)
+    split = evaluation.place_split(images, labels, chunk_size=10)
+    params = [create_train_state(CONFIG, jax.random.key(seed)).params for seed in range(3)]
+    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *params)
+    together = evaluation.evaluate_seeds(stacked, STATE.apply_fn, split, batching)
+    alone = [evaluation.evaluate(p, STATE.apply_fn, split) for p in params]
+    assert len(together) == 3
+    for t, a in zip(together, alone, strict=True):
+        assert t["loss"] == pytest.approx(a["loss"], rel=1e-5)
+        assert t["accuracy"] == pytest.approx(a["accuracy"])
+
+
+def test_evaluate_seeds_rejects_unknown_batching():
+    images, labels = _split(10)
+    split = evaluation.place_split(images, labels, chunk_size=10)
+    with pytest.raises(ValueError, match=r"Unknown seed batching 'pmap'. Valid: scan, vmap."):
+        evaluation.evaluate_seeds(STATE.params, STATE.apply_fn, split, "pmap")
+
+
+def test_agile_parameter_ranges_cover_each_agile_layer():
+    params = jax.device_get(STATE.params)
+    params["hidden_act"]["a"] = np.array([0.5] * 29 + [2.0], np.float32)
+    ranges = evaluation.agile_parameter_ranges(params)
+    assert set(ranges) == {f"{layer}/{p}" for layer in
+                           ("conv_act_0", "conv_act_1", "conv_act_2", "hidden_act") for p in "ab"}
+    assert ranges["hidden_act/a"] == pytest.approx({"min": 0.5, "max": 2.0, "mean": 0.55})
+    assert ranges["conv_act_0/b"] == {"min": 0.0, "max": 0.0, "mean": 0.0}

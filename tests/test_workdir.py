@@ -1,0 +1,175 @@
+"""agile.workdir: lock, config guard, rows file, checkpoints with fallback, TensorBoard events."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agile import workdir as workdir_lib
+from agile.workdir import WorkdirError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+HOLD_LOCK = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from agile.workdir import Lock
+    with Lock(Path(sys.argv[1])):
+        print("locked", flush=True)
+        time.sleep(600)
+    """
+)
+
+
+def _hold_lock(workdir: Path) -> subprocess.Popen:
+    process = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(workdir)], cwd=REPO_ROOT,
+                               stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "locked"
+    return process
+
+
+def test_second_run_on_a_locked_workdir_fails_naming_the_holder(tmp_path):
+    holder = _hold_lock(tmp_path)
+    try:
+        with pytest.raises(WorkdirError, match=rf"in use by process {holder.pid} on "):
+            with workdir_lib.Lock(tmp_path):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_lock_left_by_a_killed_run_does_not_block(tmp_path):
+    holder = _hold_lock(tmp_path)
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait()
+    assert (tmp_path / ".lock").exists()
+    with workdir_lib.Lock(tmp_path):
+        assert f"process {os.getpid()}" in (tmp_path / ".lock").read_text()
+    with workdir_lib.Lock(tmp_path):  # released on exit, so it can be taken again
+        pass
+
+
+def test_prepare_creates_the_folder_or_says_why_not(tmp_path):
+    assert workdir_lib.prepare(tmp_path / "a" / "b").is_dir()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(WorkdirError, match=r"exists and is not a folder"):
+        workdir_lib.prepare(tmp_path / "file")
+    with pytest.raises(WorkdirError, match=r"Cannot create workdir .*file/run"):
+        workdir_lib.prepare(tmp_path / "file" / "run")
+
+
+def test_config_guard(tmp_path):
+    config = {"learning_rate": 0.001, "allow_config_change": False, "model": {"pooling": "max"}}
+    workdir_lib.check_config(tmp_path, config, allow_change=False)  # nothing saved yet
+    assert not (tmp_path / "config.json").exists()  # checking writes nothing
+    workdir_lib.save_config(tmp_path, config)
+    workdir_lib.check_config(tmp_path, {**config, "allow_config_change": True}, False)
+    changed = {**config, "learning_rate": 0.1, "model": {"pooling": "avg"}}
+    with pytest.raises(WorkdirError, match=r"different config \(fields: learning_rate, model\)"):
+        workdir_lib.check_config(tmp_path, changed, allow_change=False)
+    workdir_lib.check_config(tmp_path, changed, allow_change=True)
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(WorkdirError, match=r"config.json is not valid JSON"):
+        workdir_lib.check_config(tmp_path, config, allow_change=False)
+
+
+def test_checkpoints_without_a_config_are_refused_unless_allowed(tmp_path):
+    (tmp_path / "checkpoints" / "100").mkdir(parents=True)
+    with pytest.raises(WorkdirError, match=r"holds checkpoints but no config.json"):
+        workdir_lib.check_config(tmp_path, {"seed": 0}, allow_change=False)
+    workdir_lib.check_config(tmp_path, {"seed": 0}, allow_change=True)
+
+
+def test_rows_round_trip_and_torn_last_line(tmp_path, caplog):
+    path = tmp_path / "metrics.jsonl"
+    workdir_lib.write_rows(path, [{"step": 1}])
+    workdir_lib.append_rows(path, [{"step": 2}, {"step": 3}])
+    assert workdir_lib.read_rows(path) == [{"step": 1}, {"step": 2}, {"step": 3}]
+    with open(path, "a") as file:
+        file.write('{"step": 4, "val_')
+    assert workdir_lib.read_rows(path) == [{"step": 1}, {"step": 2}, {"step": 3}]
+    assert "dropped the torn last line 4" in caplog.text and str(path) in caplog.text
+    path.write_text('{"step": 1}\n{"ste\n{"step": 3}\n')
+    with pytest.raises(WorkdirError, match=r"metrics.jsonl, line 2: not a JSON row"):
+        workdir_lib.read_rows(path)
+
+
+def _arrays(value: float):
+    return {"w": np.full((3,), value, np.float32), "step": np.asarray(int(value), np.int32)}
+
+
+def test_checkpoints_save_and_restore_arrays_with_their_json(tmp_path):
+    checkpoints = workdir_lib.Checkpoints(tmp_path)
+    assert checkpoints.restore(_arrays(0)) is None
+    checkpoints.save(5, _arrays(5), {"rows": [1, 2]})
+    checkpoints.wait()
+    step, arrays, meta = checkpoints.restore(_arrays(0))
+    assert step == 5 and meta == {"rows": [1, 2]}
+    np.testing.assert_array_equal(arrays["w"], [5, 5, 5])
+    checkpoints.close()
+
+
+def _damage(step_dir: Path) -> None:
+    for path in step_dir.rglob("*"):
+        if path.is_file() and path.name != "_CHECKPOINT_METADATA":
+            path.write_bytes(b"\x00garbage")
+
+
+def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
+    checkpoints = workdir_lib.Checkpoints(tmp_path)
+    for step in (1, 2):
+        checkpoints.save(step, _arrays(step), {"step": step})
+    checkpoints.wait()
+    _damage(checkpoints.directory / "2")
+    step, arrays, meta = checkpoints.restore(_arrays(0))
+    assert step == 1 and meta == {"step": 1}
+    assert "Checkpoint" in caplog.text and "/checkpoints/2 cannot be restored" in caplog.text
+    assert sorted(p.name for p in checkpoints.directory.iterdir()) == ["1"]  # damaged one gone
+    checkpoints.save(2, _arrays(2), {"step": 2})  # so step 2 can be saved again
+    checkpoints.close()
+
+
+def test_no_restorable_checkpoint_names_steps_and_folder(tmp_path):
+    checkpoints = workdir_lib.Checkpoints(tmp_path)
+    checkpoints.save(3, _arrays(3), {})
+    checkpoints.wait()
+    _damage(checkpoints.directory / "3")
+    with pytest.raises(WorkdirError, match=r"No checkpoint in .*checkpoints can be restored: "
+                                           r"step 3 \("):
+        checkpoints.restore(_arrays(0))
+    checkpoints.close()
+
+
+def test_metric_writer_writes_scalars_tensorboard_reads(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    writer = workdir_lib.MetricWriter(tmp_path)
+    writer.write_hparams({"learning_rate": 0.001, "optimizer": "adam", "skip": [1, 2]})
+    writer.write_scalars(10, {"val_loss": 0.5, "train_loss": 0.25})
+    writer.write_scalars(20, {"val_loss": 0.4})
+    writer.close()
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    assert sorted(events.Tags()["scalars"]) == ["train_loss", "val_loss"]
+    assert [(e.step, e.value) for e in events.Scalars("val_loss")] == [
+        (10, pytest.approx(0.5)), (20, pytest.approx(0.4))]
+    quiet = tmp_path / "quiet"
+    quiet.mkdir()
+    disabled = workdir_lib.MetricWriter(quiet, enabled=False)
+    disabled.write_scalars(1, {"x": 1.0})
+    disabled.close()
+    assert not any(quiet.iterdir())
+
+
+def test_write_text_atomically_leaves_no_temporary_file(tmp_path):
+    path = tmp_path / "summary.json"
+    workdir_lib.write_text_atomically(path, json.dumps({"a": 1}))
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
