@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from agile import train
+from agile import parallel, train
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RTOL = 1e-5
@@ -53,6 +53,8 @@ def _assert_trees_close(actual, expected) -> None:
         ({"parallel": "tpu"}, "Unknown config.parallel 'tpu'"),
         ({"num_seeds": 0}, "num_seeds must be a positive integer"),
         ({"num_seeds": 2, "parallel": "pmap"}, "num_seeds=2 needs config.parallel='none'"),
+        ({"seed_batching": "loop"},
+         "Unknown config.seed_batching 'loop'. Valid: auto, scan, vmap."),
     ],
 )
 def test_bad_scaling_config_is_a_clear_error(tiny_config, overrides, message):
@@ -61,10 +63,12 @@ def test_bad_scaling_config_is_a_clear_error(tiny_config, overrides, message):
         train.validate_config(tiny_config)
 
 
-def test_seed_batch_steps_equal_separate_single_seed_steps(tiny_config):
-    """K=3 vmapped states take the same steps as three single-seed states."""
+@pytest.mark.parametrize("batching", ["scan", "vmap"])
+def test_seed_batch_steps_equal_separate_single_seed_steps(tiny_config, batching):
+    """K=3 stacked states take the same steps as three single-seed states, either batching."""
     seeds = (0, 1, 2)
     tiny_config.num_seeds = len(seeds)
+    tiny_config.seed_batching = batching
     layout = train.make_layout(tiny_config)
     images, labels = _random_data()
     singles = [train.create_train_state(tiny_config, jax.random.key(seed)) for seed in seeds]
@@ -86,8 +90,10 @@ def test_seed_batch_steps_equal_separate_single_seed_steps(tiny_config):
         _assert_trees_close(layout.seed_view(batched_accum, i), single_accums[i])
 
 
-def test_inactive_seed_keeps_its_state(tiny_config):
+@pytest.mark.parametrize("batching", ["scan", "vmap"])
+def test_inactive_seed_keeps_its_state(tiny_config, batching):
     tiny_config.num_seeds = 2
+    tiny_config.seed_batching = batching
     layout = train.make_layout(tiny_config)
     images, labels = _random_data()
     state = layout.place([train.create_train_state(tiny_config, jax.random.key(s)) for s in (0, 1)])
@@ -101,10 +107,12 @@ def test_inactive_seed_keeps_its_state(tiny_config):
                            layout.seed_view(before, 0)["output"]["kernel"])
 
 
-def test_num_seeds_run_equals_separate_runs(tmp_path, tiny_config):
+@pytest.mark.parametrize("batching", ["scan", "vmap"])
+def test_num_seeds_run_equals_separate_runs(tmp_path, tiny_config, batching):
     """Seeds 3..5 in one run: per-seed metrics and summaries equal three single-seed runs,
     including seeds that stop early at different steps."""
     tiny_config.update(seed=3, num_epochs=4, learning_rate=0.01, agile_learning_rate=0.01)
+    tiny_config.seed_batching = batching
     tiny_config.patience = 1
     tiny_config.num_seeds = 3
     together = train.train_and_evaluate(tiny_config, tmp_path / "together")
@@ -137,6 +145,7 @@ FOUR_DEVICE_CHECK = textwrap.dedent(
     import jax, numpy as np
     from agile import parallel, train
     from agile.config import get_config
+    from agile.summary import TIMING_FIELDS
 
     config = get_config(12)
     config.update(batch_size=40, num_epochs=2, log_every_steps=2, checkpoint_every_steps=3)
@@ -163,9 +172,24 @@ FOUR_DEVICE_CHECK = textwrap.dedent(
                      "params": [np.asarray(p).ravel().tolist() for p in jax.tree.leaves(params)]}
         config.update(optimizer="adam", learning_rate=1e-3, agile_learning_rate=1e-3)
         workdir = f"{sys.argv[2]}/{mode}"
-        train.train_and_evaluate(config, workdir)
+        summary = train.train_and_evaluate(config, workdir)
         train.train_and_evaluate(config, workdir)  # A finished run restores its checkpoint.
         out[mode]["rows"] = [json.loads(line) for line in open(f"{workdir}/metrics.jsonl")]
+        if mode == "shard_map":  # Interrupted after step 4 (checkpoint at 3), then resumed.
+            def interrupt(step):
+                if step == 4:
+                    raise KeyboardInterrupt
+            try:
+                train.train_and_evaluate(config, workdir + "_resumed", after_step=interrupt)
+            except KeyboardInterrupt:
+                pass
+            resumed = train.train_and_evaluate(config, workdir + "_resumed")
+            out["resume"] = {
+                "rows_equal": open(workdir + "_resumed/metrics.jsonl").read()
+                == open(f"{workdir}/metrics.jsonl").read(),
+                "summary_equal": {k: v for k, v in resumed.items() if k not in TIMING_FIELDS}
+                == {k: v for k, v in summary.items() if k not in TIMING_FIELDS},
+            }
     config.batch_size = 50
     try:
         train.validate_config(config)
@@ -192,6 +216,7 @@ def test_pmap_and_shard_map_on_four_devices_match_one_device(tmp_path, synthetic
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.split("RESULT", 1)[1])
     assert out["devices"] == 4
+    assert out["resume"] == {"rows_equal": True, "summary_equal": True}  # shard_map resumes exactly
     assert "batch_size=50 is not divisible by the 4 devices" in out["indivisible_error"]
     reference = out["none"]
     for mode in ("pmap", "shard_map"):
@@ -237,3 +262,10 @@ def test_two_processes_match_one(tmp_path, synthetic_mnist_dir, mode):
     summary = json.loads((tmp_path / "two/summary.json").read_text())
     assert summary["steps"] == 10
     assert sorted(p.name for p in (tmp_path / "two/checkpoints").iterdir()) == ["10", "9"]
+
+
+def test_auto_seed_batching_is_scan_on_cpu_and_vmap_on_accelerators(monkeypatch):
+    assert parallel.resolve_seed_batching("auto") == "scan"  # these tests run on the CPU
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert parallel.resolve_seed_batching("auto") == "vmap"
+    assert parallel.resolve_seed_batching("scan") == "scan"

@@ -9,6 +9,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from agile import train
@@ -86,13 +87,42 @@ def test_agile_parameters_use_their_own_learning_rate():
     assert not np.allclose(new_state.params["hidden"]["kernel"], state.params["hidden"]["kernel"])
 
 
-def test_sgd_with_momentum_and_adam_both_train():
-    for optimizer, momentum in (("sgd", 0.9), ("adam", 0.0)):
-        config = get_config(7)
-        config.optimizer, config.momentum, config.learning_rate = optimizer, momentum, 0.05
-        state = train.create_train_state(config, jax.random.key(0))
-        state, _ = train.jit_train_step(state, _batch())
-        assert int(state.step) == 1
+def _kernel_after(config, steps: int) -> np.ndarray:
+    state = train.create_train_state(config, jax.random.key(0))
+    for step in range(steps):
+        state, _ = train.jit_train_step(state, _batch(seed=step))
+    return np.asarray(state.params["output"]["kernel"])
+
+
+def test_sgd_momentum_changes_the_second_step_and_adam_trains():
+    config = get_config(7)
+    config.optimizer, config.learning_rate = "sgd", 0.05
+    initial = _kernel_after(config, 0)
+    plain_1, plain_2 = _kernel_after(config, 1), _kernel_after(config, 2)
+    config.momentum = 0.9
+    momentum_1, momentum_2 = _kernel_after(config, 1), _kernel_after(config, 2)
+    assert not np.allclose(plain_1, initial)  # the step moves the parameters
+    np.testing.assert_allclose(momentum_1, plain_1, rtol=1e-6)  # no velocity yet at step 1
+    first_update = plain_1 - initial
+    # Momentum's second update adds 0.9 x the first one to plain SGD's second update.
+    np.testing.assert_allclose(momentum_2 - momentum_1, plain_2 - plain_1 + 0.9 * first_update,
+                               rtol=1e-4, atol=1e-7)
+    config.optimizer, config.momentum, config.learning_rate = "adam", 0.0, 1e-3
+    assert not np.allclose(_kernel_after(config, 1), initial)
+
+
+@pytest.mark.parametrize("combo, loss, norm", [(7, 2.2513914108276367, 8.09936237335205),
+                                               (12, 2.31239652633667, 120.01467895507812)])
+def test_one_step_on_fixed_data_gives_the_recorded_loss_and_parameter_norm(combo, loss, norm):
+    """Pinned: init from key 0, Adam 1e-3, one step on a fixed batch (catches silent changes
+    to the model, its initialisation, the loss or the optimizer)."""
+    rng = np.random.default_rng(0)
+    batch = {"image": rng.uniform(0, 1, (8, 28, 28, 1)).astype(np.float32),
+             "label": (np.arange(8) % 10).astype(np.int32)}
+    state = train.create_train_state(get_config(combo), jax.random.key(0))
+    state, metrics = train.jit_train_step(state, batch)
+    assert float(metrics["loss"]) == pytest.approx(loss, rel=1e-5)
+    assert float(optax.tree.norm(state.params)) == pytest.approx(norm, rel=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -183,12 +213,15 @@ def test_best_test_loss_is_the_best_models_without_testing_every_evaluation(tmp_
     assert every["min_test_loss"] == min(row["test_loss"] for row in every_rows)
 
 
-def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, tiny_config):
+@pytest.mark.parametrize("num_seeds", [1, 3])
+def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, tiny_config, num_seeds):
+    """Interrupted after step 7 (checkpoint at 6, row at 4): the rerun ends bit-identical."""
     tiny_config.num_epochs = 3
+    tiny_config.num_seeds = num_seeds
     reference = train.train_and_evaluate(tiny_config, tmp_path / "reference")
-    with pytest.raises(Interrupt):  # after step 7; the last checkpoint is at step 6
+    with pytest.raises(Interrupt):
         train.train_and_evaluate(tiny_config, tmp_path / "resumed", after_step=_interrupt_after(7))
-    assert len(read_rows(tmp_path / "resumed/metrics.jsonl")) == 1  # the row at step 4
+    assert len(read_rows(tmp_path / "resumed/metrics.jsonl")) == num_seeds  # the rows at step 4
     resumed = train.train_and_evaluate(tiny_config, tmp_path / "resumed")
     assert _strip_times(resumed) == _strip_times(reference)
     assert (tmp_path / "resumed/metrics.jsonl").read_text() == (
