@@ -28,8 +28,10 @@ defined in :mod:`agile.config`) with these fields:
 from __future__ import annotations
 
 import gzip
+import hashlib
 import math
 import os
+import socket
 import zlib
 from pathlib import Path
 from typing import NamedTuple
@@ -134,9 +136,14 @@ def read_idx_split(directory: str | os.PathLike, split: str) -> tuple[np.ndarray
 def read_tfds_split(split: str, data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Loads one split of tensorflow_datasets ``"mnist"`` (downloading it if needed).
 
-    TensorFlow is imported here, not at module level, so the IDX path never
-    loads it; GPUs are hidden from it so it does not claim accelerator memory.
+    Returns the same arrays as :func:`read_idx_split` on the IDX files, in the same
+    order (see :func:`_tfds_mnist_order`), so both sources draw the same subsets.
+    TensorFlow is imported here, not at module level, so the IDX path never loads
+    it; GPUs are hidden from it so it does not claim accelerator memory. Raises
+    RuntimeError, one line, when tfds cannot load MNIST; without network it says so
+    and names the offline route (``MNIST_DIR``).
     """
+    _check_split(split)
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
@@ -145,17 +152,76 @@ def read_tfds_split(split: str, data_dir: str | None = None) -> tuple[np.ndarray
     except RuntimeError:
         pass  # TensorFlow already initialised its devices; they can no longer change.
     try:
-        dataset = tfds.load("mnist", split=split, data_dir=data_dir, as_supervised=True)
+        dataset = tfds.load(
+            "mnist",
+            split=split,
+            data_dir=data_dir,
+            as_supervised=True,
+            shuffle_files=False,
+            read_config=tfds.ReadConfig(interleave_cycle_length=1),  # Shards in order.
+        )
     except Exception as err:
-        raise RuntimeError(
-            f"could not load MNIST with tensorflow_datasets ({type(err).__name__}: {err}). "
-            f"{_SET_MNIST_DIR_HINT}"
-        ) from err
+        raise _tfds_error(err) from err
     batches = list(tfds.as_numpy(dataset.batch(10_000)))
-    images = np.concatenate([batch_images for batch_images, _ in batches]).astype(np.uint8)
-    labels = np.concatenate([batch_labels for _, batch_labels in batches]).astype(np.int32)
+    stored_images = np.concatenate([batch_images for batch_images, _ in batches])
+    stored_labels = np.concatenate([batch_labels for _, batch_labels in batches])
+    images = np.empty_like(stored_images, np.uint8)
+    labels = np.empty_like(stored_labels, np.int32)
+    order = _tfds_mnist_order(split, len(stored_labels))
+    images[order], labels[order] = stored_images, stored_labels
     _check_labels(labels, f"tfds mnist {split!r}")
     return images.reshape(-1, *IMAGE_SHAPE), labels
+
+
+def _tfds_mnist_order(split: str, num_examples: int) -> np.ndarray:
+    """The IDX index of each example in tfds' stored order of MNIST ``split``.
+
+    tfds' MNIST builder keys the i-th example of the IDX file by ``i``, and its
+    writer stores a split sorted by the md5 of the split name followed by the key
+    (tensorflow_datasets/core/hashing.py). The test on real MNIST checks this
+    against the IDX reader.
+    """
+
+    def stored_position(index: int) -> bytes:
+        return hashlib.md5(f"{split}{index}".encode()).digest()
+
+    return np.array(sorted(range(num_examples), key=stored_position), dtype=np.int64)
+
+
+def _tfds_error(err: Exception) -> RuntimeError:
+    """One line for a failed ``tfds.load``; a download without network says so."""
+    network_error = _network_error_in_chain(err)
+    if network_error is None:
+        return RuntimeError(
+            f"could not load MNIST with tensorflow_datasets ({type(err).__name__}: {err}). "
+            f"{_SET_MNIST_DIR_HINT}"
+        )
+    return RuntimeError(
+        "tensorflow_datasets could not download MNIST: no network connection "
+        f"({type(network_error).__name__}: {network_error}). Offline? {_SET_MNIST_DIR_HINT}"
+    )
+
+
+def _network_error_in_chain(err: BaseException | None) -> BaseException | None:
+    """Returns the innermost connection, DNS or timeout error among ``err`` and its causes."""
+    found, seen = None, set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if _is_network_error(err):
+            found = err
+        err = err.__cause__ or err.__context__
+    return found
+
+
+def _is_network_error(err: BaseException) -> bool:
+    """True for socket-level failures and for requests'/urllib3's connection errors."""
+    if isinstance(err, (ConnectionError, TimeoutError, socket.gaierror, socket.herror)):
+        return True
+    module = type(err).__module__.split(".")[0]
+    name = type(err).__name__
+    return module in ("requests", "urllib3") and any(
+        word in name for word in ("Connection", "Timeout", "NameResolution")
+    )
 
 
 def balanced_split_indices(

@@ -6,6 +6,8 @@ MNIST run only when MNIST_DIR points at the four IDX files.
 
 import gzip
 import os
+import re
+import socket
 import subprocess
 import sys
 import textwrap
@@ -25,6 +27,7 @@ LABELS_MAGIC = 0x00000801
 TRAIN_IMAGES, TRAIN_LABELS = "train-images-idx3-ubyte", "train-labels-idx1-ubyte"
 TEST_IMAGES, TEST_LABELS = "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"
 REPO_ROOT = Path(__file__).resolve().parents[1]
+needs_mnist = pytest.mark.skipif(not os.environ.get("MNIST_DIR"), reason="MNIST_DIR is not set")
 
 
 def write_file(directory: Path, name: str, content: bytes, gz: bool) -> Path:
@@ -349,7 +352,58 @@ def test_gather_batch_under_jit_matches_numpy():
     np.testing.assert_array_equal(np.asarray(batch["label"]), labels[indices])
 
 
-# --- tensorflow_datasets source (offline, mocked) -------------------------------------
+# --- tensorflow_datasets source (offline: mocked, or the real builder on local files) ---
+
+
+@pytest.fixture
+def network_attempts(monkeypatch) -> list[str]:
+    """Makes every DNS lookup and socket connection in the test fail like a machine without
+    network; returns the list of attempts (each ``"lookup HOST"`` or ``"connect ADDRESS"``)."""
+    attempts = []
+
+    def lookup(host, *args, **kwargs):
+        attempts.append(f"lookup {host}")
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    def connect(sock, address, *args, **kwargs):
+        attempts.append(f"connect {address}")
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(socket, "getaddrinfo", lookup)
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect)
+    return attempts
+
+
+@pytest.fixture
+def tfds_serves_mnist_dir(monkeypatch) -> list[str]:
+    """Serves the download step of tfds' MNIST builder from the IDX files in MNIST_DIR.
+
+    Only ``DownloadManager.download_and_extract`` is replaced: it maps each requested URL
+    to the local file of the same name and hands those to tfds' own ``extract``; the
+    builder, extraction, writer and reader are tfds' real code. Returns the URLs requested.
+    """
+    from tensorflow_datasets.core.download import download_manager
+
+    mnist_dir = Path(os.environ["MNIST_DIR"])
+    requested = []
+
+    def local_file(url: str) -> str:
+        requested.append(url)
+        name = url.rsplit("/", 1)[-1]
+        for candidate in (mnist_dir / name, mnist_dir / name.removesuffix(".gz")):
+            if candidate.is_file():
+                return str(candidate)
+        raise AssertionError(f"tfds asked for {url}, which MNIST_DIR={mnist_dir} lacks")
+
+    def download_and_extract(manager, url_or_urls):
+        assert isinstance(url_or_urls, dict), url_or_urls
+        return manager.extract({key: local_file(url) for key, url in url_or_urls.items()})
+
+    monkeypatch.setattr(
+        download_manager.DownloadManager, "download_and_extract", download_and_extract
+    )
+    return requested
 
 
 @pytest.mark.slow
@@ -378,9 +432,84 @@ def test_tfds_failure_says_to_set_mnist_dir(monkeypatch):
         data.read_tfds_split("train")
 
 
-# --- Real MNIST (only with MNIST_DIR) -------------------------------------------------
+# tfds downloads in background threads that outlive the first failure, so this runs in its
+# own process: no lookup can leak into the next test.
+TFDS_LOAD_WITHOUT_NETWORK = textwrap.dedent(
+    """
+    import socket, sys
+    from urllib3.util.retry import Retry
+    from agile import data
 
-needs_mnist = pytest.mark.skipif(not os.environ.get("MNIST_DIR"), reason="MNIST_DIR is not set")
+    lookups = []
+
+    def lookup(host, *args, **kwargs):
+        lookups.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    def connect(*args, **kwargs):
+        raise AssertionError("connect without a lookup")
+
+    socket.getaddrinfo = lookup
+    socket.socket.connect = socket.socket.connect_ex = connect
+    Retry.sleep = lambda *args, **kwargs: None  # tfds retries each file 10 times.
+    try:
+        data.read_tfds_split("test", sys.argv[1])
+    except RuntimeError as err:
+        print("MESSAGE" + str(err))
+    print("LOOKUPS" + ",".join(sorted(set(lookups))))
+    """
+)
+
+
+@pytest.mark.slow
+def test_tfds_download_without_network_is_one_line_naming_mnist_dir(tmp_path):
+    """The real tfds.load, with an empty data_dir, on a machine whose DNS lookups fail."""
+    pytest.importorskip("tensorflow_datasets")
+    result = subprocess.run(
+        [sys.executable, "-c", TFDS_LOAD_WITHOUT_NETWORK, str(tmp_path / "tfds")],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    message = result.stdout.split("MESSAGE", 1)[1].split("\nLOOKUPS", 1)[0]
+    assert re.fullmatch(
+        r"tensorflow_datasets could not download MNIST: no network connection "
+        r"\(gaierror: \[Errno -?\d+\] Name or service not known\)\. "
+        r"Offline\? Set MNIST_DIR \(or data\.dir\) to a folder with the four MNIST IDX files "
+        r"\(.*\)\.",
+        message,
+    ), message
+    assert result.stdout.split("LOOKUPS", 1)[1].strip() == "storage.googleapis.com"
+
+
+@needs_mnist
+@pytest.mark.slow
+def test_real_tfds_builder_offline_equals_idx_reader(
+    tmp_path, network_attempts, tfds_serves_mnist_dir
+):
+    """tfds' real MNIST builder, its download served from MNIST_DIR, builds both splits into
+    an empty data_dir without network; the tfds source then returns exactly the IDX reader's
+    arrays, in the IDX order (tfds stores them shuffled; read_tfds_split undoes that)."""
+    pytest.importorskip("tensorflow_datasets")
+    config = data_config()
+    config.update(source="tfds", tfds_data_dir=str(tmp_path / "tfds"))
+    for split, size in (("train", 60_000), ("test", 10_000)):
+        tfds_images, tfds_labels = data.load_split(config, split)
+        idx_images, idx_labels = data.read_idx_split(os.environ["MNIST_DIR"], split)
+        assert tfds_images.shape == (size, 28, 28, 1) and tfds_images.dtype == np.uint8
+        assert tfds_labels.dtype == np.int32
+        np.testing.assert_array_equal(tfds_labels, idx_labels)
+        np.testing.assert_array_equal(tfds_images, idx_images)
+    assert sorted(url.rsplit("/", 1)[-1] for url in tfds_serves_mnist_dir) == sorted(
+        f"{name}.gz" for name in (TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS)
+    )
+    assert (tmp_path / "tfds" / "mnist").is_dir()
+    assert network_attempts == []
+
+
+# --- Real MNIST (only with MNIST_DIR) -------------------------------------------------
 
 
 @pytest.fixture
