@@ -246,8 +246,9 @@ def test_combined_initial_a_makes_the_unit_its_first_activation():
     a = act.combined_a_init(None, (2, 5))
     np.testing.assert_array_equal(a, [[1] * 5, [0] * 5])
     x = jnp.linspace(-4, 4, 5)
-    np.testing.assert_allclose(act.combined("gelu", "sigmoid")(x, a, jnp.zeros((2, 5))),
-                               jax.nn.gelu(x), rtol=1e-6)
+    np.testing.assert_allclose(
+        act.combined("gelu", "sigmoid")(x, a, jnp.zeros((2, 5))), jax.nn.gelu(x), rtol=1e-6
+    )
 
 
 def test_combined_gradients_match_finite_differences():

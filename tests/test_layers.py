@@ -100,8 +100,13 @@ def test_untrained_agile_equals_plain_activation():
 
 def test_callable_fn_custom_inits_and_param_dtype():
     x = jnp.linspace(-2, 2, 10).reshape(2, 5)
-    layer = Agile(jnp.sin, granularity="channel", a_init=2.0,
-                  b_init=nn.initializers.constant(0.5), param_dtype=jnp.bfloat16)
+    layer = Agile(
+        jnp.sin,
+        granularity="channel",
+        a_init=2.0,
+        b_init=nn.initializers.constant(0.5),
+        param_dtype=jnp.bfloat16,
+    )
     params = _init(layer, x)
     assert params["params"]["a"].dtype == jnp.bfloat16
     np.testing.assert_allclose(layer.apply(params, x), 2.0 * np.sin(x - 0.5), rtol=1e-2)
