@@ -45,8 +45,8 @@ def param_labels(params: Any, model: nn.Module | None = None, *args: Any, **kwar
 
     Linen (``params`` the dict ``model.init(rng, *args, **kwargs)["params"]``):
     a param dict is only names and arrays, so the rule is model-aware: ``model``
-    is traced once without computing (``Module.module_paths``, i.e.
-    ``jax.eval_shape``) with the example inputs ``args``/``kwargs``, and the
+    is traced once without computing (``model.init`` under ``jax.eval_shape``)
+    with the example inputs ``args``/``kwargs``, and the
     ``a`` and ``b`` of every submodule that is an ``Agile`` or ``CombinedAgile``
     (or a subclass) are labelled, wherever it sits and whatever its name. Metadata
     boxes that ``nnx.bridge.ToLinen`` leaves (an NNX agile layer inside a linen
@@ -76,14 +76,26 @@ def param_labels(params: Any, model: nn.Module | None = None, *args: Any, **kwar
 
 
 def agile_layer_paths(model: nn.Module, *args: Any, **kwargs: Any) -> frozenset[tuple[str, ...]]:
-    """Paths (tuples of submodule names) of the linen agile layers ``model`` calls on ``args``."""
-    rngs = {"params": jax.random.key(0), "dropout": jax.random.key(0)}
-    modules = model.module_paths(rngs, *args, **kwargs)
-    return frozenset(
-        tuple(path.split("/")) if path else ()
-        for path, module in modules.items()
-        if isinstance(module, LINEN_LAYERS)
-    )
+    """Paths (tuples of submodule names) of the linen agile layers ``model`` calls on ``args``.
+
+    Runs ``model.init`` under ``jax.eval_shape`` (no computation, no memory) and
+    records every ``Agile``/``CombinedAgile`` call with ``nn.intercept_methods``.
+    """
+    paths = set()
+
+    def record(call, call_args, call_kwargs, context):
+        if isinstance(context.module, LINEN_LAYERS) and context.method_name == "__call__":
+            paths.add(tuple(context.module.scope.path))
+        return call(*call_args, **call_kwargs)
+
+    def init():
+        with nn.intercept_methods(record):
+            return model.init(
+                {"params": jax.random.key(0), "dropout": jax.random.key(0)}, *args, **kwargs
+            )
+
+    jax.eval_shape(init)
+    return frozenset(paths)
 
 
 def _key_name(entry: Any) -> Any:

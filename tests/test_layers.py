@@ -2,6 +2,7 @@
 
 import functools
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -9,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from agile import Agile, CombinedAgile, activation_layer, get_activation
+from agile import Agile, CombinedAgile, activation_layer, get_activation, param_labels
 from agile.layers import broadcast_shape, parameter_shape, validate_granularity
 
 
@@ -28,21 +29,31 @@ def test_granularity_gives_parameter_shapes(granularity, shape):
     assert parameter_shape(x.shape, granularity) == shape
 
 
+def _normal(seed, shape, scale=1.0):
+    """Random float32 numbers from numpy (no per-shape compile, unlike jax.random)."""
+    return (np.random.default_rng(seed).normal(size=shape) * scale).astype(np.float32)
+
+
+def _shapes(layer, x):
+    """The variables' shapes, without computing them."""
+    return jax.eval_shape(layer.init, jax.random.key(0), x)
+
+
 def test_default_granularity_is_one_pair_per_channel():
     x = jnp.zeros((3, 28, 28, 16))
-    params = _init(Agile("relu"), x)["params"]
+    params = _shapes(Agile("relu"), x)["params"]
     assert params["a"].shape == (16,) and params["b"].shape == (16,)
     assert activation_layer("agile_relu").granularity == "channel"
 
 
 def test_channel_and_scalar_layers_accept_any_size_and_no_batch_axis():
     """Init at 6 px, apply at 12 px, to one example, and per example under jax.vmap."""
-    key = jax.random.key(7)
-    small, large = jax.random.normal(key, (2, 6, 6, 3)), jax.random.normal(key, (2, 12, 12, 3))
-    for granularity in ("channel", "scalar"):
-        layer = Agile("tanh", granularity=granularity, a_init=nn.initializers.normal(1.0))
-        params = _init(layer, small)
-        a, b = params["params"]["a"], params["params"]["b"]
+    small, large = _normal(7, (2, 6, 6, 3)), _normal(8, (2, 12, 12, 3))
+    for granularity, shape in (("channel", (3,)), ("scalar", ())):
+        layer = Agile("tanh", granularity=granularity)
+        assert _shapes(layer, small)["params"]["a"].shape == shape
+        a, b = _normal(9, shape) + 1, _normal(10, shape)
+        params = {"params": {"a": a, "b": b}}
         np.testing.assert_allclose(layer.apply(params, large), a * np.tanh(large - b), rtol=1e-6)
         np.testing.assert_allclose(
             layer.apply(params, large[0]), a * np.tanh(large[0] - b), rtol=1e-6
@@ -53,19 +64,17 @@ def test_channel_and_scalar_layers_accept_any_size_and_no_batch_axis():
 
 def test_feature_axes_put_channels_anywhere():
     """NCHW with feature_axes=-3 (or 1) computes what NHWC computes with the same a, b."""
-    x_nhwc = jax.random.normal(jax.random.key(8), (2, 5, 5, 4)) * 2
+    x_nhwc = _normal(8, (2, 5, 5, 4), 2.0)
     x_nchw = x_nhwc.transpose(0, 3, 1, 2)
-    init = nn.initializers.normal(1.0)
-    nhwc = Agile("sigmoid", a_init=init, b_init=init)
-    params = _init(nhwc, x_nhwc)
-    expected = nhwc.apply(params, x_nhwc).transpose(0, 3, 1, 2)
+    params = {"params": {"a": _normal(9, (4,)), "b": _normal(10, (4,))}}
+    expected = Agile("sigmoid").apply(params, x_nhwc).transpose(0, 3, 1, 2)
     for axes in (-3, 1, (1,)):
         nchw = Agile("sigmoid", feature_axes=axes)
-        assert _init(nchw, x_nchw)["params"]["a"].shape == (4,)
+        assert _shapes(nchw, x_nchw)["params"]["a"].shape == (4,)
         np.testing.assert_allclose(nchw.apply(params, x_nchw), expected, rtol=1e-6)
     # Two feature axes: one pair per (height, channel).
     two = Agile("relu", feature_axes=(1, 3))
-    assert _init(two, x_nhwc)["params"]["a"].shape == (5, 4)
+    assert _shapes(two, x_nhwc)["params"]["a"].shape == (5, 4)
     assert parameter_shape((2, 5, 6, 4), "channel", (-3, -1)) == (5, 4)
     assert broadcast_shape((5, 4), (2, 5, 6, 4), (1, 3)) == (5, 1, 4)
 
@@ -126,24 +135,23 @@ def test_dtype_sets_the_computation_dtype():
     "granularity, shape", [("element", (2, 5, 5, 3)), ("channel", (2, 3)), ("scalar", (2,))]
 )
 def test_combined_layer_shapes_values_and_initial_function(granularity, shape):
-    x = jax.random.normal(jax.random.key(9), (4, 5, 5, 3)) * 3
+    x = _normal(9, (4, 5, 5, 3), 3.0)
     layer = CombinedAgile(("relu", "sigmoid"), granularity=granularity)
     params = _init(layer, x)
     assert params["params"]["a"].shape == shape and params["params"]["b"].shape == shape
-    np.testing.assert_allclose(layer.apply(params, x), jax.nn.relu(x), rtol=1e-6)  # starts as relu
-    keys = jax.random.split(jax.random.key(10), 2)
-    a, b = (jax.random.normal(k, shape) for k in keys)
-    expected = a[0] * jax.nn.relu(x - b[0]) + a[1] * jax.nn.sigmoid(x - b[1])
+    np.testing.assert_allclose(layer.apply(params, x), np.maximum(x, 0), rtol=1e-6)  # is relu
+    a, b = _normal(10, shape), _normal(11, shape)
+    expected = a[0] * np.maximum(x - b[0], 0) + a[1] / (1 + np.exp(b[1] - x))
     out = layer.apply({"params": {"a": a, "b": b}}, x)
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_combined_layer_with_channels_first():
-    x = jax.random.normal(jax.random.key(11), (2, 3, 4, 4))
-    layer = CombinedAgile(("tanh", "relu"), feature_axes=-3, b_init=nn.initializers.normal(1.0))
-    params = _init(layer, x)
-    a, b = params["params"]["a"], params["params"]["b"]
-    assert a.shape == (2, 3)
+    x = _normal(11, (2, 3, 4, 4))
+    layer = CombinedAgile(("tanh", "relu"), feature_axes=-3)
+    assert _shapes(layer, x)["params"]["a"].shape == (2, 3)
+    a, b = _normal(12, (2, 3)), _normal(13, (2, 3))
+    params = {"params": {"a": a, "b": b}}
     col = (slice(None), None, None)  # (3,) -> (3, 1, 1)
     expected = a[0][col] * np.tanh(x - b[0][col]) + a[1][col] * np.maximum(x - b[1][col], 0)
     np.testing.assert_allclose(layer.apply(params, x), expected, rtol=1e-5, atol=1e-6)
@@ -243,3 +251,117 @@ def test_sgd_update_of_a_and_b_matches_corrected_paper_equations():
     g = np.asarray(upstream[0], np.float64)
     np.testing.assert_allclose(new["a"], a - rho * s * g, rtol=1e-6)
     np.testing.assert_allclose(new["b"], b + rho * a * s * (1 - s) * g, rtol=1e-6)
+
+
+class _OwnAB(nn.Module):
+    """A user's own layer with parameters named a and b: not an agile layer."""
+
+    @nn.compact
+    def __call__(self, x):
+        a = self.param("a", nn.initializers.ones, (x.shape[-1],))
+        b = self.param("b", nn.initializers.zeros, (x.shape[-1],))
+        return a * x + b
+
+
+class _Block(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return CombinedAgile(("relu", "tanh"))(nn.Dense(4, name="dense")(x))
+
+
+class _LabelModel(nn.Module):
+    """Agile layers named, auto-named and nested, beside the user's own a and b."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = Agile("relu", name="act")(nn.Dense(4)(x))
+        x = _Block(name="block")(x)
+        x = _OwnAB(name="own")(x)
+        return Agile("sigmoid")(x)
+
+
+def test_param_labels_mark_exactly_the_agile_parameters_of_a_linen_model():
+    model, x = _LabelModel(), jnp.zeros((2, 3))
+    params = jax.eval_shape(model.init, jax.random.key(0), x)["params"]
+    labels = param_labels(params, model, x)
+    assert labels == {
+        "Dense_0": {"kernel": "weights", "bias": "weights"},
+        "act": {"a": "agile", "b": "agile"},
+        "block": {
+            "dense": {"kernel": "weights", "bias": "weights"},
+            "CombinedAgile_0": {"a": "agile", "b": "agile"},
+        },
+        "own": {"a": "weights", "b": "weights"},
+        "Agile_0": {"a": "agile", "b": "agile"},
+    }
+    frozen = flax.core.freeze(params)  # FrozenDict in, FrozenDict out: the structure optax needs
+    assert jax.tree.structure(param_labels(frozen, model, x)) == jax.tree.structure(
+        flax.core.freeze(labels)
+    )
+
+
+def test_param_labels_drive_linen_multi_transform():
+    model, x = _LabelModel(), jnp.ones((2, 3))
+    params = model.init(jax.random.key(0), x)["params"]
+    tx = optax.multi_transform(
+        {"agile": optax.sgd(0.1), "weights": optax.set_to_zero()}, param_labels(params, model, x)
+    )
+    grads = jax.grad(lambda p: jnp.sum(model.apply({"params": p}, x) ** 2))(params)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    new = optax.apply_updates(params, updates)
+    assert not np.allclose(new["act"]["a"], params["act"]["a"])
+    np.testing.assert_array_equal(new["own"]["a"], params["own"]["a"])
+    np.testing.assert_array_equal(new["Dense_0"]["kernel"], params["Dense_0"]["kernel"])
+
+
+def test_param_labels_of_the_paper_cnn():
+    """The call the training code makes: params from model.init(rng, x)["params"]."""
+    from agile.models import CNN
+
+    model = CNN(conv_activation="combined:relu,sigmoid", dense_activation="agile_sigmoid")
+    images = jnp.zeros((1, 28, 28, 1))
+    params = jax.eval_shape(model.init, jax.random.key(0), images)["params"]  # shapes suffice
+    assert params["conv_act_0"]["a"].shape == (2, 28, 28, 16)  # CNN keeps "element"
+    labels = param_labels(params, model, images)
+    agile_paths = {
+        path for path, label in flax.traverse_util.flatten_dict(labels).items() if label == "agile"
+    }
+    layers = ("conv_act_0", "conv_act_1", "conv_act_2", "hidden_act")
+    assert agile_paths == {(layer, p) for layer in layers for p in "ab"}
+
+
+def test_param_labels_bad_arguments_are_clear_errors():
+    model, x = _LabelModel(), jnp.zeros((2, 3))
+    variables = jax.eval_shape(model.init, jax.random.key(0), x)
+    with pytest.raises(ValueError, match=r"needs the model and an example input"):
+        param_labels(variables["params"])
+    with pytest.raises(ValueError, match=r"needs the model and an example input"):
+        param_labels(variables["params"], model)
+    with pytest.raises(
+        ValueError, match=r"params has no a, b for .*act.*model.init\(...\)\['params'\]"
+    ):
+        param_labels(variables, model, x)
+
+
+def test_sample_config_gives_the_paper_cnn_a_combined_activation():
+    import importlib.util
+    from pathlib import Path
+
+    from agile.models import CNN
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "combined_relu_sigmoid.py"
+    spec = importlib.util.spec_from_file_location("combined_relu_sigmoid", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    m = module.get_config().model
+    assert (m.conv_activation, m.dense_activation) == ("combined:relu,sigmoid", "agile_sigmoid")
+    model = CNN(
+        conv_activation=m.conv_activation,
+        dense_activation=m.dense_activation,
+        granularity=m.granularity,
+    )
+    model.validate()
+    params = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
+    assert params["conv_act_1"]["b"].shape == (2, 14, 14, 8)
+    with pytest.raises(ValueError, match="In 'combined:relu,swish': Unknown activation 'swish'"):
+        CNN(conv_activation="combined:relu,swish").validate()
