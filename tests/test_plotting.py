@@ -1,0 +1,126 @@
+"""``agile.plotting``: figures render to PNG (Agg), draw what was learned, and refuse bad input."""
+
+import subprocess
+import sys
+
+import matplotlib
+import numpy as np
+import pytest
+
+matplotlib.use("Agg")
+
+from agile import plotting  # noqa: E402  (after choosing the backend)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _params():
+    """A paper-CNN-like tree: per-element conv layers (one combined), a dense layer, a weight."""
+    rng = np.random.default_rng(0)
+
+    def normal(shape, mean=0.0):
+        return (mean + 0.3 * rng.normal(size=shape)).astype(np.float32)
+
+    return {
+        "conv_0": {"kernel": normal((3, 3, 1, 3))},
+        "conv_act_0": {"a": normal((6, 6, 3), 1.0), "b": normal((6, 6, 3))},
+        "block": {"mix": {"a": normal((2, 4, 4, 3), 0.5), "b": normal((2, 4, 4, 3))}},
+        "hidden_act": {"a": normal((5,), 1.0), "b": normal((5,))},
+    }
+
+
+def _save_png(fig, tmp_path, name):
+    path = tmp_path / name
+    fig.savefig(path, dpi=40)
+    data = path.read_bytes()
+    assert data.startswith(PNG_MAGIC) and len(data) > 2000
+    return path
+
+
+def test_plot_activations_draws_median_band_plain_curve_and_histograms(tmp_path):
+    params = _params()
+    layers = {
+        "conv_act_0": "agile_relu",
+        "block/mix": "combined:relu,sigmoid",
+        "hidden_act": np.tanh,
+    }
+    fig = plotting.plot_activations(params, layers, x_range=(-2, 2), num_points=21, band=(5, 95))
+    _save_png(fig, tmp_path, "activations.png")
+    axes = np.array(fig.axes).reshape(3, 3)
+    x = np.linspace(-2, 2, 21, dtype=np.float32)
+    a, b = params["conv_act_0"]["a"].reshape(-1, 1), params["conv_act_0"]["b"].reshape(-1, 1)
+    median = axes[0, 0].lines[0].get_ydata()
+    np.testing.assert_allclose(median, np.median(a * np.maximum(x - b, 0), axis=0), rtol=1e-5)
+    np.testing.assert_allclose(axes[0, 0].lines[1].get_ydata(), np.maximum(x, 0))  # plain, dashed
+    assert axes[0, 0].lines[1].get_linestyle() == "--"
+    assert "conv_act_0: relu (108 units)" == axes[0, 0].get_title()
+    assert axes[1, 0].get_title() == "block/mix: relu + sigmoid (48 units)"
+    assert [t.get_text() for t in axes[1, 1].get_legend().get_texts()] == [
+        "a[0] relu",
+        "a[1] sigmoid",
+    ]
+    assert sum(p.get_height() for p in axes[2, 2].patches) == 5  # histogram of hidden_act's b
+
+
+def test_learned_curves_of_a_combined_layer():
+    a = np.array([[1.0, 2.0], [0.5, 0.0]], np.float32)  # (K=2, elements=2)
+    b = np.array([[0.0, 1.0], [1.0, 0.0]], np.float32)
+    x = np.array([-1.0, 0.0, 2.0], np.float32)
+    curves = plotting.learned_curves(a, b, plotting._terms("combined:relu,tanh"), x)
+    expected = [
+        1.0 * np.maximum(x, 0) + 0.5 * np.tanh(x - 1),
+        2.0 * np.maximum(x - 1, 0) + 0.0 * np.tanh(x),
+    ]
+    np.testing.assert_allclose(curves, expected, rtol=1e-6)
+
+
+def test_plot_parameter_maps_per_channel_and_per_term(tmp_path):
+    params = _params()
+    fig = plotting.plot_parameter_maps(params, "conv_act_0", columns=2)
+    _save_png(fig, tmp_path, "maps.png")
+    images = [ax.images[0] for ax in fig.axes if ax.images]
+    assert len(images) == 6  # a and b, 3 channels each
+    np.testing.assert_array_equal(images[2].get_array(), params["conv_act_0"]["a"][..., 2])
+    combined = plotting.plot_parameter_maps(params, "block/mix")
+    titles = [sub._suptitle.get_text() for sub in combined.subfigs]
+    assert titles == [
+        f"block/mix: {p} (white: its initial value {v})"
+        for p, v in (("a[0]", 1), ("a[1]", 0), ("b[0]", 0), ("b[1]", 0))
+    ]
+
+
+def test_nnx_state_is_accepted(tmp_path):
+    from flax import nnx
+
+    import agile.nnx
+
+    model = agile.nnx.Agile.for_input("sigmoid", (1, 4, 4, 2), "element")
+    _save_png(plotting.plot_activations(nnx.state(model), {"": "sigmoid"}), tmp_path, "n.png")
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda p: plotting.plot_activations(p, {"conv_9": "relu"}), "No layer 'conv_9'"),
+        (lambda p: plotting.plot_activations(p, {"conv_0": "relu"}), "has no parameters a and b"),
+        (lambda p: plotting.plot_activations(p, {}), "at least one layer"),
+        (lambda p: plotting.plot_activations(p, {"conv_act_0": "swish"}), "Unknown activation"),
+        (
+            lambda p: plotting.plot_activations(p, {"conv_act_0": ("relu", "tanh")}),
+            r"combining 2 activations needs a of shape \(K=2",
+        ),
+        (lambda p: plotting.plot_parameter_maps(p, "hidden_act"), r"shape \(5,\)"),
+    ],
+)
+def test_bad_input_is_a_clear_error(call, message):
+    with pytest.raises(ValueError, match=message):
+        call(_params())
+
+
+def test_import_agile_loads_neither_matplotlib_nor_flax_nnx():
+    code = (
+        "import sys, agile; bad = {'matplotlib', 'flax.nnx'} & set(sys.modules); "
+        "assert not bad, bad; agile.nnx.Agile; agile.plotting.plot_activations; "
+        "assert {'matplotlib', 'flax.nnx'} <= set(sys.modules)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
