@@ -124,3 +124,42 @@ def test_import_agile_loads_neither_matplotlib_nor_flax_nnx():
         "assert {'matplotlib', 'flax.nnx'} <= set(sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+@pytest.mark.slow
+def test_plot_run_script_draws_a_workdirs_latest_checkpoint(tmp_path):
+    """scripts/plot_run.py on a checkpoint written the way agile.train writes one."""
+    import json
+    from pathlib import Path
+
+    from agile import workdir as workdir_lib
+
+    params = _params()
+    params["output"] = {"bias": np.zeros(10, np.float32)}
+    model = {"conv_activation": "agile_relu", "dense_activation": "agile_tanh"}
+    (tmp_path / "config.json").write_text(json.dumps({"model": model}))
+    checkpoints = workdir_lib.Checkpoints(tmp_path)
+    arrays = {"state": {"params": params}, "accum": {}, "best_params": [params]}
+    checkpoints.save(7, arrays, {"format": 2})
+    checkpoints.close()
+    out = tmp_path / "figures"
+    repo = Path(__file__).resolve().parents[1]
+    subprocess.run(
+        [
+            sys.executable,
+            "scripts/plot_run.py",
+            f"--workdir={tmp_path}",
+            f"--output_dir={out}",
+            "--name=run",
+            "--dpi=30",
+        ],
+        cwd=repo,
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
+    assert sorted(p.name for p in out.iterdir()) == [
+        "run_activations.png",
+        "run_maps_conv_act_0.png",
+    ]
+    assert all(p.read_bytes().startswith(PNG_MAGIC) for p in out.iterdir())
