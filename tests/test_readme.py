@@ -7,16 +7,36 @@ import pytest
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 SNIPPETS = re.findall(r"```python\n(.*?)```", README, flags=re.DOTALL)
+# What each snippet shows, and a line only it contains.
+SHOWN = {
+    "plain_jax": "from agile import agile, agile_relu",
+    "linen": "class MyModel(nn.Module)",
+    "combined": "from agile import CombinedAgile, combined",
+    "optax_linen": "labels = param_labels(params, model, x)",
+    "nnx": "from agile.nnx import Agile, CombinedAgile",
+}
 
 
-def test_readme_has_the_plain_jax_and_flax_snippets():
-    assert len(SNIPPETS) == 2
-    assert "from agile import agile" in SNIPPETS[0] and "Agile(" in SNIPPETS[1]
+def test_readme_shows_plain_jax_linen_combined_optax_and_nnx_snippets():
+    assert len(SNIPPETS) == len(SHOWN)
+    for name, marker in SHOWN.items():
+        assert sum(marker in snippet for snippet in SNIPPETS) == 1, name
 
 
-@pytest.mark.parametrize("snippet", SNIPPETS, ids=["plain_jax", "flax"])
+def _snippet_id(snippet: str) -> str:
+    return next((name for name, marker in SHOWN.items() if marker in snippet), "unknown")
+
+
+@pytest.mark.parametrize("snippet", SNIPPETS, ids=[_snippet_id(s) for s in SNIPPETS])
 def test_readme_snippet_runs(snippet):
+    """Each snippet runs as written; the NNX one trains a few steps and asserts its loss fell."""
     exec(compile(snippet, "README.md", "exec"), {})
+
+
+def test_readme_figure_exists_and_is_small():
+    for path in re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", README):
+        figure = Path(__file__).resolve().parents[1] / path
+        assert figure.read_bytes().startswith(b"\x89PNG") and figure.stat().st_size < 300_000
 
 
 def test_ci_runs_the_readme_test_command():
