@@ -111,16 +111,16 @@ def initial_value(symbol: str, term: int = 0) -> float:
     return 1.0 if symbol == "a" and term == 0 else 0.0
 
 
-def _draw_histograms(ax, values, terms, symbol, bins):
-    if len(terms) == 1:
-        ax.hist(values.ravel(), bins=bins)
-    else:
-        for k, term in enumerate(terms):
-            ax.hist(values[k].ravel(), bins=bins, alpha=0.6, label=f"{symbol}[{k}] {_name(term)}")
-        ax.legend(fontsize=7)
-    for k in range(len(terms)):
+def _draw_histograms(fig, cell, values, terms, symbol, bins):
+    """Histograms of ``values`` in grid cell ``cell``: one, or one per term stacked (own ranges)."""
+    per_term = values[None] if len(terms) == 1 else values
+    grid = cell.subgridspec(len(terms), 1)
+    for k, term in enumerate(terms):
+        ax = fig.add_subplot(grid[k])
+        ax.hist(per_term[k].ravel(), bins=bins)
         ax.axvline(initial_value(symbol, k), color="k", ls=":", lw=1)
-    ax.set_title(f"{symbol} ({values.size} values; dotted: initial)")
+        label = symbol if len(terms) == 1 else f"{symbol}[{k}] ({_name(term)})"
+        ax.set_title(f"{label}: {per_term[k].size} values; dotted: initial", fontsize=9)
 
 
 def plot_activations(
@@ -138,19 +138,21 @@ def plot_activations(
     module docstring): the median over the layer's elements (or channels) of the
     learned function, a band between the ``band`` percentiles, and the plain
     activation dashed (for a combined layer, its first activation: the function
-    it started as); then histograms of ``a`` and of ``b``.
+    it started as); then histograms of ``a`` and of ``b`` (one per term, stacked, for a
+    combined layer), a dotted line at each parameter's initial value.
     """
     if not activations:
         raise ValueError("plot_activations needs at least one layer in activations.")
     x = np.linspace(*x_range, num_points, dtype=np.float32)
     fig = Figure(figsize=(12, 3.2 * len(activations)), layout="constrained")
-    axes = fig.subplots(len(activations), 3, squeeze=False, width_ratios=(2, 1, 1))
-    for row, (layer, spec) in zip(axes, activations.items(), strict=True):
+    grid = fig.add_gridspec(len(activations), 3, width_ratios=(2, 1, 1))
+    for row, (layer, spec) in enumerate(activations.items()):
         a, b = layer_parameters(params, layer)
         terms = _terms(spec)
-        _draw_curves(row[0], learned_curves(a, b, terms, x), x, terms, band, layer)
-        _draw_histograms(row[1], a, terms, "a", bins)
-        _draw_histograms(row[2], b, terms, "b", bins)
+        curves = learned_curves(a, b, terms, x)
+        _draw_curves(fig.add_subplot(grid[row, 0]), curves, x, terms, band, layer)
+        _draw_histograms(fig, grid[row, 1], a, terms, "a", bins)
+        _draw_histograms(fig, grid[row, 2], b, terms, "b", bins)
     return fig
 
 

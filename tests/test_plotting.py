@@ -46,20 +46,24 @@ def test_plot_activations_draws_median_band_plain_curve_and_histograms(tmp_path)
     }
     fig = plotting.plot_activations(params, layers, x_range=(-2, 2), num_points=21, band=(5, 95))
     _save_png(fig, tmp_path, "activations.png")
-    axes = np.array(fig.axes).reshape(3, 3)
+    axes = {ax.get_title(): ax for ax in fig.axes}
+    curve = axes["conv_act_0: relu (108 units)"]
     x = np.linspace(-2, 2, 21, dtype=np.float32)
     a, b = params["conv_act_0"]["a"].reshape(-1, 1), params["conv_act_0"]["b"].reshape(-1, 1)
-    median = axes[0, 0].lines[0].get_ydata()
+    median = curve.lines[0].get_ydata()
     np.testing.assert_allclose(median, np.median(a * np.maximum(x - b, 0), axis=0), rtol=1e-5)
-    np.testing.assert_allclose(axes[0, 0].lines[1].get_ydata(), np.maximum(x, 0))  # plain, dashed
-    assert axes[0, 0].lines[1].get_linestyle() == "--"
-    assert "conv_act_0: relu (108 units)" == axes[0, 0].get_title()
-    assert axes[1, 0].get_title() == "block/mix: relu + sigmoid (48 units)"
-    assert [t.get_text() for t in axes[1, 1].get_legend().get_texts()] == [
-        "a[0] relu",
-        "a[1] sigmoid",
-    ]
-    assert sum(p.get_height() for p in axes[2, 2].patches) == 5  # histogram of hidden_act's b
+    np.testing.assert_allclose(curve.lines[1].get_ydata(), np.maximum(x, 0))  # plain, dashed
+    assert curve.lines[1].get_linestyle() == "--"
+    assert "block/mix: relu + sigmoid (48 units)" in axes
+    for title in (
+        "a[0] (relu): 48 values",
+        "a[1] (sigmoid): 48 values",
+        "b[1] (sigmoid): 48 values",
+    ):
+        assert f"{title}; dotted: initial" in axes, title
+    assert axes["a[1] (sigmoid): 48 values; dotted: initial"].lines[0].get_xdata()[0] == 0.0
+    hidden_b = [ax for title, ax in axes.items() if title.startswith("b: 5 values")]
+    assert sum(p.get_height() for p in hidden_b[0].patches) == 5  # histogram of hidden_act's b
 
 
 def test_learned_curves_of_a_combined_layer():
