@@ -16,7 +16,8 @@ import ml_collections
 from agile.combos import combo_activations
 from agile.data import SOURCES as DATA_SOURCES
 from agile.errors import ConfigError, unknown_value_error
-from agile.models import CNN
+from agile.models import CNN, IMPLEMENTATIONS
+from agile.ops import POOLINGS
 from agile.parallel import validate_scaling_config
 
 OPTIMIZERS = ("sgd", "adam")
@@ -157,6 +158,10 @@ def _check_scalars(config: ml_collections.ConfigDict) -> None:
 
 
 def _check_pairs_and_features(model: ml_collections.ConfigDict) -> None:
+    if model.pooling not in POOLINGS:
+        raise unknown_value_error("pooling", model.pooling, POOLINGS)
+    if model.implementation not in IMPLEMENTATIONS:
+        raise unknown_value_error("implementation", model.implementation, IMPLEMENTATIONS)
     for name in ("kernel_size", "pool_size"):
         value = model[name]
         if not isinstance(value, (tuple, list)) or len(value) != 2 or not all(

@@ -9,7 +9,6 @@ import jax
 import jax.numpy as jnp
 
 from agile.activations import validate_activation_name
-from agile.errors import ConfigError, unknown_value_error
 from agile.layers import activation_layer
 from agile.ops import POOLINGS, canonical_conv, patch_conv, reshape_pool
 
@@ -67,7 +66,7 @@ class CNN(nn.Module):
     implementation: str = "fast"
 
     def validate(self) -> None:
-        """Raises ConfigError (a ValueError) for a bad field, before anything is traced.
+        """Raises ValueError for a bad field, before anything is traced.
 
         Activations are plain names, ``agile_<name>`` or ``combined:<name>,<name>,...``.
         """
@@ -77,14 +76,17 @@ class CNN(nn.Module):
         validate_activation_name(self.dense_activation)
         validate_granularity(self.granularity)
         if self.pooling not in POOLINGS:
-            raise unknown_value_error("pooling", self.pooling, POOLINGS)
+            raise ValueError(f"Unknown pooling {self.pooling!r}. Valid: {', '.join(POOLINGS)}.")
         if not self.conv_features or any(int(f) < 1 for f in self.conv_features):
-            raise ConfigError(f"conv_features must be positive integers, got {self.conv_features}.")
+            raise ValueError(f"conv_features must be positive integers, got {self.conv_features}.")
         if self.implementation not in IMPLEMENTATIONS:
-            raise unknown_value_error("implementation", self.implementation, IMPLEMENTATIONS)
+            raise ValueError(
+                f"Unknown implementation {self.implementation!r}. "
+                f"Valid: {', '.join(IMPLEMENTATIONS)}."
+            )
         sizes = (*self.kernel_size, *self.pool_size)
         if len(sizes) != 4 or any(int(size) < 1 for size in sizes):
-            raise ConfigError(
+            raise ValueError(
                 f"kernel_size and pool_size must be pairs of positive integers, "
                 f"got {self.kernel_size} and {self.pool_size}."
             )
