@@ -9,9 +9,18 @@ picks Table 1's row 12.
 
 from __future__ import annotations
 
+import functools
+
 import ml_collections
 
 from agile.combos import combo_activations
+from agile.data import SOURCES as DATA_SOURCES
+from agile.errors import ConfigError, unknown_value_error
+from agile.models import CNN, IMPLEMENTATIONS
+from agile.ops import POOLINGS
+from agile.parallel import validate_scaling_config
+
+OPTIMIZERS = ("sgd", "adam")
 
 
 def get_config(combo: str | int | None = None) -> ml_collections.ConfigDict:
@@ -65,3 +74,150 @@ def get_config(combo: str | int | None = None) -> ml_collections.ConfigDict:
     if combo not in (None, ""):
         config.model.conv_activation, config.model.dense_activation = combo_activations(int(combo))
     return config
+
+
+def create_model(config: ml_collections.ConfigDict) -> CNN:
+    """The paper's CNN as described by ``config.model``.
+
+    Equal configs give the same module object, so ``jax.jit`` reuses the code it compiled
+    for one run (whose state carries ``model.apply``) in the next.
+    """
+    m = config.model
+    return _cached_model(
+        conv_features=tuple(m.conv_features),
+        kernel_size=tuple(m.kernel_size),
+        pool_size=tuple(m.pool_size),
+        pooling=m.pooling,
+        dense_features=m.dense_features,
+        num_classes=m.num_classes,
+        conv_activation=m.conv_activation,
+        dense_activation=m.dense_activation,
+        granularity=m.granularity,
+        implementation=m.implementation,
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_model(**fields) -> CNN:
+    return CNN(**fields)
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation: every field's type and range, checked before any data is read or code compiled.
+
+MNIST_TRAIN_SIZE, MNIST_TEST_SIZE, MNIST_CLASSES, MNIST_SIDE = 60_000, 10_000, 10, 28
+_INTEGERS = {  # field: smallest valid value
+    "seed": 0, "batch_size": 1, "num_epochs": 1, "eval_every_steps": 0, "test_every": 0,
+    "log_every_steps": 1, "checkpoint_every_steps": 1, "patience": 0, "num_seeds": 1,
+    "model.dense_features": 1, "data.subset_seed": 0, "data.eval_batch_size": 1,
+}
+_POSITIVE_NUMBERS = ("learning_rate", "agile_learning_rate")
+_BOOLEANS = ("allow_config_change", "data.standardize", "data.drop_remainder")
+_OPTIONAL_STRINGS = ("data.dir", "data.tfds_data_dir")
+
+
+def _get(config: ml_collections.ConfigDict, name: str):
+    section, _, field = name.rpartition(".")
+    return (config[section] if section else config)[field]
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_fields_known(config: ml_collections.ConfigDict, reference, prefix: str = "") -> None:
+    """Refuses fields that no default defines (a typo would otherwise be ignored silently)."""
+    for key in config.keys():
+        if key not in reference:
+            raise ConfigError(f"Unknown config field '{prefix}{key}'; the fields and their "
+                              "defaults are in agile/config.py.")
+        if isinstance(config[key], ml_collections.ConfigDict):
+            _check_fields_known(config[key], reference[key], f"{prefix}{key}.")
+
+
+def _check_scalars(config: ml_collections.ConfigDict) -> None:
+    for name, minimum in _INTEGERS.items():
+        value = _get(config, name)
+        if not _is_int(value) or value < minimum:
+            raise ConfigError(f"config.{name} must be an integer >= {minimum}, got {value!r}.")
+    for name in _POSITIVE_NUMBERS:
+        value = _get(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ConfigError(f"config.{name} must be a positive number, got {value!r}.")
+    if isinstance(config.momentum, bool) or not isinstance(config.momentum, (int, float)) or (
+            not 0 <= config.momentum < 1):
+        raise ConfigError(f"config.momentum must be a number in [0, 1), got {config.momentum!r}.")
+    for name in _BOOLEANS:
+        if not isinstance(_get(config, name), bool):
+            raise ConfigError(f"config.{name} must be True or False, got {_get(config, name)!r}.")
+    for name in _OPTIONAL_STRINGS:
+        if _get(config, name) is not None and not isinstance(_get(config, name), str):
+            raise ConfigError(f"config.{name} must be a path or None, got {_get(config, name)!r}.")
+    if config.optimizer not in OPTIMIZERS:
+        raise unknown_value_error("optimizer", config.optimizer, OPTIMIZERS)
+
+
+def _check_pairs_and_features(model: ml_collections.ConfigDict) -> None:
+    if model.pooling not in POOLINGS:
+        raise unknown_value_error("pooling", model.pooling, POOLINGS)
+    if model.implementation not in IMPLEMENTATIONS:
+        raise unknown_value_error("implementation", model.implementation, IMPLEMENTATIONS)
+    for name in ("kernel_size", "pool_size"):
+        value = model[name]
+        if not isinstance(value, (tuple, list)) or len(value) != 2 or not all(
+                _is_int(v) and v >= 1 for v in value):
+            raise ConfigError(f"config.model.{name} must be a pair of positive integers, "
+                              f"got {value!r}.")
+    features = model.conv_features
+    if not isinstance(features, (tuple, list)) or not features or not all(
+            _is_int(f) and f >= 1 for f in features):
+        raise ConfigError("config.model.conv_features must be a non-empty list of positive "
+                          f"integers, got {features!r}.")
+    if model.num_classes != MNIST_CLASSES:
+        raise ConfigError(f"config.model.num_classes must be {MNIST_CLASSES} (MNIST's digits), "
+                          f"got {model.num_classes!r}.")
+    side = MNIST_SIDE
+    for layer in range(len(features)):
+        if side < model.pool_size[0] or side < model.pool_size[1]:
+            raise ConfigError(
+                f"config.model: the {side}x{side} map before pooling {layer} is smaller than "
+                f"pool_size {tuple(model.pool_size)}; use fewer conv_features or a smaller pool.")
+        side = min(side // model.pool_size[0], side // model.pool_size[1])
+
+
+def _check_data(config: ml_collections.ConfigDict) -> None:
+    data = config.data
+    if data.source not in DATA_SOURCES:
+        raise unknown_value_error("data.source", data.source, DATA_SOURCES)
+    for name in ("train_size", "val_size", "test_size"):
+        value = data[name]
+        optional = value is None and name == "test_size"
+        if not optional and (not _is_int(value) or value < 0 or value % MNIST_CLASSES):
+            raise ConfigError(f"config.data.{name} must be a non-negative multiple of "
+                              f"{MNIST_CLASSES} (a class-balanced subset), got {value!r}.")
+    if data.train_size + data.val_size > MNIST_TRAIN_SIZE:
+        raise ConfigError(f"config.data.train_size + val_size = {data.train_size + data.val_size}"
+                          f" exceeds MNIST's {MNIST_TRAIN_SIZE} training images.")
+    if (data.test_size or 0) > MNIST_TEST_SIZE:
+        raise ConfigError(f"config.data.test_size = {data.test_size} exceeds MNIST's "
+                          f"{MNIST_TEST_SIZE} test images.")
+    train_images = data.train_size or MNIST_TRAIN_SIZE - data.val_size
+    if config.batch_size > train_images:
+        raise ConfigError(f"config.batch_size = {config.batch_size} exceeds the "
+                          f"{train_images} training images.")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Raises :class:`~agile.errors.ConfigError` naming the first bad field and what is valid.
+
+    Checks every field's type and range, the model (activation names, granularity,
+    pooling, implementation; that the maps stay at least one pooling window wide), the
+    data sizes against MNIST's, and the parallel settings (device counts, seed batching):
+    everything that can be known before data is read or code compiled.
+    """
+    _check_fields_known(config, get_config())
+    _check_scalars(config)
+    _check_pairs_and_features(config.model)
+    _check_data(config)
+    create_model(config).validate()
+    validate_scaling_config(config)

@@ -41,6 +41,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from agile.errors import ConfigError, UserError, unknown_value_error
+
 NUM_CLASSES = 10
 IMAGE_SHAPE = (28, 28, 1)
 # Mean and std of the 60,000 MNIST training pixels, scaled to [0, 1].
@@ -63,6 +65,18 @@ _SET_MNIST_DIR_HINT = (
 )
 
 
+class DataError(UserError, ValueError):
+    """A data file or setting that cannot give the asked-for data (names the file)."""
+
+
+class MissingDataError(UserError, FileNotFoundError):
+    """The MNIST folder or one of its files is not there."""
+
+
+class DataUnavailableError(UserError, RuntimeError):
+    """tensorflow_datasets could not provide MNIST (no network, a broken download)."""
+
+
 class Split(NamedTuple):
     """One split as numpy arrays: float32 images (N, 28, 28, 1), int32 labels (N,)."""
 
@@ -82,7 +96,7 @@ def resolve_source(data_config: ml_collections.ConfigDict) -> str:
     """Returns ``"idx"`` or ``"tfds"``, resolving ``"auto"`` from ``dir``/``MNIST_DIR``."""
     source = data_config.source
     if source not in SOURCES:
-        raise ValueError(f"unknown data.source {source!r}; valid sources: {', '.join(SOURCES)}")
+        raise unknown_value_error("data.source", source, SOURCES)
     if source == "auto":
         return "idx" if data_config.dir or os.environ.get("MNIST_DIR") else "tfds"
     return source
@@ -98,7 +112,7 @@ def load_split(data_config: ml_collections.ConfigDict, split: str) -> tuple[np.n
     if resolve_source(data_config) == "idx":
         directory = data_config.dir or os.environ.get("MNIST_DIR")
         if not directory:
-            raise ValueError(f"data.source='idx' needs a folder. {_SET_MNIST_DIR_HINT}")
+            raise ConfigError(f"data.source='idx' needs a folder. {_SET_MNIST_DIR_HINT}")
         return read_idx_split(directory, split)
     return read_tfds_split(split, data_config.tfds_data_dir)
 
@@ -106,13 +120,16 @@ def load_split(data_config: ml_collections.ConfigDict, split: str) -> tuple[np.n
 def read_idx_split(directory: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Reads one split from the standard IDX files in ``directory`` (raw or ``.gz``).
 
-    Uses numpy only. Raises FileNotFoundError for a missing folder or file and
-    ValueError, naming the file, for a damaged or inconsistent one.
+    Uses numpy only. Raises MissingDataError (a FileNotFoundError) for a missing folder
+    or file and DataError (a ValueError), naming the file, for a damaged or inconsistent one.
     """
     _check_split(split)
     directory = Path(directory).expanduser()
+    if directory.exists() and not directory.is_dir():
+        raise MissingDataError(f"MNIST directory {directory} is a file, not a folder. "
+                               f"{_SET_MNIST_DIR_HINT}")
     if not directory.is_dir():
-        raise FileNotFoundError(
+        raise MissingDataError(
             f"MNIST directory {directory} does not exist. {_SET_MNIST_DIR_HINT}"
         )
     images_name, labels_name = _IDX_FILES[split]
@@ -121,11 +138,11 @@ def read_idx_split(directory: str | os.PathLike, split: str) -> tuple[np.ndarray
     images = _read_idx(images_path, _IMAGES_MAGIC)
     labels = _read_idx(labels_path, _LABELS_MAGIC)
     if images.shape[1:] != IMAGE_SHAPE[:2]:
-        raise ValueError(
+        raise DataError(
             f"{images_path}: images are {images.shape[1]}x{images.shape[2]}, expected 28x28"
         )
     if len(images) != len(labels):
-        raise ValueError(
+        raise DataError(
             f"image/label count mismatch: {images_path} has {len(images)} images "
             f"but {labels_path} has {len(labels)} labels"
         )
@@ -188,15 +205,15 @@ def _tfds_mnist_order(split: str, num_examples: int) -> np.ndarray:
     return np.array(sorted(range(num_examples), key=stored_position), dtype=np.int64)
 
 
-def _tfds_error(err: Exception) -> RuntimeError:
+def _tfds_error(err: Exception) -> DataUnavailableError:
     """One line for a failed ``tfds.load``; a download without network says so."""
     network_error = _network_error_in_chain(err)
     if network_error is None:
-        return RuntimeError(
+        return DataUnavailableError(
             f"could not load MNIST with tensorflow_datasets ({type(err).__name__}: {err}). "
             f"{_SET_MNIST_DIR_HINT}"
         )
-    return RuntimeError(
+    return DataUnavailableError(
         "tensorflow_datasets could not download MNIST: no network connection "
         f"({type(network_error).__name__}: {network_error}). Offline? {_SET_MNIST_DIR_HINT}"
     )
@@ -247,7 +264,7 @@ def balanced_split_indices(
         members = rng.permutation(np.flatnonzero(labels == digit))
         needed = (subset_per_class or 0) + held_out_per_class
         if needed > members.size:
-            raise ValueError(
+            raise DataError(
                 f"{where}: subset larger than available: {needed} images of digit {digit} "
                 f"needed, but only {members.size} exist"
             )
@@ -315,7 +332,9 @@ def epoch_indices(
     appears at least once and the first few appear twice.
     """
     if not 1 <= batch_size <= num_examples:
-        raise ValueError(f"batch_size must be in 1..num_examples={num_examples}, got {batch_size}")
+        raise ConfigError(
+            f"batch_size must be in 1..num_examples={num_examples}, got {batch_size}"
+        )
     order = np.random.default_rng([seed, epoch]).permutation(num_examples).astype(np.int32)
     steps, remainder = divmod(num_examples, batch_size)
     if remainder and not drop_remainder:
@@ -343,7 +362,7 @@ def _find_idx_file(directory: Path, name: str) -> Path:
     for candidate in (directory / name, directory / f"{name}.gz"):
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(
+    raise MissingDataError(
         f"missing MNIST file: neither {name} nor {name}.gz is in {directory}. {_SET_MNIST_DIR_HINT}"
     )
 
@@ -355,29 +374,29 @@ def _read_idx(path: Path, magic: int) -> np.ndarray:
         try:
             data = gzip.decompress(data)
         except (OSError, EOFError, zlib.error) as err:
-            raise ValueError(f"{path}: not a valid gzip file ({err})") from err
+            raise DataError(f"{path}: not a valid gzip file ({err})") from err
     ndim = magic & 0xFF
     header_size = 4 + 4 * ndim
     if len(data) < 4:
-        raise ValueError(f"{path}: truncated: {len(data)} bytes, too short for an IDX header")
+        raise DataError(f"{path}: truncated: {len(data)} bytes, too short for an IDX header")
     found = int.from_bytes(data[:4], "big")
     if found != magic:
-        raise ValueError(
+        raise DataError(
             f"{path}: wrong magic number 0x{found:08x}, expected 0x{magic:08x} "
             f"(unsigned bytes, {ndim} dimension{'s' if ndim > 1 else ''})"
         )
     if len(data) < header_size:
-        raise ValueError(f"{path}: truncated header ({len(data)} of {header_size} bytes)")
+        raise DataError(f"{path}: truncated header ({len(data)} of {header_size} bytes)")
     shape = tuple(int(size) for size in np.frombuffer(data, ">u4", count=ndim, offset=4))
     expected = math.prod(shape)
     available = len(data) - header_size
     if available < expected:
-        raise ValueError(
+        raise DataError(
             f"{path}: truncated: header says {shape[0]} items ({expected} bytes) "
             f"but only {available} bytes follow"
         )
     if available > expected:
-        raise ValueError(
+        raise DataError(
             f"{path}: {available - expected} unexpected bytes after the {shape[0]} items "
             "the header declares"
         )
@@ -385,25 +404,25 @@ def _read_idx(path: Path, magic: int) -> np.ndarray:
 
 
 def _check_labels(labels: np.ndarray, where: str) -> None:
-    """Raises ValueError naming ``where`` if any label is outside 0..9."""
+    """Raises DataError naming ``where`` if any label is outside 0..9."""
     bad = np.flatnonzero((labels < 0) | (labels >= NUM_CLASSES))
     if bad.size:
-        raise ValueError(
+        raise DataError(
             f"{where}: label {int(labels[bad[0]])} at index {int(bad[0])} is outside "
             f"0..{NUM_CLASSES - 1}"
         )
 
 
 def _check_split(split: str) -> None:
-    """Raises ValueError unless ``split`` is "train" or "test"."""
+    """Raises ConfigError unless ``split`` is "train" or "test"."""
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
+        raise unknown_value_error("split", split, SPLITS)
 
 
 def _per_class(name: str, size: int) -> int:
     """Returns ``size // 10``, rejecting sizes that cannot be split evenly by class."""
     if size < 0 or size % NUM_CLASSES:
-        raise ValueError(
+        raise DataError(
             f"{name} must be a non-negative multiple of {NUM_CLASSES} for a class-balanced "
             f"subset, got {size}"
         )

@@ -1,25 +1,36 @@
-"""Tables for a sweep over Table 1's combinations with several seeds each.
+"""A sweep: named trials (one config each, usually a seed batch) in one folder, and its tables.
 
-``csv_rows`` turns one combination's ``summary.json`` into one row per seed;
-``results_markdown`` condenses those rows into mean ± std and a 95% confidence
-interval (Student's t) per combination, beside the paper's reported loss.
+A sweep folder holds one sub-folder per trial (a normal workdir of ``train_and_evaluate``),
+``sweep.json`` with the settings every trial shares (so a rerun with other settings is
+refused instead of mixing two experiments in one table), and the tables built from every
+finished trial's ``summary.json``: ``results.csv`` (one row per trial and seed) and
+``results.md`` (mean ± std and a 95% confidence interval per trial, beside the paper's
+Table 1 loss). Both sweep backends (in-process and Ray Tune) use these functions.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
+import json
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+import ml_collections
 import numpy as np
 from scipy import stats
 
-from agile.combos import COMBOS, PAPER_TABLE1
+from agile.combos import COMBOS, PAPER_TABLE1, combo_number
+from agile.errors import ConfigError, UserError
+from agile.workdir import SUMMARY_FILE, write_text_atomically
 
+SETTINGS_FILE = "sweep.json"
+PER_TRIAL_FIELDS = ("seed", "num_seeds", "allow_config_change", "model")  # set per trial
 CSV_FIELDS = (
-    "combo", "conv_activation", "dense_activation", "seed", "steps", "best_step",
+    "trial", "combo", "conv_activation", "dense_activation", "seed", "steps", "best_step",
     "best_test_loss", "final_test_loss", "best_test_accuracy", "final_test_accuracy",
     "a_min", "a_max", "b_min", "b_max", "wall_time_s",
 )
@@ -44,11 +55,12 @@ def _agile_range(ranges: dict[str, dict[str, float]], name: str) -> tuple[float 
     return min(r["min"] for r in layers), max(r["max"] for r in layers)
 
 
-def csv_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """One ``CSV_FIELDS`` row per seed of a combination's summary; a/b ranges span its layers."""
+def csv_rows(summary: dict[str, Any], trial: str | None = None) -> list[dict[str, Any]]:
+    """One ``CSV_FIELDS`` row per seed of a trial's summary; a/b ranges span its layers."""
     rows = []
     for result in seed_summaries(summary):
         row = {field: result.get(field) for field in CSV_FIELDS}
+        row["trial"] = trial or trial_name(result["conv_activation"], result["dense_activation"])
         row["a_min"], row["a_max"] = _agile_range(result["agile_ranges"], "a")
         row["b_min"], row["b_max"] = _agile_range(result["agile_ranges"], "b")
         rows.append(row)
@@ -89,9 +101,9 @@ def _cell(values: Sequence[float], digits: int) -> str:
 
 
 def results_markdown(rows: Sequence[dict[str, Any]]) -> str:
-    """Markdown table per combination: mean ± std [95% CI] of each ``TABLE_FIELDS`` entry."""
-    combos = sorted({row["combo"] for row in rows})
-    header = ["combo", "conv / dense", "seeds", *(label for _, label in TABLE_FIELDS),
+    """Markdown table per trial: mean ± std [95% CI] of each ``TABLE_FIELDS`` entry."""
+    trials = list(dict.fromkeys(row["trial"] for row in rows))
+    header = ["trial", "conv / dense", "seeds", *(label for _, label in TABLE_FIELDS),
               "paper test loss"]
     lines = [
         "Mean ± sample std [95% confidence interval, Student's t] over seeds.",
@@ -99,16 +111,119 @@ def results_markdown(rows: Sequence[dict[str, Any]]) -> str:
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
-    for combo in combos:
-        combo_rows = [row for row in rows if row["combo"] == combo]
-        conv, dense = COMBOS.get(combo, (combo_rows[0]["conv_activation"],
-                                         combo_rows[0]["dense_activation"]))
-        cells = [str(combo), f"{conv} / {dense}", str(len(combo_rows))]
+    for trial in trials:
+        trial_rows = [row for row in rows if row["trial"] == trial]
+        first = trial_rows[0]
+        cells = [trial, f"{first['conv_activation']} / {first['dense_activation']}",
+                 str(len(trial_rows))]
         for field, _ in TABLE_FIELDS:
-            values = [row[field] for row in combo_rows if row[field] is not None]
+            values = [row[field] for row in trial_rows if row[field] not in (None, "")]
             digits = 0 if field == "best_step" else 4
-            cells.append(_cell(values, digits) if values else "-")
-        paper = PAPER_TABLE1.get(combo)
+            cells.append(_cell([float(v) for v in values], digits) if values else "-")
+        paper = PAPER_TABLE1.get(int(first["combo"])) if first["combo"] not in (None, "") else None
         cells.append(f"{paper[0]:.5f}" if paper else "-")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Trials and the sweep folder.
+
+
+class SweepError(UserError, RuntimeError):
+    """A sweep folder or trial list that cannot be used as asked."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Trial:
+    """One workdir of a sweep: a name (its folder) and the config it trains."""
+
+    name: str
+    config: ml_collections.ConfigDict
+
+
+def trial_name(conv: str, dense: str) -> str:
+    """A trial's folder name: ``combo_NN`` for a Table 1 pair, else ``<conv>-<dense>``."""
+    combo = combo_number(conv, dense)
+    return f"combo_{combo:02d}" if combo else f"{conv}-{dense}".replace(":", "_").replace(",", "+")
+
+
+def parse_combos(values: Sequence[str]) -> list[int]:
+    """Table 1 rows from ``--combos`` values: each 1..12, none twice, at least one."""
+    combos = []
+    for value in values:
+        text = str(value).strip()
+        if not text.isdigit() or int(text) not in COMBOS:
+            raise ConfigError(f"--combos takes Table 1 rows 1..12, got {value!r}.")
+        if int(text) in combos:
+            raise ConfigError(f"--combos lists row {int(text)} twice; each row runs once.")
+        combos.append(int(text))
+    if not combos:
+        raise ConfigError("--combos is empty: name at least one Table 1 row (1..12).")
+    return combos
+
+
+def trials_for_pairs(
+    base: ml_collections.ConfigDict, pairs: Sequence[tuple[str, str]], seeds: int
+) -> list[Trial]:
+    """One trial per (conv, dense) activation pair, each training ``seeds`` seeds at once.
+
+    Table 1's pairs are named ``combo_NN``, others ``<conv>-<dense>``.
+    """
+    trials = []
+    for conv, dense in pairs:
+        config = base.copy_and_resolve_references()
+        config.model.conv_activation, config.model.dense_activation = conv, dense
+        config.num_seeds = seeds
+        trials.append(Trial(trial_name(conv, dense), config))
+    names = [trial.name for trial in trials]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"The sweep lists a trial twice: {', '.join(names)}.")
+    return trials
+
+
+def settings(base: ml_collections.ConfigDict, seeds: int) -> dict[str, Any]:
+    """What every trial of a sweep shares: the base config (less per-trial fields) and seeds."""
+    config = json.loads(base.to_json_best_effort())
+    shared = {k: v for k, v in config.items() if k not in PER_TRIAL_FIELDS}
+    model = {k: v for k, v in config["model"].items()
+             if k not in ("conv_activation", "dense_activation")}
+    return {"config": {**shared, "model": model}, "seed": config["seed"], "seeds": seeds}
+
+
+def claim_folder(workdir: Path, sweep_settings: dict[str, Any]) -> None:
+    """Records the sweep's settings in ``sweep.json``, or refuses a folder holding others."""
+    path = Path(workdir) / SETTINGS_FILE
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved != sweep_settings:
+            differences = sorted(_differences(saved, sweep_settings))
+            raise SweepError(
+                f"{workdir} holds a sweep with other settings ({', '.join(differences)}); its "
+                "tables would mix two experiments. Use a new --workdir or the same settings."
+            )
+        return
+    write_text_atomically(path, json.dumps(sweep_settings, indent=2, sort_keys=True) + "\n")
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for key in set(a) | set(b)
+                for d in _differences(a.get(key), b.get(key), f"{prefix}{key}.")]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def finished_summary(workdir: Path, trial: Trial) -> dict[str, Any] | None:
+    """The trial's ``summary.json`` if it finished, else None."""
+    path = Path(workdir) / trial.name / SUMMARY_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def write_tables(workdir: Path) -> list[dict[str, Any]]:
+    """Rebuilds ``results.csv`` and ``results.md`` from every finished trial in the folder."""
+    rows = []
+    for summary_path in sorted(Path(workdir).glob(f"*/{SUMMARY_FILE}")):
+        rows.extend(csv_rows(json.loads(summary_path.read_text()), summary_path.parent.name))
+    write_text_atomically(Path(workdir) / "results.csv", write_csv(rows))
+    write_text_atomically(Path(workdir) / "results.md", results_markdown(rows))
+    return rows

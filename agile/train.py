@@ -29,20 +29,18 @@ from absl import logging
 from flax import traverse_util
 from flax.training.train_state import TrainState
 
+from agile import config as config_lib
 from agile import data as data_lib
 from agile import evaluation
 from agile import parallel as parallel_lib
 from agile import workdir as workdir_lib
-from agile.activations import validate_activation_name
 from agile.combos import combo_number
-from agile.errors import ConfigError, UserError, unknown_value_error
+from agile.config import create_model
+from agile.errors import UserError
 from agile.evaluation import Batch, Metrics, is_agile_param
 from agile.history import History
-from agile.layers import parameter_shape
-from agile.models import CNN
 from agile.summary import run_summary, seed_summary
 
-OPTIMIZERS = ("sgd", "adam")
 CHECKPOINT_FORMAT = 2  # Checkpoints hold {"state", "accum", "best_params"} and JSON "meta".
 AfterStep = Callable[[int], None]
 AfterEvaluation = Callable[[list[dict[str, Any]]], None]
@@ -50,52 +48,6 @@ AfterEvaluation = Callable[[list[dict[str, Any]]], None]
 
 class NonFiniteLossError(UserError, FloatingPointError):
     """Raised when the training loss becomes NaN or inf."""
-
-
-def validate_config(config: ml_collections.ConfigDict) -> None:
-    """Raises ConfigError for a bad config, before any data is read or code compiled."""
-    validate_activation_name(config.model.conv_activation)
-    validate_activation_name(config.model.dense_activation)
-    parameter_shape((1, 1), config.model.granularity)
-    create_model(config).validate()
-    if config.optimizer not in OPTIMIZERS:
-        raise unknown_value_error("optimizer", config.optimizer, OPTIMIZERS)
-    for name in ("batch_size", "num_epochs", "log_every_steps", "checkpoint_every_steps"):
-        if not isinstance(config[name], int) or config[name] < 1:
-            raise ConfigError(f"config.{name} must be a positive integer, got {config[name]!r}.")
-    for name in ("eval_every_steps", "patience", "test_every"):
-        if not isinstance(config[name], int) or config[name] < 0:
-            raise ConfigError(f"config.{name} must be an integer >= 0, got {config[name]!r}.")
-    for name in ("learning_rate", "agile_learning_rate"):
-        if not config[name] > 0:
-            raise ConfigError(f"config.{name} must be positive, got {config[name]!r}.")
-    parallel_lib.validate_scaling_config(config)
-
-
-def create_model(config: ml_collections.ConfigDict) -> CNN:
-    """The paper's CNN as described by ``config.model``.
-
-    Equal configs give the same module object, so ``jax.jit`` reuses the code it compiled
-    for one run (whose state carries ``model.apply``) in the next.
-    """
-    m = config.model
-    return _cached_model(
-        conv_features=tuple(m.conv_features),
-        kernel_size=tuple(m.kernel_size),
-        pool_size=tuple(m.pool_size),
-        pooling=m.pooling,
-        dense_features=m.dense_features,
-        num_classes=m.num_classes,
-        conv_activation=m.conv_activation,
-        dense_activation=m.dense_activation,
-        granularity=m.granularity,
-        implementation=m.implementation,
-    )
-
-
-@functools.lru_cache(maxsize=64)
-def _cached_model(**fields) -> CNN:
-    return CNN(**fields)
 
 
 def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -258,6 +210,7 @@ class _Progress:
     accum: Any
     histories: list[History]
     best_params: list[Any]  # Host copies of each seed's parameters at its best row.
+    best_tests: list[dict[str, float] | None]  # Test metrics of that model, once it stopped.
     timing: dict[str, Any]
 
     @property
@@ -328,6 +281,7 @@ def _initial_progress(setup: _Setup) -> _Progress:
         accum=layout.place([new_train_accumulator()] * len(layout.seeds)),
         histories=[History(setup.select_on, config.patience) for _ in layout.seeds],
         best_params=[jax.device_get(state.params) for state in states],
+        best_tests=[None] * len(states),
         timing={},
     )
 
@@ -355,12 +309,14 @@ def _restore(setup: _Setup, progress: _Progress) -> _Progress:
         accum=setup.layout.from_checkpoint(arrays["accum"]),
         histories=[History.from_json(h) for h in meta["histories"]],
         best_params=list(arrays["best_params"]),
+        best_tests=meta["best_tests"],
         timing=meta["timing"],
     )
 
 
 def _save(setup: _Setup, progress: _Progress, step: int) -> None:
     meta = {"format": CHECKPOINT_FORMAT, "timing": progress.timing,
+            "best_tests": progress.best_tests,
             "histories": [history.to_json() for history in progress.histories]}
     setup.checkpoints.save(step, _checkpoint_arrays(setup, progress), meta)
 
@@ -457,7 +413,10 @@ def _log_and_write(setup: _Setup, rows: list[dict[str, Any]]) -> None:
 
 
 def _best_test(setup: _Setup, progress: _Progress, index: int) -> dict[str, float] | None:
-    """Test loss and accuracy of seed ``index``'s best model: from its row, or evaluated now."""
+    """Test loss and accuracy of seed ``index``'s best model: from its row, or evaluated now.
+
+    Runs once per seed, when it stops; the result is checkpointed with the histories.
+    """
     best = progress.histories[index].best()
     if best is None:
         return None
@@ -475,7 +434,7 @@ def _summary(setup: _Setup, progress: _Progress) -> dict[str, Any]:
     per_seed = [
         seed_summary(
             history, seed=seed, steps=int(layout.seed_view(progress.state, i).step),
-            best_test=_best_test(setup, progress, i),
+            best_test=progress.best_tests[i],
             agile_ranges=evaluation.agile_parameter_ranges(
                 jax.device_get(layout.seed_view(progress.state, i).params)),
         )
@@ -531,7 +490,7 @@ def train_and_evaluate(
     ``after_evaluation(rows)`` gets each evaluation's rows as ``metrics.jsonl`` stores them.
     Returns the summary (``agile.summary.run_summary``).
     """
-    validate_config(config)
+    config_lib.validate(config)
     clock = _Clock()
     workdir = workdir_lib.prepare(workdir)
     config_dict = json.loads(config.to_json_best_effort())
@@ -554,6 +513,37 @@ def train_and_evaluate(
             workdir_lib.write_text_atomically(
                 workdir / workdir_lib.SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _evaluation_point(
+    setup: _Setup,
+    progress: _Progress,
+    active: np.ndarray,
+    step: int,
+    clock: _Clock,
+    after_evaluation: AfterEvaluation | None,
+) -> np.ndarray:
+    """Evaluates the active seeds and writes their rows; returns which of them stop here.
+
+    A seed stops when early stopping says so or at the last step; its best model's test
+    metrics are then taken (``_best_test``), to be checkpointed with the history.
+    """
+    with clock.phase("evaluation"):
+        rows = _evaluate(setup, progress, active)
+        early = active & np.array([history.should_stop() for history in progress.histories])
+        stopping = early | (active & (step >= setup.total_steps))
+        for i in np.flatnonzero(stopping):
+            progress.best_tests[i] = _best_test(setup, progress, i)
+    with clock.phase("logging"):
+        _log_and_write(setup, rows)
+        if after_evaluation is not None:
+            after_evaluation(rows)
+        for i in np.flatnonzero(early):
+            of_seed = f" (seed {setup.layout.seeds[i]})" if setup.layout.batched_seeds else ""
+            logging.info("Early stop%s at step %d: %d evaluations without a better validation "
+                         "loss.", of_seed, step, setup.config.patience)
+    progress.accum = setup.layout.place([new_train_accumulator()] * len(setup.layout.seeds))
+    return stopping
 
 
 def _loop(
@@ -591,19 +581,8 @@ def _loop(
                 last_log = (now, step)
                 logging.info("%s", _progress_line(setup, progress, step, rate))
             if is_eval:
-                with clock.phase("evaluation"):
-                    rows = _evaluate(setup, progress, active)
-                with clock.phase("logging"):
-                    _log_and_write(setup, rows)
-                    if after_evaluation is not None:
-                        after_evaluation(rows)
-                progress.accum = layout.place([new_train_accumulator()] * len(layout.seeds))
-                stopped = active & np.array([h.should_stop() for h in progress.histories])
-                for i in np.flatnonzero(stopped):
-                    logging.info("Early stop%s at step %d: %d evaluations without a better "
-                                 "validation loss.", f" (seed {layout.seeds[i]})"
-                                 if layout.batched_seeds else "", step, config.patience)
-                active, is_checkpoint = active & ~stopped, is_checkpoint or stopped.any()
+                stopping = _evaluation_point(setup, progress, active, step, clock, after_evaluation)
+                active, is_checkpoint = active & ~stopping, is_checkpoint or stopping.any()
             if is_checkpoint:
                 with clock.phase("checkpoint"):
                     progress.timing = clock.timing(progress.timing, step - first_step)

@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 
 import jax
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
-from agile import parallel, train
-from agile.combos import combo_number
+from agile import cli, parallel, sweep, train
+from agile import config as config_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (default: runs/<combo>_<time>).")
@@ -32,20 +32,18 @@ flags.mark_flags_as_required(["config"])
 
 def default_workdir(config) -> Path:
     """runs/combo_NN_<time>, or runs/<conv>-<dense>_<time> outside Table 1."""
-    conv, dense = config.model.conv_activation, config.model.dense_activation
-    combo = combo_number(conv, dense)
-    name = f"combo_{combo:02d}" if combo else f"{conv}-{dense}"
+    name = sweep.trial_name(config.model.conv_activation, config.model.dense_activation)
     return Path("runs") / f"{name}_{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        cli.fail(f"Unexpected arguments: {' '.join(argv[1:])}")
     parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     config = _CONFIG.value
-    train.validate_config(config)
+    config_lib.validate(config)
     if jax.process_count() > 1 and not _WORKDIR.value:
-        raise app.UsageError("Several processes need one shared --workdir.")
+        cli.fail("Several processes need one shared --workdir.")
     workdir = Path(_WORKDIR.value) if _WORKDIR.value else default_workdir(config)
     logging.info("Writing results to %s", workdir)
     summary = train.train_and_evaluate(config, workdir)
@@ -54,4 +52,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -65,7 +65,7 @@ def write_mnist(directory: Path, num_train: int = 100, num_test: int = 50, gz: b
 
 
 def data_config() -> ml_collections.ConfigDict:
-    """The experiment's ``data`` defaults without a validation split (the tests' files are small)."""
+    """The experiment's ``data`` defaults without a validation split (small test files)."""
     config = get_config().data
     config.val_size = 0
     return config
@@ -105,6 +105,20 @@ def test_idx_mixed_raw_and_gz(tmp_path):
 def test_missing_directory(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"nowhere does not exist.*MNIST_DIR"):
         data.read_idx_split(tmp_path / "nowhere", "train")
+
+
+def test_mnist_dir_that_is_a_file_says_so(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(data.MissingDataError, match=r"file is a file, not a folder.*MNIST_DIR"):
+        data.read_idx_split(tmp_path / "file", "train")
+
+
+def test_data_errors_are_user_errors():
+    """The CLIs print these as one line (agile.cli), not as tracebacks."""
+    from agile.errors import UserError
+
+    for error in (data.DataError, data.MissingDataError, data.DataUnavailableError):
+        assert issubclass(error, UserError)
 
 
 def test_missing_file(tmp_path):
@@ -192,13 +206,13 @@ def test_resolve_source(tmp_path, monkeypatch):
     config.source = "tfds"
     assert data.resolve_source(config) == "tfds"
     config.source = "csv"
-    with pytest.raises(ValueError, match=r"unknown data.source 'csv'.*auto, idx, tfds"):
+    with pytest.raises(ValueError, match=r"Unknown data.source 'csv'. Valid: auto, idx, tfds."):
         data.resolve_source(config)
 
 
 def test_unknown_split(tmp_path):
     write_mnist(tmp_path)
-    with pytest.raises(ValueError, match=r"unknown split 'validation'; valid splits: train, test"):
+    with pytest.raises(ValueError, match=r"Unknown split 'validation'. Valid: train, test."):
         data.load_split(idx_config(tmp_path), "validation")
 
 

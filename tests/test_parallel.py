@@ -13,6 +13,7 @@ import jax
 import numpy as np
 import pytest
 
+from agile import config as config_lib
 from agile import parallel, train
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -47,20 +48,10 @@ def _assert_trees_close(actual, expected) -> None:
         np.testing.assert_allclose(np.asarray(a), np.asarray(e), rtol=RTOL, atol=ATOL)
 
 
-@pytest.mark.parametrize(
-    "overrides, message",
-    [
-        ({"parallel": "tpu"}, "Unknown config.parallel 'tpu'"),
-        ({"num_seeds": 0}, "num_seeds must be a positive integer"),
-        ({"num_seeds": 2, "parallel": "pmap"}, "num_seeds=2 needs config.parallel='none'"),
-        ({"seed_batching": "loop"},
-         "Unknown config.seed_batching 'loop'. Valid: auto, scan, vmap."),
-    ],
-)
-def test_bad_scaling_config_is_a_clear_error(tiny_config, overrides, message):
-    tiny_config.update(overrides)
-    with pytest.raises(ValueError, match=message):
-        train.validate_config(tiny_config)
+def test_seed_batches_cannot_be_combined_with_data_parallelism(tiny_config):
+    tiny_config.update(num_seeds=2, parallel="pmap")
+    with pytest.raises(ValueError, match="num_seeds=2 needs config.parallel='none'"):
+        config_lib.validate(tiny_config)
 
 
 @pytest.mark.parametrize("batching", ["scan", "vmap"])
@@ -143,6 +134,7 @@ FOUR_DEVICE_CHECK = textwrap.dedent(
     """
     import json, sys
     import jax, numpy as np
+    from agile import config as config_lib
     from agile import parallel, train
     from agile.config import get_config
     from agile.summary import TIMING_FIELDS
@@ -192,7 +184,7 @@ FOUR_DEVICE_CHECK = textwrap.dedent(
             }
     config.batch_size = 50
     try:
-        train.validate_config(config)
+        config_lib.validate(config)
     except ValueError as err:
         out["indivisible_error"] = str(err)
     print("RESULT" + json.dumps(out))

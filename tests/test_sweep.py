@@ -2,6 +2,7 @@
 
 import csv
 import io
+import json
 import math
 import os
 import subprocess
@@ -12,6 +13,8 @@ import numpy as np
 import pytest
 
 from agile import sweep
+from agile.combos import COMBOS
+from agile.config import get_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,6 +42,7 @@ def test_csv_rows_one_per_seed_with_agile_ranges():
     summary = {"seeds": [_seed_result(0, 0.2), _seed_result(1, 0.3)]}
     rows = sweep.csv_rows(summary)
     assert [row["seed"] for row in rows] == [0, 1]
+    assert rows[0]["trial"] == "combo_12" and sweep.csv_rows(summary, "x")[0]["trial"] == "x"
     assert (rows[0]["a_min"], rows[0]["a_max"], rows[0]["b_min"], rows[0]["b_max"]) == (
         0.2, 1.5, -0.3, 0.4)
     single = sweep.csv_rows(_seed_result(7, 0.2) | {"agile_ranges": {}})
@@ -53,7 +57,55 @@ def test_results_markdown_has_mean_std_ci_and_paper_loss():
     mean, std, half = sweep.mean_std_ci([0.1, 0.2, 0.3])
     assert f"{mean:.4f} ± {std:.4f} [{mean - half:.4f}, {mean + half:.4f}]" in table
     assert "0.15027" in table  # Table 1's loss for combo 12
-    assert "| 12 | agile_relu / agile_sigmoid | 3 |" in table
+    assert "| combo_12 | agile_relu / agile_sigmoid | 3 |" in table
+
+
+def test_trial_names_and_trials_for_pairs():
+    base = get_config()
+    trials = sweep.trials_for_pairs(base, [COMBOS[7], ("agile_tanh", "combined:relu,sigmoid")], 3)
+    assert [t.name for t in trials] == ["combo_07", "agile_tanh-combined_relu+sigmoid"]
+    assert trials[1].config.model.conv_activation == "agile_tanh"
+    assert trials[1].config.num_seeds == 3 and base.num_seeds == 1  # the base is not changed
+    with pytest.raises(ValueError, match="lists a trial twice"):
+        sweep.trials_for_pairs(base, [COMBOS[7], COMBOS[7]], 1)
+
+
+@pytest.mark.parametrize("values, message", [
+    (["7", "7"], r"--combos lists row 7 twice"),
+    (["13"], r"--combos takes Table 1 rows 1..12, got '13'"),
+    (["x"], r"--combos takes Table 1 rows 1..12, got 'x'"),
+    ([], r"--combos is empty"),
+])
+def test_parse_combos_refuses_bad_lists(values, message):
+    with pytest.raises(ValueError, match=message):
+        sweep.parse_combos(values)
+    assert sweep.parse_combos(["12", " 3"]) == [12, 3]
+
+
+def test_sweep_folder_refuses_other_settings(tmp_path):
+    base = get_config()
+    sweep.claim_folder(tmp_path, sweep.settings(base, 4))
+    sweep.claim_folder(tmp_path, sweep.settings(base, 4))  # same settings: fine
+    other = base.copy_and_resolve_references()
+    other.num_epochs, other.model.conv_activation = 3, "agile_relu"
+    with pytest.raises(sweep.SweepError, match=r"other settings \(config.num_epochs, seeds\)"):
+        sweep.claim_folder(tmp_path, sweep.settings(other, 2))
+    activations_only = base.copy_and_resolve_references()
+    activations_only.model.dense_activation = "agile_sigmoid"  # set per trial: not a setting
+    sweep.claim_folder(tmp_path, sweep.settings(activations_only, 4))
+
+
+def test_write_tables_cover_every_finished_trial(tmp_path):
+    for name, seed in (("combo_12", 0), ("combo_07", 1)):
+        (tmp_path / name).mkdir()
+        result = _seed_result(seed, 0.2) | ({"combo": 7, "conv_activation": "relu",
+                                             "dense_activation": "relu"} if seed else {})
+        (tmp_path / name / "summary.json").write_text(json.dumps(result))
+    (tmp_path / "combo_03").mkdir()  # unfinished: no summary
+    rows = sweep.write_tables(tmp_path)
+    assert [row["trial"] for row in rows] == ["combo_07", "combo_12"]
+    assert len(list(csv.DictReader((tmp_path / "results.csv").open()))) == 2
+    assert "| combo_07 | relu / relu | 1 |" in (tmp_path / "results.md").read_text()
 
 
 @pytest.mark.slow
@@ -69,14 +121,21 @@ def test_sweep_script_end_to_end_and_skips_finished_combos(tmp_path, synthetic_m
                             timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = list(csv.DictReader((tmp_path / "results.csv").open()))
-    assert [(row["combo"], row["seed"]) for row in rows] == [
-        ("7", "0"), ("7", "1"), ("12", "0"), ("12", "1")]
+    assert [(row["trial"], row["seed"]) for row in rows] == [
+        ("combo_07", "0"), ("combo_07", "1"), ("combo_12", "0"), ("combo_12", "1")]
     assert all(np.isfinite(float(row["final_test_loss"])) for row in rows)
     table = (tmp_path / "results.md").read_text()
-    assert "| 7 | relu / relu | 2 |" in table and "0.18127" in table
-    assert "| 12 | agile_relu / agile_sigmoid | 2 |" in table
+    assert "| combo_07 | relu / relu | 2 |" in table and "0.18127" in table
+    assert "| combo_12 | agile_relu / agile_sigmoid | 2 |" in table
     rerun = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                            timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert rerun.stderr.count("already finished; skipping") == 2
     assert (tmp_path / "results.md").read_text() == table
+    other = subprocess.run([*command, "--config.num_epochs=2"],
+                           cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert other.returncode == 2 and "Traceback" not in other.stderr
+    assert "holds a sweep with other settings (config.num_epochs)" in other.stderr
+    duplicate = subprocess.run([*command, "--combos=7,7"], cwd=REPO_ROOT, env=env,
+                               capture_output=True, text=True, timeout=600)
+    assert duplicate.returncode == 2 and "error: --combos lists row 7 twice" in duplicate.stderr

@@ -125,30 +125,6 @@ def test_one_step_on_fixed_data_gives_the_recorded_loss_and_parameter_norm(combo
     assert float(optax.tree.norm(state.params)) == pytest.approx(norm, rel=1e-5)
 
 
-@pytest.mark.parametrize(
-    "field, value, message",
-    [
-        ("optimizer", "rmsprop", "Unknown optimizer 'rmsprop'"),
-        ("model.conv_activation", "swish", "Unknown activation 'swish'"),
-        ("model.dense_activation", "agile_swish", "Unknown activation 'agile_swish'"),
-        ("model.granularity", "pixel", "Unknown granularity 'pixel'"),
-        ("model.implementation", "cuda", "Unknown implementation 'cuda'"),
-        ("parallel", "tpu", "Unknown config.parallel 'tpu'"),
-        ("num_seeds", 0, "num_seeds must be a positive integer"),
-        ("batch_size", 0, "batch_size must be a positive integer"),
-        ("learning_rate", -1.0, "learning_rate must be positive"),
-        ("patience", -1, "patience must be an integer >= 0"),
-    ],
-)
-def test_bad_config_is_a_clear_error_before_any_work(tmp_path, field, value, message):
-    config = get_config(12)
-    section, _, name = field.rpartition(".")
-    (config[section] if section else config)[name] = value
-    with pytest.raises(ValueError, match=message):
-        train.train_and_evaluate(config, tmp_path / "run")
-    assert not (tmp_path / "run").exists()
-
-
 def _strip_times(summary):
     """The summary without its timing fields (which differ from run to run)."""
     summary = {k: v for k, v in summary.items() if k not in TIMING_FIELDS}
@@ -229,10 +205,13 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, tiny_conf
     ).read_text()
 
 
-def test_rerun_of_a_finished_run_gives_the_same_summary(tmp_path, tiny_config):
+def test_rerun_of_a_finished_run_gives_the_same_summary_timing_included(tmp_path, tiny_config):
     first = train.train_and_evaluate(tiny_config, tmp_path)
+    rows = (tmp_path / "metrics.jsonl").read_text()
     again = train.train_and_evaluate(tiny_config, tmp_path)
-    assert _strip_times(again) == _strip_times(first)
+    assert again == first and first["wall_time_s"] > 0
+    assert json.loads((tmp_path / "summary.json").read_text()) == first
+    assert (tmp_path / "metrics.jsonl").read_text() == rows
 
 
 def test_changed_config_is_refused_unless_allowed(tmp_path, tiny_config):
@@ -284,16 +263,6 @@ def test_cli_end_to_end(tmp_path, synthetic_mnist_dir):
     assert f"Results are in {workdir.resolve()}" in result.stdout
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["combo"] == 12 and summary["steps"] == 4
-
-
-def test_cli_rejects_unknown_optimizer(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "scripts/train.py", "--config=configs/combo_07.py",
-         f"--workdir={tmp_path}", "--config.optimizer=lbfgs"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode != 0
-    assert "Unknown optimizer 'lbfgs'" in result.stderr
 
 
 @pytest.mark.slow

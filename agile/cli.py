@@ -1,0 +1,82 @@
+"""What the command-line scripts share: one clear line for a user's mistake, quieter logs.
+
+``run(main)`` replaces ``absl.app.run(main)``: a bad flag or ``--config.<field>`` override
+and any :class:`~agile.errors.UserError` raised by ``main`` print one line to stderr and
+exit with status 2; every other exception (a bug) keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import logging as std_logging
+import re
+import sys
+from collections.abc import Callable, Sequence
+
+from absl import app, flags
+from absl import logging as absl_logging
+
+from agile.errors import UserError
+
+USAGE_ERROR_STATUS = 2
+
+
+def fail(message: str) -> None:
+    """Prints ``error: <message>`` as one line to stderr and exits with status 2."""
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+    sys.exit(USAGE_ERROR_STATUS)
+
+
+def _override_error(argv: Sequence[str], err: Exception) -> str:
+    """One line for a ``--config.<field>=`` override that ml_collections refused."""
+    text: object = err
+    while isinstance(text, BaseException):  # ml_collections nests a KeyError's message
+        text = text.args[0] if text.args else str(text)
+    match = re.search(r"'([^'\\]+)'", str(text))
+    field = match.group(1) if match else None
+    suggestion = re.search(r"Did you mean .*\?", str(text))
+    culprit = next((arg for arg in argv[1:] if field and re.match(
+        rf"--[\w.]*\b{re.escape(field)}\b", arg)), None)
+    where = f" in {culprit.split('=')[0]}" if culprit else ""
+    if isinstance(err, (AttributeError, KeyError)) and field:
+        hint = f" {suggestion.group(0)}" if suggestion else ""
+        return (f"Unknown config field {field!r}{where}.{hint} The fields and their defaults "
+                "are in agile/config.py.")
+    return f"Bad config override{where}: {err}"
+
+
+def parse_flags(argv: Sequence[str]) -> list[str]:
+    """absl's flag parsing, with one-line errors instead of tracebacks and usage dumps."""
+    try:
+        return flags.FLAGS(list(argv))
+    except flags.Error as err:
+        fail(str(err))
+    except (AttributeError, KeyError, TypeError, ValueError) as err:  # --config.x overrides
+        fail(_override_error(argv, err))
+    return []  # Not reached: fail exits.
+
+
+class _DropDependencyInfo(std_logging.Filter):
+    """Drops orbax's INFO chatter (a dozen lines per checkpoint); warnings still show."""
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
+
+
+def quiet_dependency_logs() -> None:
+    """Installs the filter on absl's logger (idempotent)."""
+    logger = absl_logging.get_absl_logger()
+    if not any(isinstance(f, _DropDependencyInfo) for f in logger.filters):
+        logger.addFilter(_DropDependencyInfo())
+
+
+def run(main: Callable[[list[str]], None]) -> None:
+    """``absl.app.run(main)`` with one-line user errors (see the module docstring)."""
+
+    def guarded(argv: list[str]) -> None:
+        quiet_dependency_logs()
+        try:
+            main(argv)
+        except UserError as err:
+            fail(str(err))
+
+    app.run(guarded, flags_parser=parse_flags)

@@ -1,0 +1,117 @@
+"""agile.config: one set of defaults, and one clear error for every bad field before any work."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agile import config as config_lib
+from agile import train
+from agile.combos import COMBOS
+from agile.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_are_valid_and_combos_pick_their_row():
+    for combo, pair in COMBOS.items():
+        config = config_lib.get_config(combo)
+        config_lib.validate(config)
+        assert (config.model.conv_activation, config.model.dense_activation) == pair
+    assert config_lib.get_config().model.granularity == "element"  # the paper's choice
+
+
+def test_create_model_gives_one_object_per_model_config():
+    a, b = config_lib.get_config(12), config_lib.get_config(12)
+    assert config_lib.create_model(a) is config_lib.create_model(b)  # jit caches compile once
+    b.model.dense_features = 31
+    assert config_lib.create_model(a) is not config_lib.create_model(b)
+
+
+BAD_FIELDS = [
+    ("seed", -1, r"config.seed must be an integer >= 0, got -1"),
+    ("batch_size", 0, r"config.batch_size must be an integer >= 1, got 0"),
+    ("batch_size", 6000, r"config.batch_size = 6000 exceeds the 5000 training images"),
+    ("num_epochs", 0, r"config.num_epochs must be an integer >= 1"),
+    ("optimizer", "rmsprop", r"Unknown optimizer 'rmsprop'. Valid: sgd, adam."),
+    ("learning_rate", -1.0, r"config.learning_rate must be a positive number, got -1.0"),
+    ("agile_learning_rate", 0.0, r"config.agile_learning_rate must be a positive number"),
+    ("momentum", 1.0, r"config.momentum must be a number in \[0, 1\), got 1.0"),
+    ("momentum", -0.5, r"config.momentum must be a number in \[0, 1\)"),
+    ("eval_every_steps", -1, r"config.eval_every_steps must be an integer >= 0"),
+    ("test_every", -2, r"config.test_every must be an integer >= 0"),
+    ("log_every_steps", 0, r"config.log_every_steps must be an integer >= 1"),
+    ("checkpoint_every_steps", 0, r"config.checkpoint_every_steps must be an integer >= 1"),
+    ("patience", -1, r"config.patience must be an integer >= 0"),
+    ("parallel", "tpu", r"Unknown config.parallel 'tpu'. Valid: none, pmap, shard_map."),
+    ("num_seeds", 0, r"config.num_seeds must be an integer >= 1"),
+    ("seed_batching", "loop", r"Unknown config.seed_batching 'loop'. Valid: auto, scan, vmap."),
+    ("model.conv_activation", "swish", r"Unknown activation 'swish'"),
+    ("model.dense_activation", "agile_swish", r"Unknown activation 'agile_swish'"),
+    ("model.conv_activation", "combined:relu,swish", r"Unknown activation 'swish'"),
+    ("model.granularity", "pixel", r"Unknown granularity 'pixel'"),
+    ("model.pooling", "min", r"Unknown pooling 'min'"),
+    ("model.implementation", "cuda", r"Unknown implementation 'cuda'"),
+    ("model.conv_features", (16, 0, 4), r"conv_features must be a non-empty list of positive"),
+    ("model.conv_features", (), r"conv_features must be a non-empty list of positive"),
+    ("model.conv_features", (16, 8, 4, 2, 1), r"the 1x1 map before pooling 4 is smaller than"),
+    ("model.kernel_size", (3,), r"config.model.kernel_size must be a pair of positive integers"),
+    ("model.pool_size", (0, 2), r"config.model.pool_size must be a pair of positive integers"),
+    ("model.dense_features", 0, r"config.model.dense_features must be an integer >= 1"),
+    ("model.num_classes", 5, r"config.model.num_classes must be 10 \(MNIST's digits\), got 5"),
+    ("data.source", "csv", r"Unknown data.source 'csv'. Valid: auto, idx, tfds."),
+    ("data.train_size", 5005, r"config.data.train_size must be a non-negative multiple of 10"),
+    ("data.val_size", -10, r"config.data.val_size must be a non-negative multiple of 10"),
+    ("data.test_size", 10_010, r"config.data.test_size = 10010 exceeds MNIST's 10000 test"),
+    ("data.train_size", 59_990, r"train_size \+ val_size = 60990 exceeds MNIST's 60000"),
+    ("data.eval_batch_size", 0, r"config.data.eval_batch_size must be an integer >= 1"),
+    ("data.subset_seed", -3, r"config.data.subset_seed must be an integer >= 0"),
+    ("num_seeds", True, r"config.num_seeds must be an integer >= 1, got True"),
+]
+
+
+@pytest.mark.parametrize("field, value, message", BAD_FIELDS,
+                         ids=[f"{f}={v}" for f, v, _ in BAD_FIELDS])
+def test_bad_field_is_one_clear_error_before_any_work(tmp_path, field, value, message):
+    config = config_lib.get_config(12)
+    section, _, name = field.rpartition(".")
+    with config.unlocked():
+        (config[section] if section else config).__setattr__(name, value)
+    with pytest.raises(ConfigError, match=message):
+        config_lib.validate(config)
+    with pytest.raises(ConfigError, match=message):
+        train.train_and_evaluate(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("section", ["", "model.", "data."])
+def test_unknown_field_is_refused(section):
+    config = config_lib.get_config()
+    target = config[section[:-1]] if section else config
+    target.nope = 1
+    with pytest.raises(ConfigError, match=rf"Unknown config field '{section}nope'"):
+        config_lib.validate(config)
+
+
+def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "scripts/train.py", *args], cwd=REPO_ROOT,
+                          env={**os.environ, **(env or {})}, capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config.optimizer=lbfgs"], "error: Unknown optimizer 'lbfgs'. Valid: sgd, adam."),
+    (["--config.nope=3"], "error: Unknown config field 'nope' in --config.nope."),
+    (["--config.model.poolin=avg"], 'Did you mean "pooling" instead of "poolin"?'),
+    (["--config.num_epochs=abc"], "error: flag --config.num_epochs=abc: invalid literal"),
+    (["--config.data.val_size=15"], "config.data.val_size must be a non-negative multiple"),
+    (["--workdir=README.md"], "error: Workdir README.md exists and is not a folder."),
+])
+def test_cli_user_errors_are_one_line_with_status_2(args, message):
+    result = _cli("--config=configs/combo_07.py", *args)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
