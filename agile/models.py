@@ -8,8 +8,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from agile.activations import validate_activation_name
-from agile.layers import activation_layer
+from agile.activations import is_agile_name, validate_activation_name
+from agile.layers import activation_layer, parameter_shape
 from agile.ops import POOLINGS, canonical_conv, patch_conv, reshape_pool
 
 IMPLEMENTATIONS = ("fast", "reference")
