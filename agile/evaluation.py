@@ -17,6 +17,8 @@ import numpy as np
 import optax
 from flax import traverse_util
 
+from agile.labels import AGILE_LABEL
+
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
 SEED_BATCHING = ("scan", "vmap")
@@ -112,16 +114,15 @@ def evaluate_seeds(
     ]
 
 
-def is_agile_param(path: tuple[str, ...]) -> bool:
-    """Whether a parameter path belongs to an ``Agile`` layer (its ``a`` or ``b``)."""
-    return path[-1] in ("a", "b")
+def agile_parameter_ranges(params, labels) -> dict[str, dict[str, float]]:
+    """Min, max and mean of every agile ``a`` and ``b``, keyed ``layer/a``.
 
-
-def agile_parameter_ranges(params) -> dict[str, dict[str, float]]:
-    """Min, max and mean of every agile layer's ``a`` and ``b``, keyed ``layer/a``."""
+    ``labels`` is :func:`agile.param_labels` of ``params`` (``"agile"`` marks a and b).
+    """
+    flat_labels = traverse_util.flatten_dict(labels)
     ranges = {}
     for path, value in traverse_util.flatten_dict(params).items():
-        if is_agile_param(path):
+        if flat_labels[path] == AGILE_LABEL:
             value = np.asarray(value)
             ranges["/".join(path)] = {
                 "min": float(value.min()),

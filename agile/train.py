@@ -37,8 +37,10 @@ from agile import workdir as workdir_lib
 from agile.combos import combo_number
 from agile.config import create_model
 from agile.errors import UserError
-from agile.evaluation import Batch, Metrics, is_agile_param
+from agile.evaluation import Batch, Metrics
 from agile.history import History
+from agile.labels import AGILE_LABEL, WEIGHTS_LABEL, param_labels
+from agile.models import CNN
 from agile.summary import run_summary, seed_summary
 
 CHECKPOINT_FORMAT = 2  # Checkpoints hold {"state", "accum", "best_params"} and JSON "meta".
@@ -53,30 +55,31 @@ class NonFiniteLossError(UserError, FloatingPointError):
 def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
     """SGD (optional momentum) or Adam; agile a and b get ``agile_learning_rate``.
 
-    Like :func:`create_model`, equal settings give the same optimizer object.
+    :func:`model_labels` picks exactly the agile layers' a and b. Like ``create_model``,
+    equal settings give the same optimizer object (so compiled steps are reused).
     """
-    return _cached_optimizer(config.optimizer, config.learning_rate, config.agile_learning_rate,
-                             config.momentum)
+    return _cached_optimizer(create_model(config), config.optimizer, config.learning_rate,
+                             config.agile_learning_rate, config.momentum)
+
+
+def model_labels(model: CNN) -> Any:
+    """``agile.param_labels`` of ``model``'s parameters: ``"agile"`` or ``"weights"`` each."""
+    example = jnp.zeros((1, *data_lib.IMAGE_SHAPE), jnp.float32)
+    params = jax.eval_shape(model.init, jax.random.key(0), example)["params"]
+    return param_labels(params, model, example)
 
 
 @functools.lru_cache(maxsize=64)
 def _cached_optimizer(
-    optimizer: str, learning_rate: float, agile_learning_rate: float, momentum: float
+    model: CNN, optimizer: str, learning_rate: float, agile_learning_rate: float, momentum: float
 ) -> optax.GradientTransformation:
     def make(learning_rate: float) -> optax.GradientTransformation:
         if optimizer == "sgd":
             return optax.sgd(learning_rate, momentum=momentum or None)
         return optax.adam(learning_rate)
 
-    def labels(params):
-        flat = traverse_util.flatten_dict(params)
-        return traverse_util.unflatten_dict(
-            {path: "agile" if is_agile_param(path) else "weights" for path in flat}
-        )
-
-    return optax.multi_transform(
-        {"weights": make(learning_rate), "agile": make(agile_learning_rate)}, labels
-    )
+    transforms = {WEIGHTS_LABEL: make(learning_rate), AGILE_LABEL: make(agile_learning_rate)}
+    return optax.multi_transform(transforms, model_labels(model))
 
 
 def create_train_state(
@@ -176,6 +179,7 @@ class _Setup:
     workdir: Path
     layout: parallel_lib.SingleDevice
     apply_fn: Callable  # One model's apply, created once: jit caches compiled code on it.
+    labels: Any  # agile.param_labels of one model's parameters.
     train_images: jax.Array
     train_labels: jax.Array
     num_train: int
@@ -262,6 +266,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: Path) -> _Setup:
     )
     return _Setup(
         config=config, workdir=workdir, layout=layout, apply_fn=create_model(config).apply,
+        labels=model_labels(create_model(config)),
         train_images=layout.place_data(datasets.train.images),
         train_labels=layout.place_data(datasets.train.labels),
         num_train=num_train, val=place(datasets.val), test=place(datasets.test),
@@ -395,7 +400,7 @@ def _evaluate(setup: _Setup, progress: _Progress, active: np.ndarray) -> list[di
             test = evaluation.evaluate(seed_state.params, setup.apply_fn,
                                        setup.test)
             row.update(test_loss=test["loss"], test_accuracy=test["accuracy"])
-        row["agile"] = evaluation.agile_parameter_ranges(host_params)
+        row["agile"] = evaluation.agile_parameter_ranges(host_params, setup.labels)
         recorded.append(setup.row_key(i, row))
     return recorded
 
@@ -436,7 +441,7 @@ def _summary(setup: _Setup, progress: _Progress) -> dict[str, Any]:
             history, seed=seed, steps=int(layout.seed_view(progress.state, i).step),
             best_test=progress.best_tests[i],
             agile_ranges=evaluation.agile_parameter_ranges(
-                jax.device_get(layout.seed_view(progress.state, i).params)),
+                jax.device_get(layout.seed_view(progress.state, i).params), setup.labels),
         )
         for i, (seed, history) in enumerate(zip(layout.seeds, progress.histories, strict=True))
     ]

@@ -8,7 +8,7 @@ import pytest
 
 from agile import evaluation
 from agile.config import get_config
-from agile.train import create_train_state
+from agile.train import create_model, create_train_state, model_labels
 
 CONFIG = get_config(12)
 STATE = create_train_state(CONFIG, jax.random.key(0))
@@ -82,7 +82,7 @@ def test_evaluate_seeds_rejects_unknown_batching():
 def test_agile_parameter_ranges_cover_each_agile_layer():
     params = jax.device_get(STATE.params)
     params["hidden_act"]["a"] = np.array([0.5] * 29 + [2.0], np.float32)
-    ranges = evaluation.agile_parameter_ranges(params)
+    ranges = evaluation.agile_parameter_ranges(params, model_labels(create_model(CONFIG)))
     assert set(ranges) == {f"{layer}/{p}" for layer in
                            ("conv_act_0", "conv_act_1", "conv_act_2", "hidden_act") for p in "ab"}
     assert ranges["hidden_act/a"] == pytest.approx({"min": 0.5, "max": 2.0, "mean": 0.55})

@@ -50,7 +50,8 @@ def test_every_combo_config_builds_and_takes_two_steps(combo):
         losses.append(float(metrics["loss"]))
     assert int(state.step) == 2 and np.all(np.isfinite(losses))
     has_agile = any("agile" in name for name in COMBOS[combo])
-    assert bool(agile_parameter_ranges(state.params)) == has_agile
+    labels = train.model_labels(train.create_model(config))
+    assert bool(agile_parameter_ranges(state.params, labels)) == has_agile
 
 
 def test_combo_config_files_pick_their_row():
