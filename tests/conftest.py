@@ -1,13 +1,28 @@
-"""Shared test helpers: IDX encoding and a small, learnable synthetic MNIST on disk."""
+"""Shared test helpers: IDX encoding and a small, learnable synthetic MNIST on disk.
+
+Tests share JAX's persistent compilation cache (``.jax_cache/`` in the checkout, ignored by
+git), so a program compiled by one test process, or by a subprocess a test starts, is not
+compiled again; results do not depend on it.
+"""
 
 import gzip
+import os
 from pathlib import Path
 
+import jax
 import ml_collections
 import numpy as np
 import pytest
 
 from agile.config import get_config
+
+# Subprocesses read the environment; this process is configured directly (jax is imported).
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      str(Path(__file__).resolve().parents[1] / ".jax_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                  float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 
 IDX_NAMES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
