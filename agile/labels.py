@@ -41,7 +41,9 @@ def param_labels(params: Any, model: nn.Module | None = None, *args: Any, **kwar
     exact by the mark the NNX layers put on their ``nnx.Param`` (metadata
     ``agile=True``; it survives ``nnx.bridge`` round trips). Pass the labels
     pytree, not this function, to ``multi_transform``: ``nnx.Optimizer`` calls
-    the transform with pure arrays, which no longer carry the mark.
+    the transform with pure arrays, which no longer carry the mark. (A *linen*
+    agile layer wrapped by ``nnx.bridge.ToNNX`` has unmarked ``nnx.Param``s; use
+    :class:`agile.nnx.Agile` in NNX models.)
 
     Linen (``params`` the dict ``model.init(rng, *args, **kwargs)["params"]``):
     a param dict is only names and arrays, so the rule is model-aware: ``model``

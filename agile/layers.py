@@ -163,16 +163,16 @@ def _declare_parameters(
 ) -> tuple[jax.Array, jax.Array]:
     """Declares ``a``, ``b`` on ``module`` (leading axis ``num_terms`` unless None), fit to ``x``.
 
-    If they exist already (apply, or a second call) with a shape this input does
-    not fit, raises :func:`broadcast_shape`'s clear error instead of Flax's
-    ``ScopeParamShapeError``.
+    If they exist already (apply, or a second call) with another shape than this
+    input needs, raises an error saying so (and, for ``"element"``, which
+    granularity fits) instead of Flax's ``ScopeParamShapeError``.
     """
     lead = () if num_terms is None else (num_terms,)
     placement = _placement(module.granularity, module.feature_axes)
     name = type(module).__name__
     shape = lead + parameter_shape(x.shape, module.granularity, module.feature_axes)
     if module.has_variable("params", "a"):
-        existing = tuple(jnp.shape(module.get_variable("params", "a")))
+        existing = tuple(jnp.shape(nn.unbox(module.get_variable("params", "a"))))
         if existing != shape:
             raise _shape_mismatch(name, module.granularity, existing, x.shape, shape)
     a = module.param("a", _as_initializer(a_init), shape, module.param_dtype)

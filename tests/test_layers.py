@@ -302,7 +302,8 @@ def test_param_labels_mark_exactly_the_agile_parameters_of_a_linen_model():
 
 def test_param_labels_drive_linen_multi_transform():
     model, x = _LabelModel(), jnp.ones((2, 3))
-    params = model.init(jax.random.key(0), x)["params"]
+    shapes = _shapes(model, x)["params"]
+    params = jax.tree.map(lambda s: np.full(s.shape, 0.5, s.dtype), shapes)
     tx = optax.multi_transform(
         {"agile": optax.sgd(0.1), "weights": optax.set_to_zero()}, param_labels(params, model, x)
     )
