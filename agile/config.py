@@ -51,7 +51,7 @@ def get_config(combo: str | int | None = None) -> ml_collections.ConfigDict:
     config.model.conv_activation = "relu"  # Any name agile.get_activation knows.
     config.model.dense_activation = "relu"  # Likewise, for the hidden dense layer.
     config.model.granularity = "element"  # Agile (a, b) per "element" (paper), "channel", "scalar".
-    config.model.conv_features = (16, 8, 4)  # Filters of the three conv layers.
+    config.model.conv_features = (16, 8, 4)  # Filters of the conv layers; () = dense layers only.
     config.model.kernel_size = (3, 3)  # Conv kernel (SAME padding).
     config.model.pooling = "max"  # "max" or "avg" pooling after each conv activation.
     config.model.pool_size = (2, 2)  # Pooling window and stride (VALID).
@@ -169,10 +169,9 @@ def _check_pairs_and_features(model: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"config.model.{name} must be a pair of positive integers, "
                               f"got {value!r}.")
     features = model.conv_features
-    if not isinstance(features, (tuple, list)) or not features or not all(
-            _is_int(f) and f >= 1 for f in features):
-        raise ConfigError("config.model.conv_features must be a non-empty list of positive "
-                          f"integers, got {features!r}.")
+    if not isinstance(features, (tuple, list)) or not all(_is_int(f) and f >= 1 for f in features):
+        raise ConfigError("config.model.conv_features must be a list of positive integers "
+                          f"(empty for a network of dense layers only), got {features!r}.")
     if model.num_classes != MNIST_CLASSES:
         raise ConfigError(f"config.model.num_classes must be {MNIST_CLASSES} (MNIST's digits), "
                           f"got {model.num_classes!r}.")

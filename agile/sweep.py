@@ -15,16 +15,19 @@ import dataclasses
 import io
 import json
 import math
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import ml_collections
 import numpy as np
+from absl import logging
 from scipy import stats
 
 from agile.combos import COMBOS, PAPER_TABLE1, combo_number
 from agile.errors import ConfigError, UserError
+from agile.train import train_and_evaluate
 from agile.workdir import SUMMARY_FILE, write_text_atomically
 
 SETTINGS_FILE = "sweep.json"
@@ -227,3 +230,25 @@ def write_tables(workdir: Path) -> list[dict[str, Any]]:
     write_text_atomically(Path(workdir) / "results.csv", write_csv(rows))
     write_text_atomically(Path(workdir) / "results.md", results_markdown(rows))
     return rows
+
+
+def run_trials(workdir: Path, trials: Sequence[Trial]) -> None:
+    """Trains the unfinished trials one after another in this process (the in-process backend).
+
+    Finished trials are skipped, so an interrupted sweep continues where it stopped; the
+    tables are rewritten after each trial.
+    """
+    started, trained = time.perf_counter(), 0
+    for position, trial in enumerate(trials, start=1):
+        if finished_summary(workdir, trial) is not None:
+            logging.info("[%d/%d] %s already finished; skipping.", position, len(trials),
+                         trial.name)
+            continue
+        left = len(trials) - position + 1
+        eta = (time.perf_counter() - started) / trained * left if trained else None
+        logging.info("[%d/%d] %s (%s / %s), %d seeds%s", position, len(trials), trial.name,
+                     trial.config.model.conv_activation, trial.config.model.dense_activation,
+                     trial.config.num_seeds, f", ~{eta:.0f} s left" if eta is not None else "")
+        train_and_evaluate(trial.config, Path(workdir) / trial.name)
+        trained += 1
+        write_tables(workdir)

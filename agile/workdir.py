@@ -230,6 +230,18 @@ class Checkpoints:
             )
         return None
 
+    def read_latest(self) -> tuple[int, Any, dict[str, Any]]:
+        """``(step, arrays, meta)`` of the newest checkpoint as saved (nested dicts of arrays).
+
+        For reading a finished run's results; resuming uses :meth:`restore`.
+        """
+        step = self.latest_step()
+        if step is None:
+            raise WorkdirError(f"No checkpoint in {self.directory}.")
+        restored = self._manager.restore(step, args=ocp.args.Composite(
+            arrays=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+        return step, restored["arrays"], restored["meta"]
+
     def wait(self) -> None:
         """Waits until every started save is on disk."""
         self._manager.wait_until_finished()

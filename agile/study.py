@@ -1,0 +1,128 @@
+"""The reproduction study: its experiment groups, and the analysis of their results.
+
+Each :class:`Group` is one sweep (``agile.sweep``) in its own folder under the study's
+workdir: a set of (conv, dense) activation pairs, each trained with the same seeds, on the
+default config with a few overrides. ``table1`` is the paper's experiment; the others are
+what the paper did not run (granularity, other activations, all training images, a
+combined activation, another optimizer) and its Fig. 11 (a network of dense layers only).
+
+The analysis functions are pure: paired comparisons on the same seeds with Holm's
+correction, and the fold of an agile dense layer into its neighbours.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import ml_collections
+import numpy as np
+from scipy import stats
+
+from agile.combos import COMBOS
+from agile.config import get_config
+
+SEEDS = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    """One sweep of the study: activation pairs, config overrides, seeds, and why."""
+
+    name: str
+    question: str
+    pairs: tuple[tuple[str, str], ...]
+    overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    seeds: int = SEEDS
+
+    def base_config(self) -> ml_collections.ConfigDict:
+        """The default config with this group's overrides (``"section.field": value``)."""
+        config = get_config()
+        for name, value in self.overrides.items():
+            section, _, field = name.rpartition(".")
+            (config[section] if section else config)[field] = value
+        return config
+
+
+GROUPS: tuple[Group, ...] = (
+    Group("table1", "Table 1: the paper's 12 combinations in its setup.", tuple(COMBOS.values())),
+    Group("dense_only", "Fig. 11: sigmoid against agile sigmoid in a network of dense layers only "
+          "(784-30-10).", (("relu", "sigmoid"), ("relu", "agile_sigmoid")),
+          {"model.conv_features": ()}),
+    Group("granularity_channel", "Combos 11 and 12 with one (a, b) per channel.",
+          (COMBOS[11], COMBOS[12]), {"model.granularity": "channel"}),
+    Group("granularity_scalar", "Combos 11 and 12 with one (a, b) per layer.",
+          (COMBOS[11], COMBOS[12]), {"model.granularity": "scalar"}),
+    Group("tanh_gelu", "Agile tanh and gelu against plain ones in the same CNN.",
+          (("tanh", "tanh"), ("agile_tanh", "agile_tanh"), ("gelu", "gelu"),
+           ("agile_gelu", "agile_gelu"))),
+    Group("combined", "A combined activation a1 relu(x - b1) + a2 sigmoid(x - b2) in the conv "
+          "layers.", (("combined:relu,sigmoid", "agile_sigmoid"),)),
+    Group("sgd", "Combos 7 and 12 with SGD and momentum 0.9 (learning rate 0.01) for "
+          "every parameter.", (COMBOS[7], COMBOS[12]),
+          {"optimizer": "sgd", "momentum": 0.9, "learning_rate": 0.01,
+           "agile_learning_rate": 0.01}),
+    Group("full_data", "Combos 7 and 12 on all 59,000 training images (1,000 held out).",
+          (COMBOS[7], COMBOS[12]), {"data.train_size": 0}, seeds=5),
+)
+GROUPS_BY_NAME = {group.name: group for group in GROUPS}
+
+# (agile variant, plain counterpart) on the same seeds: one layer's activation made agile
+# (the rest equal), plus the paper's own comparison of 3 with 1.
+PAIRED_COMPARISONS: tuple[tuple[int, int], ...] = (
+    (4, 1), (5, 2), (6, 3), (10, 7), (11, 8), (12, 9),  # conv layers agile
+    (2, 1), (5, 4), (8, 7), (11, 10),  # dense layer agile relu
+    (3, 1),  # the paper's: sigmoid / agile sigmoid against sigmoid / relu
+)
+
+
+def paired_comparison(
+    agile_values: Sequence[float], plain_values: Sequence[float], confidence: float = 0.95
+) -> dict[str, float]:
+    """Mean of the per-seed differences (agile - plain), its t-interval and two-sided p-value.
+
+    The two sequences are aligned by seed; a negative difference favours the agile variant.
+    """
+    agile_values = np.asarray(agile_values, np.float64)
+    plain_values = np.asarray(plain_values, np.float64)
+    if agile_values.shape != plain_values.shape or agile_values.size < 2:
+        raise ValueError("paired_comparison needs two equally long sequences of >= 2 values, "
+                         f"got {agile_values.size} and {plain_values.size}.")
+    differences = agile_values - plain_values
+    mean = float(differences.mean())
+    std = float(differences.std(ddof=1))
+    n = differences.size
+    half_width = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
+    p_value = float(stats.ttest_rel(agile_values, plain_values).pvalue) if std > 0 else (
+        0.0 if mean != 0 else 1.0)
+    return {"mean_difference": mean, "ci_low": mean - half_width, "ci_high": mean + half_width,
+            "p_value": p_value, "seeds": n}
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (same order), controlling the family-wise error."""
+    order = np.argsort(p_values)
+    m = len(p_values)
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, (m - rank) * p_values[index])
+        adjusted[index] = min(running, 1.0)
+    return adjusted.tolist()
+
+
+def fold_dense_agile(params: Mapping[str, Any], act: str, dense: str, nxt: str) -> dict:
+    """Parameters of the plain twin of a network whose dense layer ``dense`` has agile ``act``.
+
+    ``z = a * f(W x + c - b)`` feeds ``V z + d``. Per node, ``b`` folds into the dense bias
+    (``c - b``) and ``a`` into the next layer's kernel (``diag(a) V``), so the twin with the
+    plain ``f`` computes the same function: agile parameters in a dense layer change how a
+    network trains, not what it can represent. Returns a copy without ``act``'s parameters.
+    """
+    a, b = np.asarray(params[act]["a"]), np.asarray(params[act]["b"])
+    folded = {name: dict(layer) for name, layer in params.items() if name != act}
+    folded[dense]["bias"] = np.asarray(params[dense]["bias"]) - b
+    folded[nxt]["kernel"] = a[:, None] * np.asarray(params[nxt]["kernel"])
+    return folded

@@ -1,0 +1,143 @@
+"""The reproduction study in one command: train every group, export its results, write the report.
+
+    MNIST_DIR=../shared/data/mnist python scripts/study.py --workdir=runs/study
+        [--groups=table1,dense_only,...] [--skip_training]
+
+1. Trains each group of ``agile.study.GROUPS`` as a sweep in ``WORKDIR/<group>`` (resumable:
+   rerun the same command after an interruption; finished trials are skipped).
+2. Exports the per-run results the report uses to ``docs/results/`` (small CSVs, committed):
+   ``runs.csv`` (one row per group, trial and seed), ``curves.csv`` (validation and test loss
+   per evaluation, Table 1 and the dense-only network), ``agile_ranges.csv`` (each agile
+   layer's a and b at the end) and ``combo12_seed0_params.npz`` (for the learned-activation
+   figures).
+3. Writes ``docs/reproduction.md`` and ``docs/figures/study_*.png`` from those files only
+   (``scripts/study_report.py``); ``--skip_training`` does just this step.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from absl import flags, logging
+from flax import traverse_util
+
+from agile import cli, study, sweep
+from agile import config as config_lib
+from agile.workdir import Checkpoints, prepare, read_rows, write_text_atomically
+
+_WORKDIR = flags.DEFINE_string("workdir", "runs/study", "Study folder: one sweep per group.")
+_GROUPS = flags.DEFINE_list("groups", [g.name for g in study.GROUPS], "Groups to train.")
+_RESULTS_DIR = flags.DEFINE_string("results_dir", "docs/results", "Where the CSVs go.")
+_SKIP_TRAINING = flags.DEFINE_bool("skip_training", False, "Only export and report.")
+_SEEDS = flags.DEFINE_integer("seeds", None, "Override every group's seed count (smoke tests).")
+_OVERRIDES = flags.DEFINE_list("overrides", [], "Extra field=value overrides for every group "
+                               "(smoke tests), e.g. num_epochs=2,data.train_size=200.")
+CURVE_GROUPS = ("table1", "dense_only")
+PARAMS_TRIAL = ("table1", "combo_12")
+
+
+def _parse_overrides(items: list[str]) -> dict[str, Any]:
+    overrides = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep:
+            cli.fail(f"--overrides takes field=value items, got {item!r}.")
+        overrides[name] = json.loads(text) if text not in ("", "None") else None
+    return overrides
+
+
+def group_trials(group: study.Group, extra: dict[str, Any]) -> list[sweep.Trial]:
+    base = study.Group(group.name, group.question, group.pairs,
+                       {**group.overrides, **extra}).base_config()
+    seeds = _SEEDS.value or group.seeds
+    trials = sweep.trials_for_pairs(base, group.pairs, seeds)
+    for trial in trials:
+        config_lib.validate(trial.config)
+    return trials
+
+
+def _csv(rows: list[dict[str, Any]], fields: list[str]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fields, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def _round(value: Any) -> Any:
+    return float(f"{value:.6g}") if isinstance(value, float) else value
+
+
+def export(workdir: Path, groups: list[study.Group], results_dir: Path) -> None:
+    """Writes the CSVs (and the combo-12 parameters) the report reads."""
+    runs, curves, ranges = [], [], []
+    for group in groups:
+        for summary_path in sorted((workdir / group.name).glob("*/summary.json")):
+            trial_dir = summary_path.parent
+            summary = json.loads(summary_path.read_text())
+            for row in sweep.csv_rows(summary, trial_dir.name):
+                runs.append({"group": group.name, **row})
+            for seed in sweep.seed_summaries(summary):
+                for key, stats in seed["agile_ranges"].items():
+                    layer, param = key.rsplit("/", 1)
+                    ranges.append({"group": group.name, "trial": trial_dir.name,
+                                   "seed": seed["seed"], "layer": layer, "param": param,
+                                   **{k: _round(v) for k, v in stats.items()}})
+            if group.name in CURVE_GROUPS:
+                for row in read_rows(trial_dir / "metrics.jsonl"):
+                    curves.append({"group": group.name, "trial": trial_dir.name,
+                                   "seed": row.get("seed", summary.get("seed")),
+                                   "step": row["step"], "val_loss": _round(row.get("val_loss")),
+                                   "test_loss": _round(row.get("test_loss"))})
+    results_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomically(results_dir / "runs.csv", _csv(runs, ["group", *sweep.CSV_FIELDS]))
+    write_text_atomically(results_dir / "curves.csv", _csv(
+        curves, ["group", "trial", "seed", "step", "val_loss", "test_loss"]))
+    write_text_atomically(results_dir / "agile_ranges.csv", _csv(
+        ranges, ["group", "trial", "seed", "layer", "param", "min", "max", "mean"]))
+    _export_params(workdir, results_dir)
+
+
+def _export_params(workdir: Path, results_dir: Path) -> None:
+    """Seed 0's final parameters of Table 1's combo 12, for the learned-activation figures."""
+    trial_dir = workdir.joinpath(*PARAMS_TRIAL)
+    if not (trial_dir / "checkpoints").is_dir():
+        return
+    checkpoints = Checkpoints(trial_dir)
+    _, arrays, meta = checkpoints.read_latest()
+    checkpoints.close()
+    params = traverse_util.flatten_dict(arrays["state"]["params"], sep="/")
+    stacked = len(meta["histories"]) > 1  # a seed batch: parameters have a leading seed axis
+    first_seed = {name: np.asarray(value)[0] if stacked else np.asarray(value)
+                  for name, value in params.items()}
+    np.savez_compressed(results_dir / "combo12_seed0_params.npz", **first_seed)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        cli.fail(f"Unexpected arguments: {' '.join(argv[1:])}")
+    unknown = sorted(set(_GROUPS.value) - set(study.GROUPS_BY_NAME))
+    if unknown:
+        cli.fail(f"Unknown group(s) {', '.join(unknown)}. Valid: "
+                 f"{', '.join(study.GROUPS_BY_NAME)}.")
+    groups = [study.GROUPS_BY_NAME[name] for name in _GROUPS.value]
+    workdir = prepare(_WORKDIR.value)
+    extra = _parse_overrides(_OVERRIDES.value)
+    if not _SKIP_TRAINING.value:
+        for group in groups:
+            trials = group_trials(group, extra)
+            group_dir = prepare(workdir / group.name)
+            seeds = trials[0].config.num_seeds
+            sweep.claim_folder(group_dir, sweep.settings(trials[0].config, seeds))
+            logging.info("Group %s: %s", group.name, group.question)
+            sweep.run_trials(group_dir, trials)
+    export(workdir, groups, Path(_RESULTS_DIR.value))
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,71 @@
+"""agile.study: the groups are valid sweeps; paired tests, Holm's correction and the dense fold."""
+
+import jax
+import numpy as np
+import pytest
+from scipy import stats
+
+from agile import config as config_lib
+from agile import study, sweep
+from agile.models import CNN
+
+
+@pytest.mark.parametrize("group", study.GROUPS, ids=lambda g: g.name)
+def test_every_group_gives_valid_trial_configs(group):
+    trials = sweep.trials_for_pairs(group.base_config(), group.pairs, group.seeds)
+    assert len(trials) == len(group.pairs) and len({t.name for t in trials}) == len(trials)
+    for trial in trials:
+        config_lib.validate(trial.config)
+        assert trial.config.num_seeds == group.seeds >= 5
+    for name, value in group.overrides.items():
+        section, _, field = name.rpartition(".")
+        assert (trials[0].config[section] if section else trials[0].config)[field] == value
+
+
+def test_table1_group_is_the_papers_setup():
+    group = study.GROUPS_BY_NAME["table1"]
+    config = group.base_config()
+    assert len(group.pairs) == 12 and group.seeds >= 10 and not group.overrides
+    assert (config.batch_size, config.data.train_size, tuple(config.model.conv_features),
+            config.model.dense_features) == (100, 5000, (16, 8, 4), 30)
+
+
+def test_paired_comparison_matches_scipy_and_its_interval():
+    rng = np.random.default_rng(0)
+    plain = rng.normal(0.15, 0.01, 10)
+    agile = plain - 0.005 + rng.normal(0, 0.003, 10)
+    result = study.paired_comparison(agile, plain)
+    differences = agile - plain
+    assert result["mean_difference"] == pytest.approx(differences.mean())
+    assert result["p_value"] == pytest.approx(stats.ttest_rel(agile, plain).pvalue)
+    low, high = stats.t.interval(0.95, 9, loc=differences.mean(), scale=stats.sem(differences))
+    assert (result["ci_low"], result["ci_high"]) == (pytest.approx(low), pytest.approx(high))
+    assert result["seeds"] == 10
+    with pytest.raises(ValueError, match="two equally long sequences of >= 2 values"):
+        study.paired_comparison([0.1, 0.2], [0.1])
+
+
+def test_holm_adjusts_by_rank_and_keeps_order():
+    adjusted = study.holm([0.01, 0.04, 0.03, 0.5])
+    # sorted: 0.01*4=0.04, 0.03*3=0.09, 0.04*2=0.08 -> 0.09 (monotone), 0.5*1=0.5
+    assert adjusted == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    assert study.holm([0.6, 0.7]) == pytest.approx([1.0, 1.0])
+
+
+def test_folded_plain_twin_computes_the_same_function():
+    """An agile dense layer folds into its neighbours: same logits with the plain activation."""
+    images = jax.random.uniform(jax.random.key(1), (16, 28, 28, 1))
+    agile_net = CNN(conv_activation="agile_relu", dense_activation="agile_sigmoid")
+    plain_net = CNN(conv_activation="agile_relu", dense_activation="sigmoid")
+    params = jax.device_get(agile_net.init(jax.random.key(0), images[:1])["params"])
+    rng = np.random.default_rng(0)
+    params["hidden_act"]["a"] = rng.uniform(0.2, 2.0, 30).astype(np.float32)  # as if trained
+    params["hidden_act"]["b"] = rng.normal(0, 0.5, 30).astype(np.float32)
+    folded = study.fold_dense_agile(params, "hidden_act", "hidden", "output")
+    assert "hidden_act" not in folded and "conv_act_0" in folded
+    np.testing.assert_allclose(plain_net.apply({"params": folded}, images),
+                               agile_net.apply({"params": params}, images), rtol=1e-5, atol=1e-5)
+    unfolded = dict(params)
+    del unfolded["hidden_act"]
+    assert not np.allclose(plain_net.apply({"params": unfolded}, images),
+                           agile_net.apply({"params": params}, images), atol=1e-3)
