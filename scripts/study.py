@@ -26,7 +26,7 @@ import numpy as np
 from absl import flags, logging
 from flax import traverse_util
 
-from agile import cli, study, sweep
+from agile import cli, report, study, sweep
 from agile import config as config_lib
 from agile.workdir import Checkpoints, prepare, read_rows, write_text_atomically
 
@@ -137,6 +137,7 @@ def main(argv: list[str]) -> None:
             logging.info("Group %s: %s", group.name, group.question)
             sweep.run_trials(group_dir, trials)
     export(workdir, groups, Path(_RESULTS_DIR.value))
+    report.write_report(Path(_RESULTS_DIR.value), Path(_RESULTS_DIR.value).parent)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,41 @@
+"""Writes the study's report from its exported results, and nothing else.
+
+    python scripts/study_report.py [--results_dir=docs/results] [--docs_dir=docs] [--dpi=100]
+
+Reads ``runs.csv``, ``curves.csv``, ``agile_ranges.csv`` and ``combo12_seed0_params.npz``
+from --results_dir (``scripts/study.py`` exports them) and writes
+``<docs_dir>/reproduction.md`` and ``<docs_dir>/figures/study_*.png``; every number is
+computed from those files, so a rerun on the same files writes the same bytes. Groups
+without results are reported as not run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+from absl import flags, logging
+
+from agile import cli
+
+matplotlib.use("Agg")
+
+from agile import report  # noqa: E402  (after choosing the backend)
+
+_RESULTS_DIR = flags.DEFINE_string("results_dir", "docs/results", "The study's exported CSVs.")
+_DOCS_DIR = flags.DEFINE_string("docs_dir", "docs", "Where reproduction.md and figures/ go.")
+_DPI = flags.DEFINE_integer("dpi", report.DPI, "Resolution of the figures (tests draw small).")
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        cli.fail(f"Unexpected arguments: {' '.join(argv[1:])}")
+    if _DPI.value < 10:
+        cli.fail(f"--dpi must be at least 10, got {_DPI.value}.")
+    for path in report.write_report(Path(_RESULTS_DIR.value), Path(_DOCS_DIR.value),
+                                     _DPI.value):
+        logging.info("Wrote %s", path)
+
+
+if __name__ == "__main__":
+    cli.run(main)
