@@ -1197,8 +1197,8 @@ class Analysis:
 
 def analyse(results: Results) -> Analysis:
     """Table 1's rows, both families of paired comparisons, and the fold check."""
-    fold = fold_check(results.params) if results.params and combo12_layers(results.params) \
-        else None
+    params = results.params or {}
+    fold = fold_check(params) if "hidden_act/a" in params else None
     return Analysis(table1_rows(results.runs), compare_family(results.runs, table1_comparisons()),
                     compare_family(results.runs, ablation_comparisons()), fold)
 
