@@ -278,6 +278,26 @@ def test_paper_agreement_and_the_verdict_sentence():
         "combo 12 against combo 9: no result (group sgd was not run).")
 
 
+def test_ablation_findings_give_one_sentence_per_theme_run_or_not():
+    runs = _parsed(fake_runs({"table1", "tanh_gelu"}, 4))
+    findings = report.ablation_findings(report.compare_family(runs,
+                                                              report.ablation_comparisons()))
+    assert [f.split(":")[0] for f in findings] == [opening for opening, _ in
+                                                   report.ABLATION_THEMES]
+    assert "combo 12 (per channel) − combo 12 (per element): no result (group " \
+           "granularity_channel was not run)" in findings[0]
+    assert "agile tanh / agile tanh − tanh / tanh: " in findings[1] and "Holm p = " in findings[1]
+    assert findings[3].count("no result") == 2  # sgd and full_data
+    assert "combo 12 (Adam) − combo 7 (Adam): " in findings[3]
+
+
+def test_short_outcome_says_significance_direction_and_interval():
+    assert report.short_outcome(_result(-0.02, True, None)) == (
+        "significantly lower (-0.0200 [-0.0300, -0.0100], Holm p = 0.004)")
+    assert report.short_outcome(_result(0.02, False, None)).startswith(
+        "no significant difference (+0.0200 [+0.0100, +0.0300], Holm p = 0.200)")
+
+
 def test_table1_findings_count_the_family_and_name_the_best():
     results = [_result(-0.02, True, -0.01), _result(0.02, True, -0.01),
                _result(0.001, False, 0.01)]
@@ -291,6 +311,7 @@ def test_table1_findings_count_the_family_and_name_the_best():
     assert "the paper's Table 1 has the agile variant lower in 2 of these 3" in findings[0]
     assert "Our lowest mean best test loss is combo 3" in findings[2]
     assert "combo 12, the paper's best combination, ranks 3 of 3" in findings[2]
+    assert "The paper calls combo 3 slow" in findings[2]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -336,8 +357,8 @@ def test_markdown_reports_missing_groups_instead_of_failing():
     assert "| `agile_tanh-agile_tanh` | agile_tanh | agile_tanh | 100 (10) | 3 |" in markdown
     assert "Not checked: `combo12_seed0_params.npz` is missing" in markdown
     assert "Not drawn: group dense_only has no curves" in markdown
-    assert "combo 12 (SGD with momentum) against combo 7 (SGD with momentum): no result " \
-           "(group sgd was not run)." in markdown
+    assert "combo 12 (SGD with momentum) − combo 7 (SGD with momentum): no result " \
+           "(group sgd was not run)" in markdown
 
 
 def test_save_figure_writes_the_same_bytes_twice_without_the_version(tmp_path):
