@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -34,6 +35,7 @@ CONFIDENCE = 0.95
 METRIC = "best_test_loss"  # Test loss of each seed's model at its best validation loss.
 RUNS, CURVES, RANGES, PARAMS = (
     "runs.csv", "curves.csv", "agile_ranges.csv", "combo12_seed0_params.npz")
+MACHINE = "machine.json"
 REPORT_NAME, FIGURE_PREFIX = "reproduction.md", "study_"
 STUDY_COMMAND = "MNIST_DIR=../shared/data/mnist python scripts/study.py --workdir=runs/study"
 REPORT_COMMAND = "python scripts/study_report.py --results_dir=docs/results --docs_dir=docs"
@@ -59,6 +61,7 @@ class Results:
     curves: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     ranges: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     params: dict[str, np.ndarray] | None = None
+    machine: dict[str, Any] | None = None  # machine.json: where the sweep ran
 
 
 def _value(column: str, text: str) -> Any:
@@ -110,7 +113,17 @@ def load_results(results_dir: Path) -> Results:
     if (results_dir / PARAMS).is_file():
         with np.load(results_dir / PARAMS) as archive:
             params = {key: np.asarray(archive[key]) for key in sorted(archive.files)}
-    return Results(runs, optional[CURVES], optional[RANGES], params)
+    machine_path = results_dir / MACHINE
+    machine = json.loads(machine_path.read_text()) if machine_path.is_file() else None
+    return Results(runs, optional[CURVES], optional[RANGES], params, machine)
+
+
+def describe_machine(machine: Mapping[str, Any] | None) -> str:
+    """``machine.json`` in words (what ran the sweep), or a placeholder without it."""
+    if not machine:
+        return "the machine that ran it"
+    return (f"{machine['cpu']} ({machine['logical_cpus']} logical CPUs, "
+            f"{machine['memory_gib']:.0f} GiB; JAX {machine['jax']} on {machine['backend']})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,7 +254,7 @@ def combo_arm(combo: int, group: str = "table1", setting: str = "") -> Arm:
 
 def pair_arm(group: str, conv: str, dense: str, label: str) -> Arm:
     """The trial of ``group`` that trains the pair (conv, dense)."""
-    return Arm(group, sweep.trial_name(conv, dense), label)
+    return Arm(group, study.GROUPS_BY_NAME[group].trial_name(conv, dense), label)
 
 
 def table1_comparisons() -> list[Comparison]:
@@ -397,7 +410,8 @@ def wall_time_table(times: Mapping[str, Mapping[str, float]]) -> str:
     return markdown_table(("group", "question", "trials", "seeds", "wall time"), rows)
 
 
-def command_section(runs: Sequence[Mapping[str, Any]]) -> str:
+def command_section(runs: Sequence[Mapping[str, Any]],
+                    machine: Mapping[str, Any] | None = None) -> str:
     """Section 1: the commands, and the sweep's wall time per group and in total."""
     times = wall_times(runs)
     missing = [group.name for group in study.GROUPS if group.name not in times]
@@ -408,7 +422,7 @@ def command_section(runs: Sequence[Mapping[str, Any]]) -> str:
         "this report and its figures:", "", f"    {STUDY_COMMAND}", "",
         "Rewrite only the report and its figures from the committed results:", "",
         f"    {REPORT_COMMAND}", "",
-        "Wall time of the sweep on the machine that ran it, from `wall_time_s` in "
+        f"Wall time of the sweep on {describe_machine(machine)}, from `wall_time_s` in "
         f"`{RUNS}`: each trial trains its seeds together, so its wall time (start-up, "
         "compilation, steps, evaluations, checkpoints) is counted once per trial.", "",
         wall_time_table(times),
@@ -630,7 +644,7 @@ def group_markdown(runs: Sequence[Mapping[str, Any]], group: study.Group,
     """One row per trial of ``group``: parameters, seeds, loss, CI, accuracy, best step."""
     rows = []
     for conv, dense in group.pairs:
-        trial = sweep.trial_name(conv, dense)
+        trial = group.trial_name(conv, dense)
         loss = summarize(seed_values(runs, group.name, trial).values())
         accuracy = summarize(seed_values(runs, group.name, trial, "best_test_accuracy").values())
         best = summarize(seed_values(runs, group.name, trial, "best_step").values())
@@ -788,7 +802,7 @@ def figure_dense_only(curves: Sequence[Mapping[str, Any]]):
                                  ("test loss", "validation loss (every evaluation)"),
                                  strict=True):
         for conv, dense in group.pairs:
-            band = curve_band(curves, group.name, sweep.trial_name(conv, dense), column)
+            band = curve_band(curves, group.name, group.trial_name(conv, dense), column)
             drawn |= _draw_band(ax, band, f"dense {dense}", DENSE_COLORS.get(dense),
                                 "o" if column == "test_loss" else None)
         _loss_axes(ax, column)
@@ -1271,7 +1285,7 @@ def build_markdown(results: Results, analysis: Analysis, drawn: Mapping[str, boo
     ]
     return "\n".join([
         *head,
-        command_section(results.runs),
+        command_section(results.runs, results.machine),
         setup_section(config, results.runs),
         table1_section(analysis.table, figure["table1_losses"]),
         comparisons_section(analysis.table1_results, figure["differences"]),

@@ -23,6 +23,7 @@ from scipy import stats
 
 from agile.combos import COMBOS
 from agile.config import get_config
+from agile.sweep import Trial, trial_name, trials_for_pairs
 
 SEEDS = 10
 
@@ -36,6 +37,20 @@ class Group:
     pairs: tuple[tuple[str, str], ...]
     overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     seeds: int = SEEDS
+    names: tuple[str, ...] | None = None  # Trial names, if not sweep.trial_name of each pair.
+
+    def trial_name(self, conv: str, dense: str) -> str:
+        """The folder of the trial that trains (conv, dense) in this group."""
+        if self.names is None:
+            return trial_name(conv, dense)
+        return self.names[self.pairs.index((conv, dense))]
+
+    def trials(self, seeds: int | None = None, **overrides: Any) -> list[Trial]:
+        """The group's sweep trials (``seeds`` and extra ``overrides`` for smoke tests)."""
+        group = dataclasses.replace(self, overrides={**self.overrides, **overrides})
+        trials = trials_for_pairs(group.base_config(), self.pairs, seeds or self.seeds)
+        return [dataclasses.replace(trial, name=self.trial_name(*pair))
+                for trial, pair in zip(trials, self.pairs, strict=True)]
 
     def base_config(self) -> ml_collections.ConfigDict:
         """The default config with this group's overrides (``"section.field": value``)."""
@@ -47,10 +62,11 @@ class Group:
 
 
 GROUPS: tuple[Group, ...] = (
-    Group("table1", "Table 1: the paper's 12 combinations in its setup.", tuple(COMBOS.values())),
+    Group("table1", "Table 1: the paper's 12 combinations in its setup.", tuple(COMBOS.values()),
+          {"test_every": 4}),
     Group("dense_only", "Fig. 11: sigmoid against agile sigmoid in a network of dense layers only "
           "(784-30-10).", (("relu", "sigmoid"), ("relu", "agile_sigmoid")),
-          {"model.conv_features": ()}),
+          {"model.conv_features": (), "test_every": 1}, names=("sigmoid", "agile_sigmoid")),
     Group("granularity_channel", "Combos 11 and 12 with one (a, b) per channel.",
           (COMBOS[11], COMBOS[12]), {"model.granularity": "channel"}),
     Group("granularity_scalar", "Combos 11 and 12 with one (a, b) per layer.",

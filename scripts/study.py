@@ -19,9 +19,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import platform
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 from absl import flags, logging
 from flax import traverse_util
@@ -52,10 +55,7 @@ def _parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def group_trials(group: study.Group, extra: dict[str, Any]) -> list[sweep.Trial]:
-    base = study.Group(group.name, group.question, group.pairs,
-                       {**group.overrides, **extra}).base_config()
-    seeds = _SEEDS.value or group.seeds
-    trials = sweep.trials_for_pairs(base, group.pairs, seeds)
+    trials = group.trials(_SEEDS.value, **extra)
     for trial in trials:
         config_lib.validate(trial.config)
     return trials
@@ -73,10 +73,10 @@ def _round(value: Any) -> Any:
     return float(f"{value:.6g}") if isinstance(value, float) else value
 
 
-def export(workdir: Path, groups: list[study.Group], results_dir: Path) -> None:
-    """Writes the CSVs (and the combo-12 parameters) the report reads."""
+def export(workdir: Path, results_dir: Path) -> None:
+    """Writes the CSVs (and the combo-12 parameters) the report reads, for every group run."""
     runs, curves, ranges = [], [], []
-    for group in groups:
+    for group in study.GROUPS:
         for summary_path in sorted((workdir / group.name).glob("*/summary.json")):
             trial_dir = summary_path.parent
             summary = json.loads(summary_path.read_text())
@@ -101,6 +101,16 @@ def export(workdir: Path, groups: list[study.Group], results_dir: Path) -> None:
     write_text_atomically(results_dir / "agile_ranges.csv", _csv(
         ranges, ["group", "trial", "seed", "layer", "param", "min", "max", "mean"]))
     _export_params(workdir, results_dir)
+    write_text_atomically(results_dir / "machine.json", json.dumps(machine(), indent=2) + "\n")
+
+
+def machine() -> dict[str, Any]:
+    """What ran the sweep, for the report: CPU model, logical CPUs, memory, JAX and backend."""
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
+                .splitlines() if line.startswith("model name")), platform.processor())
+    pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "memory_gib": pages / 2**30,
+            "jax": jax.__version__, "backend": jax.default_backend()}
 
 
 def _export_params(workdir: Path, results_dir: Path) -> None:
@@ -136,7 +146,7 @@ def main(argv: list[str]) -> None:
             sweep.claim_folder(group_dir, sweep.settings(trials[0].config, seeds))
             logging.info("Group %s: %s", group.name, group.question)
             sweep.run_trials(group_dir, trials)
-    export(workdir, groups, Path(_RESULTS_DIR.value))
+    export(workdir, Path(_RESULTS_DIR.value))
     report.write_report(Path(_RESULTS_DIR.value), Path(_RESULTS_DIR.value).parent)
 
 

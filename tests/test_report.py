@@ -41,7 +41,7 @@ def _csv_text(rows, fields):
 
 def _run_row(group, conv, dense, seed, loss, wall, steps=1500, best_step=1000):
     agile = conv.startswith(("agile", "combined")) or dense.startswith("agile")
-    return {"group": group, "trial": sweep.trial_name(conv, dense),
+    return {"group": group, "trial": study.GROUPS_BY_NAME[group].trial_name(conv, dense),
             "combo": combo_number(conv, dense), "conv_activation": conv,
             "dense_activation": dense, "seed": seed, "steps": steps, "best_step": best_step,
             "best_test_loss": loss, "final_test_loss": loss + 0.01,

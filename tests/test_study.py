@@ -25,7 +25,8 @@ def test_every_group_gives_valid_trial_configs(group):
 def test_table1_group_is_the_papers_setup():
     group = study.GROUPS_BY_NAME["table1"]
     config = group.base_config()
-    assert len(group.pairs) == 12 and group.seeds >= 10 and not group.overrides
+    assert len(group.pairs) == 12 and group.seeds >= 10
+    assert dict(group.overrides) == {"test_every": 4}  # denser test-loss curves, same training
     assert (config.batch_size, config.data.train_size, tuple(config.model.conv_features),
             config.model.dense_features) == (100, 5000, (16, 8, 4), 30)
 
@@ -69,3 +70,13 @@ def test_folded_plain_twin_computes_the_same_function():
     del unfolded["hidden_act"]
     assert not np.allclose(plain_net.apply({"params": unfolded}, images),
                            agile_net.apply({"params": params}, images), atol=1e-3)
+
+
+def test_groups_name_their_trials():
+    dense_only = study.GROUPS_BY_NAME["dense_only"]
+    assert [t.name for t in dense_only.trials()] == ["sigmoid", "agile_sigmoid"]
+    assert dense_only.trial_name("relu", "agile_sigmoid") == "agile_sigmoid"
+    table1 = study.GROUPS_BY_NAME["table1"]
+    trials = table1.trials(seeds=2, num_epochs=3)
+    assert trials[11].name == "combo_12" and trials[11].config.num_seeds == 2
+    assert trials[0].config.num_epochs == 3 and trials[0].config.test_every == 4
