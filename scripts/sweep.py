@@ -7,6 +7,12 @@ Each combination trains in DIR/combo_NN (resumable: an interrupted sweep continu
 stopped, finished combinations are skipped). DIR/sweep.json records the settings; a rerun with
 other settings is refused. DIR/results.csv has one row per combination and seed, DIR/results.md
 the mean ± std and 95% confidence interval per combination, over every finished combination.
+
+    python scripts/sweep.py --backend=ray --workdir=runs/sweep --seeds=8 [--cpus_per_trial=1]
+        [--gpus_per_trial=0.5] [--max_concurrent=0] [--ray_address=auto|host:port]
+
+runs each combination as a Ray Tune trial (agile/ray_sweep.py) on a local Ray started for the
+run, or on an existing Ray cluster: same folders, tables and numbers.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from pathlib import Path
 from absl import flags, logging
 from ml_collections import config_flags
 
-from agile import cli, sweep, train
+from agile import cli, ray_sweep, sweep, train
 from agile import config as config_lib
 from agile.combos import COMBOS
 from agile.workdir import prepare
@@ -28,6 +34,21 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", None, "Sweep folder (one sub-folder per combination).")
 _SEEDS = flags.DEFINE_integer("seeds", 1, "Seeds per combination (config.seed onwards).")
 _COMBOS = flags.DEFINE_list("combos", [str(c) for c in COMBOS], "Table 1 rows to run.")
+_BACKEND = flags.DEFINE_enum(
+    "backend", "in_process", ["in_process", "ray"],
+    "in_process: one combination after another in this process; ray: Ray Tune trials.")
+_CPUS = flags.DEFINE_float("cpus_per_trial", 1.0, "--backend=ray: CPUs reserved per trial.")
+_GPUS = flags.DEFINE_float(
+    "gpus_per_trial", 0.0, "--backend=ray: GPUs per trial; a fraction shares a GPU (0: CPU).")
+_MAX_CONCURRENT = flags.DEFINE_integer(
+    "max_concurrent", 0, "--backend=ray: most trials at once (0: as the resources allow).")
+_RAY_ADDRESS = flags.DEFINE_string(
+    "ray_address", None, "--backend=ray: 'auto' or host:port of a running Ray cluster "
+    "(unset: a local Ray started for this run).")
+_MAX_FAILURES = flags.DEFINE_integer(
+    "max_failures", 3, "--backend=ray: retries of a failed trial (it resumes from its "
+    "checkpoint).")
+RAY_FLAGS = ("cpus_per_trial", "gpus_per_trial", "max_concurrent", "ray_address", "max_failures")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -49,9 +70,24 @@ def run_in_process(workdir: Path, trials: list[sweep.Trial]) -> None:
         sweep.write_tables(workdir)
 
 
+def ray_options() -> ray_sweep.Options:
+    """The Ray backend's options from the flags; one line if they are wrong or Ray is missing."""
+    options = ray_sweep.Options(
+        cpus_per_trial=_CPUS.value, gpus_per_trial=_GPUS.value,
+        max_concurrent=_MAX_CONCURRENT.value, address=_RAY_ADDRESS.value,
+        max_failures=_MAX_FAILURES.value)
+    options.validate()
+    ray_sweep.require_ray()
+    return options
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         cli.fail(f"Unexpected arguments: {' '.join(argv[1:])}")
+    given = [name for name in RAY_FLAGS if flags.FLAGS[name].present]
+    if _BACKEND.value != "ray" and given:
+        cli.fail(f"--{given[0]} applies to --backend=ray only.")
+    options = ray_options() if _BACKEND.value == "ray" else None
     combos = sweep.parse_combos(_COMBOS.value)
     if _SEEDS.value < 1:
         cli.fail(f"--seeds must be a positive integer, got {_SEEDS.value}.")
@@ -61,7 +97,10 @@ def main(argv: list[str]) -> None:
         config_lib.validate(trial.config)
     workdir = prepare(_WORKDIR.value)
     sweep.claim_folder(workdir, sweep.settings(base, _SEEDS.value))
-    run_in_process(workdir, trials)
+    if options is None:
+        run_in_process(workdir, trials)
+    else:
+        ray_sweep.run(workdir, trials, options)
     sweep.write_tables(workdir)
     print((workdir / "results.md").read_text())
     print(f"Results are in {workdir.resolve()}")
