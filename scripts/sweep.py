@@ -17,13 +17,10 @@ run, or on an existing Ray cluster: same folders, tables and numbers.
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
-
-from absl import flags, logging
+from absl import flags
 from ml_collections import config_flags
 
-from agile import cli, ray_sweep, sweep, train
+from agile import cli, ray_sweep, sweep
 from agile import config as config_lib
 from agile.combos import COMBOS
 from agile.workdir import prepare
@@ -50,24 +47,6 @@ _MAX_FAILURES = flags.DEFINE_integer(
     "checkpoint).")
 RAY_FLAGS = ("cpus_per_trial", "gpus_per_trial", "max_concurrent", "ray_address", "max_failures")
 flags.mark_flags_as_required(["workdir"])
-
-
-def run_in_process(workdir: Path, trials: list[sweep.Trial]) -> None:
-    """Trains the unfinished trials one after another, rewriting the tables after each."""
-    started, trained = time.perf_counter(), 0
-    for position, trial in enumerate(trials, start=1):
-        if sweep.finished_summary(workdir, trial) is not None:
-            logging.info("[%d/%d] %s already finished; skipping.", position, len(trials),
-                         trial.name)
-            continue
-        left = len(trials) - position + 1
-        eta = (time.perf_counter() - started) / trained * left if trained else None
-        logging.info("[%d/%d] %s (%s / %s), %d seeds%s", position, len(trials), trial.name,
-                     trial.config.model.conv_activation, trial.config.model.dense_activation,
-                     trial.config.num_seeds, f", ~{eta:.0f} s left" if eta is not None else "")
-        train.train_and_evaluate(trial.config, workdir / trial.name)
-        trained += 1
-        sweep.write_tables(workdir)
 
 
 def ray_options() -> ray_sweep.Options:
@@ -98,7 +77,7 @@ def main(argv: list[str]) -> None:
     workdir = prepare(_WORKDIR.value)
     sweep.claim_folder(workdir, sweep.settings(base, _SEEDS.value))
     if options is None:
-        run_in_process(workdir, trials)
+        sweep.run_trials(workdir, trials)
     else:
         ray_sweep.run(workdir, trials, options)
     sweep.write_tables(workdir)
