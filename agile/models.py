@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from agile.activations import is_agile_name, validate_activation_name
-from agile.layers import activation_layer, parameter_shape
-from agile.ops import POOLINGS, canonical_conv, patch_conv, reshape_pool
+from agile.activations import get_activation, validate_activation_name
+from agile.layers import Agile, activation_layer
+from agile.ops import (
+    POOLINGS,
+    act_max_pool,
+    canonical_conv,
+    conv_act_max_pool,
+    patch_conv,
+    reshape_pool,
+)
 
 IMPLEMENTATIONS = ("fast", "reference")
 
@@ -33,10 +40,17 @@ class SameConv(nn.Module):
     bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, block: Callable | None = None) -> jax.Array:
+        """The convolution of ``x``; with ``block``, ``block(x, kernel, bias)`` instead.
+
+        ``block`` lets a caller fuse the convolution with what follows it
+        (:func:`agile.ops.conv_act_max_pool`) while the parameters stay this layer's.
+        """
         kernel_shape = (*self.kernel_size, x.shape[-1], self.features)
         kernel = self.param("kernel", self.kernel_init, kernel_shape, jnp.float32)
         bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
+        if block is not None:
+            return block(x, kernel, bias)
         if x.shape[-1] == 1:
             return patch_conv(x, kernel, bias)
         return canonical_conv(x, kernel) + bias
@@ -99,15 +113,36 @@ class CNN(nn.Module):
         kernel_size, pool_size = tuple(self.kernel_size), tuple(self.pool_size)
         for i, features in enumerate(self.conv_features):
             if self.implementation == "fast":
-                x = SameConv(features, kernel_size, name=f"conv_{i}")(x)
-            else:
-                x = nn.Conv(features, kernel_size, padding="SAME", name=f"conv_{i}")(x)
+                x = self._fast_block(i, features, x)
+                continue
+            x = nn.Conv(features, kernel_size, padding="SAME", name=f"conv_{i}")(x)
             x = self._activation(self.conv_activation, f"conv_act_{i}")(x)
             x = self._pool(x, pool_size)
         x = x.reshape((x.shape[0], -1))
         x = nn.Dense(self.dense_features, name="hidden")(x)
         x = self._activation(self.dense_activation, "hidden_act")(x)
         return nn.Dense(self.num_classes, name="output")(x)
+
+    def _fast_block(self, i: int, features: int, x: jax.Array) -> jax.Array:
+        """Block ``i`` (conv -> activation -> pooling) of the fast path.
+
+        Max pooling after a plain or ``Agile`` activation runs fused with it
+        (:func:`agile.ops.act_max_pool`), and with the convolution too for a
+        1-channel input (:func:`agile.ops.conv_act_max_pool`); other activations
+        and average pooling run one layer after the other.
+        """
+        kernel_size, pool_size = tuple(self.kernel_size), tuple(self.pool_size)
+        conv = SameConv(features, kernel_size, name=f"conv_{i}")
+        layer = self._activation(self.conv_activation, f"conv_act_{i}")
+        fusable = self.pooling == "max" and _fusable_activation(layer)
+        if not fusable:
+            return self._pool(layer(conv(x)), pool_size)
+        map_shape = (*x.shape[:3], features)
+        fn, a, b = _activation_parts(layer, map_shape)
+        if x.shape[-1] == 1:
+            block = lambda x, k, bias: conv_act_max_pool(x, k, bias, fn, a, b, pool_size)  # noqa: E731
+            return conv(x, block=block)
+        return act_max_pool(conv(x), fn, a, b, pool_size)
 
     def _pool(self, x: jax.Array, pool_size: tuple[int, int]) -> jax.Array:
         """VALID pooling with stride = window, in the chosen implementation."""
@@ -123,6 +158,29 @@ class CNN(nn.Module):
         if is_learnable_name(activation):
             return activation_layer(activation, self.granularity, name=name)
         return activation_layer(activation, self.granularity)
+
+
+def _fusable_activation(layer) -> bool:
+    """Whether :func:`agile.ops.act_max_pool` can compute ``layer``: a plain function or an
+    ``Agile`` layer of a named activation with its parameters aligned to an NHWC map."""
+    if isinstance(layer, Agile):
+        return (isinstance(layer.fn, str) and layer.feature_axes in (-1, (-1,))
+                and layer.dtype is None and layer.param_dtype == jnp.float32)
+    return not isinstance(layer, nn.Module) and callable(layer)
+
+
+def _activation_parts(layer, map_shape: tuple[int, ...]) -> tuple[Callable, jax.Array | None,
+                                                                   jax.Array | None]:
+    """``(f, a, b)`` of an activation layer; ``a = b = None`` for a plain function.
+
+    An ``Agile`` layer declares its parameters by being called, here on an empty
+    batch of the map's shape, so they keep the layer's names, shapes and initializers.
+    """
+    if not isinstance(layer, Agile):
+        return layer, None, None
+    layer(jnp.zeros((0, *map_shape[1:]), jnp.float32))
+    params = layer.variables["params"]
+    return get_activation(layer.fn), params["a"], params["b"]
 
 
 def count_params(params) -> int:

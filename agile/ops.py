@@ -9,6 +9,7 @@ which ``jax.vmap`` turns into batched matmuls.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -101,6 +102,14 @@ def _max_pool_backward(
 _max_pool.defvjp(_max_pool_forward, _max_pool_backward)
 
 
+def checked_pool_size(x: Array, pool_size) -> tuple[int, int]:
+    """``pool_size`` as a pair of ints, or ValueError if the window is larger than x's map."""
+    pool_size = tuple(int(p) for p in pool_size)
+    if x.ndim != 4 or x.shape[1] < pool_size[0] or x.shape[2] < pool_size[1]:
+        raise ValueError(f"Pool window {pool_size} is larger than the {x.shape[1:3]} map.")
+    return pool_size
+
+
 def reshape_pool(x: Array, pool_size: tuple[int, int], pooling: str) -> Array:
     """VALID pooling with stride = window, as a reshape and a max or mean.
 
@@ -111,18 +120,34 @@ def reshape_pool(x: Array, pool_size: tuple[int, int], pooling: str) -> Array:
     """
     if pooling not in POOLINGS:
         raise ValueError(f"Unknown pooling {pooling!r}. Valid: {', '.join(POOLINGS)}.")
-    pool_size = tuple(int(p) for p in pool_size)
-    if x.shape[1] < pool_size[0] or x.shape[2] < pool_size[1]:
-        raise ValueError(f"Pool window {pool_size} is larger than the {x.shape[1:3]} map.")
+    pool_size = checked_pool_size(x, pool_size)
     if pooling == "max":
         return _max_pool(x, pool_size)
     return _pool_windows(x, pool_size).mean(axis=(2, 4))
 
 
+# XLA:CPU hands a convolution to YNNPACK only if its input or output has more than 16
+# features; narrower ones go to Eigen, which ran this model's 16 -> 8 and 8 -> 16
+# convolutions (and their 8 -> 4, 4 -> 8 ones) slower than YNNPACK runs the same
+# convolution with its output padded to 17 features (zero kernel columns, sliced off).
+YNN_MIN_FEATURES = 17
+
+
 def _conv_nhwc(x: Array, kernel: Array, padding) -> Array:
-    return jax.lax.conv_general_dilated(
+    """Stride-1 ``conv_general_dilated`` (NHWC, HWIO), its output padded to YNNPACK's width.
+
+    A kernel whose input and output feature counts are both below
+    ``YNN_MIN_FEATURES`` gets zero output columns up to it; the result is sliced
+    back, so the values are those of the plain convolution.
+    """
+    features = kernel.shape[-1]
+    if max(kernel.shape[-2:]) < YNN_MIN_FEATURES:
+        pads = ((0, 0), (0, 0), (0, 0), (0, YNN_MIN_FEATURES - features))
+        kernel = jnp.pad(kernel, pads)
+    out = jax.lax.conv_general_dilated(
         x, kernel, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
     )
+    return out[..., :features]
 
 
 @jax.custom_vjp
@@ -153,3 +178,289 @@ def _canonical_conv_backward(residuals: tuple[Array, Array], grad: Array) -> tup
 
 
 canonical_conv.defvjp(_canonical_conv_forward, _canonical_conv_backward)
+
+
+# Blocks of conv -> activation -> max pooling, pooled without a full-resolution backward.
+#
+# VALID max pooling with stride = window (ph, pw) reads each map position once, so a map
+# splits into ph * pw *subgrids*, one per window offset q = (di, dj): subgrid q holds the
+# positions (ph * i + di, pw * j + dj). The pooled map is the elementwise maximum of the
+# subgrids, and its gradient goes to the subgrid of each window's first maximum (``select``).
+# Everything below works on subgrids, i.e. at pooled resolution: XLA fuses the elementwise
+# work into loops over the pooled map, and the batch sums of the per-element ``a`` and ``b``
+# gradients run as trees of adds (XLA:CPU's own reductions over the batch axis run several
+# times slower when a select feeds them). For a single-channel input the convolution itself
+# is evaluated per subgrid, so the 28 x 28 x 16 map of the first block is never stored.
+
+
+def _subgrids(x: Array, pool_size: tuple[int, int]) -> list[Array]:
+    """The ``ph * pw`` window-offset subgrids of ``x`` (..., H, W, C), row-major, cropped."""
+    ph, pw = pool_size
+    height, width = x.shape[-3:-1]
+    rows, cols = height // ph, width // pw
+    return [
+        x[..., di : di + ph * (rows - 1) + 1 : ph, dj : dj + pw * (cols - 1) + 1 : pw, :]
+        for di in range(ph)
+        for dj in range(pw)
+    ]
+
+
+def _unpool(parts: Array, select: Array, pool_size: tuple[int, int], shape) -> Array:
+    """Each value of ``parts`` (..., R, C, F) at its window's ``select`` position of ``shape``.
+
+    The other positions, and the rows and columns VALID pooling crops, are zero.
+    """
+    ph, pw = pool_size
+    rows, cols, features = parts.shape[-3:]
+    offset = pw * jax.lax.broadcasted_iota(jnp.int32, (ph, 1, pw, 1), 0)
+    offset = offset + jax.lax.broadcasted_iota(jnp.int32, (ph, 1, pw, 1), 2)
+    spread = lambda v: v[..., :, None, :, None, :]  # noqa: E731  (..., R, 1, C, 1, F)
+    windows = jnp.where(spread(select) == offset, spread(parts), 0).astype(parts.dtype)
+    full = windows.reshape(*parts.shape[:-3], rows * ph, cols * pw, features)
+    pads = [(0, 0)] * (full.ndim - 3) + [(0, shape[-3] - rows * ph), (0, shape[-2] - cols * pw),
+                                         (0, 0)]
+    return jnp.pad(full, pads)
+
+
+def _first_max(values: list[Array]) -> Array:
+    """Index (int32) of the first of ``values`` that holds the elementwise maximum."""
+    maximum = functools.reduce(jnp.maximum, values)
+    select = jnp.full(maximum.shape, len(values) - 1, jnp.int32)
+    for index in reversed(range(len(values) - 1)):
+        select = jnp.where(values[index] == maximum, index, select)
+    return select
+
+
+def _pick(values: list[Array], select: Array) -> Array:
+    """Elementwise ``values[select]``."""
+    picked = values[-1]
+    for index in reversed(range(len(values) - 1)):
+        picked = jnp.where(select == index, values[index], picked)
+    return picked
+
+
+def batch_sum(x: Array) -> Array:
+    """Sum over the leading axis as a tree of halving adds.
+
+    Equals ``x.sum(0)`` up to rounding. XLA fuses the adds, and whatever
+    elementwise work produces ``x``, into loops over the output, where XLA:CPU's
+    reduction over a leading axis materialises a select-fed input first and
+    runs several times slower.
+    """
+    rest = None
+    while x.shape[0] > 1:
+        half = x.shape[0] // 2
+        if x.shape[0] % 2:
+            rest = x[-1] if rest is None else rest + x[-1]
+        x = x[:half] + x[half : 2 * half]
+    return x[0] if rest is None else x[0] + rest
+
+
+def stored(fn: Callable, *args):
+    """``fn(*args)``, evaluated once into buffers of its own.
+
+    XLA fuses an elementwise result into each of its consumers and recomputes it
+    there; a value that several consumers read and that is costly to compute
+    (an activation over a feature map) is cheaper stored. XLA does not fuse
+    across a conditional, so ``fn`` runs as both branches of one (the predicate,
+    which reads every argument so that XLA cannot fold it while any argument is
+    a runtime value, only keeps XLA from removing it; either branch gives the same
+    result).
+    """
+    firsts = [jnp.ravel(leaf)[0] for leaf in jax.tree.leaves(args)]
+    predicate = functools.reduce(jnp.logical_and, [first == first for first in firsts])
+    return jax.lax.cond(predicate, fn, fn, *args)
+
+
+def _activated(parts: list[Array], fn: Callable, params: tuple) -> list[Array]:
+    """``fn`` of each subgrid, or ``a * fn(u - b)`` with ``params = (a_parts, b_parts)``."""
+    if not params:
+        return [fn(u) for u in parts]
+    return [a * fn(u - b) for u, a, b in zip(parts, *params, strict=True)]
+
+
+def _param_subgrids(params: tuple, pool_size: tuple[int, int]) -> tuple:
+    """The subgrids of ``(a, b)`` (each (H, W, F)), or ``()`` for a plain activation."""
+    return tuple(_subgrids(p, pool_size) for p in params)
+
+
+def _pool_forward(parts_fn: Callable, args: tuple, fn: Callable, params: tuple, pool_size):
+    """``(pooled, select, v)``: the max-pooled activation, its first maximum, ``fn``'s input there.
+
+    ``parts_fn(*args)`` gives the pre-activation's subgrids; ``select`` and ``v``
+    (``u - b`` at the window maximum) are computed once and stored, for the
+    pooled value and the backward pass.
+    """
+    def select_and_input(args, params):
+        parts, param_parts = parts_fn(*args), _param_subgrids(params, pool_size)
+        select = _first_max(_activated(parts, fn, param_parts))
+        v = _pick(parts, select)
+        return select, (v - _pick(param_parts[1], select) if params else v)
+
+    select, v = stored(select_and_input, args, params)
+    if not params:
+        return fn(v), select, v
+    return _pick(_param_subgrids(params, pool_size)[0], select) * fn(v), select, v
+
+
+def _pool_backward(grad, select, v, fn, params, pool_size, map_shape) -> tuple:
+    """``(du, dparams)``: the pooled-resolution gradient of the pre-activation and of (a, b).
+
+    ``du`` belongs at each window's ``select`` position; ``dparams`` are the batch-summed
+    gradients of ``a`` and ``b`` at full resolution ``map_shape[1:]``, or ``()``.
+    """
+    value, slope = jax.jvp(fn, (v,), (jnp.ones_like(v),))
+    if not params:
+        return grad * slope, ()
+    a = _pick(_param_subgrids(params, pool_size)[0], select)
+    du, da = stored(lambda g, a, s, f: (g * a * s, g * f), grad, a, slope, value)
+    dparams = tuple(batch_sum(_unpool(d, select, pool_size, map_shape)) for d in (da, -du))
+    return du, dparams
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _act_max_pool(u: Array, params: tuple, fn: Callable, pool_size: tuple[int, int]) -> Array:
+    return functools.reduce(jnp.maximum, _activated(
+        _subgrids(u, pool_size), fn, _param_subgrids(params, pool_size)))
+
+
+def _act_max_pool_forward(u, params, fn, pool_size):
+    pooled, select, v = _pool_forward(
+        lambda u: _subgrids(u, pool_size), (u,), fn, params, pool_size)
+    return pooled, (u, params, select, v)
+
+
+def _act_max_pool_backward(fn, pool_size, residuals, grad):
+    u, params, select, v = residuals
+    du, dparams = _pool_backward(grad, select, v, fn, params, pool_size, u.shape)
+    return _unpool(du, select, pool_size, u.shape), dparams
+
+
+_act_max_pool.defvjp(_act_max_pool_forward, _act_max_pool_backward)
+
+
+def _agile_params(a, b, map_shape) -> tuple:
+    """``(a, b)`` broadcast to the (H, W, F) map, or ``()`` for a plain activation."""
+    if a is None and b is None:
+        return ()
+    if a is None or b is None:
+        raise ValueError("Pass both a and b (an agile activation) or neither (a plain one).")
+    return tuple(jnp.broadcast_to(jnp.asarray(p, jnp.float32), map_shape[1:]) for p in (a, b))
+
+
+def act_max_pool(u: Array, fn: Callable, a=None, b=None, pool_size=(2, 2)) -> Array:
+    """``reshape_pool(a * fn(u - b), pool_size, "max")``, or of ``fn(u)`` without ``a``, ``b``.
+
+    ``u`` is (N, H, W, F); ``a`` and ``b`` broadcast against (H, W, F). Same values
+    and gradients (ties to each window's first maximum), but the backward pass
+    works at pooled resolution: one activation derivative per window, and the
+    batch sums of the ``a``, ``b`` gradients as fused trees of adds.
+    """
+    pool_size = checked_pool_size(u, pool_size)
+    return _act_max_pool(u, _agile_params(a, b, u.shape), fn, pool_size)
+
+
+def _offset_slices(x: Array, kernel_size, pool_size) -> dict[tuple[int, int], Array]:
+    """``{(r, s): xpad[:, ph * i + r, pw * j + s]}`` over the pooled grid, for a 1-channel x.
+
+    ``xpad`` is ``x`` SAME-padded for ``kernel_size``; offsets run over
+    ``r < ph + kh - 1`` and ``s < pw + kw - 1``, each slice (N, rows, cols).
+    """
+    (kh, kw), (ph, pw) = kernel_size, pool_size
+    rows, cols = x.shape[1] // ph, x.shape[2] // pw
+    padded = jnp.pad(x[..., 0], ((0, 0), *same_padding(kernel_size)))
+    return {
+        (r, s): padded[:, r : r + ph * (rows - 1) + 1 : ph, s : s + pw * (cols - 1) + 1 : pw]
+        for r in range(ph + kh - 1)
+        for s in range(pw + kw - 1)
+    }
+
+
+def _subgrid_conv(x: Array, kernel: Array, bias: Array, pool_size) -> list[Array]:
+    """The SAME convolution of a 1-channel ``x`` (plus ``bias``) on each pooling subgrid.
+
+    Subgrid q = (di, dj) of ``patch_conv(x, kernel, bias)``, as 9 broadcast
+    multiply-adds per output that XLA fuses with what consumes them.
+    """
+    kh, kw, _, _ = kernel.shape
+    ph, pw = pool_size
+    slices = _offset_slices(x, (kh, kw), pool_size)
+    parts = []
+    for di in range(ph):
+        for dj in range(pw):
+            taps = [slices[di + ki, dj + kj][..., None] * kernel[ki, kj, 0]
+                    for ki in range(kh) for kj in range(kw)]
+            parts.append(functools.reduce(jnp.add, taps) + bias)
+    return parts
+
+
+def _subgrid_conv_kernel_grad(x: Array, select: Array, du: Array, kernel_shape, pool_size):
+    """Gradient of ``kernel`` from the pooled-resolution ``du`` at the ``select`` positions.
+
+    One matmul: the offset slices (offsets x positions) @ ``du`` spread over the
+    subgrids (positions x (subgrids x features)); tap (ki, kj) sums, over the
+    subgrids (di, dj), the entries of offset (di + ki, dj + kj).
+    """
+    kh, kw, _, features = kernel_shape
+    ph, pw = pool_size
+    slices = _offset_slices(x, (kh, kw), pool_size)
+    offsets = list(slices)
+    stacked = jnp.stack([slices[o] for o in offsets]).reshape(len(offsets), -1)
+    subgrid = jax.lax.broadcasted_iota(jnp.int32, (ph * pw, 1), 0)
+    spread = jnp.where(select[..., None, :] == subgrid, du[..., None, :], 0).astype(du.dtype)
+    per_offset = stacked @ spread.reshape(-1, ph * pw * features)
+    per_offset = per_offset.reshape(len(offsets), ph * pw, features)
+    taps = [
+        sum(per_offset[offsets.index((di + ki, dj + kj)), di * pw + dj]
+            for di in range(ph) for dj in range(pw))
+        for ki in range(kh) for kj in range(kw)
+    ]
+    return jnp.stack(taps).reshape(kernel_shape)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _conv_act_max_pool(x, kernel, bias, params, fn, pool_size):
+    parts = _subgrid_conv(x, kernel, bias, pool_size)
+    return functools.reduce(jnp.maximum, _activated(
+        parts, fn, _param_subgrids(params, pool_size)))
+
+
+def _conv_act_max_pool_forward(x, kernel, bias, params, fn, pool_size):
+    pooled, select, v = _pool_forward(
+        lambda *args: _subgrid_conv(*args, pool_size), (x, kernel, bias), fn, params, pool_size)
+    return pooled, (x, kernel, bias, params, select, v)
+
+
+def _conv_act_max_pool_backward(fn, pool_size, residuals, grad):
+    x, kernel, bias, params, select, v = residuals
+    map_shape = (*x.shape[:3], kernel.shape[-1])
+    du, dparams = _pool_backward(grad, select, v, fn, params, pool_size, map_shape)
+    dkernel = _subgrid_conv_kernel_grad(x, select, du, kernel.shape, pool_size)
+    subgrids = range(pool_size[0] * pool_size[1])
+    _, conv_vjp = jax.vjp(lambda x: _subgrid_conv(x, kernel, bias, pool_size), x)
+    (dx,) = conv_vjp([jnp.where(select == q, du, 0).astype(du.dtype) for q in subgrids])
+    return dx, dkernel, du.sum(axis=(0, 1, 2)), dparams
+
+
+_conv_act_max_pool.defvjp(_conv_act_max_pool_forward, _conv_act_max_pool_backward)
+
+
+def conv_act_max_pool(
+    x: Array, kernel: Array, bias: Array, fn: Callable, a=None, b=None, pool_size=(2, 2)
+) -> Array:
+    """``act_max_pool(patch_conv(x, kernel, bias), fn, a, b, pool_size)`` for a 1-channel ``x``.
+
+    The same values and gradients, but the full-resolution convolution output
+    (100 x 28 x 28 x 16 in the paper's first block) is never stored, forward or
+    backward: the convolution runs per pooling subgrid, fused with the
+    activation and the maximum, and the kernel gradient is one matmul at pooled
+    resolution.
+    """
+    if x.ndim != 4 or x.shape[-1] != 1 or kernel.shape[2] != 1:
+        raise ValueError(
+            f"conv_act_max_pool takes a 1-channel (N, H, W, 1) input and a (kh, kw, 1, F) "
+            f"kernel, got {x.shape} and {kernel.shape}."
+        )
+    pool_size = checked_pool_size(x, pool_size)
+    params = _agile_params(a, b, (*x.shape[:3], kernel.shape[-1]))
+    return _conv_act_max_pool(x, kernel, bias, params, fn, pool_size)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from agile import ops
+from agile.activations import get_activation
 from agile.combos import COMBOS
 from agile.models import CNN, count_params
 
@@ -261,3 +262,137 @@ def test_canonical_conv_matches_lax_values_and_gradients(kernel_size):
     for actual, wanted in zip(vjp(grad), expected_vjp(grad), strict=True):
         np.testing.assert_allclose(actual, wanted, rtol=1e-5, atol=1e-5)
 
+
+
+# Fused conv -> activation -> max pooling (agile.ops.act_max_pool, conv_act_max_pool)
+
+ACTIVATIONS = ["relu", "sigmoid", "tanh"]
+POOL_CASES = [((3, 8, 8), (2, 2)), ((2, 7, 9), (2, 3)), ((2, 7, 7), (3, 3))]
+
+
+def _agile_pooled_reference(u, fn, a, b, pool_size):
+    z = fn(u) if a is None else a * fn(u - b)
+    return nn.max_pool(z, pool_size, strides=pool_size, padding="VALID")
+
+
+def _random_agile(key, map_shape):
+    key_a, key_b = jax.random.split(key)
+    return (1 + 0.3 * jax.random.normal(key_a, map_shape),
+            0.3 * jax.random.normal(key_b, map_shape))
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS)
+@pytest.mark.parametrize("shape, pool_size", POOL_CASES)
+@pytest.mark.parametrize("agile_params", [True, False], ids=["agile", "plain"])
+def test_act_max_pool_matches_max_pool_of_activation(name, shape, pool_size, agile_params):
+    fn = get_activation(name)
+    keys = jax.random.split(jax.random.key(0), 3)
+    u = jax.random.normal(keys[0], (*shape, 4))
+    a, b = _random_agile(keys[1], u.shape[1:]) if agile_params else (None, None)
+    weights = jax.random.normal(keys[2], _agile_pooled_reference(u, fn, a, b, pool_size).shape)
+
+    def loss(pool):
+        return lambda u, a, b: jnp.sum(pool(u, fn, a, b, pool_size) * weights)
+
+    args, argnums = (u, a, b), (0, 1, 2) if agile_params else (0,)
+    ours = jax.jit(jax.value_and_grad(loss(ops.act_max_pool), argnums))(*args)
+    expected = jax.value_and_grad(loss(_agile_pooled_reference), argnums)(*args)
+    _assert_trees_close(ours, expected)
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS)
+@pytest.mark.parametrize("shape, pool_size", POOL_CASES)
+@pytest.mark.parametrize("kernel_size", [(3, 3), (2, 2), (5, 5)])
+def test_conv_act_max_pool_matches_conv_then_max_pool(name, shape, pool_size, kernel_size):
+    fn = get_activation(name)
+    keys = jax.random.split(jax.random.key(1), 5)
+    x = jax.random.normal(keys[0], (*shape, 1))
+    kernel = 0.5 * jax.random.normal(keys[1], (*kernel_size, 1, 5))
+    bias = 0.1 * jax.random.normal(keys[2], (5,))
+    a, b = _random_agile(keys[3], (*shape[1:], 5))
+
+    def reference(x, kernel, bias, a, b):
+        return _agile_pooled_reference(ops.patch_conv(x, kernel, bias), fn, a, b, pool_size)
+
+    weights = jax.random.normal(keys[4], reference(x, kernel, bias, a, b).shape)
+    for agile_args in [(a, b), ()]:
+        def loss(pooled, agile_args=agile_args):
+            return lambda x, k, bias, *ab: jnp.sum(pooled(x, k, bias, *ab) * weights)
+
+        ours = lambda x, k, bias, *ab: ops.conv_act_max_pool(  # noqa: E731
+            x, k, bias, fn, *ab, pool_size=pool_size)
+        ref = lambda x, k, bias, *ab: reference(x, k, bias, *(ab or (None, None)))  # noqa: E731
+        argnums = tuple(range(3 + len(agile_args)))
+        args = (x, kernel, bias, *agile_args)
+        _assert_trees_close(jax.jit(jax.value_and_grad(loss(ours), argnums))(*args),
+                            jax.value_and_grad(loss(ref), argnums)(*args))
+
+
+def test_fused_pooling_sends_tied_gradients_to_the_first_maximum_like_flax():
+    """Saturated sigmoids (exact 1.0s) and all-equal windows: a, b and kernel gradients tie-break
+    to each window's first maximum in row-major order, as nn.max_pool's gradient does."""
+    fn = get_activation("sigmoid")
+    x = jnp.zeros((2, 6, 6, 1)).at[:, ::3, ::2].set(1.0)
+    kernel = jnp.full((3, 3, 1, 3), 30.0).at[..., 2].set(0.0)  # Channels 0, 1 saturate; 2 ties.
+    bias = jnp.array([40.0, 35.0, 0.5])
+    a, b = jnp.ones((6, 6, 3)), jnp.zeros((6, 6, 3))
+
+    def loss(pooled):
+        return lambda *args: jnp.sum(pooled(*args) * jnp.arange(1.0, 4.0))
+
+    ours = lambda x, k, bias, a, b: ops.conv_act_max_pool(x, k, bias, fn, a, b)  # noqa: E731
+    ref = lambda x, k, bias, a, b: _agile_pooled_reference(  # noqa: E731
+        ops.patch_conv(x, k, bias), fn, a, b, (2, 2))
+    ours_act = lambda u, a, b: ops.act_max_pool(u, fn, a, b)  # noqa: E731
+    ref_act = lambda u, a, b: _agile_pooled_reference(u, fn, a, b, (2, 2))  # noqa: E731
+    args = (x, kernel, bias, a, b)
+    expected = jax.grad(loss(ref), argnums=(1, 2, 3, 4))(*args)
+    first_of_window = np.tile([[True, False], [False, False]], (3, 3))
+    np.testing.assert_array_equal(expected[2] != 0, np.repeat(first_of_window[..., None], 3, -1))
+    _assert_same_support_and_close(jax.jit(jax.grad(loss(ours), argnums=(1, 2, 3, 4)))(*args),
+                                   expected)
+    u = ops.patch_conv(x, kernel, bias)
+    _assert_same_support_and_close(jax.jit(jax.grad(loss(ours_act), argnums=(0, 1, 2)))(u, a, b),
+                                   jax.grad(loss(ref_act), argnums=(0, 1, 2))(u, a, b))
+
+
+def _assert_same_support_and_close(actual, expected):
+    """Zero exactly where ``expected`` is (which window position got the gradient), else close."""
+    jax.tree.map(lambda x, y: np.testing.assert_array_equal(x != 0, y != 0), actual, expected)
+    _assert_trees_close(actual, expected)
+
+
+def test_fused_pooling_errors():
+    fn = get_activation("relu")
+    with pytest.raises(ValueError, match="1-channel"):
+        ops.conv_act_max_pool(jnp.zeros((1, 4, 4, 2)), jnp.zeros((3, 3, 2, 4)), jnp.zeros(4), fn)
+    with pytest.raises(ValueError, match="larger than"):
+        ops.act_max_pool(jnp.zeros((1, 2, 2, 3)), fn, pool_size=(3, 3))
+    with pytest.raises(ValueError, match="both a and b"):
+        ops.act_max_pool(jnp.zeros((1, 4, 4, 3)), fn, a=jnp.ones(3))
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, 100])
+def test_batch_sum_equals_sum_over_the_leading_axis(size):
+    x = jax.random.normal(jax.random.key(size), (size, 3, 5))
+    np.testing.assert_allclose(ops.batch_sum(x), x.sum(0), rtol=1e-5, atol=1e-5)
+
+
+def test_stored_returns_the_function_value_also_under_vmap_and_grad():
+    fn = lambda x, y: (jnp.sin(x) * y, x + y)  # noqa: E731
+    x, y = jnp.arange(3.0), jnp.full(3, 2.0)
+    _assert_trees_close(jax.jit(ops.stored, static_argnums=0)(fn, x, y), fn(x, y))
+    _assert_trees_close(jax.vmap(lambda x: ops.stored(fn, x, y))(x[:, None]),
+                        jax.vmap(lambda x: fn(x, y))(x[:, None]))
+    np.testing.assert_allclose(jax.grad(lambda x: ops.stored(fn, x, y)[0].sum())(x),
+                               jnp.cos(x) * y, rtol=1e-6)
+
+
+def test_convolutions_padded_for_ynnpack_equal_plain_ones():
+    x = jax.random.normal(jax.random.key(0), (2, 5, 5, 3))
+    kernel = jax.random.normal(jax.random.key(1), (3, 3, 3, 4))
+    np.testing.assert_allclose(
+        ops._conv_nhwc(x, kernel, ((1, 1), (1, 1))),
+        jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC")),
+        rtol=1e-5, atol=1e-5)
