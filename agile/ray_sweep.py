@@ -131,6 +131,19 @@ def _check_reachable(address: str, shown: str) -> None:
         ) from None
 
 
+def _connect_error(address: str, err: ConnectionError) -> str:
+    """One line for a cluster that answered but refused us or is not a Ray cluster."""
+    cause = f"{err} {err.__cause__ or ''}"
+    if "Unauthenticated" in cause or "AuthToken" in cause:
+        return (f"The Ray cluster at --ray_address={address} refused this driver's "
+                "authentication token; set RAY_AUTH_MODE=token and make the cluster's token "
+                "available here (~/.ray/auth_token, where `ray start --head` wrote it, or "
+                "RAY_AUTH_TOKEN).")
+    return (f"Cannot connect to a Ray cluster at --ray_address={address} "
+            f"({str(err).splitlines()[0]}); give the head node's GCS address (`ray start "
+            "--head` prints it; port 6379 by default).")
+
+
 def connect(options: Options) -> Callable[[], None]:
     """Starts a local Ray or joins ``options.address``; returns the function that leaves it.
 
@@ -152,12 +165,8 @@ def connect(options: Options) -> Callable[[], None]:
             _check_reachable(address, options.address)
             try:
                 ray.init(address=address, **common)
-            except ConnectionError as err:  # The port answers, but no Ray cluster there.
-                raise sweep.SweepError(
-                    f"Cannot connect to a Ray cluster at --ray_address={options.address} "
-                    f"({str(err).splitlines()[0]}); give the head node's GCS address "
-                    "(`ray start --head` prints it; port 6379 by default)."
-                ) from None
+            except ConnectionError as err:  # The port answers, but not a Ray that lets us in.
+                raise sweep.SweepError(_connect_error(options.address, err)) from None
     return ray.shutdown
 
 

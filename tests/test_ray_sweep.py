@@ -139,6 +139,21 @@ def test_an_address_nothing_listens_on_is_one_line():
     assert ray_sweep._host_port("ray://head") == ("head", 10001)
 
 
+def test_a_cluster_that_refuses_the_driver_is_one_line():
+    refused = ConnectionError("Failed to connect to Ray cluster at 10.0.0.1:6379")
+    refused.__cause__ = RuntimeError("Failed to connect to GCS. Last connection error: "
+                                     "Unauthenticated: InvalidAuthToken: token is missing")
+    assert ray_sweep._connect_error("auto", refused) == (
+        "The Ray cluster at --ray_address=auto refused this driver's authentication token; set "
+        "RAY_AUTH_MODE=token and make the cluster's token available here (~/.ray/auth_token, "
+        "where `ray start --head` wrote it, or RAY_AUTH_TOKEN).")
+    other = ConnectionError("Failed to connect to Ray cluster at 10.0.0.1:80\nmore")
+    assert ray_sweep._connect_error("10.0.0.1:80", other) == (
+        "Cannot connect to a Ray cluster at --ray_address=10.0.0.1:80 (Failed to connect to Ray "
+        "cluster at 10.0.0.1:80); give the head node's GCS address (`ray start --head` prints "
+        "it; port 6379 by default).")
+
+
 class _Cluster:
     """What check_resources reads from ``ray``: live nodes and the cluster's totals."""
 
