@@ -40,6 +40,7 @@ _SCALING_WORKER = flags.DEFINE_string(
 
 NUM_EXAMPLES = 1000  # Synthetic device-resident data the steps gather their batches from.
 MODES = ("pmap", "shard_map")
+SEED_BATCHINGS = ("scan", "vmap")  # "auto" is one of these: scan on CPU, vmap on GPU/TPU
 
 
 def layout_runner(config, steps: int) -> benchmarking.Runner:
@@ -101,13 +102,16 @@ def scaling_markdown(results: dict[str, Any], rounds: int, steps: int) -> str:
         f"Combo {results['combo']} ({results['implementation']}), batch {results['batch_size']}, "
         f"median of {rounds} interleaved rounds of {steps} steps.",
         "",
-        "| variant | models/s (steps x models per second) |",
-        "|---|---|",
-        f"| one seed at a time | {results['one_seed_models_per_s']:.1f} |",
-        f"| {seeds} seeds in one program (SeedBatch) | "
-        f"{results[f'{seeds}_seeds_models_per_s']:.1f} |",
-        "",
-        f"Seed batching speedup per model: {results['seed_speedup']:.2f}x",
+        "| variant | models/s (steps x models per second) | per-model speed-up |",
+        "|---|---|---|",
+        f"| one seed at a time | {results['one_seed_models_per_s']:.1f} | 1.00x |",
+    ]
+    for batching in SEED_BATCHINGS:
+        lines.append(
+            f"| {seeds} seeds in one program, seed_batching={batching} | "
+            f"{results['seed_batches'][batching]['models_per_s']:.1f} | "
+            f"{results['seed_batches'][batching]['speedup']:.2f}x |")
+    lines += [
         "",
         "| mode | " + " | ".join(f"{d} device(s)" for d in devices)
         + " (ms/step, host CPU devices) |",
@@ -125,7 +129,8 @@ def scaling_main() -> None:
     devices = [int(d) for d in _SCALING_DEVICES.value]
     rates = _median_steps_per_second({
         "one": layout_runner(_scaling_config(), steps),
-        "many": layout_runner(_scaling_config(num_seeds=seeds), steps),
+        **{batching: layout_runner(_scaling_config(num_seeds=seeds, seed_batching=batching),
+                                   steps) for batching in SEED_BATCHINGS},
     })
     results: dict[str, Any] = {
         "combo": _SCALING_COMBO.value,
@@ -134,8 +139,11 @@ def scaling_main() -> None:
         "num_seeds": seeds,
         "devices": devices,
         "one_seed_models_per_s": rates["one"],
-        f"{seeds}_seeds_models_per_s": rates["many"] * seeds,
-        "seed_speedup": rates["many"] * seeds / rates["one"],
+        "seed_batches": {
+            batching: {"models_per_s": rates[batching] * seeds,
+                       "speedup": rates[batching] * seeds / rates["one"]}
+            for batching in SEED_BATCHINGS
+        },
         "data_parallel_ms_per_step": {
             f"{mode}_{d}": _data_parallel_ms_per_step(mode, d) for d in devices for mode in MODES
         },
