@@ -507,6 +507,8 @@ def train_and_evaluate(
             setup = _setup(config, workdir)
             stack.callback(setup.checkpoints.close)
             stack.callback(setup.writer.close)
+            if setup.is_main:
+                setup.checkpoints.remove_unfinished()
             progress = _restore(setup, _initial_progress(setup))
         if setup.is_main:
             workdir_lib.save_config(workdir, config_dict)

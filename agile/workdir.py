@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import socket
 import time
 from collections.abc import Iterable
@@ -188,6 +189,17 @@ class Checkpoints:
         self.directory = Path(workdir).resolve() / CHECKPOINT_DIR
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
         self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def remove_unfinished(self) -> list[Path]:
+        """Deletes checkpoint folders a killed run left half-written (``*.orbax-checkpoint-tmp*``).
+
+        Only for the process that holds the workdir's lock, before it saves anything.
+        """
+        stale = sorted(self.directory.glob("*.orbax-checkpoint-tmp*"))
+        for path in stale:
+            logging.warning("Removing %s, a checkpoint an interrupted run left unfinished.", path)
+            shutil.rmtree(path)
+        return stale
 
     def latest_step(self) -> int | None:
         """The newest finished checkpoint's step (None if there is none)."""

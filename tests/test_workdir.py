@@ -173,3 +173,14 @@ def test_write_text_atomically_leaves_no_temporary_file(tmp_path):
     workdir_lib.write_text_atomically(path, json.dumps({"a": 1}))
     assert json.loads(path.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+def test_remove_unfinished_deletes_half_written_checkpoints_only(tmp_path):
+    checkpoints = workdir_lib.Checkpoints(tmp_path)
+    checkpoints.save(1, _arrays(1), {})
+    checkpoints.wait()
+    stale = checkpoints.directory / "2.orbax-checkpoint-tmp-1234"
+    (stale / "arrays").mkdir(parents=True)
+    assert checkpoints.remove_unfinished() == [stale]
+    assert sorted(p.name for p in checkpoints.directory.iterdir()) == ["1"]
+    checkpoints.close()
