@@ -239,21 +239,22 @@ def _pick(values: list[Array], select: Array) -> Array:
     return picked
 
 
-def batch_sum(x: Array) -> Array:
-    """Sum over the leading axis as a tree of halving adds.
+def batch_sum(x: Array, fan_in: int = 2) -> Array:
+    """Sum over the leading axis as a tree of adds, ``fan_in`` slices per level.
 
-    Equals ``x.sum(0)`` up to rounding. XLA fuses the adds, and whatever
-    elementwise work produces ``x``, into loops over the output, where XLA:CPU's
-    reduction over a leading axis materialises a select-fed input first and
-    runs several times slower.
+    Equals ``x.sum(0)`` up to rounding. XLA fuses the adds, and the elementwise
+    work that produces ``x``, into loops over a level's output, where XLA:CPU's
+    reduction over a leading axis first stores a select-fed input and runs
+    several times slower. XLA stores the levels it does not fuse; a wider
+    ``fan_in`` makes the first of them smaller when producing ``x`` is costly.
     """
-    rest = None
+    rest = []
     while x.shape[0] > 1:
-        half = x.shape[0] // 2
-        if x.shape[0] % 2:
-            rest = x[-1] if rest is None else rest + x[-1]
-        x = x[:half] + x[half : 2 * half]
-    return x[0] if rest is None else x[0] + rest
+        width = min(fan_in, x.shape[0])
+        rows = x.shape[0] // width
+        rest += [x[row] for row in range(rows * width, x.shape[0])]
+        x = functools.reduce(jnp.add, [x[i * rows : (i + 1) * rows] for i in range(width)])
+    return functools.reduce(jnp.add, [x[0], *rest])
 
 
 def stored(fn: Callable, *args):
@@ -397,25 +398,21 @@ def _subgrid_conv(x: Array, kernel: Array, bias: Array, pool_size) -> list[Array
 def _subgrid_conv_kernel_grad(x: Array, select: Array, du: Array, kernel_shape, pool_size):
     """Gradient of ``kernel`` from the pooled-resolution ``du`` at the ``select`` positions.
 
-    One matmul: the offset slices (offsets x positions) @ ``du`` spread over the
-    subgrids (positions x (subgrids x features)); tap (ki, kj) sums, over the
-    subgrids (di, dj), the entries of offset (di + ki, dj + kj).
+    Tap (ki, kj) of the kernel gradient sums ``du`` times the input that tap
+    read at each window's selected position: per subgrid, the taps' input
+    slices stacked (N, taps, rows, cols), picked by ``select``, times ``du``,
+    summed over the batch by :func:`batch_sum` and then over the pooled map.
     """
-    kh, kw, _, features = kernel_shape
+    kh, kw, _, _ = kernel_shape
     ph, pw = pool_size
     slices = _offset_slices(x, (kh, kw), pool_size)
-    offsets = list(slices)
-    stacked = jnp.stack([slices[o] for o in offsets]).reshape(len(offsets), -1)
-    subgrid = jax.lax.broadcasted_iota(jnp.int32, (ph * pw, 1), 0)
-    spread = jnp.where(select[..., None, :] == subgrid, du[..., None, :], 0).astype(du.dtype)
-    per_offset = stacked @ spread.reshape(-1, ph * pw * features)
-    per_offset = per_offset.reshape(len(offsets), ph * pw, features)
-    taps = [
-        sum(per_offset[offsets.index((di + ki, dj + kj)), di * pw + dj]
-            for di in range(ph) for dj in range(pw))
-        for ki in range(kh) for kj in range(kw)
+    taps_per_subgrid = [
+        jnp.stack([slices[di + ki, dj + kj] for ki in range(kh) for kj in range(kw)], 1)[..., None]
+        for di in range(ph)
+        for dj in range(pw)
     ]
-    return jnp.stack(taps).reshape(kernel_shape)
+    under_maximum = _pick(taps_per_subgrid, select[:, None])
+    return batch_sum(under_maximum * du[:, None], fan_in=10).sum((1, 2)).reshape(kernel_shape)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
