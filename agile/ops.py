@@ -308,15 +308,22 @@ def _pool_backward(grad, select, v, fn, params, pool_size, map_shape) -> tuple:
     """``(du, dparams)``: the pooled-resolution gradient of the pre-activation and of (a, b).
 
     ``du`` belongs at each window's ``select`` position; ``dparams`` are the batch-summed
-    gradients of ``a`` and ``b`` at full resolution ``map_shape[1:]``, or ``()``.
+    gradients of ``a`` and ``b`` at full resolution ``map_shape[1:]``, or ``()``. Only
+    ``du``, which several consumers read, is stored; ``a``'s gradient ``grad * fn(v)``
+    is computed inside its batch sum.
     """
-    value, slope = jax.jvp(fn, (v,), (jnp.ones_like(v),))
+    def slope(v):
+        return jax.jvp(fn, (v,), (jnp.ones_like(v),))[1]
+
     if not params:
-        return grad * slope, ()
-    a = _pick(_param_subgrids(params, pool_size)[0], select)
-    du, da = stored(lambda g, a, s, f: (g * a * s, g * f), grad, a, slope, value)
-    dparams = tuple(batch_sum(_unpool(d, select, pool_size, map_shape)) for d in (da, -du))
-    return du, dparams
+        return grad * slope(v), ()
+
+    def pre_activation_grad(grad, select, v, params):
+        return grad * _pick(_param_subgrids(params, pool_size)[0], select) * slope(v)
+
+    du = stored(pre_activation_grad, grad, select, v, params)
+    da = batch_sum(_unpool(grad * fn(v), select, pool_size, map_shape))
+    return du, (da, -batch_sum(_unpool(du, select, pool_size, map_shape)))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
