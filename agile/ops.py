@@ -309,19 +309,21 @@ def _pool_backward(grad, select, v, fn, params, pool_size, map_shape) -> tuple:
 
     ``du`` belongs at each window's ``select`` position; ``dparams`` are the batch-summed
     gradients of ``a`` and ``b`` at full resolution ``map_shape[1:]``, or ``()``. Only
-    ``du``, which several consumers read, is stored; ``a``'s gradient ``grad * fn(v)``
-    is computed inside its batch sum.
+    ``du``, which several consumers read, is stored (recomputing an activation's
+    derivative in each costs more); ``a``'s gradient ``grad * fn(v)`` is computed
+    inside its batch sum.
     """
     def slope(v):
         return jax.jvp(fn, (v,), (jnp.ones_like(v),))[1]
 
-    if not params:
-        return grad * slope(v), ()
-
     def pre_activation_grad(grad, select, v, params):
+        if not params:
+            return grad * slope(v)
         return grad * _pick(_param_subgrids(params, pool_size)[0], select) * slope(v)
 
     du = stored(pre_activation_grad, grad, select, v, params)
+    if not params:
+        return du, ()
     da = batch_sum(_unpool(grad * fn(v), select, pool_size, map_shape))
     return du, (da, -batch_sum(_unpool(du, select, pool_size, map_shape)))
 
