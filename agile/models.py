@@ -1,4 +1,4 @@
-"""The paper's CNN: three conv -> activation -> pooling blocks, a hidden dense layer, logits."""
+"""The paper's CNN: conv -> activation -> pooling blocks, a hidden dense layer, logits."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from agile.activations import get_activation, validate_activation_name
-from agile.layers import Agile, activation_layer
+from agile.activations import get_activation, is_learnable_name, validate_activation_name
+from agile.errors import ConfigError, unknown_value_error
+from agile.layers import Agile, activation_layer, validate_granularity
 from agile.ops import (
     POOLINGS,
     act_max_pool,
@@ -80,27 +81,23 @@ class CNN(nn.Module):
     implementation: str = "fast"
 
     def validate(self) -> None:
-        """Raises ValueError for a bad field, before anything is traced.
+        """Raises ConfigError (a ValueError) for a bad field, before anything is traced.
 
         Activations are plain names, ``agile_<name>`` or ``combined:<name>,<name>,...``.
+        No ``conv_features`` makes a network of dense layers only.
         """
-        from agile.layers import validate_granularity
-
         validate_activation_name(self.conv_activation)
         validate_activation_name(self.dense_activation)
         validate_granularity(self.granularity)
         if self.pooling not in POOLINGS:
-            raise ValueError(f"Unknown pooling {self.pooling!r}. Valid: {', '.join(POOLINGS)}.")
-        if not self.conv_features or any(int(f) < 1 for f in self.conv_features):
-            raise ValueError(f"conv_features must be positive integers, got {self.conv_features}.")
+            raise unknown_value_error("pooling", self.pooling, POOLINGS)
+        if any(int(f) < 1 for f in self.conv_features):
+            raise ConfigError(f"conv_features must be positive integers, got {self.conv_features}.")
         if self.implementation not in IMPLEMENTATIONS:
-            raise ValueError(
-                f"Unknown implementation {self.implementation!r}. "
-                f"Valid: {', '.join(IMPLEMENTATIONS)}."
-            )
+            raise unknown_value_error("implementation", self.implementation, IMPLEMENTATIONS)
         sizes = (*self.kernel_size, *self.pool_size)
         if len(sizes) != 4 or any(int(size) < 1 for size in sizes):
-            raise ValueError(
+            raise ConfigError(
                 f"kernel_size and pool_size must be pairs of positive integers, "
                 f"got {self.kernel_size} and {self.pool_size}."
             )
@@ -153,8 +150,6 @@ class CNN(nn.Module):
 
     def _activation(self, activation: str, name: str):
         """A named ``Agile`` or ``CombinedAgile`` layer for agile or combined names, else f."""
-        from agile.activations import is_learnable_name
-
         if is_learnable_name(activation):
             return activation_layer(activation, self.granularity, name=name)
         return activation_layer(activation, self.granularity)

@@ -396,3 +396,14 @@ def test_convolutions_padded_for_ynnpack_equal_plain_ones():
         jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
                                      dimension_numbers=("NHWC", "HWIO", "NHWC")),
         rtol=1e-5, atol=1e-5)
+
+
+def test_no_conv_features_is_a_network_of_dense_layers_only():
+    """The paper's Fig. 11 setting: 784 -> 30 -> 10, (agile) activation on the dense layer."""
+    for implementation in ("fast", "reference"):
+        model = CNN(conv_features=(), dense_activation="agile_sigmoid",
+                    implementation=implementation)
+        params = model.init(jax.random.key(0), IMAGES[:1])["params"]
+        assert set(params) == {"hidden", "hidden_act", "output"}
+        assert params["hidden"]["kernel"].shape == (784, 30)
+        assert model.apply({"params": params}, IMAGES).shape == (4, 10)
