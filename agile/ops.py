@@ -173,8 +173,21 @@ def _canonical_conv_backward(residuals: tuple[Array, Array], grad: Array) -> tup
     transposed_padding = tuple((k - 1 - low, k - 1 - high) for k, (low, high)
                                in zip(kernel.shape[:2], padding, strict=True))
     grad_x = _conv_nhwc(grad, flipped, transposed_padding)
-    grad_kernel = _conv_nhwc(x.transpose(3, 1, 2, 0), grad.transpose(1, 2, 0, 3), padding)
-    return grad_x, grad_kernel.transpose(1, 2, 0, 3)
+    return grad_x, _kernel_grad(x, grad, kernel.shape)
+
+
+def _kernel_grad(x: Array, grad: Array, kernel_shape) -> Array:
+    """Kernel gradient of the SAME convolution of ``x`` (N, H, W, C) given ``grad`` (N, H, W, F).
+
+    One canonical convolution over the batch as features: ``grad`` as (F, H, W, N)
+    slides over ``x`` as an (H, W, N, C) kernel, padded (high, low) so the output
+    is the kernel gradient flipped. The transposes this needs move single
+    elements only of ``grad``, the narrower of the two (C > F here); XLA:CPU runs
+    the convolution on YNNPACK (N = 100 features).
+    """
+    padding = tuple((high, low) for low, high in same_padding(kernel_shape[:2]))
+    flipped = _conv_nhwc(grad.transpose(3, 1, 2, 0), x.transpose(1, 2, 0, 3), padding)
+    return jnp.flip(flipped, (1, 2)).transpose(1, 2, 3, 0)
 
 
 canonical_conv.defvjp(_canonical_conv_forward, _canonical_conv_backward)
@@ -408,19 +421,22 @@ def _subgrid_conv_kernel_grad(x: Array, select: Array, du: Array, kernel_shape, 
     """Gradient of ``kernel`` from the pooled-resolution ``du`` at the ``select`` positions.
 
     Tap (ki, kj) of the kernel gradient sums ``du`` times the input that tap
-    read at each window's selected position: per subgrid, the taps' input
-    slices stacked (N, taps, rows, cols), picked by ``select``, times ``du``,
-    summed over the batch by :func:`batch_sum` and then over the pooled map.
+    read at each window's selected position: the offset slices stacked once
+    (N, offset rows, offset columns, rows, cols), each subgrid's taps a static
+    slice of them, picked by ``select``, times ``du``, summed over the batch by
+    :func:`batch_sum` and then over the pooled map.
     """
     kh, kw, _, _ = kernel_shape
     ph, pw = pool_size
     slices = _offset_slices(x, (kh, kw), pool_size)
+    offsets = jnp.stack([slices[r, s] for r in range(ph + kh - 1) for s in range(pw + kw - 1)], 1)
+    offsets = offsets.reshape(x.shape[0], ph + kh - 1, pw + kw - 1, *offsets.shape[2:])
     taps_per_subgrid = [
-        jnp.stack([slices[di + ki, dj + kj] for ki in range(kh) for kj in range(kw)], 1)[..., None]
+        offsets[:, di : di + kh, dj : dj + kw].reshape(x.shape[0], kh * kw, *offsets.shape[3:])
         for di in range(ph)
         for dj in range(pw)
     ]
-    under_maximum = _pick(taps_per_subgrid, select[:, None])
+    under_maximum = _pick([taps[..., None] for taps in taps_per_subgrid], select[:, None])
     return batch_sum(under_maximum * du[:, None], fan_in=10).sum((1, 2)).reshape(kernel_shape)
 
 
