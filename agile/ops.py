@@ -225,8 +225,8 @@ def _unpool(parts: Array, select: Array, pool_size: tuple[int, int], shape) -> A
     """
     ph, pw = pool_size
     rows, cols, features = parts.shape[-3:]
-    offset = pw * jax.lax.broadcasted_iota(jnp.int32, (ph, 1, pw, 1), 0)
-    offset = offset + jax.lax.broadcasted_iota(jnp.int32, (ph, 1, pw, 1), 2)
+    offset = pw * jax.lax.broadcasted_iota(select.dtype, (ph, 1, pw, 1), 0)
+    offset = offset + jax.lax.broadcasted_iota(select.dtype, (ph, 1, pw, 1), 2)
     spread = lambda v: v[..., :, None, :, None, :]  # noqa: E731  (..., R, 1, C, 1, F)
     windows = jnp.where(spread(select) == offset, spread(parts), 0).astype(parts.dtype)
     full = windows.reshape(*parts.shape[:-3], rows * ph, cols * pw, features)
@@ -236,9 +236,14 @@ def _unpool(parts: Array, select: Array, pool_size: tuple[int, int], shape) -> A
 
 
 def _first_max(values: list[Array]) -> Array:
-    """Index (int32) of the first of ``values`` that holds the elementwise maximum."""
+    """Index of the first of ``values`` that holds the elementwise maximum.
+
+    int8 (one byte per window, read by several backward loops) unless there are
+    more than 127 values.
+    """
     maximum = functools.reduce(jnp.maximum, values)
-    select = jnp.full(maximum.shape, len(values) - 1, jnp.int32)
+    dtype = jnp.int8 if len(values) <= 127 else jnp.int32
+    select = jnp.full(maximum.shape, len(values) - 1, dtype)
     for index in reversed(range(len(values) - 1)):
         select = jnp.where(values[index] == maximum, index, select)
     return select
