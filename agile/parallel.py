@@ -64,6 +64,22 @@ def validate_scaling_config(config: ml_collections.ConfigDict) -> None:
         )
 
 
+def host_device_env(count: int) -> dict[str, str]:
+    """Environment for a process that runs JAX on ``count`` forced host (CPU) devices.
+
+    ``XLA_FLAGS=--xla_force_host_platform_device_count=<count>``, and ``NPROC`` so XLA:CPU
+    sizes its client thread pool (normally one thread per core, at least one per device)
+    to twice the device count: a launch thread blocked on a full device queue can then
+    never take the thread another device needs to join a collective, which on a loaded
+    2-core machine deadlocked pmap/shard_map all-reduces now and then. Both must be set
+    before JAX starts, so they go to subprocesses (tests, benchmarks) or the shell.
+    """
+    if count < 1:
+        raise ConfigError(f"count must be a positive number of devices, got {count}.")
+    return {"XLA_FLAGS": f"--xla_force_host_platform_device_count={count}",
+            "NPROC": str(max(2 * count, os.cpu_count() or 1))}
+
+
 def initialize_distributed(
     coordinator_address: str | None = None,
     num_processes: int | None = None,
@@ -99,6 +115,8 @@ def _to_host(tree: Any) -> Any:
 
 class SingleDevice:
     """One model on the default device: the step under ``jax.jit``, as in plain training."""
+
+    max_steps_in_flight: int | None = None  # Compiled steps the host may dispatch ahead.
 
     def __init__(self, compiled_step: StepFn, seed: int):
         self.seeds = (seed,)
@@ -220,7 +238,15 @@ class SeedBatch(SingleDevice):
 
 
 class DataParallel(SingleDevice):
-    """Shared part of the data-parallel layouts: one model, checkpointed as host arrays."""
+    """Shared part of the data-parallel layouts: one model, checkpointed as host arrays.
+
+    ``max_steps_in_flight``: the loop waits for the devices at least this often. XLA:CPU
+    blocks a launch thread when a device has 32 computations queued; with host devices
+    that thread can be the one the last device's collective needs, and the all-reduce then
+    deadlocks (aborting after 40 s). Staying well under 32 steps ahead rules that out.
+    """
+
+    max_steps_in_flight = 16
 
     def to_checkpoint(self, tree: Any) -> Any:
         return _to_host(self.seed_view(tree, 0))

@@ -575,6 +575,9 @@ def _loop(
                 step += 1
                 if step == first_step + 1:
                     jax.block_until_ready(progress.state)
+            if layout.max_steps_in_flight and step % layout.max_steps_in_flight == 0:
+                with clock.phase("steps"):
+                    jax.block_until_ready(progress.accum)  # See DataParallel.
             if after_step is not None:
                 after_step(step)
             is_eval = step % setup.eval_every == 0 or step == setup.total_steps

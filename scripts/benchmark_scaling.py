@@ -22,7 +22,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from agile import benchmarking, train
+from agile import benchmarking, parallel, train
 from agile.config import get_config
 
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "benchmark_results", "Where results go.")
@@ -85,7 +85,7 @@ def _median_steps_per_second(runners: dict[str, benchmarking.Runner]) -> dict[st
 
 def _data_parallel_ms_per_step(mode: str, devices: int) -> float:
     """Median ms per step of ``mode`` on ``devices`` host devices, timed in a subprocess."""
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    env = {**os.environ, **parallel.host_device_env(devices)}
     out = subprocess.run(
         [sys.executable, __file__, f"--scaling_worker={mode}", f"--rounds={_ROUNDS.value}",
          f"--steps_per_round={_STEPS_PER_ROUND.value}", f"--batch_size={_BATCH_SIZE.value}",

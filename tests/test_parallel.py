@@ -203,7 +203,7 @@ def _run(args: list[str], env: dict[str, str], timeout: int = 600) -> subprocess
 def test_pmap_and_shard_map_on_four_devices_match_one_device(tmp_path, synthetic_mnist_dir):
     result = _run(
         [sys.executable, "-c", FOUR_DEVICE_CHECK, str(synthetic_mnist_dir), str(tmp_path)],
-        {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
+        parallel.host_device_env(4),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.split("RESULT", 1)[1])
@@ -261,3 +261,16 @@ def test_auto_seed_batching_is_scan_on_cpu_and_vmap_on_accelerators(monkeypatch)
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     assert parallel.resolve_seed_batching("auto") == "vmap"
     assert parallel.resolve_seed_batching("scan") == "scan"
+
+
+def test_host_device_env_sizes_xla_threads_for_collectives():
+    env = parallel.host_device_env(4)
+    assert env["XLA_FLAGS"] == "--xla_force_host_platform_device_count=4"
+    assert int(env["NPROC"]) >= 8  # at least two launch threads per device
+    with pytest.raises(ValueError, match="count must be a positive number of devices"):
+        parallel.host_device_env(0)
+
+
+def test_data_parallel_layouts_bound_how_far_the_host_runs_ahead():
+    assert parallel.DataParallel.max_steps_in_flight == 16 < 32  # XLA:CPU's queue limit
+    assert parallel.SingleDevice.max_steps_in_flight is None
