@@ -1,5 +1,6 @@
 """agile.benchmarking's timing helpers, and the two benchmark programs run with tiny settings."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -77,3 +78,45 @@ def test_scaling_benchmark_writes_json_and_markdown(tmp_path):
     assert "| 2 seeds in one program, seed_batching=scan |" in table
     assert "| 2 seeds in one program, seed_batching=vmap |" in table
     assert "| shard_map |" in table
+
+
+def _profile_script():
+    spec = importlib.util.spec_from_file_location("profile_step", REPO_ROOT / "scripts" /
+                                                  "profile_step.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["profile_step"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_profile_step_parses_hlo_instructions_and_classifies_them():
+    profile_step = _profile_script()
+    line = ('  %cond.2 = (s8[100,14,14,16]{3,2,1,0}, f32[4]{0}) conditional(%p, %a, %a), '
+            'branch_computations={%region_0.1, %region_1.2}, metadata={op_name='
+            '"jit(train_step)/jvp(CNN)/CNN._fast_block/conv_0/cond"}')
+    op = profile_step.parse_instruction(line)
+    assert (op.name, op.opcode, op.operands, op.branches) == (
+        "cond.2", "conditional", ["p", "a", "a"], ("region_0.1", "region_1.2"))
+    assert profile_step.shape_bytes(op.shape) == 100 * 14 * 14 * 16 + 16
+    assert profile_step.phase_of(op.op_name) == "forward"
+    assert profile_step.phase_of("jit(train_step)/transpose(jvp(CNN))/conv_1/x") == "backward"
+    assert profile_step.phase_of("jit(train_step)/add") == "optimizer"
+    assert profile_step.layer_of(op, {}) == "block 0"
+    assert [profile_step.spatial_block(d) for d in [(100, 14, 2, 14, 2, 16), (78400, 9),
+                                                    (100, 7, 7, 4), (30, 10)]] == [0, 0, 2, None]
+
+
+@pytest.mark.slow
+def test_profile_step_writes_markdown(tmp_path):
+    output = tmp_path / "profile.md"
+    out = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "profile_step.py"), "--combos=12",
+         "--steps=3", "--wall_rounds=1", "--top=4", f"--output={output}"],
+        capture_output=True, text=True, timeout=600, cwd=REPO_ROOT,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = output.read_text()
+    assert "### Combo 12 (agile_relu / agile_sigmoid), implementation=fast" in text
+    assert "| phase | block 0 | block 1 | block 2 | dense | other | total |" in text
+    assert "| backward |" in text and "By kind:" in text and "Top 4 ops" in text
+    assert "Inside the conditionals" in text and "first block's 100 x 28 x 28 x 16 map" in text
