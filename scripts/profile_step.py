@@ -8,8 +8,11 @@ over all threads. Every top-level op gets its phase (forward, backward, loss,
 optimizer), its layer, the bytes it reads and writes, its FLOPs and a roofline
 floor: max(bytes / measured bandwidth, FLOPs / measured matmul peak).
 
-Prints markdown and writes it to ``--output`` (e.g. docs/profile.md):
-  python scripts/profile_step.py --combos=7,12 --output=docs/profile.md
+By default the process first pins itself to one CPU (``--one_cpu``): XLA:CPU
+then runs one op at a time, so the per-op times add up to the step (this
+machine's two vCPUs are one core's hyperthreads; scripts/benchmark.py times
+the unpinned step). Prints markdown and writes it to ``--output``:
+  python scripts/profile_step.py --combos=7,12 --output=profile.md
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import dataclasses
 import glob
 import itertools
 import math
+import os
 import re
 import statistics
 import tempfile
@@ -39,6 +43,8 @@ _STEPS = flags.DEFINE_integer("steps", 50, "Steps recorded under the profiler.")
 _WALL_ROUNDS = flags.DEFINE_integer("wall_rounds", 7, "Rounds of --steps timed without it.")
 _TOP = flags.DEFINE_integer("top", 25, "Ops listed per combination.")
 _OUTPUT = flags.DEFINE_string("output", None, "Also write the markdown here.")
+_ONE_CPU = flags.DEFINE_bool(
+    "one_cpu", True, "Pin the process to one CPU first, so XLA:CPU runs one op at a time.")
 _IMPLEMENTATION = flags.DEFINE_enum(
     "implementation", "fast", ["fast", "reference"], "config.model.implementation.")
 
@@ -408,13 +414,26 @@ def combo_markdown(combo: int, profile: dict, ceilings: dict[str, float], top: i
     return "\n".join([*lines, "", *first_block_traffic(rows, total)]) + "\n"
 
 
+def pin_to_one_cpu() -> str:
+    """Restricts this process to its first allowed CPU (before JAX starts its CPU client).
+
+    XLA:CPU sizes its thread pool by the CPUs it may use; with one it runs one op
+    at a time and each op's trace event is that op's own time. Returns a note.
+    """
+    cpus = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpus[0]})
+    return f"pinned to CPU {cpus[0]} of {len(cpus)} (one XLA:CPU thread)"
+
+
 def main(argv: list[str]) -> None:
     del argv
+    pinned = pin_to_one_cpu() if _ONE_CPU.value else "not pinned (XLA:CPU threads overlap ops)"
     combos = [int(n) for n in _COMBOS.value]
     ceilings = machine_ceilings()
     parts = [
         f"## Train-step profile ({jax.devices()[0].platform}, jax {jax.__version__}, "
-        f"batch {BATCH}, {_STEPS.value} steps under jax.profiler, per-op medians over steps)", "",
+        f"batch {BATCH}, {_STEPS.value} steps under jax.profiler, per-op medians over steps; "
+        f"{pinned})", "",
         f"Measured now: f32 matmul 512^3 {ceilings['matmul_gflops']:.0f} GFLOP/s; "
         f"elementwise x*1.5+1 over 5.0 MB {ceilings['map_5mb_gbs']:.1f} GB/s, over 1.3 MB "
         f"{ceilings['map_1mb_gbs']:.1f} GB/s (read + write).", "",
