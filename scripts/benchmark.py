@@ -13,14 +13,23 @@ Variants:
   straightforward: the same math as combo 7 (relu/relu) in plain Flax
     (``nn.Conv`` + ``nn.max_pool``, i.e. ``CNN(implementation="reference")``)
     with a plain ``jax.jit(value_and_grad + optax.adam update)`` step.
+  base_combo_N (with ``--baseline_rev=REV``): the same ``train_step`` and
+    optimizer, but the CNN of ``agile/models.py`` and ``agile/ops.py`` as they
+    were at git revision REV, timed in the same rounds (before/after figures).
 
 Usage: python scripts/benchmark.py [--rounds=15] [--output_dir=benchmark_results]
+       [--baseline_rev=9e0818d --combos=7,12,11,1,6]
 The seed-batch and pmap/shard_map timings are scripts/benchmark_scaling.py.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import json
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +51,13 @@ _WARMUP_STEPS = flags.DEFINE_integer("warmup_steps", 10, "Untimed steps per vari
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 100, "Examples per step.")
 _COMBOS = flags.DEFINE_list("combos", [str(n) for n in COMBOS], "Combinations to time.")
 _STRAIGHTFORWARD = flags.DEFINE_bool("straightforward", True, "Also time the Flax baseline.")
+_BASELINE_REV = flags.DEFINE_string(
+    "baseline_rev", None, "Also time the combos with the CNN (models.py, ops.py) of this git rev.")
 
 AGILE_PAIRS = ((12, 7), (11, 7), (6, 1))  # (agile combination, plain one of the same net).
 TARGET_MS = {7: 4.5, 12: 6.5}  # Issue 10: median ms per step on the project's 2-vCPU machine.
 TARGET_AGILE_OVER_PLAIN = 1.25
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def synthetic_batch(batch_size: int, key: jax.Array) -> dict[str, jax.Array]:
@@ -60,6 +72,44 @@ def synthetic_batch(batch_size: int, key: jax.Array) -> dict[str, jax.Array]:
 def combo_runner(combo: int, batch: dict[str, jax.Array], steps: int) -> benchmarking.Runner:
     """``agile.train.train_step`` for one combination, one jitted call per step."""
     state = train.create_train_state(get_config(combo), jax.random.key(0))
+    step = jax.jit(train.train_step, donate_argnums=0)
+
+    def run(state):
+        for _ in range(steps):
+            state, metrics = step(state, batch)
+        jax.block_until_ready(metrics)
+        return state
+
+    return state, run
+
+
+def baseline_cnn_class(rev: str) -> type:
+    """The ``CNN`` class of ``agile/models.py`` at git revision ``rev``, with that revision's ops.
+
+    Both files are written to a temporary folder and imported as modules of their
+    own (``baseline_ops``, ``baseline_models``) beside the installed ``agile``.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="agile_baseline_"))
+    for name in ("ops", "models"):
+        source = subprocess.run(["git", "show", f"{rev}:agile/{name}.py"], cwd=REPO_ROOT,
+                                capture_output=True, text=True, check=True).stdout
+        source = source.replace("from agile.ops import", "from baseline_ops import")
+        (folder / f"baseline_{name}.py").write_text(source)
+    sys.path.insert(0, str(folder))
+    return importlib.import_module("baseline_models").CNN
+
+
+def baseline_runner(
+    cnn_class: type, combo: int, batch: dict[str, jax.Array], steps: int
+) -> benchmarking.Runner:
+    """``combo_runner`` with the model built from ``cnn_class`` (same fields, same optimizer)."""
+    config = get_config(combo)
+    model = train.create_model(config)
+    fields = {f.name for f in dataclasses.fields(cnn_class)} - {"parent", "name"}
+    model = cnn_class(**{name: getattr(model, name) for name in fields if hasattr(model, name)})
+    params = model.init(jax.random.key(0), batch["image"][:1])["params"]
+    state = train.TrainState.create(
+        apply_fn=model.apply, params=params, tx=train.create_optimizer(config))
     step = jax.jit(train.train_step, donate_argnums=0)
 
     def run(state):
@@ -116,6 +166,10 @@ def summarise(per_step_ms: dict[str, list[float]]) -> dict[str, Any]:
                "agile_over_plain": ratios, "targets_met": targets}
     if "straightforward" in median and "combo_7" in median:
         summary["straightforward_over_ours"] = median["straightforward"] / median["combo_7"]
+    baseline = {name: median[name] / median[name[5:]] for name in median
+                if name.startswith("base_") and name[5:] in median}
+    if baseline:
+        summary["baseline_over_ours"] = baseline
     return summary | {"per_round_ms_per_step": per_step_ms}
 
 
@@ -129,7 +183,7 @@ def markdown(summary: dict[str, Any], batch_size: int, rounds: int) -> str:
         "|---|---|---:|---:|",
     ]
     for name, ms in summary["median_ms_per_step"].items():
-        combo = int(name.split("_")[1]) if name.startswith("combo_") else 7
+        combo = int(name.split("_")[-1]) if "combo_" in name else 7
         acts = " / ".join(COMBOS[combo])
         p20 = summary["p20_ms_per_step"][name]
         lines.append(f"| {name} | {acts} | {ms:.2f} | {p20:.2f} |")
@@ -137,6 +191,10 @@ def markdown(summary: dict[str, Any], batch_size: int, rounds: int) -> str:
     lines += ["", f"Agile / plain, same net (target <= {TARGET_AGILE_OVER_PLAIN}): {ratios}"]
     if "straightforward_over_ours" in summary:
         lines.append(f"Straightforward / ours, combo 7: {summary['straightforward_over_ours']:.2f}")
+    if "baseline_over_ours" in summary:
+        speedups = ", ".join(f"{name[5:]}: {ratio:.2f}x"
+                             for name, ratio in summary["baseline_over_ours"].items())
+        lines.append(f"Baseline revision / ours: {speedups}")
     verdicts = ", ".join(f"{k}: {'met' if ok else 'missed'}"
                          for k, ok in summary["targets_met"].items())
     lines.append(f"Targets: {verdicts}")
@@ -154,6 +212,9 @@ def main(argv: list[str]) -> None:
     runners = {f"combo_{n}": combo_runner(n, batch, steps) for n in combos}
     if _STRAIGHTFORWARD.value:
         runners["straightforward"] = straightforward_runner(batch, steps)
+    if _BASELINE_REV.value:
+        cnn_class = baseline_cnn_class(_BASELINE_REV.value)
+        runners |= {f"base_combo_{n}": baseline_runner(cnn_class, n, batch, steps) for n in combos}
     warmup_rounds = max(1, -(-_WARMUP_STEPS.value // steps))
     seconds = benchmarking.time_round_robin(runners, _ROUNDS.value, warmup_rounds)
     summary = summarise(benchmarking.per_unit(seconds, steps, scale=1e3))

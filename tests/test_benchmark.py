@@ -50,9 +50,12 @@ def _run_script(script: str, tmp_path: Path, *args: str) -> str:
 
 @pytest.mark.slow
 def test_step_benchmark_writes_json_and_markdown(tmp_path):
-    stdout = _run_script("benchmark.py", tmp_path, "--combos=7,12", "--warmup_steps=1")
+    stdout = _run_script("benchmark.py", tmp_path, "--combos=7,12", "--warmup_steps=1",
+                         "--baseline_rev=HEAD")
     summary = json.loads((tmp_path / "benchmark.json").read_text())
-    assert set(summary["median_ms_per_step"]) == {"combo_7", "combo_12", "straightforward"}
+    assert set(summary["median_ms_per_step"]) == {
+        "combo_7", "combo_12", "straightforward", "base_combo_7", "base_combo_12"}
+    assert set(summary["baseline_over_ours"]) == {"base_combo_7", "base_combo_12"}
     assert all(len(v) == 2 for v in summary["per_round_ms_per_step"].values())
     assert set(summary["agile_over_plain"]) == {"12/7"}
     targets = {"combo_7 <= 4.5 ms", "combo_12 <= 6.5 ms", "12/7 <= 1.25"}
@@ -62,6 +65,8 @@ def test_step_benchmark_writes_json_and_markdown(tmp_path):
     assert "| combo_12 | agile_relu / agile_sigmoid |" in table
     assert "Agile / plain, same net (target <= 1.25): 12/7:" in table
     assert "Straightforward / ours, combo 7:" in table and "Targets: combo_7 <= 4.5 ms:" in table
+    assert "| base_combo_12 | agile_relu / agile_sigmoid |" in table
+    assert "Baseline revision / ours: combo_7: " in table
 
 
 @pytest.mark.slow
