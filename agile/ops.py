@@ -222,17 +222,23 @@ def _unpool(parts: Array, select: Array, pool_size: tuple[int, int], shape) -> A
     """Each value of ``parts`` (..., R, C, F) at its window's ``select`` position of ``shape``.
 
     The other positions, and the rows and columns VALID pooling crops, are zero.
+    Cropped rows and columns come from windows padded in (select -1 matches no
+    position) and a final slice, not from padding the result: XLA would fold such
+    a pad into a following convolution's padding, and XLA:CPU then declines to
+    run that convolution on YNNPACK (its input would be smaller than its output).
     """
     ph, pw = pool_size
-    rows, cols, features = parts.shape[-3:]
+    height, width = shape[-3:-1]
+    rows, cols = -(-height // ph), -(-width // pw)
+    pads = [(0, 0)] * (parts.ndim - 3) + [(0, rows - parts.shape[-3]), (0, cols - parts.shape[-2]),
+                                          (0, 0)]
+    parts, select = jnp.pad(parts, pads), jnp.pad(select, pads, constant_values=-1)
     offset = pw * jax.lax.broadcasted_iota(select.dtype, (ph, 1, pw, 1), 0)
     offset = offset + jax.lax.broadcasted_iota(select.dtype, (ph, 1, pw, 1), 2)
     spread = lambda v: v[..., :, None, :, None, :]  # noqa: E731  (..., R, 1, C, 1, F)
     windows = jnp.where(spread(select) == offset, spread(parts), 0).astype(parts.dtype)
-    full = windows.reshape(*parts.shape[:-3], rows * ph, cols * pw, features)
-    pads = [(0, 0)] * (full.ndim - 3) + [(0, shape[-3] - rows * ph), (0, shape[-2] - cols * pw),
-                                         (0, 0)]
-    return jnp.pad(full, pads)
+    full = windows.reshape(*parts.shape[:-3], rows * ph, cols * pw, parts.shape[-1])
+    return full[..., :height, :width, :]
 
 
 def _first_max(values: list[Array]) -> Array:
