@@ -33,6 +33,9 @@ from jax.sharding import PartitionSpec as P
 
 from agile.errors import ConfigError, unknown_value_error
 
+# XLA options for every compiled training step: 512-bit vectors on AVX-512 CPUs measured 3-5%
+# faster steps (docs/performance.md); an option of XLA's CPU backend, ignored by the others.
+STEP_COMPILER_OPTIONS = {"xla_cpu_prefer_vector_width": 512}
 PARALLEL_MODES = ("none", "pmap", "shard_map")
 SEED_BATCHING = ("auto", "scan", "vmap")
 DATA_AXIS = "data"
@@ -193,7 +196,7 @@ def _vmap_seeds(step_fn: StepFn, state, accum, images, labels, indices, active):
 _SEED_STEPS = {"scan": _scan_seeds, "vmap": _vmap_seeds}
 _seed_step = jax.jit(
     lambda batching, step_fn, *args: _SEED_STEPS[batching](step_fn, *args),
-    static_argnums=(0, 1), donate_argnums=(2, 3),
+    static_argnums=(0, 1), donate_argnums=(2, 3), compiler_options=STEP_COMPILER_OPTIONS,
 )
 
 

@@ -119,7 +119,8 @@ def train_step(
     return state.apply_gradients(grads=grads), metrics
 
 
-jit_train_step = jax.jit(train_step, static_argnames="axis_name")
+jit_train_step = jax.jit(train_step, static_argnames="axis_name",
+                         compiler_options=parallel_lib.STEP_COMPILER_OPTIONS)
 """``train_step`` under ``jax.jit``, for users who feed their own batches."""
 
 
@@ -158,7 +159,8 @@ def step_on_device_data(state, accum, images, labels, indices, axis_name=None):
     return state, _accumulate(accum, metrics, state.step)
 
 
-compiled_step = jax.jit(step_on_device_data, donate_argnums=(0, 1))
+compiled_step = jax.jit(step_on_device_data, donate_argnums=(0, 1),
+                        compiler_options=parallel_lib.STEP_COMPILER_OPTIONS)
 """``step_on_device_data`` under ``jax.jit``, donating state and accumulator."""
 
 

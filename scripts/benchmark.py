@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import optax
 from absl import app, flags
 
-from agile import benchmarking, train
+from agile import benchmarking, parallel, train
 from agile import data as data_lib
 from agile.combos import COMBOS
 from agile.config import get_config
@@ -72,7 +72,8 @@ def synthetic_batch(batch_size: int, key: jax.Array) -> dict[str, jax.Array]:
 def combo_runner(combo: int, batch: dict[str, jax.Array], steps: int) -> benchmarking.Runner:
     """``agile.train.train_step`` for one combination, one jitted call per step."""
     state = train.create_train_state(get_config(combo), jax.random.key(0))
-    step = jax.jit(train.train_step, donate_argnums=0)
+    step = jax.jit(train.train_step, donate_argnums=0,
+                   compiler_options=parallel.STEP_COMPILER_OPTIONS)  # as training compiles it
 
     def run(state):
         for _ in range(steps):
