@@ -565,6 +565,7 @@ def _loop(
     """Steps, evaluates, checkpoints until every seed stopped or the epochs are done."""
     config, layout = setup.config, setup.layout
     step = first_step = progress.step
+    earlier_timing = progress.timing  # Earlier sessions'; each checkpoint adds this session's.
     active = np.array([not history.should_stop() for history in progress.histories])
     last_log = (time.perf_counter(), step)
     while step < setup.total_steps and active.any():
@@ -597,7 +598,7 @@ def _loop(
                 active, is_checkpoint = active & ~stopping, is_checkpoint or stopping.any()
             if is_checkpoint:
                 with clock.phase("checkpoint"):
-                    progress.timing = clock.timing(progress.timing, step - first_step)
+                    progress.timing = clock.timing(earlier_timing, step - first_step)
                     _save(setup, progress, step)
             if not active.any():
                 break

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -213,6 +214,22 @@ def test_rerun_of_a_finished_run_gives_the_same_summary_timing_included(tmp_path
     assert again == first and first["wall_time_s"] > 0
     assert json.loads((tmp_path / "summary.json").read_text()) == first
     assert (tmp_path / "metrics.jsonl").read_text() == rows
+
+
+def test_timing_counts_each_second_once_across_checkpoints_and_sessions(tmp_path, tiny_config):
+    """Wall time and phases add up to no more than the sessions took, however many checkpoints."""
+    tiny_config.num_epochs = 3
+    tiny_config.checkpoint_every_steps = 1  # 12 checkpoints per run
+    start = time.perf_counter()
+    with pytest.raises(Interrupt):
+        train.train_and_evaluate(tiny_config, tmp_path, after_step=_interrupt_after(7))
+    summary = train.train_and_evaluate(tiny_config, tmp_path)
+    elapsed = time.perf_counter() - start
+    assert 0 < summary["wall_time_s"] <= elapsed
+    assert 0 < sum(summary["time_breakdown_s"].values()) <= summary["wall_time_s"]
+    loop = sum(summary["time_breakdown_s"][k] for k in ("steps", "evaluation", "checkpoint"))
+    assert summary["steps_per_second"] >= 12 / elapsed  # 12 steps, timed once each
+    assert loop <= elapsed
 
 
 def test_changed_config_is_refused_unless_allowed(tmp_path, tiny_config):
