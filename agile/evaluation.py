@@ -114,6 +114,17 @@ def evaluate_seeds(
     ]
 
 
+def compile_for(
+    params, apply_fn: Callable, split: DeviceSplit, batching: str | None = None
+) -> None:
+    """Compiles :func:`evaluate` (or, with ``batching``, :func:`evaluate_seeds`) for these
+    parameters and split without running it, so the first evaluation does not pay for it."""
+    if batching is None:
+        _chunk_sums_jit.lower(params, apply_fn, split).compile()
+    else:
+        _seed_chunk_sums_jit.lower(params, apply_fn, split, batching).compile()
+
+
 def agile_parameter_ranges(params, labels) -> dict[str, dict[str, float]]:
     """Min, max and mean of every agile ``a`` and ``b``, keyed ``layer/a``.
 

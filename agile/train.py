@@ -82,12 +82,20 @@ def _cached_optimizer(
     return optax.multi_transform(transforms, model_labels(model))
 
 
+@functools.lru_cache(maxsize=64)
+def _compiled_init(model: CNN, image_shape: tuple[int, ...]) -> Callable[[jax.Array], Any]:
+    """``model.init``'s parameters as one compiled call (eagerly, init compiles each of its ~80
+    ops on its own: seconds of start-up); the values are the same bit for bit."""
+    example = jnp.zeros((1, *image_shape), jnp.float32)
+    return jax.jit(lambda rng: model.init(rng, example)["params"])
+
+
 def create_train_state(
     config: ml_collections.ConfigDict, rng: jax.Array, image_shape=data_lib.IMAGE_SHAPE
 ) -> TrainState:
     """Initialises the model from ``rng`` and wraps it with its optimizer."""
     model = create_model(config)
-    params = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32))["params"]
+    params = _compiled_init(model, tuple(image_shape))(rng)
     return TrainState.create(apply_fn=model.apply, params=params, tx=create_optimizer(config))
 
 
@@ -371,6 +379,17 @@ def _evaluate_split(setup: _Setup, params, split) -> list[dict[str, float]]:
     return [evaluation.evaluate(params, setup.apply_fn, split)]
 
 
+def _compile_evaluation(setup: _Setup, progress: _Progress) -> None:
+    """Compiles the evaluations ``_evaluate`` and ``_best_test`` will run, without running them."""
+    layout = setup.layout
+    selection = setup.val if setup.val is not None else setup.test
+    evaluation.compile_for(_params_view(setup, progress.state), setup.apply_fn, selection,
+                           layout.batching if layout.batched_seeds else None)
+    if setup.val is not None:  # Test rows and best models: one seed at a time.
+        evaluation.compile_for(layout.seed_view(progress.state, 0).params, setup.apply_fn,
+                               setup.test)
+
+
 def _needs_test(setup: _Setup, history: History, step: int) -> bool:
     """Whether this evaluation's row gets the test split: see ``config.test_every``."""
     every = setup.config.test_every
@@ -568,6 +587,9 @@ def _loop(
     earlier_timing = progress.timing  # Earlier sessions'; each checkpoint adds this session's.
     active = np.array([not history.should_stop() for history in progress.histories])
     last_log = (time.perf_counter(), step)
+    if step < setup.total_steps and active.any():
+        with clock.phase("compile"):
+            _compile_evaluation(setup, progress)
     while step < setup.total_steps and active.any():
         epoch, offset = divmod(step, setup.steps_per_epoch)
         for indices in _epoch_order(setup, epoch)[offset:]:

@@ -1,5 +1,7 @@
 """agile.evaluation: masked sums, whole placed splits in one call, seed stacks, a/b ranges."""
 
+import logging
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -77,6 +79,27 @@ def test_evaluate_seeds_rejects_unknown_batching():
     split = evaluation.place_split(images, labels, chunk_size=10)
     with pytest.raises(ValueError, match=r"Unknown seed batching 'pmap'. Valid: scan, vmap."):
         evaluation.evaluate_seeds(STATE.params, STATE.apply_fn, split, "pmap")
+
+
+@pytest.mark.parametrize("batching", [None, "scan"])
+def test_compile_for_leaves_the_evaluation_nothing_to_compile(batching, caplog):
+    """After compile_for, evaluate / evaluate_seeds on those shapes compile nothing more."""
+    images, labels = _split(30, seed=3)  # shapes no other test uses
+    split = evaluation.place_split(images, labels, chunk_size=15)
+    params = STATE.params
+    if batching:
+        params = jax.tree.map(lambda leaf: jnp.stack([leaf, leaf]), params)
+    name = "_seed_chunk_sums" if batching else "_chunk_sums"
+    with jax.log_compiles(), caplog.at_level(logging.WARNING):
+        evaluation.compile_for(params, STATE.apply_fn, split, batching)
+        assert any(f"Compiling jit({name})" in message for message in caplog.messages)
+        caplog.clear()
+        if batching:
+            result = evaluation.evaluate_seeds(params, STATE.apply_fn, split, batching)[0]
+        else:
+            result = evaluation.evaluate(params, STATE.apply_fn, split)
+        assert not [message for message in caplog.messages if "Compiling" in message]
+    assert result["loss"] == pytest.approx(_direct(STATE.params, images, labels)[0], rel=1e-5)
 
 
 def test_agile_parameter_ranges_cover_each_agile_layer():

@@ -55,6 +55,14 @@ def test_every_combo_config_builds_and_takes_two_steps(combo):
     assert bool(agile_parameter_ranges(state.params, labels)) == has_agile
 
 
+@pytest.mark.parametrize("combo", [1, 12])
+def test_create_train_state_initialises_as_model_init_does_bit_for_bit(combo):
+    config = get_config(combo)
+    state = train.create_train_state(config, jax.random.key(5))
+    eager = train.create_model(config).init(jax.random.key(5), jnp.zeros((1, 28, 28, 1)))
+    jax.tree.map(np.testing.assert_array_equal, state.params, eager["params"])
+
+
 def test_combo_config_files_pick_their_row():
     for combo, (conv, dense) in COMBOS.items():
         module = {}
