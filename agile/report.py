@@ -427,6 +427,12 @@ def command_section(runs: Sequence[Mapping[str, Any]],
         "compilation, steps, evaluations, checkpoints) is counted once per trial.", "",
         wall_time_table(times),
     ]
+    partial = [f"`{group.name}` ({times[group.name]['trials']} of {len(group.pairs)} trials)"
+               for group in study.GROUPS
+               if group.name in times and times[group.name]["trials"] < len(group.pairs)]
+    if partial:
+        lines.append("Partly run (the sweep resumes where it stopped): " + ", ".join(partial)
+                     + ".\n")
     if missing:
         lines.append("Not run (no rows in the results): " + ", ".join(f"`{g}`" for g in missing)
                      + ".\n")
@@ -1070,7 +1076,11 @@ def table1_findings(table: Sequence[Mapping[str, Any]],
     counts = family_counts(results)
     n = len(counts["available"])
     if not n:
-        return ["Table 1's comparisons could not be made: " + not_run_line("table1")]
+        done = sum(row["loss"] is not None for row in table)
+        if not done:
+            return ["Table 1's comparisons could not be made: " + not_run_line("table1")]
+        return [f"Table 1's comparisons could not be made yet: {done} of {len(table)} "
+                "combinations have results, and no comparison has both of its arms."]
     paper_lower = sum(r["comparison"].paper_difference < 0 for r in counts["available"])
     out = [f"Of the {n} paired comparisons of an agile variant with its plain counterpart, the "
            f"agile variant has a significantly lower best test loss in {len(counts['lower'])}, "

@@ -314,6 +314,16 @@ def test_table1_findings_count_the_family_and_name_the_best():
     assert "The paper calls combo 3 slow" in findings[2]
 
 
+def test_table1_findings_of_a_partial_study_say_how_far_it_got():
+    rows = [_run_row("table1", *COMBOS[1], s, 0.14, 1.0) for s in range(3)]
+    table = report.table1_rows(_parsed(rows))
+    assert report.table1_findings(table, [{"missing": "not run"}]) == [
+        "Table 1's comparisons could not be made yet: 1 of 12 combinations have results, and "
+        "no comparison has both of its arms."]
+    assert report.table1_findings(report.table1_rows([]), []) == [
+        "Table 1's comparisons could not be made: " + report.not_run_line("table1")]
+
+
 # ---------------------------------------------------------------------------------------------
 # Parameters and the fold.
 
@@ -359,6 +369,16 @@ def test_markdown_reports_missing_groups_instead_of_failing():
     assert "Not drawn: group dense_only has no curves" in markdown
     assert "combo 12 (SGD with momentum) − combo 7 (SGD with momentum): no result " \
            "(group sgd was not run)" in markdown
+
+
+def test_command_section_names_partly_run_and_unrun_groups():
+    runs = _parsed([_run_row("table1", *COMBOS[c], s, 0.14, 60.0) for c in (1, 2)
+                    for s in range(2)])
+    section = report.command_section(runs)
+    assert "Partly run (the sweep resumes where it stopped): `table1` (2 of 12 trials)." in section
+    assert "Not run (no rows in the results): `dense_only`, " in section
+    full = _parsed(fake_runs({"table1"}, 2))
+    assert "Partly run" not in report.command_section(full)
 
 
 def test_save_figure_writes_the_same_bytes_twice_without_the_version(tmp_path):
