@@ -30,6 +30,7 @@ import json
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,11 +70,8 @@ def synthetic_batch(batch_size: int, key: jax.Array) -> dict[str, jax.Array]:
     }
 
 
-def combo_runner(combo: int, batch: dict[str, jax.Array], steps: int) -> benchmarking.Runner:
-    """``agile.train.train_step`` for one combination, one jitted call per step."""
-    state = train.create_train_state(get_config(combo), jax.random.key(0))
-    step = jax.jit(train.train_step, donate_argnums=0,
-                   compiler_options=parallel.STEP_COMPILER_OPTIONS)  # as training compiles it
+def _stepper(step: Callable, batch: dict[str, jax.Array], steps: int) -> Callable:
+    """``steps`` calls of the compiled ``step`` on ``batch``, waited for."""
 
     def run(state):
         for _ in range(steps):
@@ -81,7 +79,15 @@ def combo_runner(combo: int, batch: dict[str, jax.Array], steps: int) -> benchma
         jax.block_until_ready(metrics)
         return state
 
-    return state, run
+    return run
+
+
+def combo_runner(combo: int, batch: dict[str, jax.Array], steps: int) -> benchmarking.Runner:
+    """``agile.train.train_step`` for one combination, one jitted call per step."""
+    state = train.create_train_state(get_config(combo), jax.random.key(0))
+    step = jax.jit(train.train_step, donate_argnums=0,
+                   compiler_options=parallel.STEP_COMPILER_OPTIONS)  # as training compiles it
+    return state, _stepper(step, batch, steps)
 
 
 def baseline_cnn_class(rev: str) -> type:
@@ -111,15 +117,8 @@ def baseline_runner(
     params = model.init(jax.random.key(0), batch["image"][:1])["params"]
     state = train.TrainState.create(
         apply_fn=model.apply, params=params, tx=train.create_optimizer(config))
-    step = jax.jit(train.train_step, donate_argnums=0)
-
-    def run(state):
-        for _ in range(steps):
-            state, metrics = step(state, batch)
-        jax.block_until_ready(metrics)
-        return state
-
-    return state, run
+    step = jax.jit(train.train_step, donate_argnums=0)  # as that revision's training did
+    return state, _stepper(step, batch, steps)
 
 
 def straightforward_runner(batch: dict[str, jax.Array], steps: int) -> benchmarking.Runner:
