@@ -2,7 +2,8 @@
 
 ``run(main)`` replaces ``absl.app.run(main)``: a bad flag or ``--config.<field>`` override
 and any :class:`~agile.errors.UserError` raised by ``main`` print one line to stderr and
-exit with status 2; every other exception (a bug) keeps its traceback.
+exit with status 2; Ctrl-C prints one line and exits with 130; every other exception (a bug)
+keeps its traceback.
 """
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ import logging as std_logging
 import re
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from absl import app, flags
 from absl import logging as absl_logging
+from ml_collections import config_flags
 
 from agile.errors import UserError
 
 USAGE_ERROR_STATUS = 2
+INTERRUPTED_STATUS = 130  # what a shell reports for a process ended by Ctrl-C
 
 
 def fail(message: str) -> None:
@@ -44,15 +48,53 @@ def _override_error(argv: Sequence[str], err: Exception) -> str:
     return f"Bad config override{where}: {err}"
 
 
+def _config_file_error(name: str, path: str | None, err: Exception) -> str:
+    """One line for a config file ml_collections could not load (missing, or failing)."""
+    cause = err.__cause__ or err
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    return f"Cannot load --{name}={path}: {lines[-1] if lines else type(cause).__name__}."
+
+
+def _check_config_files() -> None:
+    """ml_collections keeps a config file's load error until the config is first used."""
+    for name in list(flags.FLAGS):
+        flag = flags.FLAGS[name]
+        try:
+            path = config_flags.get_config_filename(flag)
+        except TypeError:  # not a config flag
+            continue
+        try:
+            if flag.value is not None:
+                flag.value.get("")  # an unloadable file's config raises on any access
+        except OSError as err:
+            fail(_config_file_error(name, path, err))
+
+
 def parse_flags(argv: Sequence[str]) -> list[str]:
     """absl's flag parsing, with one-line errors instead of tracebacks and usage dumps."""
     try:
-        return flags.FLAGS(list(argv))
+        rest = flags.FLAGS(list(argv))
     except flags.Error as err:
         fail(str(err))
     except (AttributeError, KeyError, TypeError, ValueError) as err:  # --config.x overrides
         fail(_override_error(argv, err))
-    return []  # Not reached: fail exits.
+    _check_config_files()
+    return rest
+
+
+def define_config_file(name: str, default: str | None, help_string: str) -> Any:
+    """``config_flags.DEFINE_config_file`` with one-line errors.
+
+    With a default, ml_collections loads the file and applies the ``--<name>.x`` overrides
+    of ``sys.argv`` while the flag is being defined, before :func:`parse_flags` runs.
+    """
+    try:
+        return config_flags.DEFINE_config_file(name, default, help_string)
+    except OSError as err:
+        fail(_config_file_error(name, default, err))
+    except (AttributeError, KeyError, TypeError, ValueError) as err:
+        fail(_override_error(sys.argv, err))
+    return None  # Not reached: fail exits.
 
 
 class _DropDependencyInfo(std_logging.Filter):
@@ -78,5 +120,9 @@ def run(main: Callable[[list[str]], None]) -> None:
             main(argv)
         except UserError as err:
             fail(str(err))
+        except KeyboardInterrupt:
+            print("Interrupted. Rerun the same command to resume from the last checkpoint.",
+                  file=sys.stderr)
+            sys.exit(INTERRUPTED_STATUS)
 
     app.run(guarded, flags_parser=parse_flags)

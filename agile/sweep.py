@@ -28,7 +28,7 @@ from scipy import stats
 from agile.combos import COMBOS, PAPER_TABLE1, combo_number
 from agile.errors import ConfigError, UserError
 from agile.train import train_and_evaluate
-from agile.workdir import SUMMARY_FILE, write_text_atomically
+from agile.workdir import SUMMARY_FILE, read_json, write_text_atomically
 
 SETTINGS_FILE = "sweep.json"
 PER_TRIAL_FIELDS = ("seed", "num_seeds", "allow_config_change", "model")  # set per trial
@@ -198,7 +198,8 @@ def claim_folder(workdir: Path, sweep_settings: dict[str, Any]) -> None:
     """Records the sweep's settings in ``sweep.json``, or refuses a folder holding others."""
     path = Path(workdir) / SETTINGS_FILE
     if path.exists():
-        saved = json.loads(path.read_text())
+        saved = read_json(path, f"delete it to let this sweep claim {workdir} (its trials are "
+                                "kept) or use a new --workdir")
         if saved != sweep_settings:
             differences = sorted(_differences(saved, sweep_settings))
             raise SweepError(
@@ -216,17 +217,20 @@ def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix.rstrip(".")]
 
 
+_SUMMARY_REMEDY = "delete it and rerun: the trial restores its last checkpoint and rewrites it"
+
+
 def finished_summary(workdir: Path, trial: Trial) -> dict[str, Any] | None:
     """The trial's ``summary.json`` if it finished, else None."""
     path = Path(workdir) / trial.name / SUMMARY_FILE
-    return json.loads(path.read_text()) if path.exists() else None
+    return read_json(path, _SUMMARY_REMEDY) if path.exists() else None
 
 
 def write_tables(workdir: Path) -> list[dict[str, Any]]:
     """Rebuilds ``results.csv`` and ``results.md`` from every finished trial in the folder."""
     rows = []
     for summary_path in sorted(Path(workdir).glob(f"*/{SUMMARY_FILE}")):
-        rows.extend(csv_rows(json.loads(summary_path.read_text()), summary_path.parent.name))
+        rows.extend(csv_rows(read_json(summary_path, _SUMMARY_REMEDY), summary_path.parent.name))
     write_text_atomically(Path(workdir) / "results.csv", write_csv(rows))
     write_text_atomically(Path(workdir) / "results.md", results_markdown(rows))
     return rows

@@ -110,10 +110,7 @@ def check_config(workdir: Path, config: dict[str, Any], allow_change: bool) -> N
                     "to resume from them anyway."
                 )
         return
-    try:
-        saved = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise WorkdirError(f"{path} is not valid JSON ({err}); restore or delete it.") from err
+    saved = read_json(path)
     differences = sorted(
         key for key in set(saved) | set(config)
         if key not in UNCHECKED_CONFIG_FIELDS and saved.get(key) != config.get(key)
@@ -123,6 +120,14 @@ def check_config(workdir: Path, config: dict[str, Any], allow_change: bool) -> N
             f"{workdir} holds a run with a different config (fields: {', '.join(differences)}). "
             "Use a new --workdir, or pass --config.allow_config_change=True to resume anyway."
         )
+
+
+def read_json(path: Path, remedy: str = "restore or delete it") -> Any:
+    """The JSON document in ``path``; a damaged one raises :class:`WorkdirError` naming it."""
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise WorkdirError(f"{path} is not valid JSON ({err}); {remedy}.") from err
 
 
 def save_config(workdir: Path, config: dict[str, Any]) -> None:
@@ -177,6 +182,18 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _short_reason(err: Exception, limit: int = 160) -> str:
+    """``Type: first line`` of an exception, cut to ``limit`` characters (orbax and
+    TensorStore errors carry kilobytes of JSON spec on that line)."""
+    first = str(err).splitlines()[0] if str(err) else ""
+    text = f"{type(err).__name__}: {first}"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# orbax's message when a checkpoint's array has another shape than the template's.
+OTHER_SHAPE_ERROR = "is not compatible with the stored shape"
+
+
 class Checkpoints:
     """Orbax checkpoints of a run: an array tree and a JSON dict saved together, per step.
 
@@ -226,7 +243,13 @@ class Checkpoints:
             try:
                 restored = self._manager.restore(step, args=args)
             except Exception as err:  # noqa: BLE001 - any damage: fall back, then report all.
-                reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+                reason = _short_reason(err)
+                if OTHER_SHAPE_ERROR in str(err):  # Not damage: every step has those shapes.
+                    raise WorkdirError(
+                        f"Checkpoint {self.directory / str(step)} holds arrays of other shapes "
+                        f"than this config's model ({reason.split('. ')[0]}): it was trained "
+                        "with another model, which allow_config_change cannot resume. Use a new "
+                        "--workdir.") from err
                 failures.append(f"step {step} ({reason})")
                 logging.warning("Checkpoint %s cannot be restored (%s); trying an earlier one.",
                                 self.directory / str(step), reason)

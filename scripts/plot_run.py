@@ -12,7 +12,6 @@ over the feature-map grid, per channel) for each per-element conv layer, or thos
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from absl import app, flags
 
 from agile import plotting
 from agile.activations import is_learnable_name
+from agile.workdir import read_json
 
 matplotlib.use("Agg")
 
@@ -79,7 +79,7 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     workdir = Path(_WORKDIR.value)
-    config = json.loads((workdir / "config.json").read_text())
+    config = read_json(workdir / "config.json")
     params = restore_params(workdir, _PARAMS.value, _SEED_INDEX.value)
     layers = agile_layers(config["model"], params)
     if not layers:

@@ -31,7 +31,7 @@ from flax import traverse_util
 
 from agile import cli, report, study, sweep
 from agile import config as config_lib
-from agile.workdir import Checkpoints, prepare, read_rows, write_text_atomically
+from agile.workdir import Checkpoints, prepare, read_json, read_rows, write_text_atomically
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/study", "Study folder: one sweep per group.")
 _GROUPS = flags.DEFINE_list("groups", [g.name for g in study.GROUPS], "Groups to train.")
@@ -79,7 +79,7 @@ def export(workdir: Path, results_dir: Path) -> None:
     for group in study.GROUPS:
         for summary_path in sorted((workdir / group.name).glob("*/summary.json")):
             trial_dir = summary_path.parent
-            summary = json.loads(summary_path.read_text())
+            summary = read_json(summary_path)
             for row in sweep.csv_rows(summary, trial_dir.name):
                 runs.append({"group": group.name, **row})
             for seed in sweep.seed_summaries(summary):

@@ -17,17 +17,19 @@ run, or on an existing Ray cluster: same folders, tables and numbers.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from absl import flags
-from ml_collections import config_flags
 
 from agile import cli, ray_sweep, sweep
 from agile import config as config_lib
 from agile.combos import COMBOS
 from agile.workdir import prepare
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", "configs/default.py", "Base config; each combination sets its activations."
-)
+_CONFIG = cli.define_config_file(
+    "config", str(Path(__file__).resolve().parents[1] / "configs" / "default.py"),
+    "Base config (default: this repository's configs/default.py); each combination sets "
+    "its activations.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Sweep folder (one sub-folder per combination).")
 _SEEDS = flags.DEFINE_integer("seeds", 1, "Seeds per combination (config.seed onwards).")
 _COMBOS = flags.DEFINE_list("combos", [str(c) for c in COMBOS], "Table 1 rows to run.")

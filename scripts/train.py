@@ -15,12 +15,11 @@ from pathlib import Path
 
 import jax
 from absl import flags, logging
-from ml_collections import config_flags
 
 from agile import cli, parallel, sweep, train
 from agile import config as config_lib
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.")
+_CONFIG = cli.define_config_file("config", None, "Path to a config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (default: runs/<combo>_<time>).")
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "Multi-process: host:port of process 0 (jax.distributed)."

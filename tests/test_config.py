@@ -115,3 +115,39 @@ def test_cli_user_errors_are_one_line_with_status_2(args, message):
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("script, args, outside_repo, message", [
+    ("train.py", ["--config=configs/nope.py"], False,
+     "error: Cannot load --config=configs/nope.py: [Errno 2] No such file or directory"),
+    ("sweep.py", ["--config.nope=1"], False,  # overrides of the default config
+     "error: Unknown config field 'nope' in --config.nope."),
+    ("sweep.py", ["--config.model.foo=1"], False,
+     "error: Unknown config field 'foo' in --config.model.foo."),
+    ("sweep.py", ["--config=configs/nope.py"], False,
+     "error: Cannot load --config=configs/nope.py: [Errno 2] No such file or directory"),
+    ("sweep.py", ["--seeds=0"], True,  # the default config is found from any folder
+     "error: --seeds must be a positive integer, got 0."),
+])
+def test_config_file_errors_are_one_line_in_both_scripts(tmp_path, script, args, outside_repo,
+                                                         message):
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / script), f"--workdir={tmp_path / 'w'}", *args],
+        cwd=tmp_path if outside_repo else REPO_ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
+def test_ctrl_c_is_one_line_and_status_130():
+    """KeyboardInterrupt inside a script's main: no traceback, the resume hint, status 130."""
+    program = ("from agile import cli\n"
+               "def main(argv):\n    raise KeyboardInterrupt\n"
+               "cli.run(main)\n")
+    result = subprocess.run([sys.executable, "-c", program], cwd=REPO_ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 130
+    assert result.stderr.strip() == (
+        "Interrupted. Rerun the same command to resume from the last checkpoint.")

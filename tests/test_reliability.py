@@ -77,11 +77,15 @@ def test_failed_resume_with_allowed_change_keeps_config_json(tmp_path, tiny_conf
     ref_dir, _ = reference
     saved = (ref_dir / "config.json").read_text()
     tiny_config.allow_config_change = True
-    tiny_config.model.dense_features = 31  # a different parameter tree: cannot restore
-    with pytest.raises(WorkdirError, match=r"No checkpoint in .*checkpoints can be restored: "
-                                           r"step 12 \(.*; step 10 \("):
+    tiny_config.model.dense_features = 31  # other parameter shapes: cannot restore
+    with pytest.raises(WorkdirError, match=r"Checkpoint .*checkpoints/12 holds arrays of other "
+                                           r"shapes than this config's model \(ValueError: "
+                                           r"Requested shape: \(31,\).*allow_config_change "
+                                           r"cannot resume. Use a new --workdir."):
         train.train_and_evaluate(tiny_config, ref_dir)
     assert (ref_dir / "config.json").read_text() == saved
+    assert sorted(int(p.name) for p in (ref_dir / "checkpoints").iterdir()
+                  if p.name.isdigit()) == [10, 12]  # healthy checkpoints: nothing deleted
 
 
 def test_checkpoints_without_config_json_are_refused_unless_allowed(tiny_config, reference):

@@ -15,6 +15,7 @@ import pytest
 from agile import sweep
 from agile.combos import COMBOS
 from agile.config import get_config
+from agile.workdir import WorkdirError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,6 +94,21 @@ def test_sweep_folder_refuses_other_settings(tmp_path):
     activations_only = base.copy_and_resolve_references()
     activations_only.model.dense_activation = "agile_sigmoid"  # set per trial: not a setting
     sweep.claim_folder(tmp_path, sweep.settings(activations_only, 4))
+
+
+def test_damaged_sweep_json_and_trial_summary_are_named_with_what_to_do(tmp_path):
+    (tmp_path / "sweep.json").write_text('{"seeds": 4')
+    with pytest.raises(WorkdirError, match=r"sweep.json is not valid JSON \(.*\); delete it to "
+                                           r"let this sweep claim .* \(its trials are kept\)"):
+        sweep.claim_folder(tmp_path, sweep.settings(get_config(), 4))
+    trial = sweep.trials_for_pairs(get_config(), [COMBOS[7]], 1)[0]
+    (tmp_path / trial.name).mkdir()
+    (tmp_path / trial.name / "summary.json").write_text("{")
+    with pytest.raises(WorkdirError, match=r"summary.json is not valid JSON \(.*\); delete it "
+                                           r"and rerun: the trial restores its last checkpoint"):
+        sweep.finished_summary(tmp_path, trial)
+    with pytest.raises(WorkdirError, match=r"summary.json is not valid JSON"):
+        sweep.write_tables(tmp_path)
 
 
 def test_write_tables_cover_every_finished_trial(tmp_path):

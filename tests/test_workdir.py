@@ -147,6 +147,15 @@ def test_no_restorable_checkpoint_names_steps_and_folder(tmp_path):
     checkpoints.close()
 
 
+def test_a_checkpoint_failure_is_reported_by_its_first_line_cut_short():
+    """TensorStore errors carry kilobytes of JSON spec on one line; the report keeps 160 chars."""
+    error = ValueError('Error opening "zarr" driver: {"spec": ' + "x" * 5000 + '}\nmore')
+    reason = workdir_lib._short_reason(error)
+    assert len(reason) == 160 and reason.endswith("…")
+    assert reason.startswith('ValueError: Error opening "zarr" driver: {"spec": xxx')
+    assert workdir_lib._short_reason(OSError("short\nsecond line")) == "OSError: short"
+
+
 def test_metric_writer_writes_scalars_tensorboard_reads(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
