@@ -12,19 +12,54 @@ from agile.combos import COMBOS
 from agile.models import CNN, count_params
 
 TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
-IMAGES = jax.random.uniform(jax.random.key(1), (4, 28, 28, 1))
+# Small test programs compile several times faster without XLA's backend optimisation (as in
+# test_nnx.py); what they compute is the same.
+FAST_COMPILE = {"xla_backend_optimization_level": 0}
+
+
+def _normal(seed, shape, scale=1.0):
+    """Random float32 numbers from numpy (no per-shape compile, unlike jax.random)."""
+    return (np.random.default_rng(seed).normal(size=shape) * scale).astype(np.float32)
+
+
+IMAGES = np.random.default_rng(1).uniform(size=(4, 28, 28, 1)).astype(np.float32)
+
+
+def _compiled(fn, *args):
+    """``fn(*args)`` compiled as one program (run op by op, each op would compile alone)."""
+    return jax.jit(fn).lower(*args).compile(FAST_COMPILE)(*args)
+
+
+def _init_shapes(model, x=IMAGES[:1]):
+    """``model.init``'s variables as shapes, without computing them."""
+    return jax.eval_shape(model.init, jax.random.key(0), x)
 
 
 def _perturbed_params(model: CNN, seed: int = 0):
-    """Initial parameters with agile a and b moved off 1 and 0, so they matter."""
-    params = model.init(jax.random.key(seed), IMAGES[:1])["params"]
-    leaves, treedef = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.key(seed + 100), len(leaves))
-    noisy = [
-        leaf + 0.3 * jax.random.normal(key, leaf.shape)
-        for leaf, key in zip(leaves, keys, strict=True)
-    ]
-    return jax.tree.unflatten(treedef, noisy)
+    """Parameters drawn as initialisation draws them (a = 1, b = 0, zero biases, lecun-normal
+    kernels) plus 0.3 x normal noise, so agile a and b are moved off 1 and 0 and matter.
+
+    numpy draws into ``model.init``'s shapes: nothing compiled or run op by op.
+    """
+    rng = np.random.default_rng(seed)
+
+    def draw(path, leaf):
+        base = {"a": 1.0, "b": 0.0, "bias": 0.0}.get(path[-1].key)
+        if base is None:  # a kernel
+            base = rng.normal(size=leaf.shape) / np.sqrt(np.prod(leaf.shape[:-1]))
+        return (base + 0.3 * rng.normal(size=leaf.shape)).astype(np.float32)
+
+    return jax.tree_util.tree_map_with_path(draw, _init_shapes(model)["params"])
+
+
+def _values_and_grads(model: CNN, params):
+    """Logits on IMAGES, and the gradient of ``_loss`` in params and images, compiled."""
+
+    def both(params, images):
+        logits = model.apply({"params": params}, images)
+        return logits, jax.grad(_loss(model), argnums=(0, 1))(params, images)
+
+    return _compiled(both, params, IMAGES)
 
 
 def _loss(model: CNN):
@@ -64,23 +99,20 @@ FIELD_COMBOS = [
 def test_fast_equals_reference_values_and_gradients(fields):
     fast, reference = _both(**fields)
     params = _perturbed_params(reference)
-    assert jax.tree.map(jnp.shape, fast.init(jax.random.key(0), IMAGES[:1])) == jax.tree.map(
-        jnp.shape, reference.init(jax.random.key(0), IMAGES[:1])
+    assert jax.tree.map(jnp.shape, _init_shapes(fast)) == jax.tree.map(
+        jnp.shape, _init_shapes(reference)
     )
-    np.testing.assert_allclose(
-        fast.apply({"params": params}, IMAGES),
-        reference.apply({"params": params}, IMAGES),
-        **TOLERANCE,
-    )
-    grad_fast = jax.grad(_loss(fast), argnums=(0, 1))(params, IMAGES)
-    grad_reference = jax.grad(_loss(reference), argnums=(0, 1))(params, IMAGES)
+    logits_fast, grad_fast = _values_and_grads(fast, params)
+    logits_reference, grad_reference = _values_and_grads(reference, params)
+    np.testing.assert_allclose(logits_fast, logits_reference, **TOLERANCE)
     _assert_trees_close(grad_fast, grad_reference)
 
 
 def test_fast_and_reference_initialise_identically():
     fast, reference = _both(conv_activation="agile_relu", dense_activation="agile_sigmoid")
     _assert_trees_close(
-        fast.init(jax.random.key(3), IMAGES[:1]), reference.init(jax.random.key(3), IMAGES[:1])
+        *[_compiled(lambda key, model=model: model.init(key, IMAGES[:1]), jax.random.key(3))
+          for model in (fast, reference)]
     )
 
 
@@ -89,7 +121,7 @@ def test_odd_maps_crop_like_valid_pooling():
     fast, reference = _both(conv_activation="agile_relu", dense_activation="relu")
     params = _perturbed_params(reference)
     grads = {
-        name: jax.grad(_loss(model))(params, IMAGES)["conv_act_2"]["a"]
+        name: _compiled(jax.grad(_loss(model)), params, IMAGES)["conv_act_2"]["a"]
         for name, model in (("fast", fast), ("reference", reference))
     }
     _assert_trees_close(grads["fast"], grads["reference"])
@@ -110,7 +142,7 @@ def test_fast_equals_reference_under_vmap_over_seeds(conv_activation, dense_acti
             logits = model.apply({"params": params}, IMAGES)
             return logits, jax.grad(_loss(model), argnums=(0, 1))(params, IMAGES)
 
-        return jax.jit(jax.vmap(per_seed))(stacked)
+        return _compiled(jax.vmap(per_seed), stacked)
 
     _assert_trees_close(logits_and_grads(fast), logits_and_grads(reference))
 
@@ -124,12 +156,14 @@ def test_parameter_counts(combo, expected):
             dense_activation=dense_activation,
             implementation=implementation,
         )
-        assert count_params(model.init(jax.random.key(0), IMAGES[:1])["params"]) == expected
+        shapes = _init_shapes(model)["params"]
+        params = jax.tree.map(lambda leaf: np.zeros(leaf.shape, leaf.dtype), shapes)
+        assert count_params(params) == expected
 
 
 def test_agile_parameter_shapes_per_layer():
     model = CNN(conv_activation="agile_relu", dense_activation="agile_sigmoid")
-    params = model.init(jax.random.key(0), IMAGES[:1])["params"]
+    params = _init_shapes(model)["params"]
     expected = {
         "conv_act_0": (28, 28, 16),
         "conv_act_1": (14, 14, 8),
@@ -165,7 +199,7 @@ def test_bad_fields_raise_value_error(fields, message):
 def test_fast_path_refuses_pool_window_larger_than_map():
     model = CNN(conv_features=(4, 4, 4, 4, 4, 4))
     with pytest.raises(ValueError, match="larger than"):
-        model.init(jax.random.key(0), IMAGES[:1])
+        _init_shapes(model)  # model.init, traced: it refuses before computing anything
 
 
 # agile.ops
@@ -173,8 +207,8 @@ def test_fast_path_refuses_pool_window_larger_than_map():
 
 @pytest.mark.parametrize("kernel_size", [(1, 1), (2, 2), (3, 3), (4, 5)])
 def test_same_padding_matches_lax(kernel_size):
-    x = jax.random.normal(jax.random.key(0), (2, 9, 8, 3))
-    kernel = jax.random.normal(jax.random.key(1), (*kernel_size, 3, 5))
+    x = _normal(0, (2, 9, 8, 3))
+    kernel = _normal(1, (*kernel_size, 3, 5))
     dims = ("NHWC", "HWIO", "NHWC")
     np.testing.assert_allclose(
         jax.lax.conv_general_dilated(
@@ -198,15 +232,19 @@ def test_conv_patches_order_and_shape():
 @pytest.mark.parametrize("kernel_size", [(3, 3), (5, 5), (2, 2)])
 @pytest.mark.parametrize("in_features", [1, 4])
 def test_patch_conv_matches_nn_conv(kernel_size, in_features):
-    x = jax.random.normal(jax.random.key(0), (2, 7, 6, in_features))
+    x = _normal(0, (2, 7, 6, in_features))
     conv = nn.Conv(5, kernel_size, padding="SAME")
-    params = conv.init(jax.random.key(1), x)["params"]
-    params = {**params, "bias": jnp.arange(5.0)}
-    np.testing.assert_allclose(
-        ops.patch_conv(x, params["kernel"], params["bias"]),
-        conv.apply({"params": params}, x),
-        **TOLERANCE,
+    kernel_shape = jax.eval_shape(conv.init, jax.random.key(1), x)["params"]["kernel"].shape
+    params = {"kernel": _normal(1, kernel_shape), "bias": jnp.arange(5.0)}
+    ours, flax_conv = _compiled(
+        lambda x, params: (
+            ops.patch_conv(x, params["kernel"], params["bias"]),
+            conv.apply({"params": params}, x),
+        ),
+        x,
+        params,
     )
+    np.testing.assert_allclose(ours, flax_conv, **TOLERANCE)
     with pytest.raises(ValueError, match="channels"):
         ops.patch_conv(x[..., :0], params["kernel"], params["bias"])
 
@@ -214,16 +252,19 @@ def test_patch_conv_matches_nn_conv(kernel_size, in_features):
 @pytest.mark.parametrize("pooling, reference", [("max", nn.max_pool), ("avg", nn.avg_pool)])
 @pytest.mark.parametrize("shape, pool_size", [((2, 8, 8, 3), (2, 2)), ((2, 7, 9, 3), (2, 3))])
 def test_reshape_pool_matches_flax_pooling_and_gradient(pooling, reference, shape, pool_size):
-    x = jax.random.normal(jax.random.key(0), shape)
-    weights = jax.random.normal(jax.random.key(1), (1, shape[1] // pool_size[0], 1, 1))
+    x = _normal(0, shape)
+    weights = _normal(1, (1, shape[1] // pool_size[0], 1, 1))
 
     def loss(pool):
         return lambda x: jnp.sum(pool(x) ** 2 * weights)
 
     ours = lambda x: ops.reshape_pool(x, pool_size, pooling)  # noqa: E731
     flax_pool = lambda x: reference(x, pool_size, strides=pool_size, padding="VALID")  # noqa: E731
-    np.testing.assert_allclose(ours(x), flax_pool(x), **TOLERANCE)
-    np.testing.assert_allclose(jax.grad(loss(ours))(x), jax.grad(loss(flax_pool))(x), **TOLERANCE)
+    (value, grad), (expected, expected_grad) = _compiled(
+        lambda x: [(pool(x), jax.grad(loss(pool))(x)) for pool in (ours, flax_pool)], x
+    )
+    np.testing.assert_allclose(value, expected, **TOLERANCE)
+    np.testing.assert_allclose(grad, expected_grad, **TOLERANCE)
 
 
 def test_max_pool_gradient_goes_to_first_of_tied_maxima_like_flax():
@@ -245,10 +286,9 @@ def test_reshape_pool_errors():
 
 @pytest.mark.parametrize("kernel_size", [(3, 3), (2, 2), (3, 2)])
 def test_canonical_conv_matches_lax_values_and_gradients(kernel_size):
-    keys = jax.random.split(jax.random.key(0), 3)
-    x = jax.random.normal(keys[0], (4, 7, 6, 5))
-    kernel = jax.random.normal(keys[1], (*kernel_size, 5, 3))
-    grad = jax.random.normal(keys[2], (4, 7, 6, 3))
+    x = _normal(0, (4, 7, 6, 5))
+    kernel = _normal(1, (*kernel_size, 5, 3))
+    grad = _normal(2, (4, 7, 6, 3))
 
     def reference(x, kernel):
         return jax.lax.conv_general_dilated(
@@ -256,10 +296,18 @@ def test_canonical_conv_matches_lax_values_and_gradients(kernel_size):
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
         )
 
-    value, vjp = jax.vjp(ops.canonical_conv, x, kernel)
-    expected, expected_vjp = jax.vjp(reference, x, kernel)
+    def value_and_vjp(conv, x, kernel, grad):
+        value, vjp = jax.vjp(conv, x, kernel)
+        return value, vjp(grad)
+
+    (value, grads), (expected, expected_grads) = _compiled(
+        lambda *args: [value_and_vjp(conv, *args) for conv in (ops.canonical_conv, reference)],
+        x,
+        kernel,
+        grad,
+    )
     np.testing.assert_allclose(value, expected, rtol=1e-5, atol=1e-5)
-    for actual, wanted in zip(vjp(grad), expected_vjp(grad), strict=True):
+    for actual, wanted in zip(grads, expected_grads, strict=True):
         np.testing.assert_allclose(actual, wanted, rtol=1e-5, atol=1e-5)
 
 
@@ -275,10 +323,8 @@ def _agile_pooled_reference(u, fn, a, b, pool_size):
     return nn.max_pool(z, pool_size, strides=pool_size, padding="VALID")
 
 
-def _random_agile(key, map_shape):
-    key_a, key_b = jax.random.split(key)
-    return (1 + 0.3 * jax.random.normal(key_a, map_shape),
-            0.3 * jax.random.normal(key_b, map_shape))
+def _random_agile(seed, map_shape):
+    return 1 + _normal(seed, map_shape, 0.3), _normal(seed + 1, map_shape, 0.3)
 
 
 @pytest.mark.parametrize("name", ACTIVATIONS)
@@ -286,17 +332,22 @@ def _random_agile(key, map_shape):
 @pytest.mark.parametrize("agile_params", [True, False], ids=["agile", "plain"])
 def test_act_max_pool_matches_max_pool_of_activation(name, shape, pool_size, agile_params):
     fn = get_activation(name)
-    keys = jax.random.split(jax.random.key(0), 3)
-    u = jax.random.normal(keys[0], (*shape, 4))
-    a, b = _random_agile(keys[1], u.shape[1:]) if agile_params else (None, None)
-    weights = jax.random.normal(keys[2], _agile_pooled_reference(u, fn, a, b, pool_size).shape)
+    u = _normal(0, (*shape, 4))
+    a, b = _random_agile(1, u.shape[1:]) if agile_params else (None, None)
+    pooled_shape = jax.eval_shape(lambda u: _agile_pooled_reference(u, fn, a, b, pool_size), u)
+    weights = _normal(3, pooled_shape.shape)
 
     def loss(pool):
         return lambda u, a, b: jnp.sum(pool(u, fn, a, b, pool_size) * weights)
 
     args, argnums = (u, a, b), (0, 1, 2) if agile_params else (0,)
-    ours = jax.jit(jax.value_and_grad(loss(ops.act_max_pool), argnums))(*args)
-    expected = jax.value_and_grad(loss(_agile_pooled_reference), argnums)(*args)
+    ours, expected = _compiled(
+        lambda *args: [
+            jax.value_and_grad(loss(pool), argnums)(*args)
+            for pool in (ops.act_max_pool, _agile_pooled_reference)
+        ],
+        *args,
+    )
     _assert_trees_close(ours, expected)
 
 
@@ -305,27 +356,36 @@ def test_act_max_pool_matches_max_pool_of_activation(name, shape, pool_size, agi
 @pytest.mark.parametrize("kernel_size", [(3, 3), (2, 2), (5, 5)])
 def test_conv_act_max_pool_matches_conv_then_max_pool(name, shape, pool_size, kernel_size):
     fn = get_activation(name)
-    keys = jax.random.split(jax.random.key(1), 5)
-    x = jax.random.normal(keys[0], (*shape, 1))
-    kernel = 0.5 * jax.random.normal(keys[1], (*kernel_size, 1, 5))
-    bias = 0.1 * jax.random.normal(keys[2], (5,))
-    a, b = _random_agile(keys[3], (*shape[1:], 5))
+    x = _normal(10, (*shape, 1))
+    kernel = _normal(11, (*kernel_size, 1, 5), 0.5)
+    bias = _normal(12, (5,), 0.1)
+    a, b = _random_agile(13, (*shape[1:], 5))
 
     def reference(x, kernel, bias, a, b):
         return _agile_pooled_reference(ops.patch_conv(x, kernel, bias), fn, a, b, pool_size)
 
-    weights = jax.random.normal(keys[4], reference(x, kernel, bias, a, b).shape)
-    for agile_args in [(a, b), ()]:
-        def loss(pooled, agile_args=agile_args):
-            return lambda x, k, bias, *ab: jnp.sum(pooled(x, k, bias, *ab) * weights)
+    weights = _normal(15, jax.eval_shape(reference, x, kernel, bias, a, b).shape)
 
-        ours = lambda x, k, bias, *ab: ops.conv_act_max_pool(  # noqa: E731
-            x, k, bias, fn, *ab, pool_size=pool_size)
-        ref = lambda x, k, bias, *ab: reference(x, k, bias, *(ab or (None, None)))  # noqa: E731
-        argnums = tuple(range(3 + len(agile_args)))
-        args = (x, kernel, bias, *agile_args)
-        _assert_trees_close(jax.jit(jax.value_and_grad(loss(ours), argnums))(*args),
-                            jax.value_and_grad(loss(ref), argnums)(*args))
+    def loss(pooled):
+        return lambda x, k, bias, *ab: jnp.sum(pooled(x, k, bias, *ab) * weights)
+
+    ours = lambda x, k, bias, *ab: ops.conv_act_max_pool(  # noqa: E731
+        x, k, bias, fn, *ab, pool_size=pool_size
+    )
+    ref = lambda x, k, bias, *ab: reference(x, k, bias, *(ab or (None, None)))  # noqa: E731
+
+    def ours_and_reference(x, kernel, bias, a, b):
+        """Values and gradients of both, agile (with a, b) and plain, in one program."""
+        results = []
+        for args in [(x, kernel, bias, a, b), (x, kernel, bias)]:
+            argnums = tuple(range(len(args)))
+            results.append(
+                [jax.value_and_grad(loss(pooled), argnums)(*args) for pooled in (ours, ref)]
+            )
+        return results
+
+    for ours_result, ref_result in _compiled(ours_and_reference, x, kernel, bias, a, b):
+        _assert_trees_close(ours_result, ref_result)
 
 
 def test_fused_pooling_sends_tied_gradients_to_the_first_maximum_like_flax():
@@ -345,15 +405,22 @@ def test_fused_pooling_sends_tied_gradients_to_the_first_maximum_like_flax():
         ops.patch_conv(x, k, bias), fn, a, b, (2, 2))
     ours_act = lambda u, a, b: ops.act_max_pool(u, fn, a, b)  # noqa: E731
     ref_act = lambda u, a, b: _agile_pooled_reference(u, fn, a, b, (2, 2))  # noqa: E731
-    args = (x, kernel, bias, a, b)
-    expected = jax.grad(loss(ref), argnums=(1, 2, 3, 4))(*args)
+
+    def gradients(x, kernel, bias, a, b):
+        """The fused blocks' gradients and the reference's, in one program."""
+        u = ops.patch_conv(x, kernel, bias)
+        return (
+            [jax.grad(loss(f), argnums=(1, 2, 3, 4))(x, kernel, bias, a, b) for f in (ours, ref)],
+            [jax.grad(loss(f), argnums=(0, 1, 2))(u, a, b) for f in (ours_act, ref_act)],
+        )
+
+    (ours_grads, expected), (ours_act_grads, expected_act) = _compiled(
+        gradients, x, kernel, bias, a, b
+    )
     first_of_window = np.tile([[True, False], [False, False]], (3, 3))
     np.testing.assert_array_equal(expected[2] != 0, np.repeat(first_of_window[..., None], 3, -1))
-    _assert_same_support_and_close(jax.jit(jax.grad(loss(ours), argnums=(1, 2, 3, 4)))(*args),
-                                   expected)
-    u = ops.patch_conv(x, kernel, bias)
-    _assert_same_support_and_close(jax.jit(jax.grad(loss(ours_act), argnums=(0, 1, 2)))(u, a, b),
-                                   jax.grad(loss(ref_act), argnums=(0, 1, 2))(u, a, b))
+    _assert_same_support_and_close(ours_grads, expected)
+    _assert_same_support_and_close(ours_act_grads, expected_act)
 
 
 def _assert_same_support_and_close(actual, expected):
@@ -374,7 +441,7 @@ def test_fused_pooling_errors():
 
 @pytest.mark.parametrize("size", [1, 2, 7, 100])
 def test_batch_sum_equals_sum_over_the_leading_axis(size):
-    x = jax.random.normal(jax.random.key(size), (size, 3, 5))
+    x = _normal(size, (size, 3, 5))
     np.testing.assert_allclose(ops.batch_sum(x), x.sum(0), rtol=1e-5, atol=1e-5)
 
 
@@ -389,8 +456,8 @@ def test_stored_returns_the_function_value_also_under_vmap_and_grad():
 
 
 def test_convolutions_padded_for_ynnpack_equal_plain_ones():
-    x = jax.random.normal(jax.random.key(0), (2, 5, 5, 3))
-    kernel = jax.random.normal(jax.random.key(1), (3, 3, 3, 4))
+    x = _normal(0, (2, 5, 5, 3))
+    kernel = _normal(1, (3, 3, 3, 4))
     np.testing.assert_allclose(
         ops._conv_nhwc(x, kernel, ((1, 1), (1, 1))),
         jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
@@ -403,7 +470,7 @@ def test_no_conv_features_is_a_network_of_dense_layers_only():
     for implementation in ("fast", "reference"):
         model = CNN(conv_features=(), dense_activation="agile_sigmoid",
                     implementation=implementation)
-        params = model.init(jax.random.key(0), IMAGES[:1])["params"]
+        params = _compiled(model.init, jax.random.key(0), IMAGES[:1])["params"]
         assert set(params) == {"hidden", "hidden_act", "output"}
         assert params["hidden"]["kernel"].shape == (784, 30)
-        assert model.apply({"params": params}, IMAGES).shape == (4, 10)
+        assert _compiled(model.apply, {"params": params}, IMAGES).shape == (4, 10)
