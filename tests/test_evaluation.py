@@ -14,6 +14,9 @@ from agile.train import create_model, create_train_state, model_labels
 
 CONFIG = get_config(12)
 STATE = create_train_state(CONFIG, jax.random.key(0))
+# Compiled once each: op by op, the model's every op would compile on its own.
+APPLY = jax.jit(STATE.apply_fn)
+EVAL_STEP = jax.jit(evaluation.eval_step, static_argnums=1)
 
 
 def _split(n: int, seed: int = 0):
@@ -24,19 +27,19 @@ def _split(n: int, seed: int = 0):
 
 def _direct(params, images, labels):
     """Loss and accuracy computed in one batch, with no chunks or padding."""
-    logits = STATE.apply_fn({"params": params}, images)
+    logits = APPLY({"params": params}, images)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
     return float(loss), float(np.mean(np.argmax(logits, -1) == labels))
 
 
 def test_eval_step_masks_padding():
     images, labels = _split(6)
-    full = evaluation.eval_step(STATE.params, STATE.apply_fn,
-                                {"image": images, "label": labels, "mask": np.ones(6)})
+    full = EVAL_STEP(STATE.params, STATE.apply_fn,
+                     {"image": images, "label": labels, "mask": np.ones(6)})
     padded = {"image": np.concatenate([images, images[:2]]),
               "label": np.concatenate([labels, labels[:2]]),
               "mask": np.array([1, 1, 1, 1, 1, 1, 0, 0], np.float32)}
-    masked = evaluation.eval_step(STATE.params, STATE.apply_fn, padded)
+    masked = EVAL_STEP(STATE.params, STATE.apply_fn, padded)
     for key in full:
         np.testing.assert_allclose(masked[key], full[key], rtol=1e-6)
 

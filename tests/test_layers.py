@@ -100,7 +100,7 @@ def test_validate_granularity():
 
 
 def test_untrained_agile_equals_plain_activation():
-    x = jax.random.normal(jax.random.key(1), (4, 7, 7, 3)) * 3
+    x = _normal(1, (4, 7, 7, 3), 3.0)
     for name in ("relu", "sigmoid", "tanh", "gelu", "silu", "softplus", "elu", "leaky_relu"):
         layer = Agile(name)
         out = layer.apply(_init(layer, x), x)
@@ -217,15 +217,15 @@ class _TinyModel(nn.Module):
 
 def test_a_and_b_receive_gradients_and_change_after_one_step():
     model = _TinyModel()
-    x = jax.random.normal(jax.random.key(2), (16, 5))
-    y = jax.random.randint(jax.random.key(3), (16,), 0, 3)
-    params = model.init(jax.random.key(4), x)
+    x = _normal(2, (16, 5))
+    y = np.random.default_rng(3).integers(0, 3, 16)
+    params = jax.jit(model.init)(jax.random.key(4), x)  # one program, not op by op
 
     def loss(params):
         logits = model.apply(params, x)
         return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
-    grads = jax.grad(loss)(params)
+    grads = jax.jit(jax.grad(loss))(params)
     for name in ("a", "b"):
         assert np.all(np.abs(grads["params"]["act"][name]) > 0), name
     optimizer = optax.sgd(0.1)
@@ -238,8 +238,8 @@ def test_a_and_b_receive_gradients_and_change_after_one_step():
 def test_sgd_update_of_a_and_b_matches_corrected_paper_equations():
     """Eq. 13-16 and 21-24 corrected: a -= rho * s * dL/dz;  b += rho * a*s(1-s) * dL/dz."""
     layer = Agile("sigmoid")
-    x = jax.random.normal(jax.random.key(5), (1, 6)) * 2
-    upstream = jax.random.normal(jax.random.key(6), (1, 6))  # dL/dz
+    x = _normal(5, (1, 6), 2.0)
+    upstream = _normal(6, (1, 6))  # dL/dz
     params = {"params": {"a": jnp.full((6,), 1.7), "b": jnp.full((6,), -0.3)}}
     grads = jax.grad(lambda p: jnp.sum(layer.apply(p, x) * upstream))(params)
     rho = 0.05
