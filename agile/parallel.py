@@ -107,13 +107,31 @@ def initialize_distributed(
 
 
 def _stack(trees: Sequence[Any]) -> Any:
-    """Stacks same-shaped trees leaf by leaf; static fields (apply_fn, tx) come from the first."""
+    """Stacks same-shaped trees leaf by leaf; static fields (apply_fn, tx) come from the first.
+
+    Stacked leaves have strong types (a stack of Python ints, like a fresh ``TrainState``'s
+    ``step``, would be weakly typed), as restored checkpoints do: one compiled step serves both.
+    """
     leaves = zip(*(jax.tree.leaves(tree) for tree in trees), strict=True)
-    return jax.tree.unflatten(jax.tree.structure(trees[0]), [jnp.stack(group) for group in leaves])
+    stacked = [jnp.stack(group) for group in leaves]
+    return jax.tree.unflatten(jax.tree.structure(trees[0]),
+                              [jnp.asarray(leaf, dtype=leaf.dtype) for leaf in stacked])
 
 
 def _to_host(tree: Any) -> Any:
     return jax.tree.map(np.asarray, tree)
+
+
+def _uncommitted(tree: Any) -> Any:
+    """The tree's arrays copied through the host and put back uncommitted, as a fresh state's.
+
+    Orbax restores arrays committed to a device; a committed argument is a new signature
+    for ``jax.jit``, so a resumed run would compile its step (and evaluation) again, once
+    for the restored state and once more for each mix of restored and fresh arrays.
+    """
+    return jax.tree.map(
+        lambda leaf: jnp.asarray(np.asarray(leaf)) if isinstance(leaf, jax.Array) else leaf, tree
+    )
 
 
 class SingleDevice:
@@ -153,8 +171,8 @@ class SingleDevice:
         return tree
 
     def from_checkpoint(self, tree: Any) -> Any:
-        """Inverse of :meth:`to_checkpoint`."""
-        return tree
+        """Inverse of :meth:`to_checkpoint`, placed as :meth:`place` places a fresh tree."""
+        return _uncommitted(tree)
 
 
 def _masked_step(step_fn: StepFn, state, accum, images, labels, indices, active):
@@ -194,10 +212,15 @@ def _vmap_seeds(step_fn: StepFn, state, accum, images, labels, indices, active):
 
 
 _SEED_STEPS = {"scan": _scan_seeds, "vmap": _vmap_seeds}
-_seed_step = jax.jit(
-    lambda batching, step_fn, *args: _SEED_STEPS[batching](step_fn, *args),
-    static_argnums=(0, 1), donate_argnums=(2, 3), compiler_options=STEP_COMPILER_OPTIONS,
-)
+
+
+def seed_batch_step(batching: str, step_fn: StepFn, *args):
+    """One step of every seed in the stack, batched as ``batching`` says (``"scan"``/``"vmap"``)."""
+    return _SEED_STEPS[batching](step_fn, *args)
+
+
+_seed_step = jax.jit(seed_batch_step, static_argnums=(0, 1), donate_argnums=(2, 3),
+                     compiler_options=STEP_COMPILER_OPTIONS)
 
 
 def resolve_seed_batching(seed_batching: str) -> str:

@@ -323,7 +323,7 @@ def _restore(setup: _Setup, progress: _Progress) -> _Progress:
         state=setup.layout.from_checkpoint(arrays["state"]),
         accum=setup.layout.from_checkpoint(arrays["accum"]),
         histories=[History.from_json(h) for h in meta["histories"]],
-        best_params=list(arrays["best_params"]),
+        best_params=[jax.device_get(params) for params in arrays["best_params"]],
         best_tests=meta["best_tests"],
         timing=meta["timing"],
     )

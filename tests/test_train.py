@@ -1,5 +1,6 @@
 """The training loop: steps, configs, resume, NaN stop, the CLI, and real-MNIST accuracy."""
 
+import contextlib
 import json
 import os
 import subprocess
@@ -199,16 +200,42 @@ def test_best_test_loss_is_the_best_models_without_testing_every_evaluation(tmp_
     assert every["min_test_loss"] == min(row["test_loss"] for row in every_rows)
 
 
+@contextlib.contextmanager
+def _compiled_programs():
+    """Names (``jit(f)``) of the programs XLA compiles inside the block, from JAX's monitoring."""
+    names = []
+
+    def listener(event: str, duration: float, **kwargs) -> None:
+        del duration
+        if event == "/jax/core/compile/backend_compile_duration":
+            names.append(kwargs.get("fun_name"))
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield names
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
 @pytest.mark.parametrize("num_seeds", [1, 3])
 def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, tiny_config, num_seeds):
-    """Interrupted after step 7 (checkpoint at 6, row at 4): the rerun ends bit-identical."""
+    """Interrupted after step 7 (checkpoint at 6, row at 4): the rerun ends bit-identical,
+    and reuses the step and evaluation the first run compiled (restored arrays placed as
+    fresh ones are; committed ones compiled the step three more times)."""
     tiny_config.num_epochs = 3
     tiny_config.num_seeds = num_seeds
-    reference = train.train_and_evaluate(tiny_config, tmp_path / "reference")
+    tiny_config.model.dense_features = 20 + num_seeds  # No other test compiles this model.
+    step, evaluate = (("jit(step_on_device_data)", "jit(_chunk_sums)") if num_seeds == 1
+                      else ("jit(seed_batch_step)", "jit(_seed_chunk_sums)"))
+    with _compiled_programs() as first:
+        reference = train.train_and_evaluate(tiny_config, tmp_path / "reference")
     with pytest.raises(Interrupt):
         train.train_and_evaluate(tiny_config, tmp_path / "resumed", after_step=_interrupt_after(7))
     assert len(read_rows(tmp_path / "resumed/metrics.jsonl")) == num_seeds  # the rows at step 4
-    resumed = train.train_and_evaluate(tiny_config, tmp_path / "resumed")
+    with _compiled_programs() as again:
+        resumed = train.train_and_evaluate(tiny_config, tmp_path / "resumed")
+    assert first.count(step) == first.count(evaluate) == 1, first
+    assert again.count(step) == again.count(evaluate) == again.count("jit(_chunk_sums)") == 0, again
     assert _strip_times(resumed) == _strip_times(reference)
     assert (tmp_path / "resumed/metrics.jsonl").read_text() == (
         tmp_path / "reference/metrics.jsonl"
