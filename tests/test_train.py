@@ -17,6 +17,7 @@ import pytest
 from agile import train
 from agile.combos import COMBOS, combo_activations, combo_number
 from agile.config import get_config
+from agile.data import MissingDataError
 from agile.evaluation import agile_parameter_ranges
 from agile.summary import TIMING_FIELDS
 from agile.workdir import WorkdirError, read_rows
@@ -265,6 +266,14 @@ def test_timing_counts_each_second_once_across_checkpoints_and_sessions(tmp_path
     loop = sum(summary["time_breakdown_s"][k] for k in ("steps", "evaluation", "checkpoint"))
     assert summary["steps_per_second"] >= 12 / elapsed  # 12 steps, timed once each
     assert loop <= elapsed
+
+
+def test_missing_data_fails_before_the_workdir_is_created(tmp_path, tiny_config):
+    """A wrong MNIST folder is reported before anything is written (no empty run folder)."""
+    tiny_config.data.dir = str(tmp_path / "nowhere")
+    with pytest.raises(MissingDataError, match=r"nowhere does not exist"):
+        train.train_and_evaluate(tiny_config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 def test_changed_config_is_refused_unless_allowed(tmp_path, tiny_config):
