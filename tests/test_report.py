@@ -416,3 +416,13 @@ def test_study_report_script_writes_the_report_and_figures(tmp_path):
         assert f"](figures/{name})" in markdown
         assert (docs / "figures" / name).read_bytes().startswith(b"\x89PNG")
     assert not stale.exists()
+
+
+def test_committed_report_is_what_the_committed_results_give():
+    """docs/reproduction.md is exactly what docs/results/ give: its numbers match the committed
+    CSVs and nobody edited it by hand (rerun scripts/study_report.py after changing either)."""
+    results = report.load_results(REPO / "docs" / "results")
+    drawn = {key: (REPO / "docs" / "figures" / name).is_file()
+             for key, (name, _) in report.FIGURES.items()}
+    expected = report.build_markdown(results, report.analyse(results), drawn)
+    assert (REPO / "docs" / "reproduction.md").read_text() == expected
