@@ -110,11 +110,39 @@ def load_split(data_config: ml_collections.ConfigDict, split: str) -> tuple[np.n
     """
     _check_split(split)
     if resolve_source(data_config) == "idx":
-        directory = data_config.dir or os.environ.get("MNIST_DIR")
-        if not directory:
-            raise ConfigError(f"data.source='idx' needs a folder. {_SET_MNIST_DIR_HINT}")
-        return read_idx_split(directory, split)
+        return read_idx_split(_idx_directory(data_config), split)
     return read_tfds_split(split, data_config.tfds_data_dir)
+
+
+def check_available(data_config: ml_collections.ConfigDict) -> None:
+    """Raises the error :func:`load_split` would for a missing IDX folder or file, without
+    reading any file: cheap enough to run before anything is written. (A damaged file, and
+    the tfds source, fail when they load.)"""
+    if resolve_source(data_config) == "idx":
+        directory = _checked_idx_folder(_idx_directory(data_config))
+        for names in _IDX_FILES.values():
+            for name in names:
+                _find_idx_file(directory, name)
+
+
+def _idx_directory(data_config: ml_collections.ConfigDict) -> str:
+    directory = data_config.dir or os.environ.get("MNIST_DIR")
+    if not directory:
+        raise ConfigError(f"data.source='idx' needs a folder. {_SET_MNIST_DIR_HINT}")
+    return directory
+
+
+def _checked_idx_folder(directory: str | os.PathLike) -> Path:
+    """``directory`` as a Path; MissingDataError unless it is an existing folder."""
+    directory = Path(directory).expanduser()
+    if directory.exists() and not directory.is_dir():
+        raise MissingDataError(f"MNIST directory {directory} is a file, not a folder. "
+                               f"{_SET_MNIST_DIR_HINT}")
+    if not directory.is_dir():
+        raise MissingDataError(
+            f"MNIST directory {directory} does not exist. {_SET_MNIST_DIR_HINT}"
+        )
+    return directory
 
 
 def read_idx_split(directory: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -124,14 +152,7 @@ def read_idx_split(directory: str | os.PathLike, split: str) -> tuple[np.ndarray
     or file and DataError (a ValueError), naming the file, for a damaged or inconsistent one.
     """
     _check_split(split)
-    directory = Path(directory).expanduser()
-    if directory.exists() and not directory.is_dir():
-        raise MissingDataError(f"MNIST directory {directory} is a file, not a folder. "
-                               f"{_SET_MNIST_DIR_HINT}")
-    if not directory.is_dir():
-        raise MissingDataError(
-            f"MNIST directory {directory} does not exist. {_SET_MNIST_DIR_HINT}"
-        )
+    directory = _checked_idx_folder(directory)
     images_name, labels_name = _IDX_FILES[split]
     images_path = _find_idx_file(directory, images_name)
     labels_path = _find_idx_file(directory, labels_name)

@@ -262,9 +262,10 @@ class _Clock:
                 "time_breakdown_s": breakdown, "steps_timed": steps_timed}
 
 
-def _setup(config: ml_collections.ConfigDict, workdir: Path, datasets: data_lib.Datasets) -> _Setup:
-    """Places the data and works out the schedule."""
+def _setup(config: ml_collections.ConfigDict, workdir: Path) -> _Setup:
+    """Loads and places the data, and works out the schedule."""
     layout = make_layout(config)
+    datasets = data_lib.load_datasets(config.data)
     num_train = len(datasets.train.labels)
     steps_per_epoch = len(
         data_lib.epoch_indices(0, 0, num_train, config.batch_size, config.data.drop_remainder)
@@ -517,8 +518,7 @@ def train_and_evaluate(
     """
     config_lib.validate(config)
     clock = _Clock()
-    with clock.phase("setup"):  # Before the workdir exists: a data error leaves nothing behind.
-        datasets = data_lib.load_datasets(config.data)
+    data_lib.check_available(config.data)  # A wrong MNIST folder leaves no workdir behind.
     workdir = workdir_lib.prepare(workdir)
     config_dict = json.loads(config.to_json_best_effort())
     workdir_lib.check_config(workdir, config_dict, config.allow_config_change)
@@ -526,7 +526,7 @@ def train_and_evaluate(
         if jax.process_index() == 0:
             stack.enter_context(workdir_lib.Lock(workdir))
         with clock.phase("setup"):
-            setup = _setup(config, workdir, datasets)
+            setup = _setup(config, workdir)
             stack.callback(setup.checkpoints.close)
             stack.callback(setup.writer.close)
             if setup.is_main:

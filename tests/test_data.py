@@ -113,6 +113,24 @@ def test_mnist_dir_that_is_a_file_says_so(tmp_path):
         data.read_idx_split(tmp_path / "file", "train")
 
 
+def test_check_available_finds_missing_idx_folders_and_files_without_reading(tmp_path):
+    """The cheap check train_and_evaluate runs before it writes anything."""
+    with pytest.raises(data.MissingDataError, match=r"nowhere does not exist.*MNIST_DIR"):
+        data.check_available(idx_config(tmp_path / "nowhere"))
+    write_mnist(tmp_path)
+    (tmp_path / f"{TEST_LABELS}.gz").unlink()
+    with pytest.raises(data.MissingDataError, match=rf"neither {TEST_LABELS} nor {TEST_LABELS}.gz"):
+        data.check_available(idx_config(tmp_path))
+    (tmp_path / f"{TEST_LABELS}.gz").write_bytes(b"damaged: found, not read")
+    assert data.check_available(idx_config(tmp_path)) is None
+    with pytest.raises(data.DataError, match="not a valid gzip file"):  # Loading reads it.
+        data.load_split(idx_config(tmp_path), "test")
+    tfds_config = data_config()
+    tfds_config.update(source="tfds", tfds_data_dir=str(tmp_path / "tfds"))
+    assert data.check_available(tfds_config) is None  # Checked when it loads (may download).
+    assert not (tmp_path / "tfds").exists()
+
+
 def test_data_errors_are_user_errors():
     """The CLIs print these as one line (agile.cli), not as tracebacks."""
     from agile.errors import UserError
