@@ -214,12 +214,12 @@ def _vmap_seeds(step_fn: StepFn, state, accum, images, labels, indices, active):
 _SEED_STEPS = {"scan": _scan_seeds, "vmap": _vmap_seeds}
 
 
-def seed_batch_step(batching: str, step_fn: StepFn, *args):
+def _seed_batch_step(batching: str, step_fn: StepFn, *args):
     """One step of every seed in the stack, batched as ``batching`` says (``"scan"``/``"vmap"``)."""
     return _SEED_STEPS[batching](step_fn, *args)
 
 
-_seed_step = jax.jit(seed_batch_step, static_argnums=(0, 1), donate_argnums=(2, 3),
+_seed_step = jax.jit(_seed_batch_step, static_argnums=(0, 1), donate_argnums=(2, 3),
                      compiler_options=STEP_COMPILER_OPTIONS)
 
 

@@ -227,7 +227,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, tiny_conf
     tiny_config.num_seeds = num_seeds
     tiny_config.model.dense_features = 20 + num_seeds  # No other test compiles this model.
     step, evaluate = (("jit(step_on_device_data)", "jit(_chunk_sums)") if num_seeds == 1
-                      else ("jit(seed_batch_step)", "jit(_seed_chunk_sums)"))
+                      else ("jit(_seed_batch_step)", "jit(_seed_chunk_sums)"))
     with _compiled_programs() as first:
         reference = train.train_and_evaluate(tiny_config, tmp_path / "reference")
     with pytest.raises(Interrupt):
