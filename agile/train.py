@@ -343,12 +343,10 @@ def _rewrite_rows(setup: _Setup, progress: _Progress) -> None:
          for row in history.rows),
         key=lambda row: (row["step"], row.get("seed", 0)),
     )
-    if setup.rows_path.exists():
-        on_disk = len(setup.rows_path.read_text().splitlines())
-        if on_disk != len(rows):
-            logging.warning("%s had %d lines, the checkpoint's history %d rows; rewritten from "
-                            "the checkpoint.", setup.rows_path, on_disk, len(rows))
-    workdir_lib.write_rows(setup.rows_path, rows)
+    on_disk = len(setup.rows_path.read_text().splitlines()) if setup.rows_path.exists() else 0
+    if workdir_lib.write_rows(setup.rows_path, rows):
+        logging.warning("%s (%d lines) differed from the checkpoint's history (%d rows); rewritten "
+                        "from the checkpoint.", setup.rows_path, on_disk, len(rows))
 
 
 def _check_finite(setup: _Setup, accum) -> None:

@@ -150,9 +150,14 @@ def _row_lines(rows: Iterable[dict[str, Any]]) -> str:
     return "".join(json.dumps(row) + "\n" for row in rows)
 
 
-def write_rows(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    """Replaces ``metrics.jsonl`` with ``rows``, atomically."""
-    write_text_atomically(path, _row_lines(rows))
+def write_rows(path: Path, rows: Iterable[dict[str, Any]]) -> bool:
+    """Replaces ``metrics.jsonl`` with ``rows``, atomically; returns whether an existing file
+    held anything else (a file that already holds exactly these rows is left as it is)."""
+    text = _row_lines(rows)
+    old = path.read_text() if path.exists() else None
+    if old != text:
+        write_text_atomically(path, text)
+    return old is not None and old != text
 
 
 def append_rows(path: Path, rows: Iterable[dict[str, Any]]) -> None:

@@ -51,6 +51,18 @@ def test_deleted_rows_of_a_finished_run_are_rebuilt_not_nulled(tmp_path, tiny_co
     assert (ref_dir / "metrics.jsonl").read_text() == rows
 
 
+def test_torn_last_row_of_a_finished_run_is_rebuilt_with_a_warning(tiny_config, reference,
+                                                                     caplog):
+    """Same line count, damaged text: still rewritten from the checkpoint, and said so."""
+    ref_dir, ref_summary = reference
+    rows = (ref_dir / "metrics.jsonl").read_text()
+    (ref_dir / "metrics.jsonl").write_text(rows[:-20] + "\n")
+    again = train.train_and_evaluate(tiny_config, ref_dir)
+    assert again == ref_summary
+    assert (ref_dir / "metrics.jsonl").read_text() == rows
+    assert "differed from the checkpoint's history" in caplog.text
+
+
 @pytest.mark.parametrize("damage", ["delete", "truncate", "torn_line"])
 def test_damaged_rows_mid_run_are_rebuilt_from_the_checkpoint(tmp_path, tiny_config, reference,
                                                                damage, caplog):

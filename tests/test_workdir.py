@@ -87,6 +87,16 @@ def test_checkpoints_without_a_config_are_refused_unless_allowed(tmp_path):
     workdir_lib.check_config(tmp_path, {"seed": 0}, allow_change=True)
 
 
+def test_write_rows_says_whether_an_existing_file_held_other_rows(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    assert workdir_lib.write_rows(path, [{"step": 1}]) is False  # new file
+    assert workdir_lib.write_rows(path, [{"step": 1}]) is False  # the same rows
+    assert workdir_lib.write_rows(path, [{"step": 1}, {"step": 2}]) is True
+    path.write_text('{"step": 1}\n{"step": 2, "val')  # torn: same line count, other text
+    assert workdir_lib.write_rows(path, [{"step": 1}, {"step": 2}]) is True
+    assert workdir_lib.read_rows(path) == [{"step": 1}, {"step": 2}]
+
+
 def test_rows_round_trip_and_torn_last_line(tmp_path, caplog):
     path = tmp_path / "metrics.jsonl"
     workdir_lib.write_rows(path, [{"step": 1}])
