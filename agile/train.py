@@ -343,10 +343,9 @@ def _rewrite_rows(setup: _Setup, progress: _Progress) -> None:
          for row in history.rows),
         key=lambda row: (row["step"], row.get("seed", 0)),
     )
-    on_disk = len(setup.rows_path.read_text().splitlines()) if setup.rows_path.exists() else 0
     if workdir_lib.write_rows(setup.rows_path, rows):
-        logging.warning("%s (%d lines) differed from the checkpoint's history (%d rows); rewritten "
-                        "from the checkpoint.", setup.rows_path, on_disk, len(rows))
+        logging.warning("%s differed from the checkpoint's history (%d rows); rewritten from the "
+                        "checkpoint.", setup.rows_path, len(rows))
 
 
 def _check_finite(setup: _Setup, accum) -> None:
