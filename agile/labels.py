@@ -62,8 +62,6 @@ def param_labels(params: Any, model: nn.Module | None = None, *args: Any, **kwar
     """
     nnx = sys.modules.get("flax.nnx")
     if nnx is not None and isinstance(params, (nnx.Module, nnx.State)):
-        from agile.nnx import state_labels
-
         if model is not None or args or kwargs:
             raise ValueError("param_labels(nnx state) takes no model or inputs.")
         state = nnx.state(params, nnx.Param) if isinstance(params, nnx.Module) else params
@@ -130,3 +128,40 @@ def _linen_labels(params: Any, layer_paths: frozenset[tuple[str, ...]]) -> Any:
             "model.init(...)['params'] of this model."
         )
     return labels
+
+
+# NNX: the layers of agile.nnx mark their a and b (metadata agile=True); these read the mark.
+
+
+def is_agile_param(path: tuple, variable: Any) -> bool:
+    """An NNX filter: whether ``variable`` is an agile layer's ``a`` or ``b``.
+
+    Use it wherever NNX takes a filter, e.g. ``nnx.state(model, is_agile_param)``.
+    """
+    del path
+    from flax import nnx
+
+    return isinstance(variable, nnx.Variable) and bool(
+        variable.get_metadata().get(AGILE_METADATA, False)
+    )
+
+
+def state_labels(state: Any) -> Any:
+    """``state`` with each variable replaced by ``"agile"`` (an agile a or b) or ``"weights"``.
+
+    ``state`` must hold ``nnx.Variable`` objects, as ``nnx.state(model, nnx.Param)``
+    does; pure arrays (``nnx.as_pure``, ``to_pure_dict``) no longer say which
+    variable is which, and raise ValueError.
+    """
+    from flax import nnx
+
+    def label(leaf: Any) -> str:
+        if not isinstance(leaf, nnx.Variable):
+            raise ValueError(
+                "param_labels needs the state with its nnx.Variable objects, e.g. "
+                "nnx.state(model, nnx.Param); pure arrays (nnx.as_pure, to_pure_dict) no "
+                f"longer say which are agile a and b. Got a leaf of type {type(leaf).__name__}."
+            )
+        return AGILE_LABEL if is_agile_param((), leaf) else WEIGHTS_LABEL
+
+    return jax.tree.map(label, state, is_leaf=lambda leaf: isinstance(leaf, nnx.Variable))

@@ -35,41 +35,12 @@ import jax.numpy as jnp
 from flax import nnx
 
 from agile.activations import agile, as_plain_activation, combined, combined_a_init
-from agile.labels import AGILE_LABEL, AGILE_METADATA, WEIGHTS_LABEL
+from agile.labels import AGILE_METADATA, is_agile_param
 from agile.layers import FeatureAxes, broadcast_shape, check_activations, parameter_shape
 
+__all__ = ["Agile", "CombinedAgile", "is_agile_param"]
+
 Initializer = Callable[..., jax.Array]
-
-
-def is_agile_param(path: tuple, variable: Any) -> bool:
-    """An NNX filter: whether ``variable`` is an agile layer's ``a`` or ``b``.
-
-    Use it wherever NNX takes a filter, e.g. ``nnx.state(model, is_agile_param)``.
-    """
-    del path
-    return isinstance(variable, nnx.Variable) and bool(
-        variable.get_metadata().get(AGILE_METADATA, False)
-    )
-
-
-def state_labels(state: nnx.State) -> nnx.State:
-    """``state`` with each variable replaced by ``"agile"`` (an agile a or b) or ``"weights"``.
-
-    ``state`` must hold ``nnx.Variable`` objects, as ``nnx.state(model, nnx.Param)``
-    does; pure arrays (``nnx.as_pure``, ``to_pure_dict``) no longer say which
-    variable is which, and raise ValueError.
-    """
-
-    def label(leaf: Any) -> str:
-        if not isinstance(leaf, nnx.Variable):
-            raise ValueError(
-                "param_labels needs the state with its nnx.Variable objects, e.g. "
-                "nnx.state(model, nnx.Param); pure arrays (nnx.as_pure, to_pure_dict) no "
-                f"longer say which are agile a and b. Got a leaf of type {type(leaf).__name__}."
-            )
-        return AGILE_LABEL if is_agile_param((), leaf) else WEIGHTS_LABEL
-
-    return jax.tree.map(label, state, is_leaf=lambda leaf: isinstance(leaf, nnx.Variable))
 
 
 def _layout(
