@@ -1,25 +1,25 @@
 """Train-step speed at batch 100: the 12 combinations and a straightforward Flax baseline.
 
 Every variant is compiled and warmed up first, then timed round-robin (each
-round times every variant once, :mod:`agile.benchmarking`), so a load that
+round times every variant once, :mod:`benchmarks/benchmarking.py`), so a load that
 comes and goes on the machine hits all of them alike. Reports the median (and
 20th percentile) milliseconds per step over rounds, the agile / plain ratios
 and the targets, and writes ``benchmark.json`` and ``benchmark.md`` to
 ``--output_dir``.
 
 Variants:
-  combo_N: ``agile.train.train_step`` (what training runs) under ``jax.jit``
+  combo_N: ``agile.paper.train.train_step`` (what training runs) under ``jax.jit``
     with the state donated, for Table 1's combination N.
   straightforward: the same math as combo 7 (relu/relu) in plain Flax
     (``nn.Conv`` + ``nn.max_pool``, i.e. ``CNN(implementation="reference")``)
     with a plain ``jax.jit(value_and_grad + optax.adam update)`` step.
   base_combo_N (with ``--baseline_rev=REV``): the same ``train_step`` and
-    optimizer, but the CNN of ``agile/models.py`` and ``agile/ops.py`` as they
+    optimizer, but the CNN of ``agile/paper/models.py`` and ``agile/paper/ops.py`` as they
     were at git revision REV, timed in the same rounds (before/after figures).
 
-Usage: python scripts/benchmark.py [--rounds=15] [--output_dir=benchmark_results]
+Usage: python benchmarks/benchmark.py [--rounds=15] [--output_dir=benchmark_results]
        [--baseline_rev=9e0818d --combos=7,12,11,1,6]
-The seed-batch and pmap/shard_map timings are scripts/benchmark_scaling.py.
+The seed-batch and pmap/shard_map timings are benchmarks/benchmark_scaling.py.
 """
 
 from __future__ import annotations
@@ -34,16 +34,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import benchmarking
 import jax
 import jax.numpy as jnp
 import optax
 from absl import app, flags
 
-from agile import benchmarking, parallel, train
-from agile import data as data_lib
-from agile.combos import COMBOS
-from agile.config import get_config
-from agile.models import CNN
+from agile.paper import data as data_lib
+from agile.paper import parallel, train
+from agile.paper.combos import COMBOS
+from agile.paper.config import get_config
+from agile.paper.models import CNN
 
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "benchmark_results", "Where results go.")
 _ROUNDS = flags.DEFINE_integer("rounds", 15, "Timed rounds; each times every variant once.")
@@ -83,24 +84,34 @@ def _stepper(step: Callable, batch: dict[str, jax.Array], steps: int) -> Callabl
 
 
 def combo_runner(combo: int, batch: dict[str, jax.Array], steps: int) -> benchmarking.Runner:
-    """``agile.train.train_step`` for one combination, one jitted call per step."""
+    """``agile.paper.train.train_step`` for one combination, one jitted call per step."""
     state = train.create_train_state(get_config(combo), jax.random.key(0))
     step = jax.jit(train.train_step, donate_argnums=0,
                    compiler_options=parallel.STEP_COMPILER_OPTIONS)  # as training compiles it
     return state, _stepper(step, batch, steps)
 
 
+def _source_at(rev: str, *paths: str) -> str:
+    """The text of the first of ``paths`` that exists at git revision ``rev``."""
+    for path in paths:
+        shown = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=REPO_ROOT,
+                               capture_output=True, text=True)
+        if shown.returncode == 0:
+            return shown.stdout
+    raise SystemExit(f"error: none of {', '.join(paths)} exists at revision {rev}.")
+
+
 def baseline_cnn_class(rev: str) -> type:
-    """The ``CNN`` class of ``agile/models.py`` at git revision ``rev``, with that revision's ops.
+    """The ``CNN`` class of ``models.py`` at git revision ``rev``, with that revision's ops.
 
     Both files are written to a temporary folder and imported as modules of their
     own (``baseline_ops``, ``baseline_models``) beside the installed ``agile``.
     """
     folder = Path(tempfile.mkdtemp(prefix="agile_baseline_"))
     for name in ("ops", "models"):
-        source = subprocess.run(["git", "show", f"{rev}:agile/{name}.py"], cwd=REPO_ROOT,
-                                capture_output=True, text=True, check=True).stdout
-        source = source.replace("from agile.ops import", "from baseline_ops import")
+        source = _source_at(rev, f"agile/paper/{name}.py", f"agile/{name}.py")
+        for package in ("agile.paper", "agile"):  # the modules' home after and before 0.3
+            source = source.replace(f"from {package}.ops import", "from baseline_ops import")
         (folder / f"baseline_{name}.py").write_text(source)
     sys.path.insert(0, str(folder))
     return importlib.import_module("baseline_models").CNN

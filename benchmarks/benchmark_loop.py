@@ -1,13 +1,13 @@
 """End-to-end speed of a converged run: where its wall time goes, and the loop's efficiency.
 
-    MNIST_DIR=../shared/data/mnist python scripts/benchmark_loop.py [--combo=12]
+    MNIST_DIR=../shared/data/mnist python benchmarks/benchmark_loop.py [--combo=12]
         [--output_dir=benchmark_results] [--step_rounds=10] [--train_flags=...]
 
 Runs ``scripts/train.py --config=configs/combo_NN.py`` (seed 0, the defaults: to early
 stopping) in a fresh process, as a user would, and splits its wall time into start-up
 (Python, imports, flags; then data and model set-up), compilation (the first step),
 training steps, evaluation, checkpointing, logging and the rest, from the phases the
-run's ``summary.json`` records. The step benchmark (``scripts/benchmark.py``) times the
+run's ``summary.json`` records. The step benchmark (``benchmarks/benchmark.py``) times the
 same combination's train step before and after the run; the **loop efficiency** is
 
     steps x benchmarked step time / loop wall time,
@@ -30,8 +30,8 @@ from typing import Any
 
 from absl import flags
 
-from agile import cli
-from agile.combos import COMBOS
+from agile.paper import cli
+from agile.paper.combos import COMBOS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PHASES = ("setup", "compile", "steps", "evaluation", "checkpoint", "logging")
@@ -53,8 +53,8 @@ def _run(args: list[str], what: str) -> subprocess.CompletedProcess:
 
 
 def step_ms(combo: int, output_dir: Path) -> float:
-    """``scripts/benchmark.py``'s median milliseconds per step for ``combo``."""
-    _run(["scripts/benchmark.py", f"--combos={combo}", "--straightforward=false",
+    """``benchmarks/benchmark.py``'s median milliseconds per step for ``combo``."""
+    _run(["benchmarks/benchmark.py", f"--combos={combo}", "--straightforward=false",
           f"--rounds={_STEP_ROUNDS.value}", f"--steps_per_round={_STEPS_PER_ROUND.value}",
           f"--output_dir={output_dir}"], "The step benchmark")
     summary = json.loads((output_dir / "benchmark.json").read_text())

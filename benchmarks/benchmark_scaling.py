@@ -1,12 +1,12 @@
-"""Scaling out (agile/parallel.py): K seeds in one program, and pmap/shard_map data parallelism.
+"""Scaling out (agile/paper/parallel.py): K seeds in one program, pmap/shard_map data parallelism.
 
 Times one seed at a time against ``--scaling_seeds`` seeds stepped by one
 compiled call (``SeedBatch``), interleaved round-robin in one process
-(:mod:`agile.benchmarking`); then pmap and shard_map steps on 1, 2 and 4 host
+(:mod:`benchmarks/benchmarking.py`); then pmap and shard_map steps on 1, 2 and 4 host
 CPU devices, each device count in a subprocess (``XLA_FLAGS`` must be set
 before JAX starts). Writes ``scaling.json`` and ``scaling.md`` to ``--output_dir``.
 
-Usage: python scripts/benchmark_scaling.py [--rounds=15] [--output_dir=benchmark_results]
+Usage: python benchmarks/benchmark_scaling.py [--rounds=15] [--output_dir=benchmark_results]
 """
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import benchmarking
 import jax
 import numpy as np
 from absl import app, flags
 
-from agile import benchmarking, parallel, train
-from agile.config import get_config
+from agile.paper import parallel, train
+from agile.paper.config import get_config
 
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "benchmark_results", "Where results go.")
 _ROUNDS = flags.DEFINE_integer("rounds", 15, "Timed rounds; each times every variant once.")

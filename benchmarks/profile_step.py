@@ -1,7 +1,7 @@
 """Where the train step's time goes: per XLA op, forward vs backward, per layer, roofline.
 
-Compiles ``agile.train.train_step`` (under ``jax.jit`` with the state donated,
-as scripts/benchmark.py times it) for each ``--combos`` combination, reads
+Compiles ``agile.paper.train.train_step`` (under ``jax.jit`` with the state donated,
+as benchmarks/benchmark.py times it) for each ``--combos`` combination, reads
 the optimized HLO (``compiled.as_text()``), records ``--steps`` steps under
 ``jax.profiler.trace`` and sums each HLO instruction's (XLA:CPU thunk's) time
 over all threads. Every top-level op gets its phase (forward, backward, loss,
@@ -10,9 +10,9 @@ floor: max(bytes / measured bandwidth, FLOPs / measured matmul peak).
 
 By default the process first pins itself to one CPU (``--one_cpu``): XLA:CPU
 then runs one op at a time, so the per-op times add up to the step (this
-machine's two vCPUs are one core's hyperthreads; scripts/benchmark.py times
+machine's two vCPUs are one core's hyperthreads; benchmarks/benchmark.py times
 the unpinned step). Prints markdown and writes it to ``--output``:
-  python scripts/profile_step.py --combos=7,12 --output=profile.md
+  python benchmarks/profile_step.py --combos=7,12 --output=profile.md
 """
 
 from __future__ import annotations
@@ -29,14 +29,15 @@ import tempfile
 import time
 from pathlib import Path
 
+import benchmarking
 import jax
 import jax.numpy as jnp
 from absl import app, flags
 
-from agile import benchmarking, train
-from agile import data as data_lib
-from agile.combos import COMBOS
-from agile.config import get_config
+from agile.paper import data as data_lib
+from agile.paper import train
+from agile.paper.combos import COMBOS
+from agile.paper.config import get_config
 
 _COMBOS = flags.DEFINE_list("combos", ["7", "12"], "Combinations to profile.")
 _STEPS = flags.DEFINE_integer("steps", 50, "Steps recorded under the profiler.")
@@ -295,7 +296,7 @@ def machine_ceilings() -> dict[str, float]:
 
 
 def nested_ops(entry: list[Op], computations: dict[str, list[Op]]) -> dict[str, list[Op]]:
-    """The ops inside each conditional's branches (``agile.ops.stored``), by conditional."""
+    """The ops inside each conditional's branches (``agile.paper.ops.stored``), by conditional."""
     return {op.name: [inner for branch in op.branches for inner in computations.get(branch, [])
                       if inner.opcode not in ("parameter", "get-tuple-element", "tuple")]
             for op in entry if op.branches}
@@ -409,7 +410,7 @@ def combo_markdown(combo: int, profile: dict, ceilings: dict[str, float], top: i
         f"MFLOP / {ceilings['matmul_gflops']:.0f} GFLOP/s)):", "", *op_table(rows[:top], total),
     ]
     if inner:
-        lines += ["", "Inside the conditionals (`agile.ops.stored`; part of their time above):",
+        lines += ["", "Inside the conditionals (`paper.ops.stored`; part of their time above):",
                   "", *op_table(inner[:top], total)]
     return "\n".join([*lines, "", *first_block_traffic(rows, total)]) + "\n"
 

@@ -6,7 +6,7 @@ sigmoid. The same as ``--config=configs/combo_12.py`` with
 ``--config.model.conv_activation=combined:relu,sigmoid``.
 """
 
-from agile import config
+from agile.paper import config
 
 
 def get_config():

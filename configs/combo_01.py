@@ -1,6 +1,6 @@
 """Table 1, combination 1: sigmoid in the conv layers, relu in the dense layer."""
 
-from agile import config
+from agile.paper import config
 
 
 def get_config():

@@ -1,6 +1,6 @@
 """Table 1, combination 6: agile_sigmoid in the conv layers, agile_sigmoid in the dense layer."""
 
-from agile import config
+from agile.paper import config
 
 
 def get_config():

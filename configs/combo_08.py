@@ -1,6 +1,6 @@
 """Table 1, combination 8: relu in the conv layers, agile_relu in the dense layer."""
 
-from agile import config
+from agile.paper import config
 
 
 def get_config():

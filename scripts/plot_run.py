@@ -22,7 +22,7 @@ from absl import app, flags
 
 from agile import plotting
 from agile.activations import is_learnable_name
-from agile.workdir import read_json
+from agile.paper.workdir import read_json
 
 matplotlib.use("Agg")
 
@@ -39,7 +39,7 @@ flags.mark_flags_as_required(["workdir"])
 def restore_params(workdir: Path, which: str = "best", seed_index: int = 0) -> dict[str, Any]:
     """One seed's parameters from the latest checkpoint of ``workdir``, read-only.
 
-    Checkpoints (format 2 of ``agile.train``) hold ``{"state", "accum", "best_params"}``:
+    Checkpoints (format 2 of ``agile.paper.train``) hold ``{"state", "accum", "best_params"}``:
     ``best`` reads ``best_params[seed_index]``, ``last`` reads ``state.params`` (taking
     ``seed_index`` along the leading seed axis of a seed batch).
     """

@@ -3,7 +3,7 @@
     MNIST_DIR=../shared/data/mnist python scripts/study.py --workdir=runs/study
         [--groups=table1,dense_only,...] [--skip_training]
 
-1. Trains each group of ``agile.study.GROUPS`` as a sweep in ``WORKDIR/<group>`` (resumable:
+1. Trains each group of ``agile.paper.study.GROUPS`` as a sweep in ``WORKDIR/<group>`` (resumable:
    rerun the same command after an interruption; finished trials are skipped).
 2. Exports the per-run results the report uses to ``docs/results/`` (small CSVs, committed):
    ``runs.csv`` (one row per group, trial and seed), ``curves.csv`` (validation and test loss
@@ -29,9 +29,10 @@ import numpy as np
 from absl import flags, logging
 from flax import traverse_util
 
-from agile import cli, report, study, sweep
-from agile import config as config_lib
-from agile.workdir import Checkpoints, prepare, read_json, read_rows, write_text_atomically
+from agile.paper import cli, report, study, sweep
+from agile.paper import config as config_lib
+from agile.paper import trials as trials_lib
+from agile.paper.workdir import Checkpoints, prepare, read_json, read_rows, write_text_atomically
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/study", "Study folder: one sweep per group.")
 _GROUPS = flags.DEFINE_list("groups", [g.name for g in study.GROUPS], "Groups to train.")
@@ -54,7 +55,7 @@ def _parse_overrides(items: list[str]) -> dict[str, Any]:
     return overrides
 
 
-def group_trials(group: study.Group, extra: dict[str, Any]) -> list[sweep.Trial]:
+def group_trials(group: study.Group, extra: dict[str, Any]) -> list[trials_lib.Trial]:
     trials = group.trials(_SEEDS.value, **extra)
     for trial in trials:
         config_lib.validate(trial.config)
@@ -80,9 +81,9 @@ def export(workdir: Path, results_dir: Path) -> None:
         for summary_path in sorted((workdir / group.name).glob("*/summary.json")):
             trial_dir = summary_path.parent
             summary = read_json(summary_path)
-            for row in sweep.csv_rows(summary, trial_dir.name):
-                runs.append({"group": group.name, **row})
-            for seed in sweep.seed_summaries(summary):
+            for result in trials_lib.seed_results(summary, trial_dir.name):
+                runs.append({"group": group.name, **result.row()})
+            for seed in trials_lib.seed_summaries(summary):
                 for key, stats in seed["agile_ranges"].items():
                     layer, param = key.rsplit("/", 1)
                     ranges.append({"group": group.name, "trial": trial_dir.name,
@@ -95,7 +96,7 @@ def export(workdir: Path, results_dir: Path) -> None:
                                    "step": row["step"], "val_loss": _round(row.get("val_loss")),
                                    "test_loss": _round(row.get("test_loss"))})
     results_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomically(results_dir / "runs.csv", _csv(runs, ["group", *sweep.CSV_FIELDS]))
+    write_text_atomically(results_dir / "runs.csv", _csv(runs, ["group", *trials_lib.CSV_FIELDS]))
     write_text_atomically(results_dir / "curves.csv", _csv(
         curves, ["group", "trial", "seed", "step", "val_loss", "test_loss"]))
     write_text_atomically(results_dir / "agile_ranges.csv", _csv(

@@ -16,11 +16,11 @@ from pathlib import Path
 import matplotlib
 from absl import flags, logging
 
-from agile import cli
+from agile.paper import cli
 
 matplotlib.use("Agg")
 
-from agile import report  # noqa: E402  (after choosing the backend)
+from agile.paper import report  # noqa: E402  (after choosing the backend)
 
 _RESULTS_DIR = flags.DEFINE_string("results_dir", "docs/results", "The study's exported CSVs.")
 _DOCS_DIR = flags.DEFINE_string("docs_dir", "docs", "Where reproduction.md and figures/ go.")

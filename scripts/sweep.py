@@ -11,7 +11,7 @@ the mean ± std and 95% confidence interval per combination, over every finished
     python scripts/sweep.py --backend=ray --workdir=runs/sweep --seeds=8 [--cpus_per_trial=1]
         [--gpus_per_trial=0.5] [--max_concurrent=0] [--ray_address=auto|host:port]
 
-runs each combination as a Ray Tune trial (agile/ray_sweep.py) on a local Ray started for the
+runs each combination as a Ray Tune trial (agile/paper/ray_sweep.py) on a local Ray started for the
 run, or on an existing Ray cluster: same folders, tables and numbers.
 """
 
@@ -21,10 +21,11 @@ from pathlib import Path
 
 from absl import flags
 
-from agile import cli, ray_sweep, sweep
-from agile import config as config_lib
-from agile.combos import COMBOS
-from agile.workdir import prepare
+from agile.paper import cli, ray_sweep, sweep
+from agile.paper import config as config_lib
+from agile.paper import trials as trials_lib
+from agile.paper.combos import COMBOS
+from agile.paper.workdir import prepare
 
 _CONFIG = cli.define_config_file(
     "config", str(Path(__file__).resolve().parents[1] / "configs" / "default.py"),
@@ -69,11 +70,11 @@ def main(argv: list[str]) -> None:
     if _BACKEND.value != "ray" and given:
         cli.fail(f"--{given[0]} applies to --backend=ray only.")
     options = ray_options() if _BACKEND.value == "ray" else None
-    combos = sweep.parse_combos(_COMBOS.value)
+    combos = trials_lib.parse_combos(_COMBOS.value)
     if _SEEDS.value < 1:
         cli.fail(f"--seeds must be a positive integer, got {_SEEDS.value}.")
     base = _CONFIG.value.copy_and_resolve_references()
-    trials = sweep.trials_for_pairs(base, [COMBOS[c] for c in combos], _SEEDS.value)
+    trials = trials_lib.trials_for_pairs(base, [COMBOS[c] for c in combos], _SEEDS.value)
     for trial in trials:
         config_lib.validate(trial.config)
     workdir = prepare(_WORKDIR.value)

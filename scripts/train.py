@@ -16,8 +16,9 @@ from pathlib import Path
 import jax
 from absl import flags, logging
 
-from agile import cli, parallel, sweep, train
-from agile import config as config_lib
+from agile.paper import cli, parallel, train
+from agile.paper import config as config_lib
+from agile.paper.trials import trial_name
 
 _CONFIG = cli.define_config_file("config", None, "Path to a config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (default: runs/<combo>_<time>).")
@@ -31,7 +32,7 @@ flags.mark_flags_as_required(["config"])
 
 def default_workdir(config) -> Path:
     """runs/combo_NN_<time>, or runs/<conv>-<dense>_<time> outside Table 1."""
-    name = sweep.trial_name(config.model.conv_activation, config.model.dense_activation)
+    name = trial_name(config.model.conv_activation, config.model.dense_activation)
     return Path("runs") / f"{name}_{time.strftime('%Y%m%d-%H%M%S')}"
 
 

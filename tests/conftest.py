@@ -6,7 +6,10 @@ compiled again; results do not depend on it.
 """
 
 import gzip
+import importlib.util
 import os
+import sys
+import types
 from pathlib import Path
 
 import jax
@@ -14,7 +17,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from agile.config import get_config
+from agile.paper.config import get_config
 
 # Subprocesses read the environment; this process is configured directly (jax is imported).
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
@@ -23,6 +26,21 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
 jax.config.update("jax_persistent_cache_min_compile_time_secs",
                   float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+
+REPO_ROOT = Path(__file__).resolve().parents[1]  # the checkout the tests run in
+BENCHMARKS = REPO_ROOT / "benchmarks"
+
+
+def load_module(path: Path) -> types.ModuleType:
+    """Imports the program at ``path`` (a script, not a package module) as a module of its
+    name, with its folder on ``sys.path`` as it has when run (benchmarks import their helper)."""
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    spec.loader.exec_module(module)
+    return module
 
 IDX_NAMES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

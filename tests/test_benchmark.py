@@ -1,17 +1,14 @@
-"""agile.benchmarking's timing helpers, and the two benchmark programs run with tiny settings."""
+"""benchmarks/benchmarking.py (timing helpers), and the benchmark programs with tiny settings."""
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import BENCHMARKS, REPO_ROOT, load_module
 
-from agile import benchmarking
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
+benchmarking = load_module(BENCHMARKS / "benchmarking.py")
 
 def _counting_runner(calls: list[str], name: str) -> benchmarking.Runner:
     def run(state):
@@ -40,7 +37,7 @@ def test_median_and_p20_and_per_unit():
 
 def _run_script(script: str, tmp_path: Path, *args: str) -> str:
     out = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "scripts" / script), f"--output_dir={tmp_path}",
+        [sys.executable, str(BENCHMARKS / script), f"--output_dir={tmp_path}",
          "--rounds=2", "--steps_per_round=1", *args],
         capture_output=True, text=True, timeout=600, cwd=REPO_ROOT,
     )
@@ -86,12 +83,7 @@ def test_scaling_benchmark_writes_json_and_markdown(tmp_path):
 
 
 def _profile_script():
-    spec = importlib.util.spec_from_file_location("profile_step", REPO_ROOT / "scripts" /
-                                                  "profile_step.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["profile_step"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_module(BENCHMARKS / "profile_step.py")
 
 
 def test_profile_step_parses_hlo_instructions_and_classifies_them():
@@ -115,7 +107,7 @@ def test_profile_step_parses_hlo_instructions_and_classifies_them():
 def test_profile_step_writes_markdown(tmp_path):
     output = tmp_path / "profile.md"
     out = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "scripts" / "profile_step.py"), "--combos=12",
+        [sys.executable, str(BENCHMARKS / "profile_step.py"), "--combos=12",
          "--steps=3", "--wall_rounds=1", "--top=4", f"--output={output}"],
         capture_output=True, text=True, timeout=600, cwd=REPO_ROOT,
     )

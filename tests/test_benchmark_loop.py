@@ -1,14 +1,12 @@
-"""scripts/benchmark_loop.py: a tiny end-to-end run gives a consistent time breakdown."""
+"""benchmarks/benchmark_loop.py: a tiny end-to-end run gives a consistent time breakdown."""
 
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from conftest import REPO_ROOT  # noqa: E402
 
 
 @pytest.mark.slow
@@ -17,7 +15,7 @@ def test_loop_benchmark_smoke(tmp_path, synthetic_mnist_dir):
                    "--config.data.train_size=200,--config.data.val_size=100,"
                    "--config.data.test_size=100")
     result = subprocess.run(
-        [sys.executable, "scripts/benchmark_loop.py", f"--output_dir={tmp_path}",
+        [sys.executable, "benchmarks/benchmark_loop.py", f"--output_dir={tmp_path}",
          "--step_rounds=1", "--steps_per_round=2", train_flags],
         cwd=REPO_ROOT, env={**os.environ, "MNIST_DIR": str(synthetic_mnist_dir)},
         capture_output=True, text=True, timeout=900,
@@ -34,7 +32,7 @@ def test_loop_benchmark_smoke(tmp_path, synthetic_mnist_dir):
 
 def test_loop_benchmark_needs_real_data(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "MNIST_DIR"}
-    result = subprocess.run([sys.executable, "scripts/benchmark_loop.py",
+    result = subprocess.run([sys.executable, "benchmarks/benchmark_loop.py",
                              f"--output_dir={tmp_path}"], cwd=REPO_ROOT, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2

@@ -1,18 +1,16 @@
-"""agile.config: one set of defaults, and one clear error for every bad field before any work."""
+"""agile.paper.config: one set of defaults, one clear error for every bad field before any work."""
 
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import REPO_ROOT  # noqa: E402
 
-from agile import config as config_lib
-from agile import train
-from agile.combos import COMBOS
 from agile.errors import ConfigError
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from agile.paper import config as config_lib
+from agile.paper import train
+from agile.paper.combos import COMBOS
 
 
 def test_defaults_are_valid_and_combos_pick_their_row():
@@ -143,7 +141,7 @@ def test_config_file_errors_are_one_line_in_both_scripts(tmp_path, script, args,
 
 def test_ctrl_c_is_one_line_and_status_130():
     """KeyboardInterrupt inside a script's main: no traceback, the resume hint, status 130."""
-    program = ("from agile import cli\n"
+    program = ("from agile.paper import cli\n"
                "def main(argv):\n    raise KeyboardInterrupt\n"
                "cli.run(main)\n")
     result = subprocess.run([sys.executable, "-c", program], cwd=REPO_ROOT, capture_output=True,

@@ -1,4 +1,4 @@
-"""Tests for the MNIST input pipeline (agile/data.py).
+"""Tests for the MNIST input pipeline (agile/paper/data.py).
 
 Synthetic IDX files cover decoding and every kind of damage; tests on real
 MNIST run only when MNIST_DIR points at the four IDX files.
@@ -17,16 +17,18 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
-from conftest import idx_bytes
+from conftest import (
+    REPO_ROOT,  # noqa: E402
+    idx_bytes,
+)
 
-from agile import data
-from agile.config import get_config
+from agile.paper import data
+from agile.paper.config import get_config
 
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
 TRAIN_IMAGES, TRAIN_LABELS = "train-images-idx3-ubyte", "train-labels-idx1-ubyte"
 TEST_IMAGES, TEST_LABELS = "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"
-REPO_ROOT = Path(__file__).resolve().parents[1]
 needs_mnist = pytest.mark.skipif(not os.environ.get("MNIST_DIR"), reason="MNIST_DIR is not set")
 
 
@@ -132,7 +134,7 @@ def test_check_available_finds_missing_idx_folders_and_files_without_reading(tmp
 
 
 def test_data_errors_are_user_errors():
-    """The CLIs print these as one line (agile.cli), not as tracebacks."""
+    """The CLIs print these as one line (agile.paper.cli), not as tracebacks."""
     from agile.errors import UserError
 
     for error in (data.DataError, data.MissingDataError, data.DataUnavailableError):
@@ -251,8 +253,8 @@ def test_idx_source_does_not_import_tensorflow(tmp_path):
     code = textwrap.dedent(
         f"""
         import sys
-        from agile import data
-        from agile.config import get_config
+        from agile.paper import data
+        from agile.paper.config import get_config
         config = get_config().data
         config.update(source="idx", dir={str(tmp_path)!r}, train_size=40, val_size=0,
                       test_size=20)
@@ -470,7 +472,7 @@ TFDS_LOAD_WITHOUT_NETWORK = textwrap.dedent(
     """
     import socket, sys
     from urllib3.util.retry import Retry
-    from agile import data
+    from agile.paper import data
 
     lookups = []
 

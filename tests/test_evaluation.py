@@ -1,4 +1,4 @@
-"""agile.evaluation: masked sums, whole placed splits in one call, seed stacks, a/b ranges."""
+"""agile.paper.evaluation: masked sums, whole placed splits in one call, seed stacks, a/b ranges."""
 
 import logging
 
@@ -8,9 +8,9 @@ import numpy as np
 import optax
 import pytest
 
-from agile import evaluation
-from agile.config import get_config
-from agile.train import create_model, create_train_state, model_labels
+from agile.paper import evaluation
+from agile.paper.config import get_config
+from agile.paper.train import create_model, create_train_state, model_labels
 
 CONFIG = get_config(12)
 STATE = create_train_state(CONFIG, jax.random.key(0))

@@ -1,10 +1,10 @@
-"""agile.history: best row, patience and early stop, truncation on resume, JSON round trip."""
+"""agile.paper.history: best row, patience and early stop, truncation on resume, JSON round trip."""
 
 import json
 
 import pytest
 
-from agile.history import History
+from agile.paper.history import History
 
 
 def _history(val_losses, patience=2, select_on="val_loss"):

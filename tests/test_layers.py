@@ -317,7 +317,7 @@ def test_param_labels_drive_linen_multi_transform():
 
 def test_param_labels_of_the_paper_cnn():
     """The call the training code makes: params from model.init(rng, x)["params"]."""
-    from agile.models import CNN
+    from agile.paper.models import CNN
 
     model = CNN(conv_activation="combined:relu,sigmoid", dense_activation="agile_sigmoid")
     images = jnp.zeros((1, 28, 28, 1))
@@ -348,7 +348,7 @@ def test_sample_config_gives_the_paper_cnn_a_combined_activation():
     import importlib.util
     from pathlib import Path
 
-    from agile.models import CNN
+    from agile.paper.models import CNN
 
     path = Path(__file__).resolve().parents[1] / "configs" / "combined_relu_sigmoid.py"
     spec = importlib.util.spec_from_file_location("combined_relu_sigmoid", path)

@@ -1,4 +1,4 @@
-"""The paper's CNN: fast path == reference path, parameter counts and shapes, errors; agile.ops."""
+"""The paper's CNN: fast path == reference path, parameter counts, shapes, errors; paper.ops."""
 
 import flax.linen as nn
 import jax
@@ -6,10 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agile import ops
 from agile.activations import get_activation
-from agile.combos import COMBOS
-from agile.models import CNN, count_params
+from agile.paper import ops
+from agile.paper.combos import COMBOS
+from agile.paper.models import CNN, count_params
 
 TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
 # Small test programs compile several times faster without XLA's backend optimisation (as in
@@ -202,7 +202,7 @@ def test_fast_path_refuses_pool_window_larger_than_map():
         _init_shapes(model)  # model.init, traced: it refuses before computing anything
 
 
-# agile.ops
+# agile.paper.ops
 
 
 @pytest.mark.parametrize("kernel_size", [(1, 1), (2, 2), (3, 3), (4, 5)])
@@ -312,7 +312,7 @@ def test_canonical_conv_matches_lax_values_and_gradients(kernel_size):
 
 
 
-# Fused conv -> activation -> max pooling (agile.ops.act_max_pool, conv_act_max_pool)
+# Fused conv -> activation -> max pooling (agile.paper.ops.act_max_pool, conv_act_max_pool)
 
 ACTIVATIONS = ["relu", "sigmoid", "tanh"]
 POOL_CASES = [((3, 8, 8), (2, 2)), ((2, 7, 9), (2, 3)), ((2, 7, 7), (3, 3))]

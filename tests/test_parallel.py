@@ -1,4 +1,4 @@
-"""Scaling out (agile/parallel.py): seeds vmapped in one program, pmap/shard_map data
+"""Scaling out (agile/paper/parallel.py): seeds vmapped in one program, pmap/shard_map data
 parallelism on 4 host devices, and two processes that train like one."""
 
 import json
@@ -12,11 +12,11 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from conftest import REPO_ROOT  # noqa: E402
 
-from agile import config as config_lib
-from agile import parallel, train
+from agile.paper import config as config_lib
+from agile.paper import parallel, train
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 RTOL = 1e-5
 ATOL = 2e-6  # Adam normalises tiny gradients, so near-zero weights differ by rounding.
 RUN_RTOL = 1e-4  # Whole runs at a high learning rate: rounding grows over the steps.
@@ -134,10 +134,10 @@ FOUR_DEVICE_CHECK = textwrap.dedent(
     """
     import json, sys
     import jax, numpy as np
-    from agile import config as config_lib
-    from agile import parallel, train
-    from agile.config import get_config
-    from agile.summary import TIMING_FIELDS
+    from agile.paper import config as config_lib
+    from agile.paper import parallel, train
+    from agile.paper.config import get_config
+    from agile.paper.summary import TIMING_FIELDS
 
     config = get_config(12)
     config.update(batch_size=40, num_epochs=2, log_every_steps=2, checkpoint_every_steps=3)

@@ -132,11 +132,11 @@ def test_import_agile_loads_neither_matplotlib_nor_flax_nnx():
 
 @pytest.mark.slow
 def test_plot_run_script_draws_a_workdirs_latest_checkpoint(tmp_path):
-    """scripts/plot_run.py on a checkpoint written the way agile.train writes one."""
+    """scripts/plot_run.py on a checkpoint written the way agile.paper.train writes one."""
     import json
     from pathlib import Path
 
-    from agile import workdir as workdir_lib
+    from agile.paper import workdir as workdir_lib
 
     params = _params()
     params["output"] = {"bias": np.zeros(10, np.float32)}

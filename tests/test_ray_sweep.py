@@ -1,4 +1,4 @@
-"""The Ray Tune sweep backend (agile/ray_sweep.py, scripts/sweep.py --backend=ray).
+"""The Ray Tune sweep backend (agile/paper/ray_sweep.py, scripts/sweep.py --backend=ray).
 
 The Ray sweep of these tests trains 2 combinations (7, 12) x 2 seeds for 8 steps on the
 synthetic MNIST of conftest.py, with a killed worker and a Ctrl-C on the way, and is compared
@@ -16,12 +16,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO_ROOT  # noqa: E402
 
-from agile import ray_sweep, sweep
-from agile.combos import COMBOS
-from agile.config import get_config
+from agile.paper import ray_sweep, sweep
+from agile.paper.combos import COMBOS
+from agile.paper.config import get_config
+from agile.paper.trials import Trial, trials_for_pairs
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 SEEDS = 2
 OVERRIDES = {"num_epochs": 2, "batch_size": 50, "checkpoint_every_steps": 2,
              "data.train_size": 200, "data.val_size": 0, "data.test_size": 100}
@@ -38,8 +39,8 @@ def _base_config(data_dir: Path):
     return config
 
 
-def _trials(data_dir: Path) -> list[sweep.Trial]:
-    return sweep.trials_for_pairs(_base_config(data_dir), [COMBOS[7], COMBOS[12]], SEEDS)
+def _trials(data_dir: Path) -> list[Trial]:
+    return trials_for_pairs(_base_config(data_dir), [COMBOS[7], COMBOS[12]], SEEDS)
 
 
 def _cli(workdir: Path, data_dir: Path, *args: str, combos: str = "7,12",

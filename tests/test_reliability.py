@@ -6,15 +6,13 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
+from conftest import REPO_ROOT  # noqa: E402
 
-from agile import train
-from agile.summary import TIMING_FIELDS
-from agile.workdir import WorkdirError, read_rows
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from agile.paper import train
+from agile.paper.summary import TIMING_FIELDS
+from agile.paper.workdir import WorkdirError, read_rows
 
 
 def _strip_times(summary):

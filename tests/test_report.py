@@ -1,7 +1,7 @@
-"""agile.report and scripts/study_report.py: the study's report from (fake) exported results.
+"""agile.paper.report and scripts/study_report.py: the study's report from (fake) exported results.
 
 The fake results are written here the way scripts/study.py exports real ones (same columns,
-trial names from agile.sweep, a combo-12 parameter file from agile.models.CNN's shapes).
+trial names from agile.paper.sweep, a combo-12 parameter file from agile.paper.models.CNN's shapes).
 """
 
 import csv
@@ -9,7 +9,6 @@ import io
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -20,12 +19,14 @@ from flax import traverse_util
 
 matplotlib.use("Agg")
 
-from agile import report, study, sweep  # noqa: E402  (after choosing the backend)
-from agile.combos import COMBOS, PAPER_TABLE1, combo_number  # noqa: E402
-from agile.models import CNN  # noqa: E402
+from conftest import REPO_ROOT  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-RUN_FIELDS = ["group", *sweep.CSV_FIELDS]
+from agile.paper import report, stats, study  # noqa: E402  (after choosing the backend)
+from agile.paper.combos import COMBOS, PAPER_TABLE1, combo_number  # noqa: E402
+from agile.paper.models import CNN  # noqa: E402
+from agile.paper.trials import CSV_FIELDS  # noqa: E402
+
+RUN_FIELDS = ["group", *CSV_FIELDS]
 SECTIONS = ("## 1. The command and its wall time", "## 2. Setup", "## 3. Table 1",
             "## 4. Paired comparisons", "## 5. What the paper did not run", "## 6. Figures",
             "## 7. Expressivity", "## 8. Conclusion")
@@ -229,7 +230,7 @@ def test_compare_pairs_by_seed_and_says_why_a_side_is_missing():
     runs = _parsed(rows)
     comparison = report.Comparison(report.combo_arm(12), report.combo_arm(9), -0.01)
     result = report.compare(runs, comparison)
-    expected = study.paired_comparison([0.15, 0.14, 0.13], [0.16, 0.16, 0.17])  # seeds 0, 1, 2
+    expected = stats.paired_comparison([0.15, 0.14, 0.13], [0.16, 0.16, 0.17])  # seeds 0, 1, 2
     assert result["seeds"] == 3
     assert result["mean_difference"] == pytest.approx(expected["mean_difference"])
     assert result["p_value"] == pytest.approx(expected["p_value"])
@@ -246,7 +247,7 @@ def test_compare_family_applies_holm_over_the_available_comparisons():
     results = report.compare_family(runs, report.table1_comparisons())
     assert len(results) == len(study.PAIRED_COMPARISONS)
     assert [r["holm_p"] for r in results] == pytest.approx(
-        study.holm([r["p_value"] for r in results]))
+        stats.holm([r["p_value"] for r in results]))
     assert all(r["significant"] == (r["holm_p"] < report.ALPHA) for r in results)
     ablations = report.compare_family(runs, report.ablation_comparisons())
     available = [r for r in ablations if "missing" not in r]
@@ -403,7 +404,7 @@ def test_study_report_script_writes_the_report_and_figures(tmp_path):
     done = subprocess.run(
         [sys.executable, "scripts/study_report.py", f"--results_dir={results}",
          f"--docs_dir={docs}", "--dpi=20"],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     markdown = (docs / "reproduction.md").read_text()
     for section in SECTIONS:
@@ -421,8 +422,8 @@ def test_study_report_script_writes_the_report_and_figures(tmp_path):
 def test_committed_report_is_what_the_committed_results_give():
     """docs/reproduction.md is exactly what docs/results/ give: its numbers match the committed
     CSVs and nobody edited it by hand (rerun scripts/study_report.py after changing either)."""
-    results = report.load_results(REPO / "docs" / "results")
-    drawn = {key: (REPO / "docs" / "figures" / name).is_file()
+    results = report.load_results(REPO_ROOT / "docs" / "results")
+    drawn = {key: (REPO_ROOT / "docs" / "figures" / name).is_file()
              for key, (name, _) in report.FIGURES.items()}
     expected = report.build_markdown(results, report.analyse(results), drawn)
-    assert (REPO / "docs" / "reproduction.md").read_text() == expected
+    assert (REPO_ROOT / "docs" / "reproduction.md").read_text() == expected

@@ -1,18 +1,19 @@
-"""agile.study: the groups are valid sweeps; paired tests, Holm's correction and the dense fold."""
+"""agile.paper.study: the groups are valid sweeps; paired tests, Holm's correction, dense fold."""
 
 import jax
 import numpy as np
 import pytest
-from scipy import stats
+from scipy import stats as scipy_stats
 
-from agile import config as config_lib
-from agile import study, sweep
-from agile.models import CNN
+from agile.paper import config as config_lib
+from agile.paper import stats, study
+from agile.paper.models import CNN
+from agile.paper.trials import trials_for_pairs
 
 
 @pytest.mark.parametrize("group", study.GROUPS, ids=lambda g: g.name)
 def test_every_group_gives_valid_trial_configs(group):
-    trials = sweep.trials_for_pairs(group.base_config(), group.pairs, group.seeds)
+    trials = trials_for_pairs(group.base_config(), group.pairs, group.seeds)
     assert len(trials) == len(group.pairs) and len({t.name for t in trials}) == len(trials)
     for trial in trials:
         config_lib.validate(trial.config)
@@ -35,22 +36,23 @@ def test_paired_comparison_matches_scipy_and_its_interval():
     rng = np.random.default_rng(0)
     plain = rng.normal(0.15, 0.01, 10)
     agile = plain - 0.005 + rng.normal(0, 0.003, 10)
-    result = study.paired_comparison(agile, plain)
+    result = stats.paired_comparison(agile, plain)
     differences = agile - plain
     assert result["mean_difference"] == pytest.approx(differences.mean())
-    assert result["p_value"] == pytest.approx(stats.ttest_rel(agile, plain).pvalue)
-    low, high = stats.t.interval(0.95, 9, loc=differences.mean(), scale=stats.sem(differences))
+    assert result["p_value"] == pytest.approx(scipy_stats.ttest_rel(agile, plain).pvalue)
+    low, high = scipy_stats.t.interval(0.95, 9, loc=differences.mean(),
+                                       scale=scipy_stats.sem(differences))
     assert (result["ci_low"], result["ci_high"]) == (pytest.approx(low), pytest.approx(high))
     assert result["seeds"] == 10
     with pytest.raises(ValueError, match="two equally long sequences of >= 2 values"):
-        study.paired_comparison([0.1, 0.2], [0.1])
+        stats.paired_comparison([0.1, 0.2], [0.1])
 
 
 def test_holm_adjusts_by_rank_and_keeps_order():
-    adjusted = study.holm([0.01, 0.04, 0.03, 0.5])
+    adjusted = stats.holm([0.01, 0.04, 0.03, 0.5])
     # sorted: 0.01*4=0.04, 0.03*3=0.09, 0.04*2=0.08 -> 0.09 (monotone), 0.5*1=0.5
     assert adjusted == pytest.approx([0.04, 0.09, 0.09, 0.5])
-    assert study.holm([0.6, 0.7]) == pytest.approx([1.0, 1.0])
+    assert stats.holm([0.6, 0.7]) == pytest.approx([1.0, 1.0])
 
 
 def test_folded_plain_twin_computes_the_same_function():
@@ -76,7 +78,7 @@ def test_folded_plain_twin_computes_the_same_function():
 
 def test_trained_agile_dense_network_equals_its_folded_plain_twin():
     """After real training steps (a and b moved by their gradients), the fold still holds."""
-    from agile import train
+    from agile.paper import train
 
     config = config_lib.get_config(12)  # agile ReLU conv, agile sigmoid dense
     config.agile_learning_rate = 0.05  # so a and b move visibly in a few steps

@@ -1,10 +1,10 @@
-"""agile.summary: one seed's results from its history, statistics over seeds, the whole file."""
+"""agile.paper.summary: one seed's results from its history, statistics over seeds, the file."""
 
 import numpy as np
 import pytest
 
-from agile.history import History
-from agile.summary import run_summary, seed_statistics, seed_summary
+from agile.paper.history import History
+from agile.paper.summary import run_summary, seed_statistics, seed_summary
 
 RANGES = {"hidden_act/a": {"min": 0.5, "max": 1.5, "mean": 1.0}}
 

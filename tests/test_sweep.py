@@ -1,4 +1,4 @@
-"""The sweep tables (agile/sweep.py) and scripts/sweep.py end to end on synthetic MNIST."""
+"""The sweep tables (agile/paper/sweep.py) and scripts/sweep.py end to end on synthetic MNIST."""
 
 import csv
 import io
@@ -7,17 +7,16 @@ import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO_ROOT  # noqa: E402
 
-from agile import sweep
-from agile.combos import COMBOS
-from agile.config import get_config
-from agile.workdir import WorkdirError
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from agile.paper import stats, sweep
+from agile.paper import trials as trials_lib
+from agile.paper.combos import COMBOS
+from agile.paper.config import get_config
+from agile.paper.workdir import WorkdirError
 
 
 def _seed_result(seed: int, loss: float) -> dict:
@@ -33,29 +32,33 @@ def _seed_result(seed: int, loss: float) -> dict:
 
 
 def test_mean_std_ci_uses_the_t_distribution():
-    mean, std, half_width = sweep.mean_std_ci([1.0, 2.0, 3.0])
+    mean, std, half_width = stats.mean_std_ci([1.0, 2.0, 3.0])
     assert (mean, std) == (2.0, 1.0)
     assert half_width == pytest.approx(4.302652729911275 / math.sqrt(3))  # t(0.975, df=2)
-    assert sweep.mean_std_ci([5.0])[:2] == (5.0, 0.0) and math.isnan(sweep.mean_std_ci([5.0])[2])
+    assert stats.mean_std_ci([5.0])[:2] == (5.0, 0.0) and math.isnan(stats.mean_std_ci([5.0])[2])
 
 
-def test_csv_rows_one_per_seed_with_agile_ranges():
+def _rows(summary, trial=None):
+    return [result.row() for result in trials_lib.seed_results(summary, trial)]
+
+
+def test_seed_results_one_per_seed_with_agile_ranges():
     summary = {"seeds": [_seed_result(0, 0.2), _seed_result(1, 0.3)]}
-    rows = sweep.csv_rows(summary)
+    rows = _rows(summary)
     assert [row["seed"] for row in rows] == [0, 1]
-    assert rows[0]["trial"] == "combo_12" and sweep.csv_rows(summary, "x")[0]["trial"] == "x"
+    assert rows[0]["trial"] == "combo_12" and _rows(summary, "x")[0]["trial"] == "x"
     assert (rows[0]["a_min"], rows[0]["a_max"], rows[0]["b_min"], rows[0]["b_max"]) == (
         0.2, 1.5, -0.3, 0.4)
-    single = sweep.csv_rows(_seed_result(7, 0.2) | {"agile_ranges": {}})
+    single = _rows(_seed_result(7, 0.2) | {"agile_ranges": {}})
     assert len(single) == 1 and single[0]["a_min"] is None
     parsed = list(csv.DictReader(io.StringIO(sweep.write_csv(rows))))
-    assert tuple(parsed[0]) == sweep.CSV_FIELDS and parsed[1]["best_test_loss"] == "0.3"
+    assert tuple(parsed[0]) == trials_lib.CSV_FIELDS and parsed[1]["best_test_loss"] == "0.3"
 
 
 def test_results_markdown_has_mean_std_ci_and_paper_loss():
-    rows = sweep.csv_rows({"seeds": [_seed_result(s, 0.1 + 0.1 * s) for s in range(3)]})
+    rows = _rows({"seeds": [_seed_result(s, 0.1 + 0.1 * s) for s in range(3)]})
     table = sweep.results_markdown(rows)
-    mean, std, half = sweep.mean_std_ci([0.1, 0.2, 0.3])
+    mean, std, half = stats.mean_std_ci([0.1, 0.2, 0.3])
     assert f"{mean:.4f} ± {std:.4f} [{mean - half:.4f}, {mean + half:.4f}]" in table
     assert "0.15027" in table  # Table 1's loss for combo 12
     assert "| combo_12 | agile_relu / agile_sigmoid | 3 |" in table
@@ -63,12 +66,13 @@ def test_results_markdown_has_mean_std_ci_and_paper_loss():
 
 def test_trial_names_and_trials_for_pairs():
     base = get_config()
-    trials = sweep.trials_for_pairs(base, [COMBOS[7], ("agile_tanh", "combined:relu,sigmoid")], 3)
+    pairs = [COMBOS[7], ("agile_tanh", "combined:relu,sigmoid")]
+    trials = trials_lib.trials_for_pairs(base, pairs, 3)
     assert [t.name for t in trials] == ["combo_07", "agile_tanh-combined_relu+sigmoid"]
     assert trials[1].config.model.conv_activation == "agile_tanh"
     assert trials[1].config.num_seeds == 3 and base.num_seeds == 1  # the base is not changed
     with pytest.raises(ValueError, match="lists a trial twice"):
-        sweep.trials_for_pairs(base, [COMBOS[7], COMBOS[7]], 1)
+        trials_lib.trials_for_pairs(base, [COMBOS[7], COMBOS[7]], 1)
 
 
 @pytest.mark.parametrize("values, message", [
@@ -79,8 +83,8 @@ def test_trial_names_and_trials_for_pairs():
 ])
 def test_parse_combos_refuses_bad_lists(values, message):
     with pytest.raises(ValueError, match=message):
-        sweep.parse_combos(values)
-    assert sweep.parse_combos(["12", " 3"]) == [12, 3]
+        trials_lib.parse_combos(values)
+    assert trials_lib.parse_combos(["12", " 3"]) == [12, 3]
 
 
 def test_sweep_folder_refuses_other_settings(tmp_path):
@@ -101,7 +105,7 @@ def test_damaged_sweep_json_and_trial_summary_are_named_with_what_to_do(tmp_path
     with pytest.raises(WorkdirError, match=r"sweep.json is not valid JSON \(.*\); delete it to "
                                            r"let this sweep claim .* \(its trials are kept\)"):
         sweep.claim_folder(tmp_path, sweep.settings(get_config(), 4))
-    trial = sweep.trials_for_pairs(get_config(), [COMBOS[7]], 1)[0]
+    trial = trials_lib.trials_for_pairs(get_config(), [COMBOS[7]], 1)[0]
     (tmp_path / trial.name).mkdir()
     (tmp_path / trial.name / "summary.json").write_text("{")
     with pytest.raises(WorkdirError, match=r"summary.json is not valid JSON \(.*\); delete it "

@@ -6,23 +6,21 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import REPO_ROOT  # noqa: E402
 
-from agile import train
-from agile.combos import COMBOS, combo_activations, combo_number
-from agile.config import get_config
-from agile.data import MissingDataError
-from agile.evaluation import agile_parameter_ranges
-from agile.summary import TIMING_FIELDS
-from agile.workdir import WorkdirError, read_rows
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from agile.paper import train
+from agile.paper.combos import COMBOS, combo_activations, combo_number
+from agile.paper.config import get_config
+from agile.paper.data import MissingDataError
+from agile.paper.evaluation import agile_parameter_ranges
+from agile.paper.summary import TIMING_FIELDS
+from agile.paper.workdir import WorkdirError, read_rows
 
 
 def _batch(n=8, seed=0):
@@ -74,7 +72,7 @@ def test_combo_config_files_pick_their_row():
 
 
 def test_loss_falls_on_synthetic_data(synthetic_mnist_dir, tiny_config):
-    from agile import data as data_lib
+    from agile.paper import data as data_lib
 
     tiny_config.learning_rate = tiny_config.agile_learning_rate = 0.01
     datasets = data_lib.load_datasets(tiny_config.data)

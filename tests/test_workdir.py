@@ -1,4 +1,4 @@
-"""agile.workdir: lock, config guard, rows file, checkpoints with fallback, TensorBoard events."""
+"""agile.paper.workdir: lock, config guard, rows file, checkpoints with fallback, TB events."""
 
 import json
 import os
@@ -10,16 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO_ROOT  # noqa: E402
 
-from agile import workdir as workdir_lib
-from agile.workdir import WorkdirError
+from agile.paper import workdir as workdir_lib
+from agile.paper.workdir import WorkdirError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 HOLD_LOCK = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from agile.workdir import Lock
+    from agile.paper.workdir import Lock
     with Lock(Path(sys.argv[1])):
         print("locked", flush=True)
         time.sleep(600)

@@ -44,7 +44,7 @@ def _override_error(argv: Sequence[str], err: Exception) -> str:
     if isinstance(err, (AttributeError, KeyError)) and field:
         hint = f" {suggestion.group(0)}" if suggestion else ""
         return (f"Unknown config field {field!r}{where}.{hint} The fields and their defaults "
-                "are in agile/config.py.")
+                "are in agile/paper/config.py.")
     return f"Bad config override{where}: {err}"
 
 

@@ -13,12 +13,12 @@ import functools
 
 import ml_collections
 
-from agile.combos import combo_activations
-from agile.data import SOURCES as DATA_SOURCES
 from agile.errors import ConfigError, unknown_value_error
-from agile.models import CNN, IMPLEMENTATIONS
-from agile.ops import POOLINGS
-from agile.parallel import validate_scaling_config
+from agile.paper.combos import combo_activations
+from agile.paper.data import SOURCES as DATA_SOURCES
+from agile.paper.models import CNN, IMPLEMENTATIONS
+from agile.paper.ops import POOLINGS
+from agile.paper.parallel import validate_scaling_config
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -57,7 +57,7 @@ def get_config(combo: str | int | None = None) -> ml_collections.ConfigDict:
     config.model.pool_size = (2, 2)  # Pooling window and stride (VALID).
     config.model.dense_features = 30  # Hidden dense nodes.
     config.model.num_classes = 10  # Output logits.
-    config.model.implementation = "fast"  # "fast" (agile.ops) or "reference" (nn.Conv, max_pool).
+    config.model.implementation = "fast"  # "fast" (paper.ops) or "reference" (nn.Conv, max_pool).
 
     config.data = ml_collections.ConfigDict()
     config.data.source = "auto"  # "idx" (files in dir or $MNIST_DIR), "tfds", or "auto".
@@ -130,7 +130,7 @@ def _check_fields_known(config: ml_collections.ConfigDict, reference, prefix: st
     for key in config.keys():
         if key not in reference:
             raise ConfigError(f"Unknown config field '{prefix}{key}'; the fields and their "
-                              "defaults are in agile/config.py.")
+                              "defaults are in agile/paper/config.py.")
         if isinstance(config[key], ml_collections.ConfigDict):
             _check_fields_known(config[key], reference[key], f"{prefix}{key}.")
 

@@ -7,7 +7,7 @@ once (``jax.device_put``), draws per-epoch batch indices on the host with
 :func:`gather_batch`. No input pipeline runs during training.
 
 Every loader takes the ``data`` sub-config (an ``ml_collections.ConfigDict``,
-defined in :mod:`agile.config`) with these fields:
+defined in :mod:`agile.paper.config`) with these fields:
 
 - ``source``: ``"auto"`` (``"idx"`` when ``dir`` or env ``MNIST_DIR`` is set,
   else ``"tfds"``), ``"idx"`` (the four standard IDX files, raw or ``.gz``,

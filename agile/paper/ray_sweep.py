@@ -1,7 +1,7 @@
 """The Ray Tune backend of ``scripts/sweep.py``: each trial of a sweep as a Ray Tune trial.
 
-A trial is one :class:`agile.sweep.Trial` (a combination with its seed batch): it runs
-``agile.train.train_and_evaluate`` in a Ray worker on the trial's own folder of the sweep
+A trial is one :class:`agile.paper.trials.Trial` (a combination with its seed batch): it runs
+``agile.paper.train.train_and_evaluate`` in a Ray worker on the trial's own folder of the sweep
 and reports each evaluation to Tune through the loop's ``after_evaluation`` hook. The files
 are those of the in-process backend (one workdir per trial, ``results.csv``, ``results.md``)
 and so are the numbers.
@@ -32,9 +32,10 @@ from typing import Any
 
 from absl import logging
 
-from agile import sweep
 from agile.errors import ConfigError
-from agile.workdir import SUMMARY_FILE, Lock, WorkdirError, prepare
+from agile.paper import sweep
+from agile.paper.trials import Trial
+from agile.paper.workdir import SUMMARY_FILE, Lock, WorkdirError, prepare
 
 RAY_ENV = {  # Set (unless already set) before Ray starts: nothing leaves the machine.
     "RAY_USAGE_STATS_ENABLED": "0",  # No usage statistics.
@@ -270,7 +271,7 @@ def _use_devices(gpus_per_trial: float, cpu_only: bool) -> None:
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 
-def run_trial(params: dict[str, Any], *, trials: dict[str, sweep.Trial], sweep_dir: str,
+def run_trial(params: dict[str, Any], *, trials: dict[str, Trial], sweep_dir: str,
               setup: dict[str, Any]) -> None:
     """Tune's function trainable: trains ``trials[params["trial"]]`` in its sweep folder.
 
@@ -283,8 +284,8 @@ def run_trial(params: dict[str, Any], *, trials: dict[str, sweep.Trial], sweep_d
     if Path(setup["cwd"]).is_dir():
         os.chdir(setup["cwd"])  # Relative paths in the config mean what they meant to the driver.
     _use_devices(setup["gpus_per_trial"], setup["cpu_only"])
-    from agile import train
     from agile.errors import UserError
+    from agile.paper import train
 
     trial = trials[params["trial"]]
     workdir = prepare(Path(sweep_dir) / trial.name)
@@ -326,7 +327,7 @@ def _progress_callback(sweep_dir: Path):
     return Progress()
 
 
-def _tuner(sweep_dir: Path, pending: list[sweep.Trial], options: Options, setup: dict[str, Any]):
+def _tuner(sweep_dir: Path, pending: list[Trial], options: Options, setup: dict[str, Any]):
     from ray import tune
 
     trainable = tune.with_parameters(run_trial, trials={t.name: t for t in pending},
@@ -347,7 +348,7 @@ def _tuner(sweep_dir: Path, pending: list[sweep.Trial], options: Options, setup:
     )
 
 
-def _unfinished_line(sweep_dir: Path, trials: list[sweep.Trial], results) -> str | None:
+def _unfinished_line(sweep_dir: Path, trials: list[Trial], results) -> str | None:
     """One line naming the trials without a summary and why (error, or interrupted)."""
     why = {}
     for result in results:
@@ -365,10 +366,10 @@ def _unfinished_line(sweep_dir: Path, trials: list[sweep.Trial], results) -> str
             "checkpoints.")
 
 
-def run(sweep_dir: Path, trials: list[sweep.Trial], options: Options) -> None:
+def run(sweep_dir: Path, trials: list[Trial], options: Options) -> None:
     """Runs the unfinished ``trials`` as Ray Tune trials and rewrites the tables.
 
-    Raises :class:`agile.sweep.SweepError` (one line) if a trial did not finish: it failed
+    Raises :class:`agile.paper.sweep.SweepError` (one line) if a trial did not finish: it failed
     more than ``options.max_failures`` times, hit a user error, or the sweep was interrupted.
     """
     options.validate()

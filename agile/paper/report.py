@@ -3,7 +3,7 @@
 Reads only the files ``scripts/study.py`` exports to ``docs/results/`` (``runs.csv``,
 ``curves.csv``, ``agile_ranges.csv``, ``combo12_seed0_params.npz``); every number in the
 report is computed here from them (or from the code's own defaults: the config, the paper's
-Table 1 in ``agile.combos``, parameter counts of ``agile.models.CNN``), so rerunning
+Table 1 in ``agile.paper.combos``, parameter counts of ``agile.paper.models.CNN``), so rerunning
 :func:`write_report` on the same files writes the same bytes. A group without rows in
 ``runs.csv`` is reported as not run; nothing fails for want of it.
 
@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats
+from scipy.stats import spearmanr
 
-from agile import study, sweep
-from agile.combos import COMBOS, PAPER_TABLE1
-from agile.config import MNIST_CLASSES, MNIST_SIDE, MNIST_TEST_SIZE
 from agile.errors import UserError
+from agile.paper import stats, study
+from agile.paper.combos import COMBOS, PAPER_TABLE1
+from agile.paper.config import MNIST_CLASSES, MNIST_SIDE, MNIST_TEST_SIZE
+from agile.paper.trials import trial_name
 
 ALPHA = 0.05  # Family-wise error rate of the Holm-corrected tests.
 CONFIDENCE = 0.95
@@ -149,7 +150,7 @@ def summarize(values: Iterable[float]) -> dict[str, float] | None:
     values = list(values)
     if not values:
         return None
-    mean, std, half_width = sweep.mean_std_ci(values, CONFIDENCE)
+    mean, std, half_width = stats.mean_std_ci(values, CONFIDENCE)
     return {"n": len(values), "mean": mean, "std": std,
             "ci_low": mean - half_width, "ci_high": mean + half_width}
 
@@ -182,7 +183,7 @@ def format_duration(seconds: float) -> str:
 
 def combo_trial(combo: int) -> str:
     """The trial name of Table 1's row ``combo`` (``combo_NN``)."""
-    return sweep.trial_name(*COMBOS[combo])
+    return trial_name(*COMBOS[combo])
 
 
 def table1_rows(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -218,7 +219,7 @@ def rank_agreement(table: Sequence[Mapping[str, Any]], ours: str,
     pairs = [(row[paper], row[ours]["mean"]) for row in table if row[ours] is not None]
     if len(pairs) < 3 or len({p for p, _ in pairs}) < 2 or len({o for _, o in pairs}) < 2:
         return None  # Too few, or a constant column: no rank correlation is defined.
-    result = stats.spearmanr([p for p, _ in pairs], [o for _, o in pairs])
+    result = spearmanr([p for p, _ in pairs], [o for _, o in pairs])
     return {"rho": float(result.statistic), "p_value": float(result.pvalue), "n": len(pairs)}
 
 
@@ -303,7 +304,7 @@ def _missing_reason(runs: Sequence[Mapping[str, Any]], arms: Sequence[Arm]) -> s
 
 def compare(runs: Sequence[Mapping[str, Any]], comparison: Comparison,
             field: str = METRIC) -> dict[str, Any]:
-    """The paired comparison (``study.paired_comparison``) on the seeds both arms have.
+    """The paired comparison (``stats.paired_comparison``) on the seeds both arms have.
 
     Returns ``{"comparison", "seeds"}`` plus the comparison's numbers, or ``"missing"``
     (the reason) when fewer than two seeds are in common.
@@ -314,7 +315,7 @@ def compare(runs: Sequence[Mapping[str, Any]], comparison: Comparison,
     if len(seeds) < 2:
         return {"comparison": comparison, "seeds": len(seeds),
                 "missing": _missing_reason(runs, (comparison.first, comparison.second))}
-    result = study.paired_comparison([first[s] for s in seeds], [second[s] for s in seeds],
+    result = stats.paired_comparison([first[s] for s in seeds], [second[s] for s in seeds],
                                      CONFIDENCE)
     return {"comparison": comparison, **result}
 
@@ -327,7 +328,7 @@ def compare_family(runs: Sequence[Mapping[str, Any]],
     """
     results = [compare(runs, comparison) for comparison in comparisons]
     available = [result for result in results if "missing" not in result]
-    for result, adjusted in zip(available, study.holm([r["p_value"] for r in available]),
+    for result, adjusted in zip(available, stats.holm([r["p_value"] for r in available]),
                                 strict=True):
         result["holm_p"] = adjusted
         result["significant"] = adjusted < ALPHA
@@ -526,8 +527,8 @@ def setup_section(config, runs: Sequence[Mapping[str, Any]]) -> str:
     unstated = [setting for setting, _, paper, _ in rows if "not stated" in paper]
     return "\n".join([
         "## 2. Setup, and the choices the paper leaves open", "",
-        "Read from `agile/config.py` (the defaults every group starts from; each group's "
-        "overrides are in `agile/study.py`).", "",
+        "Read from `agile/paper/config.py` (the defaults every group starts from; each group's "
+        "overrides are in `agile/paper/study.py`).", "",
         markdown_table(("setting", "ours", "the paper", "why"), rows),
         "The paper leaves open: " + ", ".join(unstated) + ". The choices above fill these "
         "gaps once, for every combination alike.\n",
@@ -601,7 +602,7 @@ def comparisons_section(results: Sequence[Mapping[str, Any]], figure: str | None
     """Section 4: the Table 1 family of paired comparisons."""
     lines = [
         "## 4. Paired comparisons on the same seeds", "",
-        "The comparisons of `agile.study.PAIRED_COMPARISONS`: each agile variant against its "
+        "The comparisons of `agile.paper.study.PAIRED_COMPARISONS`: each agile variant against its "
         "plain counterpart (one layer's activation made agile, the rest equal), and the paper's "
         "own comparison of sigmoid / agile sigmoid with sigmoid / relu, on the seeds both "
         "have: the mean of the per-seed differences in best test loss (negative: the first has "
@@ -622,15 +623,15 @@ def comparisons_section(results: Sequence[Mapping[str, Any]], figure: str | None
 def parameter_counts(group: str, conv: str, dense: str) -> tuple[int, int] | None:
     """(all parameters, agile a and b) of the network ``group`` trains for (conv, dense).
 
-    Counted with ``agile.models.count_params`` on the model's abstract parameters; None if
+    Counted with ``agile.paper.models.count_params`` on the model's abstract parameters; None if
     the model cannot be built (e.g. a network this code base cannot construct).
     """
     import jax
     import jax.numpy as jnp
     from flax import traverse_util
 
-    from agile.config import create_model
-    from agile.models import count_params
+    from agile.paper.config import create_model
+    from agile.paper.models import count_params
 
     config = study.GROUPS_BY_NAME[group].base_config()
     config.model.conv_activation, config.model.dense_activation = conv, dense
@@ -976,7 +977,7 @@ def fold_check(flat: Mapping[str, np.ndarray], inputs: int = 64, seed: int = 0
     import jax
 
     from agile.activations import plain_name
-    from agile.config import create_model, get_config
+    from agile.paper.config import create_model, get_config
 
     params = params_tree(flat)
     agile_config, plain_config = get_config(12), get_config(12)
@@ -1014,7 +1015,7 @@ def expressivity_section(fold: Mapping[str, Any] | None,
              "In a dense layer, `z = a ⊙ f(W x + c − b)` feeds `V z + d`. Per node, `b` folds "
              "into the layer's bias (`c − b`) and `a` into the next layer's kernel "
              "(`diag(a) V`): the plain network with these weights computes the same function "
-             "(`agile.study.fold_dense_agile`).", ""]
+             "(`agile.paper.study.fold_dense_agile`).", ""]
     if fold is None:
         lines += [f"Not checked: `{PARAMS}` is missing from the results.", ""]
     else:
@@ -1280,7 +1281,7 @@ def build_markdown(results: Results, analysis: Analysis, drawn: Mapping[str, boo
                    counts: Callable[[str, str, str], tuple[int, int] | None] = parameter_counts
                    ) -> str:
     """The whole of ``docs/reproduction.md``."""
-    from agile.config import get_config
+    from agile.paper.config import get_config
 
     config = config if config is not None else get_config()
     figure = {key: FIGURES[key][0] if drawn.get(key) else None for key in FIGURES}
@@ -1322,7 +1323,7 @@ def write_report(results_dir: Path, docs_dir: Path, dpi: int = DPI) -> list[Path
     folder is removed, so the folder holds exactly the report's figures. Returns the paths
     written.
     """
-    from agile.workdir import write_text_atomically
+    from agile.paper.workdir import write_text_atomically
 
     results = load_results(Path(results_dir))
     analysis = analyse(results)

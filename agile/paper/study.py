@@ -1,29 +1,27 @@
 """The reproduction study: its experiment groups, and the analysis of their results.
 
-Each :class:`Group` is one sweep (``agile.sweep``) in its own folder under the study's
+Each :class:`Group` is one sweep (``agile.paper.sweep``) in its own folder under the study's
 workdir: a set of (conv, dense) activation pairs, each trained with the same seeds, on the
 default config with a few overrides. ``table1`` is the paper's experiment; the others are
 what the paper did not run (granularity, other activations, all training images, a
 combined activation, another optimizer) and its Fig. 11 (a network of dense layers only).
 
-The analysis functions are pure: paired comparisons on the same seeds with Holm's
-correction, and the fold of an agile dense layer into its neighbours.
+The analysis is pure: the fold of an agile dense layer into its neighbours here, the
+statistics in :mod:`agile.paper.stats`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import ml_collections
 import numpy as np
-from scipy import stats
 
-from agile.combos import COMBOS
-from agile.config import get_config
-from agile.sweep import Trial, trial_name, trials_for_pairs
+from agile.paper.combos import COMBOS
+from agile.paper.config import get_config
+from agile.paper.trials import Trial, trial_name, trials_for_pairs
 
 SEEDS = 10  # Table 1 and the dense-only network (Fig. 11)
 ABLATION_SEEDS = 5  # What the paper did not run: enough for paired comparisons at a glance
@@ -93,41 +91,6 @@ PAIRED_COMPARISONS: tuple[tuple[int, int], ...] = (
     (2, 1), (5, 4), (8, 7), (11, 10),  # dense layer agile relu
     (3, 1),  # the paper's: sigmoid / agile sigmoid against sigmoid / relu
 )
-
-
-def paired_comparison(
-    agile_values: Sequence[float], plain_values: Sequence[float], confidence: float = 0.95
-) -> dict[str, float]:
-    """Mean of the per-seed differences (agile - plain), its t-interval and two-sided p-value.
-
-    The two sequences are aligned by seed; a negative difference favours the agile variant.
-    """
-    agile_values = np.asarray(agile_values, np.float64)
-    plain_values = np.asarray(plain_values, np.float64)
-    if agile_values.shape != plain_values.shape or agile_values.size < 2:
-        raise ValueError("paired_comparison needs two equally long sequences of >= 2 values, "
-                         f"got {agile_values.size} and {plain_values.size}.")
-    differences = agile_values - plain_values
-    mean = float(differences.mean())
-    std = float(differences.std(ddof=1))
-    n = differences.size
-    half_width = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
-    p_value = float(stats.ttest_rel(agile_values, plain_values).pvalue) if std > 0 else (
-        0.0 if mean != 0 else 1.0)
-    return {"mean_difference": mean, "ci_low": mean - half_width, "ci_high": mean + half_width,
-            "p_value": p_value, "seeds": n}
-
-
-def holm(p_values: Sequence[float]) -> list[float]:
-    """Holm-Bonferroni adjusted p-values (same order), controlling the family-wise error."""
-    order = np.argsort(p_values)
-    m = len(p_values)
-    adjusted = np.empty(m)
-    running = 0.0
-    for rank, index in enumerate(order):
-        running = max(running, (m - rank) * p_values[index])
-        adjusted[index] = min(running, 1.0)
-    return adjusted.tolist()
 
 
 def fold_dense_agile(params: Mapping[str, Any], act: str, dense: str, nxt: str) -> dict:

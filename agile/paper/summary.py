@@ -1,6 +1,6 @@
 """A run's ``summary.json``: per-seed results from the evaluation history, mean and std over seeds.
 
-Pure functions of a :class:`~agile.history.History`, the best model's test metrics and the
+Pure functions of a :class:`~agile.paper.history.History`, the best model's test metrics and the
 run's timing, so they are tested without training.
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from agile.history import History
+from agile.paper.history import History
 
 SEED_STATISTIC_FIELDS = (
     "best_test_loss",

@@ -11,7 +11,6 @@ Table 1 loss). Both sweep backends (in-process and Ray Tune) use these functions
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import json
 import math
@@ -21,22 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import ml_collections
-import numpy as np
 from absl import logging
-from scipy import stats
 
-from agile.combos import COMBOS, PAPER_TABLE1, combo_number
-from agile.errors import ConfigError, UserError
-from agile.train import train_and_evaluate
-from agile.workdir import SUMMARY_FILE, read_json, write_text_atomically
+from agile.errors import UserError
+from agile.paper.combos import PAPER_TABLE1
+from agile.paper.stats import mean_std_ci
+from agile.paper.train import train_and_evaluate
+from agile.paper.trials import CSV_FIELDS, Trial, seed_results
+from agile.paper.workdir import SUMMARY_FILE, read_json, write_text_atomically
 
 SETTINGS_FILE = "sweep.json"
 PER_TRIAL_FIELDS = ("seed", "num_seeds", "allow_config_change", "model")  # set per trial
-CSV_FIELDS = (
-    "trial", "combo", "conv_activation", "dense_activation", "seed", "steps", "best_step",
-    "best_test_loss", "final_test_loss", "best_test_accuracy", "final_test_accuracy",
-    "a_min", "a_max", "b_min", "b_max", "wall_time_s",
-)
 TABLE_FIELDS = (
     ("best_test_loss", "best test loss"),
     ("final_test_loss", "final test loss"),
@@ -45,54 +39,13 @@ TABLE_FIELDS = (
 )
 
 
-def seed_summaries(summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each seed's results from a ``summary.json`` (one seed, or several under ``"seeds"``)."""
-    return summary["seeds"] if "seeds" in summary else [summary]
-
-
-def _agile_range(ranges: dict[str, dict[str, float]], name: str) -> tuple[float | None, ...]:
-    """Smallest min and largest max of parameter ``name`` ("a" or "b") over agile layers."""
-    layers = [r for key, r in ranges.items() if key.endswith(f"/{name}")]
-    if not layers:
-        return None, None
-    return min(r["min"] for r in layers), max(r["max"] for r in layers)
-
-
-def csv_rows(summary: dict[str, Any], trial: str | None = None) -> list[dict[str, Any]]:
-    """One ``CSV_FIELDS`` row per seed of a trial's summary; a/b ranges span its layers."""
-    rows = []
-    for result in seed_summaries(summary):
-        row = {field: result.get(field) for field in CSV_FIELDS}
-        row["trial"] = trial or trial_name(result["conv_activation"], result["dense_activation"])
-        row["a_min"], row["a_max"] = _agile_range(result["agile_ranges"], "a")
-        row["b_min"], row["b_max"] = _agile_range(result["agile_ranges"], "b")
-        rows.append(row)
-    return rows
-
-
-def write_csv(rows: Sequence[dict[str, Any]]) -> str:
-    """``rows`` as CSV text with a ``CSV_FIELDS`` header (None as an empty cell)."""
+def write_csv(rows: Sequence[dict[str, Any]], fields: Sequence[str] = CSV_FIELDS) -> str:
+    """``rows`` as CSV text with a ``fields`` header (None as an empty cell)."""
     out = io.StringIO()
-    writer = csv.DictWriter(out, CSV_FIELDS, lineterminator="\n")
+    writer = csv.DictWriter(out, fields, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return out.getvalue()
-
-
-def mean_std_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
-    """Mean, sample std and the half-width of the t-distribution confidence interval.
-
-    One value has std 0 and an undefined (NaN) interval.
-    """
-    values = np.asarray(values, np.float64)
-    mean = float(values.mean())
-    if len(values) < 2:
-        return mean, 0.0, math.nan
-    std = float(values.std(ddof=1))
-    half_width = float(stats.t.ppf(0.5 + confidence / 2, len(values) - 1)) * std / math.sqrt(
-        len(values)
-    )
-    return mean, std, half_width
 
 
 def _cell(values: Sequence[float], digits: int) -> str:
@@ -135,54 +88,6 @@ def results_markdown(rows: Sequence[dict[str, Any]]) -> str:
 
 class SweepError(UserError, RuntimeError):
     """A sweep folder or trial list that cannot be used as asked."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Trial:
-    """One workdir of a sweep: a name (its folder) and the config it trains."""
-
-    name: str
-    config: ml_collections.ConfigDict
-
-
-def trial_name(conv: str, dense: str) -> str:
-    """A trial's folder name: ``combo_NN`` for a Table 1 pair, else ``<conv>-<dense>``."""
-    combo = combo_number(conv, dense)
-    return f"combo_{combo:02d}" if combo else f"{conv}-{dense}".replace(":", "_").replace(",", "+")
-
-
-def parse_combos(values: Sequence[str]) -> list[int]:
-    """Table 1 rows from ``--combos`` values: each 1..12, none twice, at least one."""
-    combos = []
-    for value in values:
-        text = str(value).strip()
-        if not text.isdigit() or int(text) not in COMBOS:
-            raise ConfigError(f"--combos takes Table 1 rows 1..12, got {value!r}.")
-        if int(text) in combos:
-            raise ConfigError(f"--combos lists row {int(text)} twice; each row runs once.")
-        combos.append(int(text))
-    if not combos:
-        raise ConfigError("--combos is empty: name at least one Table 1 row (1..12).")
-    return combos
-
-
-def trials_for_pairs(
-    base: ml_collections.ConfigDict, pairs: Sequence[tuple[str, str]], seeds: int
-) -> list[Trial]:
-    """One trial per (conv, dense) activation pair, each training ``seeds`` seeds at once.
-
-    Table 1's pairs are named ``combo_NN``, others ``<conv>-<dense>``.
-    """
-    trials = []
-    for conv, dense in pairs:
-        config = base.copy_and_resolve_references()
-        config.model.conv_activation, config.model.dense_activation = conv, dense
-        config.num_seeds = seeds
-        trials.append(Trial(trial_name(conv, dense), config))
-    names = [trial.name for trial in trials]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"The sweep lists a trial twice: {', '.join(names)}.")
-    return trials
 
 
 def settings(base: ml_collections.ConfigDict, seeds: int) -> dict[str, Any]:
@@ -230,7 +135,8 @@ def write_tables(workdir: Path) -> list[dict[str, Any]]:
     """Rebuilds ``results.csv`` and ``results.md`` from every finished trial in the folder."""
     rows = []
     for summary_path in sorted(Path(workdir).glob(f"*/{SUMMARY_FILE}")):
-        rows.extend(csv_rows(read_json(summary_path, _SUMMARY_REMEDY), summary_path.parent.name))
+        summary = read_json(summary_path, _SUMMARY_REMEDY)
+        rows.extend(r.row() for r in seed_results(summary, summary_path.parent.name))
     write_text_atomically(Path(workdir) / "results.csv", write_csv(rows))
     write_text_atomically(Path(workdir) / "results.md", results_markdown(rows))
     return rows

@@ -2,9 +2,9 @@
 
 ``train_step(state, batch)`` is a pure function of arrays. ``train_and_evaluate(config,
 workdir)`` runs a whole experiment: the data subset lives on the device, every step is one
-compiled call that gathers its batch from it, and the loop evaluates (``agile.evaluation``),
-keeps the evaluation history (``agile.history``), checkpoints and guards its workdir
-(``agile.workdir``) and writes the summary (``agile.summary``).
+compiled call that gathers its batch from it, and the loop evaluates (``agile.paper.evaluation``),
+keeps the evaluation history (``agile.paper.history``), checkpoints and guards its workdir
+(``agile.paper.workdir``) and writes the summary (``agile.paper.summary``).
 """
 
 from __future__ import annotations
@@ -29,19 +29,19 @@ from absl import logging
 from flax import traverse_util
 from flax.training.train_state import TrainState
 
-from agile import config as config_lib
-from agile import data as data_lib
-from agile import evaluation
-from agile import parallel as parallel_lib
-from agile import workdir as workdir_lib
-from agile.combos import combo_number
-from agile.config import create_model
 from agile.errors import UserError
-from agile.evaluation import Batch, Metrics
-from agile.history import History
 from agile.labels import AGILE_LABEL, WEIGHTS_LABEL, param_labels
-from agile.models import CNN
-from agile.summary import run_summary, seed_summary
+from agile.paper import config as config_lib
+from agile.paper import data as data_lib
+from agile.paper import evaluation
+from agile.paper import parallel as parallel_lib
+from agile.paper import workdir as workdir_lib
+from agile.paper.combos import combo_number
+from agile.paper.config import create_model
+from agile.paper.evaluation import Batch, Metrics
+from agile.paper.history import History
+from agile.paper.models import CNN
+from agile.paper.summary import run_summary, seed_summary
 
 CHECKPOINT_FORMAT = 2  # Checkpoints hold {"state", "accum", "best_params"} and JSON "meta".
 AfterStep = Callable[[int], None]
@@ -159,7 +159,7 @@ def _accumulate(accum: Metrics, metrics: Metrics, step: jax.Array) -> Metrics:
 def step_on_device_data(state, accum, images, labels, indices, axis_name=None):
     """Gathers the batch from device-resident data and takes one step: one compiled call.
 
-    The per-device step of every layout in ``agile.parallel``; with ``axis_name``
+    The per-device step of every layout in ``agile.paper.parallel``; with ``axis_name``
     gradients and metrics are averaged over that device axis.
     """
     batch = data_lib.gather_batch(images, labels, indices)
@@ -173,7 +173,7 @@ compiled_step = jax.jit(step_on_device_data, donate_argnums=(0, 1),
 
 
 def make_layout(config: ml_collections.ConfigDict) -> parallel_lib.SingleDevice:
-    """The layout ``config`` asks for (``agile.parallel``) around this module's step."""
+    """The layout ``config`` asks for (``agile.paper.parallel``) around this module's step."""
     return parallel_lib.make_layout(config, step_on_device_data, compiled_step)
 
 
@@ -511,7 +511,7 @@ def train_and_evaluate(
     process 0 writes files other than checkpoints. Hooks: ``after_step(step)`` runs after
     every step (raising in it interrupts the run, as Ctrl-C would);
     ``after_evaluation(rows)`` gets each evaluation's rows as ``metrics.jsonl`` stores them.
-    Returns the summary (``agile.summary.run_summary``).
+    Returns the summary (``agile.paper.summary.run_summary``).
     """
     config_lib.validate(config)
     clock = _Clock()
