@@ -122,7 +122,7 @@ def agile(fn: str | Activation) -> AgileActivation:
     """
     fn = as_plain_activation(fn, "agile")
 
-    def agile_fn(x: ArrayLike, a: ArrayLike = 1.0, b: ArrayLike = 0.0) -> Array:
+    def agile_fn(x: ArrayLike, a: ArrayLike = A_INIT, b: ArrayLike = B_INIT) -> Array:
         x = _as_float(x)
         a = jnp.asarray(a).astype(x.dtype)
         b = jnp.asarray(b).astype(x.dtype)
@@ -173,6 +173,22 @@ def combined(*fns: str | Activation) -> AgileActivation:
     return combined_fn
 
 
+A_INIT, B_INIT = 1.0, 0.0  # The paper's start: a = 1, b = 0, where an agile f is the plain f.
+
+
+def initial_value(symbol: str, term: int = 0) -> float:
+    """The default initial value of ``a`` or ``b`` (of term ``term`` of a combined activation).
+
+    ``a = A_INIT = 1`` and ``b = B_INIT = 0``; a combined activation starts as its first term,
+    so its other terms have ``a[k] = 0`` (:func:`combined_a_init`).
+    """
+    if symbol not in ("a", "b"):
+        raise ValueError(f"initial_value takes 'a' or 'b', got {symbol!r}.")
+    if symbol == "b":
+        return B_INIT
+    return A_INIT if term == 0 else 0.0
+
+
 def combined_a_init(key: Array, shape: tuple[int, ...], dtype=jnp.float32) -> Array:
     """Initial ``a`` of a combined activation: ``a[0] = 1``, ``a[k] = 0`` for k >= 1.
 
@@ -187,7 +203,7 @@ def combined_a_init(key: Array, shape: tuple[int, ...], dtype=jnp.float32) -> Ar
     signature); ``shape[0]`` is the number of activations K.
     """
     del key
-    return jnp.zeros(shape, dtype).at[0].set(1)
+    return jnp.zeros(shape, dtype).at[0].set(A_INIT)
 
 
 AGILE_ACTIVATIONS: dict[str, AgileActivation] = {

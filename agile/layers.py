@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 
 from agile.activations import (
+    A_INIT,
+    B_INIT,
     agile,
     as_plain_activation,
     combined,
@@ -216,8 +218,8 @@ class Agile(nn.Module):
 
     fn: str | Callable[[jax.Array], jax.Array]
     granularity: str = "channel"
-    a_init: float | Initializer = 1.0
-    b_init: float | Initializer = 0.0
+    a_init: float | Initializer = A_INIT
+    b_init: float | Initializer = B_INIT
     param_dtype: Any = jnp.float32
     feature_axes: FeatureAxes = -1
     dtype: Any = None
@@ -247,7 +249,7 @@ class CombinedAgile(nn.Module):
     fns: Sequence[str | Callable[[jax.Array], jax.Array]]
     granularity: str = "channel"
     a_init: float | Initializer = combined_a_init
-    b_init: float | Initializer = 0.0
+    b_init: float | Initializer = B_INIT
     param_dtype: Any = jnp.float32
     feature_axes: FeatureAxes = -1
     dtype: Any = None

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from agile.activations import agile, as_plain_activation, combined, combined_a_init
+from agile.activations import A_INIT, B_INIT, agile, as_plain_activation, combined, combined_a_init
 from agile.labels import AGILE_METADATA, is_agile_param
 from agile.layers import FeatureAxes, broadcast_shape, check_activations, parameter_shape
 
@@ -159,8 +159,8 @@ class Agile(_LearnedActivation):
         shape: int | Sequence[int] = (),
         *,
         feature_axes: FeatureAxes | None = None,
-        a_init: float | Initializer = 1.0,
-        b_init: float | Initializer = 0.0,
+        a_init: float | Initializer = A_INIT,
+        b_init: float | Initializer = B_INIT,
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs | None = None,
@@ -189,7 +189,7 @@ class CombinedAgile(_LearnedActivation):
         *,
         feature_axes: FeatureAxes | None = None,
         a_init: float | Initializer = combined_a_init,
-        b_init: float | Initializer = 0.0,
+        b_init: float | Initializer = B_INIT,
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs | None = None,

@@ -1,6 +1,7 @@
 """See what agile layers learned: their activation curves, and a and b over feature maps.
 
-Needs matplotlib (the ``experiments`` extra); ``import agile`` does not import this module.
+Needs matplotlib, imported when a figure is drawn (so this module imports without it, and
+says how to install it when it is missing); ``import agile`` does not import this module.
 Both functions return a ``matplotlib.figure.Figure`` built without pyplot (no global
 state, no display needed); save it with ``fig.savefig("activations.png")``.
 
@@ -16,22 +17,38 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax.numpy as jnp
 import numpy as np
-from matplotlib.figure import Figure
 
 from agile.activations import (
     agile,
     as_plain_activation,
     combined,
     combined_names,
+    initial_value,
     is_combined_name,
     plain_name,
 )
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 ActivationSpec = str | Callable | Sequence[str | Callable]
+
+
+def new_figure(**kwargs: Any) -> Figure:
+    """A ``matplotlib.figure.Figure(**kwargs)`` (no pyplot); ImportError saying how to get
+    matplotlib when it is not installed."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as err:
+        raise ImportError(
+            f"agile.plotting draws with matplotlib, which cannot be imported ({err}); install "
+            "it with pip install matplotlib."
+        ) from None
+    return Figure(**kwargs)
 
 
 def _as_arrays(params: Any) -> Any:
@@ -103,14 +120,6 @@ def _draw_curves(ax, curves, x, terms, band, layer):
     ax.legend(fontsize=7)
 
 
-def initial_value(symbol: str, term: int = 0) -> float:
-    """The default initial value of ``a`` or ``b`` (of term ``term`` of a combined layer).
-
-    ``a = 1`` (``a[0] = 1``, ``a[k] = 0`` for the other terms of a combined layer), ``b = 0``.
-    """
-    return 1.0 if symbol == "a" and term == 0 else 0.0
-
-
 def _draw_histograms(fig, cell, values, terms, symbol, bins):
     """Histograms of ``values`` in grid cell ``cell``: one, or one per term stacked (own ranges)."""
     per_term = values[None] if len(terms) == 1 else values
@@ -144,7 +153,7 @@ def plot_activations(
     if not activations:
         raise ValueError("plot_activations needs at least one layer in activations.")
     x = np.linspace(*x_range, num_points, dtype=np.float32)
-    fig = Figure(figsize=(12, 3.2 * len(activations)), layout="constrained")
+    fig = new_figure(figsize=(12, 3.2 * len(activations)), layout="constrained")
     grid = fig.add_gridspec(len(activations), 3, width_ratios=(2, 1, 1))
     for row, (layer, spec) in enumerate(activations.items()):
         a, b = layer_parameters(params, layer)
@@ -180,7 +189,7 @@ def plot_parameter_maps(params: Any, layer: str, *, columns: int = 8) -> Figure:
         for symbol, values in (("a", a), ("b", b))
         for k in range(len(values))
     ]
-    fig = Figure(
+    fig = new_figure(
         figsize=(1.5 * min(channels, columns) + 1, 1.6 * rows_per_block * len(blocks)),
         layout="constrained",
     )

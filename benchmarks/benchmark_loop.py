@@ -32,6 +32,7 @@ from absl import flags
 
 from agile.paper import cli
 from agile.paper.combos import COMBOS
+from agile.paper.workdir import SUMMARY_FILE
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PHASES = ("setup", "compile", "steps", "evaluation", "checkpoint", "logging")
@@ -67,7 +68,7 @@ def train_once(combo: int, workdir: Path) -> tuple[float, dict[str, Any]]:
     _run(["scripts/train.py", f"--config=configs/combo_{combo:02d}.py", f"--workdir={workdir}",
           *_TRAIN_FLAGS.value], "The training run")
     wall = time.perf_counter() - start
-    return wall, json.loads((workdir / "summary.json").read_text())
+    return wall, json.loads((workdir / SUMMARY_FILE).read_text())
 
 
 def breakdown(process_wall: float, summary: dict[str, Any], ms_per_step: float) -> dict:

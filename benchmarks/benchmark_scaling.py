@@ -41,7 +41,6 @@ _SCALING_WORKER = flags.DEFINE_string(
 
 NUM_EXAMPLES = 1000  # Synthetic device-resident data the steps gather their batches from.
 MODES = ("pmap", "shard_map")
-SEED_BATCHINGS = ("scan", "vmap")  # "auto" is one of these: scan on CPU, vmap on GPU/TPU
 
 
 def layout_runner(config, steps: int) -> benchmarking.Runner:
@@ -107,7 +106,7 @@ def scaling_markdown(results: dict[str, Any], rounds: int, steps: int) -> str:
         "|---|---|---|",
         f"| one seed at a time | {results['one_seed_models_per_s']:.1f} | 1.00x |",
     ]
-    for batching in SEED_BATCHINGS:
+    for batching in parallel.SEED_STRATEGIES:
         lines.append(
             f"| {seeds} seeds in one program, seed_batching={batching} | "
             f"{results['seed_batches'][batching]['models_per_s']:.1f} | "
@@ -131,7 +130,7 @@ def scaling_main() -> None:
     rates = _median_steps_per_second({
         "one": layout_runner(_scaling_config(), steps),
         **{batching: layout_runner(_scaling_config(num_seeds=seeds, seed_batching=batching),
-                                   steps) for batching in SEED_BATCHINGS},
+                                   steps) for batching in parallel.SEED_STRATEGIES},
     })
     results: dict[str, Any] = {
         "combo": _SCALING_COMBO.value,
@@ -143,7 +142,7 @@ def scaling_main() -> None:
         "seed_batches": {
             batching: {"models_per_s": rates[batching] * seeds,
                        "speedup": rates[batching] * seeds / rates["one"]}
-            for batching in SEED_BATCHINGS
+            for batching in parallel.SEED_STRATEGIES
         },
         "data_parallel_ms_per_step": {
             f"{mode}_{d}": _data_parallel_ms_per_step(mode, d) for d in devices for mode in MODES

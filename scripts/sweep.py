@@ -48,7 +48,12 @@ _RAY_ADDRESS = flags.DEFINE_string(
 _MAX_FAILURES = flags.DEFINE_integer(
     "max_failures", 3, "--backend=ray: retries of a failed trial (it resumes from its "
     "checkpoint).")
-RAY_FLAGS = ("cpus_per_trial", "gpus_per_trial", "max_concurrent", "ray_address", "max_failures")
+_TRIAL_HOOK = flags.DEFINE_string(
+    "trial_hook", None, "--backend=ray: module:function called in each trial's worker with an "
+    "agile.paper.ray_sweep.TrialContext; returns an after_step(step) callable or None (used "
+    "for fault injection in the tests; monitoring is another use).")
+RAY_FLAGS = ("cpus_per_trial", "gpus_per_trial", "max_concurrent", "ray_address", "max_failures",
+             "trial_hook")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -57,7 +62,7 @@ def ray_options() -> ray_sweep.Options:
     options = ray_sweep.Options(
         cpus_per_trial=_CPUS.value, gpus_per_trial=_GPUS.value,
         max_concurrent=_MAX_CONCURRENT.value, address=_RAY_ADDRESS.value,
-        max_failures=_MAX_FAILURES.value)
+        max_failures=_MAX_FAILURES.value, trial_hook=_TRIAL_HOOK.value)
     options.validate()
     ray_sweep.require_ray()
     return options
@@ -84,7 +89,7 @@ def main(argv: list[str]) -> None:
     else:
         ray_sweep.run(workdir, trials, options)
     sweep.write_tables(workdir)
-    print((workdir / "results.md").read_text())
+    print((workdir / sweep.RESULTS_MD).read_text())
     print(f"Results are in {workdir.resolve()}")
 
 

@@ -308,3 +308,13 @@ def test_combined_names():
         act.plain_name(name)
     with pytest.raises(ValueError, match="Expected a combined activation"):
         act.combined_names("relu")
+
+
+def test_initial_values_are_the_plain_activation():
+    """a = 1, b = 0 (a combined activation: its first term's a = 1, the others' 0), one
+    definition that the layers, the NNX layers and the plots share."""
+    assert (act.initial_value("a"), act.initial_value("b")) == (act.A_INIT, act.B_INIT) == (1, 0)
+    assert act.initial_value("a", term=1) == 0.0 and act.initial_value("b", term=1) == 0.0
+    assert act.combined_a_init(None, (3, 2)).tolist() == [[1, 1], [0, 0], [0, 0]]
+    with pytest.raises(ValueError, match="initial_value takes 'a' or 'b', got 'c'"):
+        act.initial_value("c")

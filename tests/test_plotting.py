@@ -122,10 +122,13 @@ def test_bad_input_is_a_clear_error(call, message):
 
 
 def test_import_agile_loads_neither_matplotlib_nor_flax_nnx():
+    """agile.nnx and agile.plotting load on first use; matplotlib only when a figure is drawn."""
     code = (
         "import sys, agile; bad = {'matplotlib', 'flax.nnx'} & set(sys.modules); "
         "assert not bad, bad; agile.nnx.Agile; agile.plotting.plot_activations; "
-        "assert {'matplotlib', 'flax.nnx'} <= set(sys.modules)"
+        "assert {'agile.plotting', 'flax.nnx'} <= set(sys.modules); "
+        "assert 'matplotlib' not in sys.modules; agile.plotting.new_figure(); "
+        "assert 'matplotlib' in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 

@@ -102,10 +102,25 @@ def test_options_refuse_what_no_cluster_could_run():
         (ray_sweep.Options(gpus_per_trial=1.5), "above 1 must be a whole number"),
         (ray_sweep.Options(max_concurrent=-1), "--max_concurrent must be >= 0"),
         (ray_sweep.Options(max_failures=-1), "--max_failures must be >= 0"),
+        (ray_sweep.Options(trial_hook="json"), "--trial_hook takes module:function, got 'json'"),
+        (ray_sweep.Options(trial_hook="no_such_module:f"),
+         r"--trial_hook=no_such_module:f cannot be loaded \(No module named 'no_such_module'\)"),
+        (ray_sweep.Options(trial_hook="json:nope"), r"--trial_hook=json:nope cannot be loaded"),
     ]:
         with pytest.raises(ValueError, match=message):
             options.validate()
     ray_sweep.Options(cpus_per_trial=0.5, gpus_per_trial=0.25).validate()
+
+
+def test_trial_hook_is_called_with_the_trial_context(tmp_path, monkeypatch):
+    """``load_trial_hook`` imports module:function and returns what it makes of the context."""
+    module = tmp_path / "my_hooks.py"
+    module.write_text("def make(context):\n    return lambda step: (context.trial, step)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    context = ray_sweep.TrialContext("combo_07", tmp_path / "combo_07", ("combo_07",), tmp_path,
+                                     123)
+    assert ray_sweep.load_trial_hook("my_hooks:make", context)(5) == ("combo_07", 5)
+    assert ray_sweep.load_trial_hook(None, context) is None
 
 
 def test_missing_ray_is_one_line_saying_how_to_install(monkeypatch):
@@ -225,8 +240,11 @@ def test_ray_sweep_survives_a_killed_worker_and_ctrl_c_and_equals_in_process(
     (timing aside)."""
     pytest.importorskip("ray")
     folder = tmp_path / "sweep"
-    fault = {ray_sweep.FAULT_ENV: "combo_07@7:kill,combo_12@5:interrupt"}
-    first = _cli(folder, synthetic_mnist_dir, "--max_concurrent=2", "--max_failures=1", env=fault)
+    fault = {"RAY_FAULTS": "combo_07@7:kill,combo_12@5:interrupt",
+             "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "tests"), os.environ.get(
+                 "PYTHONPATH", "")])}
+    first = _cli(folder, synthetic_mnist_dir, "--max_concurrent=2", "--max_failures=1",
+                 "--trial_hook=ray_faults:inject", env=fault)
     assert first.returncode == 2, first.stderr[-3000:]
     assert re.search(r"Ray Tune: 2 trials \(combo_07, combo_12\), 1 CPUs and 0 GPUs each, "
                      r"largest node \d+ CPUs and 0 GPUs", first.stderr)

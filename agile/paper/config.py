@@ -16,8 +16,7 @@ import ml_collections
 from agile.errors import ConfigError, unknown_value_error
 from agile.paper.combos import combo_activations
 from agile.paper.data import SOURCES as DATA_SOURCES
-from agile.paper.models import CNN, IMPLEMENTATIONS
-from agile.paper.ops import POOLINGS
+from agile.paper.models import CNN
 from agile.paper.parallel import validate_scaling_config
 
 OPTIMIZERS = ("sgd", "adam")
@@ -158,10 +157,8 @@ def _check_scalars(config: ml_collections.ConfigDict) -> None:
 
 
 def _check_pairs_and_features(model: ml_collections.ConfigDict) -> None:
-    if model.pooling not in POOLINGS:
-        raise unknown_value_error("pooling", model.pooling, POOLINGS)
-    if model.implementation not in IMPLEMENTATIONS:
-        raise unknown_value_error("implementation", model.implementation, IMPLEMENTATIONS)
+    """Shapes and sizes; names (activations, pooling, implementation) are the model's to check
+    (``CNN.validate``, called by :func:`validate`)."""
     for name in ("kernel_size", "pool_size"):
         value = model[name]
         if not isinstance(value, (tuple, list)) or len(value) != 2 or not all(

@@ -17,11 +17,12 @@ import numpy as np
 import optax
 from flax import traverse_util
 
+from agile.errors import unknown_value_error
 from agile.labels import AGILE_LABEL
+from agile.paper.parallel import SEED_STRATEGIES
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
-SEED_BATCHING = ("scan", "vmap")
 
 
 class DeviceSplit(NamedTuple):
@@ -105,8 +106,8 @@ def evaluate_seeds(
     ``batching="scan"`` evaluates one seed after another (``lax.map``, fastest on XLA:CPU);
     ``"vmap"`` evaluates them as one batched model (what fills a GPU or TPU).
     """
-    if batching not in SEED_BATCHING:
-        raise ValueError(f"Unknown seed batching {batching!r}. Valid: {', '.join(SEED_BATCHING)}.")
+    if batching not in SEED_STRATEGIES:
+        raise unknown_value_error("seed batching", batching, SEED_STRATEGIES)
     means = _means(jax.device_get(_seed_chunk_sums_jit(params, apply_fn, split, batching)))
     return [
         {"loss": float(loss), "accuracy": float(accuracy)}

@@ -12,12 +12,12 @@ from agile.activations import get_activation, is_learnable_name, validate_activa
 from agile.errors import ConfigError, unknown_value_error
 from agile.layers import Agile, activation_layer, validate_granularity
 from agile.paper.ops import (
-    POOLINGS,
     act_max_pool,
     canonical_conv,
     conv_act_max_pool,
     patch_conv,
     reshape_pool,
+    validate_pooling,
 )
 
 IMPLEMENTATIONS = ("fast", "reference")
@@ -89,8 +89,7 @@ class CNN(nn.Module):
         validate_activation_name(self.conv_activation)
         validate_activation_name(self.dense_activation)
         validate_granularity(self.granularity)
-        if self.pooling not in POOLINGS:
-            raise unknown_value_error("pooling", self.pooling, POOLINGS)
+        validate_pooling(self.pooling)
         if any(int(f) < 1 for f in self.conv_features):
             raise ConfigError(f"conv_features must be positive integers, got {self.conv_features}.")
         if self.implementation not in IMPLEMENTATIONS:

@@ -19,8 +19,17 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from agile.errors import unknown_value_error
+
 Array = jax.Array
 POOLINGS = ("max", "avg")
+
+
+def validate_pooling(pooling: str) -> str:
+    """Returns ``pooling`` if it is one of :data:`POOLINGS`, else raises a one-line ConfigError."""
+    if pooling not in POOLINGS:
+        raise unknown_value_error("pooling", pooling, POOLINGS)
+    return pooling
 
 
 def same_padding(kernel_size: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -123,8 +132,7 @@ def reshape_pool(x: Array, pool_size: tuple[int, int], pooling: str) -> Array:
     do their gradients, ties included (the max's goes to each window's first
     maximum).
     """
-    if pooling not in POOLINGS:
-        raise ValueError(f"Unknown pooling {pooling!r}. Valid: {', '.join(POOLINGS)}.")
+    validate_pooling(pooling)
     pool_size = checked_pool_size(x, pool_size)
     if pooling == "max":
         return _max_pool(x, pool_size)

@@ -37,7 +37,8 @@ from agile.errors import ConfigError, unknown_value_error
 # faster steps (docs/performance.md); an option of XLA's CPU backend, ignored by the others.
 STEP_COMPILER_OPTIONS = {"xla_cpu_prefer_vector_width": 512}
 PARALLEL_MODES = ("none", "pmap", "shard_map")
-SEED_BATCHING = ("auto", "scan", "vmap")
+SEED_STRATEGIES = ("scan", "vmap")  # How the models of a seed batch are stepped together.
+SEED_BATCHING = ("auto", *SEED_STRATEGIES)  # config.seed_batching: a strategy, or "auto".
 DATA_AXIS = "data"
 StepFn = Callable[..., tuple[Any, Any]]
 

@@ -21,8 +21,8 @@ Ray runs without network: no dashboard, no usage reporting.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
-import signal
 import socket
 import time
 import warnings
@@ -35,14 +35,13 @@ from absl import logging
 from agile.errors import ConfigError
 from agile.paper import sweep
 from agile.paper.trials import Trial
-from agile.paper.workdir import SUMMARY_FILE, Lock, WorkdirError, prepare
+from agile.paper.workdir import Lock, WorkdirError, prepare
 
 RAY_ENV = {  # Set (unless already set) before Ray starts: nothing leaves the machine.
     "RAY_USAGE_STATS_ENABLED": "0",  # No usage statistics.
     "RAY_USAGE_STATS_PROMPT_ENABLED": "0",
 }
 TUNE_FOLDER = "ray_tune"  # Tune's own experiment files, inside the sweep folder.
-FAULT_ENV = "AGILE_RAY_SWEEP_FAULT"  # Tests only: see _fault_hook.
 LOCK_WAIT_S = 120.0  # How long a retried trial waits for a dying predecessor's workdir lock.
 CONNECT_TIMEOUT_S = 5.0
 
@@ -56,6 +55,7 @@ class Options:
     max_concurrent: int = 0  # 0: as many as the cluster's resources allow.
     address: str | None = None  # None: a local Ray for this run; "auto" or "host:port".
     max_failures: int = 3  # Retries of a trial whose worker died or raised.
+    trial_hook: str | None = None  # "module:function" making each trial's after_step hook.
 
     def validate(self) -> None:
         """Raises ConfigError (one line) for a value no cluster could use."""
@@ -70,6 +70,8 @@ class Options:
             raise ConfigError(f"--max_concurrent must be >= 0, got {self.max_concurrent}.")
         if self.max_failures < 0:
             raise ConfigError(f"--max_failures must be >= 0, got {self.max_failures}.")
+        if self.trial_hook:
+            hook_function(self.trial_hook)  # importable here, so in the workers too
 
 
 def require_ray():
@@ -233,31 +235,37 @@ def _wait_for_lock(workdir: Path, timeout_s: float = LOCK_WAIT_S) -> None:
             time.sleep(1.0)
 
 
-def _fault_hook(spec: str | None, workdir: Path, others: list[Path], driver_pid: int):
-    """Tests only: ``$AGILE_RAY_SWEEP_FAULT`` = ``<trial>@<step>:<action>[,...]``. On the
-    trial's first attempt, after that step, ``kill`` SIGKILLs this worker; ``interrupt`` waits
-    until the ``others`` (trial folders) finished, sends SIGINT (Ctrl-C) to the driver and
-    waits to be stopped."""
-    faults = dict(item.split("@", 1) for item in (spec or "").split(",") if "@" in item)
-    marker = workdir / ".fault_injected"
-    if workdir.name not in faults or marker.exists():
-        return None
-    step, _, action = faults[workdir.name].partition(":")
+@dataclasses.dataclass(frozen=True)
+class TrialContext:
+    """What a trial hook (``--trial_hook``) is told about the trial it runs in."""
 
-    def after_step(current: int) -> None:
-        if current != int(step):
-            return
-        marker.write_text(f"{action} after step {current}\n")
-        if action == "kill":
-            os.kill(os.getpid(), signal.SIGKILL)
-        deadline = time.monotonic() + LOCK_WAIT_S
-        while time.monotonic() < deadline and not all(
-                (other / SUMMARY_FILE).exists() for other in others):
-            time.sleep(0.5)
-        os.kill(driver_pid, signal.SIGINT)
-        time.sleep(LOCK_WAIT_S)  # Tune stops this worker.
+    trial: str  # the trial's name (its folder in the sweep)
+    workdir: Path  # the trial's workdir
+    trials: tuple[str, ...]  # every trial of this Tune experiment
+    sweep_dir: Path
+    driver_pid: int  # the process of scripts/sweep.py
 
-    return after_step
+
+def load_trial_hook(spec: str | None, context: TrialContext) -> Callable[[int], None] | None:
+    """The ``after_step(step)`` hook that ``spec`` (``"module:function"``) makes for a trial.
+
+    ``function(context)`` is called in the trial's worker before training and returns a
+    callable run after every step (or None: no hook). Workers import ``module`` as the driver
+    would, so it must be importable there (``PYTHONPATH``). The tests inject faults with it
+    (kill a worker, interrupt the driver); monitoring or profiling a trial is another use.
+    """
+    return hook_function(spec)(context) if spec else None
+
+
+def hook_function(spec: str) -> Callable[[TrialContext], Callable[[int], None] | None]:
+    """The function ``"module:function"`` names; one line if it cannot be imported."""
+    module_name, sep, function_name = spec.partition(":")
+    if not sep or not module_name or not function_name:
+        raise ConfigError(f"--trial_hook takes module:function, got {spec!r}.")
+    try:
+        return getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError) as err:
+        raise ConfigError(f"--trial_hook={spec} cannot be loaded ({err}).") from None
 
 
 def _use_devices(gpus_per_trial: float, cpu_only: bool) -> None:
@@ -290,8 +298,9 @@ def run_trial(params: dict[str, Any], *, trials: dict[str, Trial], sweep_dir: st
     trial = trials[params["trial"]]
     workdir = prepare(Path(sweep_dir) / trial.name)
     _wait_for_lock(workdir)
-    others = [Path(sweep_dir) / name for name in trials if name != trial.name]
-    after_step = _fault_hook(setup["fault"], workdir, others, setup["driver_pid"])
+    context = TrialContext(trial.name, workdir, tuple(trials), Path(sweep_dir),
+                           setup["driver_pid"])
+    after_step = load_trial_hook(setup["trial_hook"], context)
     try:
         train.train_and_evaluate(trial.config, workdir, after_step=after_step,
                                  after_evaluation=lambda rows: tune.report(tune_metrics(rows)))
@@ -390,7 +399,7 @@ def run(sweep_dir: Path, trials: list[Trial], options: Options) -> None:
         cpu_only = options.gpus_per_trial == 0 and largest["GPU"] > 0
         setup = {"env": {k: os.environ[k] for k in ("MNIST_DIR",) if k in os.environ},
                  "cwd": os.getcwd(), "gpus_per_trial": options.gpus_per_trial,
-                 "cpu_only": cpu_only, "fault": os.environ.get(FAULT_ENV),
+                 "cpu_only": cpu_only, "trial_hook": options.trial_hook,
                  "driver_pid": os.getpid()}
         logging.info("Ray Tune: %d trials (%s), %g CPUs and %g GPUs each, largest node %g CPUs "
                      "and %g GPUs.", len(pending), ", ".join(t.name for t in pending),

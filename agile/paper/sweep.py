@@ -30,6 +30,7 @@ from agile.paper.trials import CSV_FIELDS, Trial, seed_results
 from agile.paper.workdir import SUMMARY_FILE, read_json, write_text_atomically
 
 SETTINGS_FILE = "sweep.json"
+RESULTS_CSV, RESULTS_MD = "results.csv", "results.md"  # the tables, over every finished trial
 PER_TRIAL_FIELDS = ("seed", "num_seeds", "allow_config_change", "model")  # set per trial
 TABLE_FIELDS = (
     ("best_test_loss", "best test loss"),
@@ -137,8 +138,8 @@ def write_tables(workdir: Path) -> list[dict[str, Any]]:
     for summary_path in sorted(Path(workdir).glob(f"*/{SUMMARY_FILE}")):
         summary = read_json(summary_path, _SUMMARY_REMEDY)
         rows.extend(r.row() for r in seed_results(summary, summary_path.parent.name))
-    write_text_atomically(Path(workdir) / "results.csv", write_csv(rows))
-    write_text_atomically(Path(workdir) / "results.md", results_markdown(rows))
+    write_text_atomically(Path(workdir) / RESULTS_CSV, write_csv(rows))
+    write_text_atomically(Path(workdir) / RESULTS_MD, results_markdown(rows))
     return rows
 
 
