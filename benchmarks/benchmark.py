@@ -8,7 +8,7 @@ and the targets, and writes ``benchmark.json`` and ``benchmark.md`` to
 ``--output_dir``.
 
 Variants:
-  combo_N: ``agile.paper.train.train_step`` (what training runs) under ``jax.jit``
+  combo_N: ``agile.paper.steps.train_step`` (what training runs) under ``jax.jit``
     with the state donated, for Table 1's combination N.
   straightforward: the same math as combo 7 (relu/relu) in plain Flax
     (``nn.Conv`` + ``nn.max_pool``, i.e. ``CNN(implementation="reference")``)
@@ -41,9 +41,10 @@ import optax
 from absl import app, flags
 
 from agile.paper import data as data_lib
-from agile.paper import parallel, train
+from agile.paper import parallel
+from agile.paper import steps as steps_lib
 from agile.paper.combos import COMBOS
-from agile.paper.config import get_config
+from agile.paper.config import create_model, get_config
 from agile.paper.models import CNN
 
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "benchmark_results", "Where results go.")
@@ -84,9 +85,9 @@ def _stepper(step: Callable, batch: dict[str, jax.Array], steps: int) -> Callabl
 
 
 def combo_runner(combo: int, batch: dict[str, jax.Array], steps: int) -> benchmarking.Runner:
-    """``agile.paper.train.train_step`` for one combination, one jitted call per step."""
-    state = train.create_train_state(get_config(combo), jax.random.key(0))
-    step = jax.jit(train.train_step, donate_argnums=0,
+    """``agile.paper.steps.train_step`` for one combination, one jitted call per step."""
+    state = steps_lib.create_train_state(get_config(combo), jax.random.key(0))
+    step = jax.jit(steps_lib.train_step, donate_argnums=0,
                    compiler_options=parallel.STEP_COMPILER_OPTIONS)  # as training compiles it
     return state, _stepper(step, batch, steps)
 
@@ -122,13 +123,13 @@ def baseline_runner(
 ) -> benchmarking.Runner:
     """``combo_runner`` with the model built from ``cnn_class`` (same fields, same optimizer)."""
     config = get_config(combo)
-    model = train.create_model(config)
+    model = create_model(config)
     fields = {f.name for f in dataclasses.fields(cnn_class)} - {"parent", "name"}
     model = cnn_class(**{name: getattr(model, name) for name in fields if hasattr(model, name)})
     params = model.init(jax.random.key(0), batch["image"][:1])["params"]
-    state = train.TrainState.create(
-        apply_fn=model.apply, params=params, tx=train.create_optimizer(config))
-    step = jax.jit(train.train_step, donate_argnums=0)  # as that revision's training did
+    state = steps_lib.TrainState.create(
+        apply_fn=model.apply, params=params, tx=steps_lib.create_optimizer(config))
+    step = jax.jit(steps_lib.train_step, donate_argnums=0)  # as that revision's training did
     return state, _stepper(step, batch, steps)
 
 

@@ -23,8 +23,9 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from agile.paper import parallel, train
-from agile.paper.config import get_config
+from agile.paper import parallel
+from agile.paper import steps as steps_lib
+from agile.paper.config import create_model, get_config
 
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "benchmark_results", "Where results go.")
 _ROUNDS = flags.DEFINE_integer("rounds", 15, "Timed rounds; each times every variant once.")
@@ -46,13 +47,13 @@ MODES = ("pmap", "shard_map")
 def layout_runner(config, steps: int) -> benchmarking.Runner:
     """``steps`` compiled steps of ``config``'s layout (parallel mode, seeds) per run."""
 
-    layout = train.make_layout(config)
+    layout = steps_lib.make_layout(config)
     rng = np.random.default_rng(0)
     images = layout.place_data(rng.uniform(0, 1, (NUM_EXAMPLES, 28, 28, 1)).astype(np.float32))
     labels = layout.place_data((np.arange(NUM_EXAMPLES) % 10).astype(np.int32))
     seeds = layout.seeds
-    state = layout.place([train.create_train_state(config, jax.random.key(s)) for s in seeds])
-    accum = layout.place([train.new_train_accumulator()] * len(seeds))
+    state = layout.place([steps_lib.create_train_state(config, jax.random.key(s)) for s in seeds])
+    accum = layout.place([steps_lib.new_train_accumulator()] * len(seeds))
     active = np.ones(len(seeds), bool)
     shape = (len(seeds), config.batch_size) if layout.batched_seeds else (config.batch_size,)
     batches = [layout.place_indices(rng.integers(0, NUM_EXAMPLES, shape).astype(np.int32))
@@ -134,7 +135,7 @@ def scaling_main() -> None:
     })
     results: dict[str, Any] = {
         "combo": _SCALING_COMBO.value,
-        "implementation": train.create_model(_scaling_config()).implementation,
+        "implementation": create_model(_scaling_config()).implementation,
         "batch_size": _BATCH_SIZE.value,
         "num_seeds": seeds,
         "devices": devices,

@@ -1,6 +1,6 @@
 """Where the train step's time goes: per XLA op, forward vs backward, per layer, roofline.
 
-Compiles ``agile.paper.train.train_step`` (under ``jax.jit`` with the state donated,
+Compiles ``agile.paper.steps.train_step`` (under ``jax.jit`` with the state donated,
 as benchmarks/benchmark.py times it) for each ``--combos`` combination, reads
 the optimized HLO (``compiled.as_text()``), records ``--steps`` steps under
 ``jax.profiler.trace`` and sums each HLO instruction's (XLA:CPU thunk's) time
@@ -35,7 +35,7 @@ import jax.numpy as jnp
 from absl import app, flags
 
 from agile.paper import data as data_lib
-from agile.paper import train
+from agile.paper import steps as steps_lib
 from agile.paper.combos import COMBOS
 from agile.paper.config import get_config
 
@@ -243,10 +243,10 @@ def profile_combo(combo: int, steps: int, wall_rounds: int, implementation: str 
     batch = _batch()
     config = get_config(combo)
     config.model.implementation = implementation
-    state = train.create_train_state(config, jax.random.key(0))
+    state = steps_lib.create_train_state(config, jax.random.key(0))
     steps_by_mode = {
-        "default": jax.jit(train.train_step, donate_argnums=0),
-        "sync": jax.jit(train.train_step, donate_argnums=0, compiler_options=SYNC_OPTIONS),
+        "default": jax.jit(steps_lib.train_step, donate_argnums=0),
+        "sync": jax.jit(steps_lib.train_step, donate_argnums=0, compiler_options=SYNC_OPTIONS),
     }
     hlo = steps_by_mode["sync"].lower(state, batch).compile().as_text()
 

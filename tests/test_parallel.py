@@ -16,6 +16,7 @@ from conftest import REPO_ROOT  # noqa: E402
 
 from agile.paper import config as config_lib
 from agile.paper import parallel, train
+from agile.paper import steps as steps_lib
 
 RTOL = 1e-5
 ATOL = 2e-6  # Adam normalises tiny gradients, so near-zero weights differ by rounding.
@@ -60,10 +61,10 @@ def test_seed_batch_steps_equal_separate_single_seed_steps(tiny_config, batching
     seeds = (0, 1, 2)
     tiny_config.num_seeds = len(seeds)
     tiny_config.seed_batching = batching
-    layout = train.make_layout(tiny_config)
+    layout = steps_lib.make_layout(tiny_config)
     images, labels = _random_data()
-    singles = [train.create_train_state(tiny_config, jax.random.key(seed)) for seed in seeds]
-    single_accums = [train.new_train_accumulator() for _ in seeds]
+    singles = [steps_lib.create_train_state(tiny_config, jax.random.key(seed)) for seed in seeds]
+    single_accums = [steps_lib.new_train_accumulator() for _ in seeds]
     batched = layout.place(singles)
     batched_accum = layout.place(single_accums)
     active = np.ones(len(seeds), bool)
@@ -73,7 +74,7 @@ def test_seed_batch_steps_equal_separate_single_seed_steps(tiny_config, batching
             batched, batched_accum, images, labels, indices.astype(np.int32), active
         )
         for i in range(len(seeds)):
-            singles[i], single_accums[i] = train.compiled_step(
+            singles[i], single_accums[i] = steps_lib.compiled_step(
                 singles[i], single_accums[i], images, labels, indices[i].astype(np.int32)
             )
     for i in range(len(seeds)):
@@ -85,11 +86,12 @@ def test_seed_batch_steps_equal_separate_single_seed_steps(tiny_config, batching
 def test_inactive_seed_keeps_its_state(tiny_config, batching):
     tiny_config.num_seeds = 2
     tiny_config.seed_batching = batching
-    layout = train.make_layout(tiny_config)
+    layout = steps_lib.make_layout(tiny_config)
     images, labels = _random_data()
-    state = layout.place([train.create_train_state(tiny_config, jax.random.key(s)) for s in (0, 1)])
+    state = layout.place([steps_lib.create_train_state(tiny_config, jax.random.key(s))
+                          for s in (0, 1)])
     before = jax.device_get(state.params)
-    accum = layout.place([train.new_train_accumulator()] * 2)
+    accum = layout.place([steps_lib.new_train_accumulator()] * 2)
     indices = np.zeros((2, 30), np.int32)
     state, _ = layout.step(state, accum, images, labels, indices, np.array([True, False]))
     assert np.asarray(state.step).tolist() == [1, 0]
@@ -150,12 +152,12 @@ FOUR_DEVICE_CHECK = textwrap.dedent(
     out = {"devices": jax.device_count()}
     for mode in ("none", "pmap", "shard_map"):
         config.update(parallel=mode, optimizer="sgd", learning_rate=0.1, agile_learning_rate=0.1)
-        layout = train.make_layout(config)
-        state = layout.place([train.create_train_state(config, jax.random.key(0))])
+        layout = steps_lib.make_layout(config)
+        state = layout.place([steps_lib.create_train_state(config, jax.random.key(0))])
         placed_images, placed_labels = layout.place_data(images), layout.place_data(labels)
         losses = []
         for indices in batches:
-            accum = layout.place([train.new_train_accumulator()])
+            accum = layout.place([steps_lib.new_train_accumulator()])
             state, accum = layout.step(state, accum, placed_images, placed_labels,
                                        layout.place_indices(indices), np.array([True]))
             losses.append(float(layout.seed_view(accum, 0)["loss_sum"]))

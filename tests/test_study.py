@@ -7,6 +7,8 @@ from scipy import stats as scipy_stats
 
 from agile.paper import config as config_lib
 from agile.paper import stats, study
+from agile.paper import steps as steps_lib
+from agile.paper.config import create_model
 from agile.paper.models import CNN
 from agile.paper.trials import trials_for_pairs
 
@@ -78,20 +80,19 @@ def test_folded_plain_twin_computes_the_same_function():
 
 def test_trained_agile_dense_network_equals_its_folded_plain_twin():
     """After real training steps (a and b moved by their gradients), the fold still holds."""
-    from agile.paper import train
 
     config = config_lib.get_config(12)  # agile ReLU conv, agile sigmoid dense
     config.agile_learning_rate = 0.05  # so a and b move visibly in a few steps
-    state = train.create_train_state(config, jax.random.key(0))
+    state = steps_lib.create_train_state(config, jax.random.key(0))
     rng = np.random.default_rng(0)
     for _ in range(5):
         batch = {"image": rng.uniform(0, 1, (32, 28, 28, 1)).astype(np.float32),
                  "label": rng.integers(0, 10, 32).astype(np.int32)}
-        state, _ = train.jit_train_step(state, batch)
+        state, _ = steps_lib.jit_train_step(state, batch)
     params = jax.device_get(state.params)
     assert np.abs(params["hidden_act"]["a"] - 1).max() > 0.05
     assert np.abs(params["hidden_act"]["b"]).max() > 0.05
-    model = train.create_model(config)
+    model = create_model(config)
     plain = model.clone(dense_activation="sigmoid")
     folded = study.fold_dense_agile(params, "hidden_act", "hidden", "output")
     images = jax.random.uniform(jax.random.key(1), (16, 28, 28, 1))

@@ -14,9 +14,10 @@ import optax
 import pytest
 from conftest import REPO_ROOT  # noqa: E402
 
+from agile.paper import steps as steps_lib
 from agile.paper import train
 from agile.paper.combos import COMBOS, combo_activations, combo_number
-from agile.paper.config import get_config
+from agile.paper.config import create_model, get_config
 from agile.paper.data import MissingDataError
 from agile.paper.evaluation import agile_parameter_ranges
 from agile.paper.summary import TIMING_FIELDS
@@ -44,22 +45,22 @@ def test_combo_table():
 @pytest.mark.parametrize("combo", sorted(COMBOS))
 def test_every_combo_config_builds_and_takes_two_steps(combo):
     config = get_config(combo)
-    state = train.create_train_state(config, jax.random.key(0))
+    state = steps_lib.create_train_state(config, jax.random.key(0))
     losses = []
     for step in range(2):
-        state, metrics = train.jit_train_step(state, _batch(seed=step))
+        state, metrics = steps_lib.jit_train_step(state, _batch(seed=step))
         losses.append(float(metrics["loss"]))
     assert int(state.step) == 2 and np.all(np.isfinite(losses))
     has_agile = any("agile" in name for name in COMBOS[combo])
-    labels = train.model_labels(train.create_model(config))
+    labels = steps_lib.model_labels(create_model(config))
     assert bool(agile_parameter_ranges(state.params, labels)) == has_agile
 
 
 @pytest.mark.parametrize("combo", [1, 12])
 def test_create_train_state_initialises_as_model_init_does_bit_for_bit(combo):
     config = get_config(combo)
-    state = train.create_train_state(config, jax.random.key(5))
-    eager = train.create_model(config).init(jax.random.key(5), jnp.zeros((1, 28, 28, 1)))
+    state = steps_lib.create_train_state(config, jax.random.key(5))
+    eager = create_model(config).init(jax.random.key(5), jnp.zeros((1, 28, 28, 1)))
     jax.tree.map(np.testing.assert_array_equal, state.params, eager["params"])
 
 
@@ -76,11 +77,11 @@ def test_loss_falls_on_synthetic_data(synthetic_mnist_dir, tiny_config):
 
     tiny_config.learning_rate = tiny_config.agile_learning_rate = 0.01
     datasets = data_lib.load_datasets(tiny_config.data)
-    state = train.create_train_state(tiny_config, jax.random.key(0))
+    state = steps_lib.create_train_state(tiny_config, jax.random.key(0))
     batch = {"image": datasets.train.images[:100], "label": datasets.train.labels[:100]}
     first = None
     for _ in range(30):
-        state, metrics = train.jit_train_step(state, batch)
+        state, metrics = steps_lib.jit_train_step(state, batch)
         first = float(metrics["loss"]) if first is None else first
     assert float(metrics["loss"]) < 0.5 * first
 
@@ -90,17 +91,17 @@ def test_agile_parameters_use_their_own_learning_rate():
     config.optimizer = "sgd"
     config.learning_rate = 0.1
     config.agile_learning_rate = 0.0
-    state = train.create_train_state(config, jax.random.key(0))
-    new_state, _ = train.jit_train_step(state, _batch())
+    state = steps_lib.create_train_state(config, jax.random.key(0))
+    new_state, _ = steps_lib.jit_train_step(state, _batch())
     for layer, name in (("hidden_act", "a"), ("conv_act_0", "b")):
         np.testing.assert_array_equal(new_state.params[layer][name], state.params[layer][name])
     assert not np.allclose(new_state.params["hidden"]["kernel"], state.params["hidden"]["kernel"])
 
 
 def _kernel_after(config, steps: int) -> np.ndarray:
-    state = train.create_train_state(config, jax.random.key(0))
+    state = steps_lib.create_train_state(config, jax.random.key(0))
     for step in range(steps):
-        state, _ = train.jit_train_step(state, _batch(seed=step))
+        state, _ = steps_lib.jit_train_step(state, _batch(seed=step))
     return np.asarray(state.params["output"]["kernel"])
 
 
@@ -129,8 +130,8 @@ def test_one_step_on_fixed_data_gives_the_recorded_loss_and_parameter_norm(combo
     rng = np.random.default_rng(0)
     batch = {"image": rng.uniform(0, 1, (8, 28, 28, 1)).astype(np.float32),
              "label": (np.arange(8) % 10).astype(np.int32)}
-    state = train.create_train_state(get_config(combo), jax.random.key(0))
-    state, metrics = train.jit_train_step(state, batch)
+    state = steps_lib.create_train_state(get_config(combo), jax.random.key(0))
+    state, metrics = steps_lib.jit_train_step(state, batch)
     assert float(metrics["loss"]) == pytest.approx(loss, rel=1e-5)
     assert float(optax.tree.norm(state.params)) == pytest.approx(norm, rel=1e-5)
 

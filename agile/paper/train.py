@@ -1,17 +1,16 @@
-"""Training the paper's CNN: pure jit-compiled steps and a resumable experiment loop.
+"""Training the paper's CNN: the resumable experiment loop around :mod:`agile.paper.steps`.
 
-``train_step(state, batch)`` is a pure function of arrays. ``train_and_evaluate(config,
-workdir)`` runs a whole experiment: the data subset lives on the device, every step is one
-compiled call that gathers its batch from it, and the loop evaluates (``agile.paper.evaluation``),
-keeps the evaluation history (``agile.paper.history``), checkpoints and guards its workdir
-(``agile.paper.workdir``) and writes the summary (``agile.paper.summary``).
+``train_and_evaluate(config, workdir)`` runs a whole experiment: the data subset lives on the
+device, every step is one compiled call that gathers its batch from it, and the loop
+evaluates (``agile.paper.evaluation``), keeps the evaluation history
+(``agile.paper.history``), checkpoints and guards its workdir (``agile.paper.workdir``) and
+writes the summary (``agile.paper.summary``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import json
 import os
 import time
@@ -21,16 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from absl import logging
 from flax import traverse_util
-from flax.training.train_state import TrainState
 
 from agile.errors import UserError
-from agile.labels import AGILE_LABEL, WEIGHTS_LABEL, param_labels
 from agile.paper import config as config_lib
 from agile.paper import data as data_lib
 from agile.paper import evaluation
@@ -38,9 +33,13 @@ from agile.paper import parallel as parallel_lib
 from agile.paper import workdir as workdir_lib
 from agile.paper.combos import combo_number
 from agile.paper.config import create_model
-from agile.paper.evaluation import Batch, Metrics
 from agile.paper.history import History
-from agile.paper.models import CNN
+from agile.paper.steps import (
+    create_train_state,
+    make_layout,
+    model_labels,
+    new_train_accumulator,
+)
 from agile.paper.summary import run_summary, seed_summary
 
 CHECKPOINT_FORMAT = 2  # Checkpoints hold {"state", "accum", "best_params"} and JSON "meta".
@@ -50,131 +49,6 @@ AfterEvaluation = Callable[[list[dict[str, Any]]], None]
 
 class NonFiniteLossError(UserError, FloatingPointError):
     """Raised when the training loss becomes NaN or inf."""
-
-
-def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """SGD (optional momentum) or Adam; agile a and b get ``agile_learning_rate``.
-
-    :func:`model_labels` picks exactly the agile layers' a and b. Like ``create_model``,
-    equal settings give the same optimizer object (so compiled steps are reused).
-    """
-    return _cached_optimizer(create_model(config), config.optimizer, config.learning_rate,
-                             config.agile_learning_rate, config.momentum)
-
-
-def model_labels(model: CNN) -> Any:
-    """``agile.param_labels`` of ``model``'s parameters: ``"agile"`` or ``"weights"`` each."""
-    example = jnp.zeros((1, *data_lib.IMAGE_SHAPE), jnp.float32)
-    params = jax.eval_shape(model.init, jax.random.key(0), example)["params"]
-    return param_labels(params, model, example)
-
-
-@functools.lru_cache(maxsize=64)
-def _cached_optimizer(
-    model: CNN, optimizer: str, learning_rate: float, agile_learning_rate: float, momentum: float
-) -> optax.GradientTransformation:
-    def make(learning_rate: float) -> optax.GradientTransformation:
-        if optimizer == "sgd":
-            return optax.sgd(learning_rate, momentum=momentum or None)
-        return optax.adam(learning_rate)
-
-    transforms = {WEIGHTS_LABEL: make(learning_rate), AGILE_LABEL: make(agile_learning_rate)}
-    return optax.multi_transform(transforms, model_labels(model))
-
-
-@functools.lru_cache(maxsize=64)
-def _compiled_init(model: CNN, image_shape: tuple[int, ...]) -> Callable[[jax.Array], Any]:
-    """``model.init``'s parameters as one compiled call (eagerly, init compiles each of its ~80
-    ops on its own: seconds of start-up); the values are the same bit for bit."""
-    example = jnp.zeros((1, *image_shape), jnp.float32)
-    return jax.jit(lambda rng: model.init(rng, example)["params"])
-
-
-def create_train_state(
-    config: ml_collections.ConfigDict, rng: jax.Array, image_shape=data_lib.IMAGE_SHAPE
-) -> TrainState:
-    """Initialises the model from ``rng`` and wraps it with its optimizer."""
-    model = create_model(config)
-    params = _compiled_init(model, tuple(image_shape))(rng)
-    return TrainState.create(apply_fn=model.apply, params=params, tx=create_optimizer(config))
-
-
-def _loss_and_metrics(params, apply_fn: Callable, batch: Batch) -> tuple[jax.Array, Metrics]:
-    logits = apply_fn({"params": params}, batch["image"])
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
-    correct = jnp.argmax(logits, -1) == batch["label"]
-    loss = losses.mean()
-    return loss, {"loss": loss, "accuracy": correct.mean()}
-
-
-def train_step(
-    state: TrainState, batch: Batch, axis_name: str | None = None
-) -> tuple[TrainState, Metrics]:
-    """One optimizer step on ``batch``; returns the new state and the batch's metrics.
-
-    With ``axis_name`` (inside pmap/shard_map) gradients and metrics are
-    averaged over that axis, so every replica takes the same step.
-    """
-    params = state.params
-    if axis_name is not None:
-        # Autodiff would sum the gradients of replicated parameters over the axis; marking
-        # them device-varying gives each device its own batch's gradient, averaged below.
-        params = jax.lax.pcast(params, axis_name, to="varying")
-    grad_fn = jax.grad(_loss_and_metrics, has_aux=True)
-    grads, metrics = grad_fn(params, state.apply_fn, batch)
-    if axis_name is not None:
-        grads, metrics = jax.lax.pmean((grads, metrics), axis_name)
-    return state.apply_gradients(grads=grads), metrics
-
-
-jit_train_step = jax.jit(train_step, static_argnames="axis_name",
-                         compiler_options=parallel_lib.STEP_COMPILER_OPTIONS)
-"""``train_step`` under ``jax.jit``, for users who feed their own batches."""
-
-
-def new_train_accumulator() -> Metrics:
-    """Running training sums between evaluations, kept on the device.
-
-    ``first_nonfinite_step`` is -1 until a step's loss is NaN or inf, then that
-    step, so the loop can stop with its number without a host sync every step.
-    """
-    return {
-        "loss_sum": jnp.zeros((), jnp.float32),
-        "correct_sum": jnp.zeros((), jnp.float32),
-        "count": jnp.zeros((), jnp.int32),
-        "first_nonfinite_step": jnp.full((), -1, jnp.int32),
-    }
-
-
-def _accumulate(accum: Metrics, metrics: Metrics, step: jax.Array) -> Metrics:
-    bad = ~jnp.isfinite(metrics["loss"]) & (accum["first_nonfinite_step"] < 0)
-    return {
-        "loss_sum": accum["loss_sum"] + metrics["loss"],
-        "correct_sum": accum["correct_sum"] + metrics["accuracy"],
-        "count": accum["count"] + 1,
-        "first_nonfinite_step": jnp.where(bad, step, accum["first_nonfinite_step"]),
-    }
-
-
-def step_on_device_data(state, accum, images, labels, indices, axis_name=None):
-    """Gathers the batch from device-resident data and takes one step: one compiled call.
-
-    The per-device step of every layout in ``agile.paper.parallel``; with ``axis_name``
-    gradients and metrics are averaged over that device axis.
-    """
-    batch = data_lib.gather_batch(images, labels, indices)
-    state, metrics = train_step(state, batch, axis_name)
-    return state, _accumulate(accum, metrics, state.step)
-
-
-compiled_step = jax.jit(step_on_device_data, donate_argnums=(0, 1),
-                        compiler_options=parallel_lib.STEP_COMPILER_OPTIONS)
-"""``step_on_device_data`` under ``jax.jit``, donating state and accumulator."""
-
-
-def make_layout(config: ml_collections.ConfigDict) -> parallel_lib.SingleDevice:
-    """The layout ``config`` asks for (``agile.paper.parallel``) around this module's step."""
-    return parallel_lib.make_layout(config, step_on_device_data, compiled_step)
 
 
 # ---------------------------------------------------------------------------------------------
