@@ -210,6 +210,43 @@ def _save(setup: _Setup, progress: _Progress, step: int) -> None:
     setup.checkpoints.save(step, _checkpoint_arrays(setup, progress), meta)
 
 
+PARAMS = ("best", "last")  # What read_params reads: each seed's best evaluation, or the last step.
+
+
+def read_params(workdir: str | os.PathLike, which: str = "best",
+                seed_index: int = 0) -> tuple[int, dict[str, Any], int]:
+    """``(step, params, seeds)``: one seed's parameters from a run's newest readable checkpoint.
+
+    Reads the checkpoint layout this module writes (``{"state", "accum", "best_params"}``
+    and JSON ``meta``), read-only: a damaged latest checkpoint falls back to an earlier one
+    with a warning, nothing is deleted. ``which="best"`` gives the parameters at the seed's
+    best evaluation, ``"last"`` those of the last step; ``seed_index`` picks a seed of a seed
+    batch (0 .. seeds - 1; negative counts from the end); ``seeds`` is how many the run has.
+    Raises :class:`~agile.paper.workdir.WorkdirError` (one line) for a folder without
+    checkpoints or a seed it does not have.
+    """
+    if which not in PARAMS:
+        raise workdir_lib.WorkdirError(f"Unknown params {which!r}. Valid: {', '.join(PARAMS)}.")
+    checkpoints = workdir_lib.Checkpoints(Path(workdir), read_only=True)
+    try:
+        step, arrays, meta = checkpoints.read_latest()
+    finally:
+        checkpoints.close()
+    seeds = len(meta["histories"])
+    if not -seeds <= seed_index < seeds:
+        raise workdir_lib.WorkdirError(
+            f"{workdir} trained {seeds} seed{'s' if seeds > 1 else ''}: seed index {seed_index} "
+            f"is out of range (0 .. {seeds - 1}).")
+    index = seed_index % seeds
+    if which == "best":
+        best = arrays["best_params"]  # a list saved by orbax reads back as {"0": ..., ...}
+        return step, best[index] if isinstance(best, list) else best[str(index)], seeds
+    params = arrays["state"]["params"]
+    if seeds > 1:  # a seed batch: every leaf has a leading seed axis
+        params = jax.tree.map(lambda leaf: np.asarray(leaf)[index], params)
+    return step, params, seeds
+
+
 def _rewrite_rows(setup: _Setup, progress: _Progress) -> None:
     """Rebuilds ``metrics.jsonl`` from the restored histories (the checkpoint is the truth)."""
     rows = sorted(

@@ -195,8 +195,10 @@ def _short_reason(err: Exception, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-# orbax's message when a checkpoint's array has another shape than the template's.
-OTHER_SHAPE_ERROR = "is not compatible with the stored shape"
+# orbax's messages when a checkpoint holds another model's (or optimizer's) arrays than the
+# template: other shapes, or another tree. Not damage: every step of the run has them.
+OTHER_MODEL_ERRORS = ("is not compatible with the stored shape",
+                      "tree structures do not match")
 
 
 class Checkpoints:
@@ -207,9 +209,13 @@ class Checkpoints:
     asynchronous (orbax writes in the background); :meth:`wait` waits for them.
     """
 
-    def __init__(self, workdir: Path, max_to_keep: int = 2):
+    def __init__(self, workdir: Path, max_to_keep: int = 2, read_only: bool = False):
         self.directory = Path(workdir).resolve() / CHECKPOINT_DIR
-        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+        if read_only:  # orbax warns about these options unless read-only readers unset them
+            options = ocp.CheckpointManagerOptions(read_only=True, create=False, max_to_keep=None,
+                                                   save_interval_steps=0)
+        else:
+            options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def remove_unfinished(self) -> list[Path]:
@@ -240,47 +246,53 @@ class Checkpoints:
 
         A checkpoint that fails to restore (damaged files) is reported, deleted and the
         previous one tried; if none restores, :class:`WorkdirError` names each step's failure.
+        A checkpoint saved by another model or optimizer (arrays of other shapes, another
+        tree) is not damage: that raises WorkdirError at once and deletes nothing.
         """
+        return self._newest(ocp.args.StandardRestore(template), delete_damaged=True)
+
+    def read_latest(self) -> tuple[int, Any, dict[str, Any]]:
+        """``(step, arrays, meta)`` of the newest checkpoint that reads, as saved (nested dicts).
+
+        For reading a finished run's results: a damaged latest checkpoint falls back to an
+        earlier one with a warning, and nothing is deleted. Raises WorkdirError when there is
+        no checkpoint or none reads. Resuming uses :meth:`restore`.
+        """
+        restored = self._newest(ocp.args.StandardRestore(), delete_damaged=False)
+        if restored is None:
+            raise WorkdirError(f"No checkpoint in {self.directory}.")
+        return restored
+
+    def _newest(self, arrays_args, delete_damaged: bool) -> tuple[int, Any, dict] | None:
         failures = []
         for step in sorted(self._manager.all_steps(), reverse=True):
-            args = ocp.args.Composite(arrays=ocp.args.StandardRestore(template),
-                                      meta=ocp.args.JsonRestore())
+            args = ocp.args.Composite(arrays=arrays_args, meta=ocp.args.JsonRestore())
             try:
                 restored = self._manager.restore(step, args=args)
             except Exception as err:  # noqa: BLE001 - any damage: fall back, then report all.
                 reason = _short_reason(err)
-                if OTHER_SHAPE_ERROR in str(err):  # Not damage: every step has those shapes.
+                if any(marker in str(err) for marker in OTHER_MODEL_ERRORS):
                     raise WorkdirError(
-                        f"Checkpoint {self.directory / str(step)} holds arrays of other shapes "
-                        f"than this config's model ({reason.split('. ')[0]}): it was trained "
-                        "with another model, which allow_config_change cannot resume. Use a new "
-                        "--workdir.") from err
+                        f"Checkpoint {self.directory / str(step)} was saved by another model or "
+                        f"optimizer than this config's ({reason.split('. ')[0]}): a resume "
+                        "cannot change that. Use a new --workdir (the checkpoints are kept)."
+                    ) from err
                 failures.append(f"step {step} ({reason})")
                 logging.warning("Checkpoint %s cannot be restored (%s); trying an earlier one.",
                                 self.directory / str(step), reason)
                 continue
-            for damaged in sorted(self._manager.all_steps()):
-                if damaged > step:
-                    self._manager.delete(damaged)
+            if delete_damaged:
+                for damaged in sorted(self._manager.all_steps()):
+                    if damaged > step:
+                        self._manager.delete(damaged)
             return step, restored["arrays"], restored["meta"]
         if failures:
+            remedy = ("Delete the damaged step folders (or the workdir) to start again."
+                      if delete_damaged else "")
             raise WorkdirError(
                 f"No checkpoint in {self.directory} can be restored: {'; '.join(failures)}. "
-                "Delete the damaged step folders (or the workdir) to start again."
-            )
+                + remedy)
         return None
-
-    def read_latest(self) -> tuple[int, Any, dict[str, Any]]:
-        """``(step, arrays, meta)`` of the newest checkpoint as saved (nested dicts of arrays).
-
-        For reading a finished run's results; resuming uses :meth:`restore`.
-        """
-        step = self.latest_step()
-        if step is None:
-            raise WorkdirError(f"No checkpoint in {self.directory}.")
-        restored = self._manager.restore(step, args=ocp.args.Composite(
-            arrays=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
-        return step, restored["arrays"], restored["meta"]
 
     def wait(self) -> None:
         """Waits until every started save is on disk."""
