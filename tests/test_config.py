@@ -30,6 +30,8 @@ def test_create_model_gives_one_object_per_model_config():
 
 BAD_FIELDS = [
     ("seed", -1, r"config.seed must be an integer >= 0, got -1"),
+    ("seed", 2**64, r"config.seed \+ num_seeds - 1 = 18446744073709551616 exceeds the largest "
+     r"seed jax.random.key takes, 2\*\*63 - 1 = 9223372036854775807"),
     ("batch_size", 0, r"config.batch_size must be an integer >= 1, got 0"),
     ("batch_size", 6000, r"config.batch_size = 6000 exceeds the 5000 training images"),
     ("num_epochs", 0, r"config.num_epochs must be an integer >= 1"),
@@ -82,6 +84,16 @@ def test_bad_field_is_one_clear_error_before_any_work(tmp_path, field, value, me
     with pytest.raises(ConfigError, match=message):
         train.train_and_evaluate(config, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_the_last_seed_of_a_seed_batch_must_fit_the_prng():
+    """#191: seed 2**63 - 1 alone is valid; with a second seed, seed + 1 overflows."""
+    config = config_lib.get_config()
+    config.seed = 2**63 - 1
+    config_lib.validate(config)
+    config.num_seeds = 2
+    with pytest.raises(ConfigError, match=r"seed \+ num_seeds - 1 = 9223372036854775808 exceeds"):
+        config_lib.validate(config)
 
 
 @pytest.mark.parametrize("section", ["", "model.", "data."])

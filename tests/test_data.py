@@ -186,6 +186,20 @@ def test_trailing_bytes(tmp_path):
         data.read_idx_split(tmp_path, "train")
 
 
+def test_a_header_with_wrong_dimensions_is_named(tmp_path):
+    """#218: a 27-row images header: the message names the header's dimensions, not only the
+    bytes that are left over."""
+    arrays = write_mnist(tmp_path)
+    images = arrays[TRAIN_IMAGES]
+    header = (0x0803).to_bytes(4, "big") + np.asarray((len(images), 27, 28), ">u4").tobytes()
+    write_file(tmp_path, TRAIN_IMAGES, header + images.tobytes(), gz=True)
+    with pytest.raises(ValueError, match=rf"{TRAIN_IMAGES}.gz: {len(images) * 28} unexpected "
+                                         rf"bytes after the {len(images)} items the header "
+                                         r"declares \(27x28 each\): the header's dimensions do "
+                                         r"not match the data"):
+        data.read_idx_split(tmp_path, "train")
+
+
 def test_wrong_image_size(tmp_path):
     write_mnist(tmp_path)
     write_file(tmp_path, TRAIN_IMAGES, idx_bytes(np.zeros((100, 27, 28), np.uint8)), gz=True)
@@ -419,6 +433,7 @@ def tfds_serves_mnist_dir(monkeypatch) -> list[str]:
     """
     from tensorflow_datasets.core.download import download_manager
 
+    monkeypatch.setattr(data, "download_host_error", lambda: None)  # served here, not fetched
     mnist_dir = Path(os.environ["MNIST_DIR"])
     requested = []
 
@@ -486,6 +501,13 @@ TFDS_LOAD_WITHOUT_NETWORK = textwrap.dedent(
     socket.getaddrinfo = lookup
     socket.socket.connect = socket.socket.connect_ex = connect
     Retry.sleep = lambda *args, **kwargs: None  # tfds retries each file 10 times.
+    import tensorflow_datasets as tfds
+    real_load = tfds.load
+    def load(*args, download=True, **kwargs):
+        if download:
+            print("TFDS_DOWNLOAD_STARTED")
+        return real_load(*args, download=download, **kwargs)
+    tfds.load = load
     try:
         data.read_tfds_split("test", sys.argv[1])
     except RuntimeError as err:
@@ -497,7 +519,8 @@ TFDS_LOAD_WITHOUT_NETWORK = textwrap.dedent(
 
 @pytest.mark.slow
 def test_tfds_download_without_network_is_one_line_naming_mnist_dir(tmp_path):
-    """The real tfds.load, with an empty data_dir, on a machine whose DNS lookups fail."""
+    """The real tfds.load, with an empty data_dir, on a machine whose DNS lookups fail: the
+    one line comes at once (#52: it took 209 s of tfds' retries), without tfds' retries."""
     pytest.importorskip("tensorflow_datasets")
     result = subprocess.run(
         [sys.executable, "-c", TFDS_LOAD_WITHOUT_NETWORK, str(tmp_path / "tfds")],
@@ -516,6 +539,7 @@ def test_tfds_download_without_network_is_one_line_naming_mnist_dir(tmp_path):
         message,
     ), message
     assert result.stdout.split("LOOKUPS", 1)[1].strip() == "storage.googleapis.com"
+    assert "TFDS_DOWNLOAD_STARTED" not in result.stdout  # refused before tfds downloads
 
 
 @needs_mnist

@@ -72,12 +72,35 @@ def test_config_guard(tmp_path):
     workdir_lib.save_config(tmp_path, config)
     workdir_lib.check_config(tmp_path, {**config, "allow_config_change": True}, False)
     changed = {**config, "learning_rate": 0.1, "model": {"pooling": "avg"}}
-    with pytest.raises(WorkdirError, match=r"different config \(fields: learning_rate, model\)"):
+    with pytest.raises(WorkdirError,
+                       match=r"different config \(fields: learning_rate, model.pooling\)"):
         workdir_lib.check_config(tmp_path, changed, allow_change=False)
-    workdir_lib.check_config(tmp_path, changed, allow_change=True)
+    workdir_lib.check_config(tmp_path, changed, allow_change=True)  # no checkpoint: starts anew
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(WorkdirError, match=r"config.json is not valid JSON"):
         workdir_lib.check_config(tmp_path, config, allow_change=False)
+
+
+def test_allowed_changes_are_the_resumable_fields_once_checkpoints_exist(tmp_path):
+    """With checkpoints, allow_config_change lets only the resumable fields differ; another
+    field is refused by name (a resume cannot apply it). A field the saved config lacks is no
+    difference when the new config holds its default (code that added it reproduces the run)."""
+    saved = {"learning_rate": 0.001, "model": {"pooling": "max"}}
+    workdir_lib.save_config(tmp_path, saved)
+    (tmp_path / "checkpoints" / "10").mkdir(parents=True)
+    resumable = ("learning_rate",)
+    workdir_lib.check_config(tmp_path, {**saved, "learning_rate": 0.1}, True, resumable)
+    with pytest.raises(WorkdirError, match=r"holds checkpoints of a run with other model.pooling: "
+                                           r"a resume cannot change that .*even with "
+                                           r"allow_config_change. Use a new --workdir."):
+        workdir_lib.check_config(tmp_path, {**saved, "model": {"pooling": "avg"}}, True,
+                                 resumable)
+    added = {**saved, "model": {"pooling": "max", "new_field": 3}}
+    workdir_lib.check_config(tmp_path, added, False, defaults={"model": {"new_field": 3}})
+    with pytest.raises(WorkdirError, match=r"different config \(fields: model.new_field\)"):
+        workdir_lib.check_config(tmp_path, added, False, defaults={"model": {"new_field": 4}})
+    assert workdir_lib.config_differences({"a": {"b": 1}}, {"a": {"b": 2}, "c": 0}) == [
+        "a.b", "c"]
 
 
 def test_checkpoints_without_a_config_are_refused_unless_allowed(tmp_path):

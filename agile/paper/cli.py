@@ -98,10 +98,12 @@ def define_config_file(name: str, default: str | None, help_string: str) -> Any:
 
 
 class _DropDependencyInfo(std_logging.Filter):
-    """Drops orbax's INFO chatter (a dozen lines per checkpoint); warnings still show."""
+    """Drops orbax's chatter (a dozen INFO lines per checkpoint, warnings about its own
+    options); its errors still show. A run sends all of orbax's messages to its workdir's
+    ``orbax.log`` (``agile.paper.workdir.dependency_output``)."""
 
     def filter(self, record: std_logging.LogRecord) -> bool:
-        return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
+        return record.levelno >= std_logging.ERROR or "/orbax/" not in record.pathname
 
 
 def quiet_dependency_logs() -> None:

@@ -41,7 +41,9 @@ def get_config(combo: str | int | None = None) -> ml_collections.ConfigDict:
     config.log_every_steps = 50  # Progress line (step, loss, steps/s, time left) every N steps.
     config.checkpoint_every_steps = 500  # Orbax checkpoint every N steps (and at the end).
     config.patience = 10  # Early stopping: evaluations without a better val loss; 0 disables.
-    config.allow_config_change = False  # Resume a workdir whose saved config differs.
+    # Resume a workdir whose saved config differs in fields a resume can apply
+    # (RESUMABLE_FIELDS below); any other change is refused with its name.
+    config.allow_config_change = False
     config.parallel = "none"  # "none", "pmap" or "shard_map" (data parallelism over devices).
     config.num_seeds = 1  # Independent models trained together (seeds seed .. seed+K-1).
     config.seed_batching = "auto"  # num_seeds > 1: "scan" (XLA:CPU), "vmap" (GPU/TPU), "auto".
@@ -75,6 +77,20 @@ def get_config(combo: str | int | None = None) -> ml_collections.ConfigDict:
     return config
 
 
+# What `allow_config_change=True` lets a resume change: each takes effect from the resumed step
+# (more epochs, other rates for the rest of training, another evaluation or checkpoint
+# schedule, patience counted anew over the whole history, another device layout, another
+# place to read the same data from). Every other field decides the model's parameters, the
+# optimizer's state, the seeds and their batches or the data itself, so a checkpoint cannot
+# continue under another value: `agile.paper.workdir.check_config` refuses it with its name.
+RESUMABLE_FIELDS = (
+    "num_epochs", "learning_rate", "agile_learning_rate", "eval_every_steps", "test_every",
+    "log_every_steps", "checkpoint_every_steps", "patience", "parallel", "seed_batching",
+    "devices", "model.implementation", "data.source", "data.dir", "data.tfds_data_dir",
+    "data.eval_batch_size",
+)
+
+
 def create_model(config: ml_collections.ConfigDict) -> CNN:
     """The paper's CNN as described by ``config.model``.
 
@@ -105,6 +121,7 @@ def _cached_model(**fields) -> CNN:
 # Validation: every field's type and range, checked before any data is read or code compiled.
 
 MNIST_TRAIN_SIZE, MNIST_TEST_SIZE, MNIST_CLASSES, MNIST_SIDE = 60_000, 10_000, 10, 28
+MAX_SEED = 2**63 - 1  # jax.random.key takes a signed 64-bit seed
 _INTEGERS = {  # field: smallest valid value
     "seed": 0, "batch_size": 1, "num_epochs": 1, "eval_every_steps": 0, "test_every": 0,
     "log_every_steps": 1, "checkpoint_every_steps": 1, "patience": 0, "num_seeds": 1,
@@ -139,6 +156,10 @@ def _check_scalars(config: ml_collections.ConfigDict) -> None:
         value = _get(config, name)
         if not _is_int(value) or value < minimum:
             raise ConfigError(f"config.{name} must be an integer >= {minimum}, got {value!r}.")
+    last_seed = config.seed + config.num_seeds - 1
+    if last_seed > MAX_SEED:
+        raise ConfigError(f"config.seed + num_seeds - 1 = {last_seed} exceeds the largest seed "
+                          f"jax.random.key takes, 2**63 - 1 = {MAX_SEED}.")
     for name in _POSITIVE_NUMBERS:
         value = _get(config, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:

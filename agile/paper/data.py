@@ -27,6 +27,7 @@ defined in :mod:`agile.paper.config`) with these fields:
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import math
@@ -189,17 +190,21 @@ def read_tfds_split(split: str, data_dir: str | None = None) -> tuple[np.ndarray
         tf.config.set_visible_devices([], "GPU")
     except RuntimeError:
         pass  # TensorFlow already initialised its devices; they can no longer change.
+    load = functools.partial(
+        tfds.load, "mnist", split=split, data_dir=data_dir, as_supervised=True,
+        shuffle_files=False,
+        read_config=tfds.ReadConfig(interleave_cycle_length=1),  # Shards in order.
+    )
     try:
-        dataset = tfds.load(
-            "mnist",
-            split=split,
-            data_dir=data_dir,
-            as_supervised=True,
-            shuffle_files=False,
-            read_config=tfds.ReadConfig(interleave_cycle_length=1),  # Shards in order.
-        )
-    except Exception as err:
-        raise _tfds_error(err) from err
+        dataset = load(download=False)  # prepared already: no network at all
+    except Exception:  # noqa: BLE001 - not prepared (or unreadable): tfds must download.
+        unreachable = download_host_error()  # tfds would retry for minutes first
+        if unreachable is not None:
+            raise _tfds_error(unreachable) from None
+        try:
+            dataset = load()
+        except Exception as err:
+            raise _tfds_error(err) from err
     batches = list(tfds.as_numpy(dataset.batch(10_000)))
     stored_images = np.concatenate([batch_images for batch_images, _ in batches])
     stored_labels = np.concatenate([batch_labels for _, batch_labels in batches])
@@ -209,6 +214,19 @@ def read_tfds_split(split: str, data_dir: str | None = None) -> tuple[np.ndarray
     images[order], labels[order] = stored_images, stored_labels
     _check_labels(labels, f"tfds mnist {split!r}")
     return images.reshape(-1, *IMAGE_SHAPE), labels
+
+
+TFDS_MNIST_HOST = ("storage.googleapis.com", 443)  # where tfds' MNIST builder downloads from
+PROBE_TIMEOUT_S = 5.0
+
+
+def download_host_error() -> OSError | None:
+    """Why tfds' MNIST download host cannot be reached (one connection attempt), or None."""
+    try:
+        socket.create_connection(TFDS_MNIST_HOST, timeout=PROBE_TIMEOUT_S).close()
+    except OSError as err:
+        return err
+    return None
 
 
 def _tfds_mnist_order(split: str, num_examples: int) -> np.ndarray:
@@ -417,9 +435,11 @@ def _read_idx(path: Path, magic: int) -> np.ndarray:
             f"but only {available} bytes follow"
         )
     if available > expected:
+        dims = "x".join(map(str, shape[1:]))
         raise DataError(
             f"{path}: {available - expected} unexpected bytes after the {shape[0]} items "
-            "the header declares"
+            f"the header declares{f' ({dims} each)' if dims else ''}: the header's dimensions "
+            "do not match the data, or data follows it"
         )
     return np.frombuffer(data, np.uint8, count=expected, offset=header_size).reshape(shape)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import logging as std_logging
 import os
 import socket
 import time
@@ -407,10 +408,38 @@ def run(sweep_dir: Path, trials: list[Trial], options: Options) -> None:
                      largest["GPU"])
         if cpu_only:
             logging.warning("The cluster has GPUs but --gpus_per_trial=0: trials train on CPU.")
-        results = _tuner(sweep_dir, pending, options, setup).fit()
+        with _TuneInterrupt() as interrupt:
+            results = _tuner(sweep_dir, pending, options, setup).fit()
     finally:
         leave()
     sweep.write_tables(sweep_dir)
+    if interrupt.received:  # Ctrl-C: the project's one line (cli.run) and status 130
+        raise KeyboardInterrupt
     line = _unfinished_line(sweep_dir, pending, results)
     if line:
         raise sweep.SweepError(line)
+
+
+class _TuneInterrupt(std_logging.Filter):
+    """While fitting: notes Tune's "Stop signal received" (Ctrl-C) and drops it, and drops its
+    advice to resume with ``Tuner.restore``: here the same command resumes a sweep."""
+
+    LOGGER = "ray.tune.tune"
+
+    def __init__(self):
+        super().__init__()
+        self.received = False
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "Stop signal received" in message:
+            self.received = True
+            return False
+        return "Resume experiment with" not in message and "Resume training with" not in message
+
+    def __enter__(self) -> _TuneInterrupt:
+        std_logging.getLogger(self.LOGGER).addFilter(self)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        std_logging.getLogger(self.LOGGER).removeFilter(self)

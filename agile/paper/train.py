@@ -196,7 +196,10 @@ def _restore(setup: _Setup, progress: _Progress) -> _Progress:
     return _Progress(
         state=setup.layout.from_checkpoint(arrays["state"]),
         accum=setup.layout.from_checkpoint(arrays["accum"]),
-        histories=[History.from_json(h) for h in meta["histories"]],
+        # Patience is the config's (allow_config_change may change it), counted over the
+        # whole history; the rest of each history is the checkpoint's.
+        histories=[dataclasses.replace(History.from_json(h), patience=setup.config.patience)
+                   for h in meta["histories"]],
         best_params=[jax.device_get(params) for params in arrays["best_params"]],
         best_tests=meta["best_tests"],
         timing=meta["timing"],
@@ -254,9 +257,13 @@ def _rewrite_rows(setup: _Setup, progress: _Progress) -> None:
          for row in history.rows),
         key=lambda row: (row["step"], row.get("seed", 0)),
     )
-    if workdir_lib.write_rows(setup.rows_path, rows):
+    existed = setup.rows_path.exists()
+    if workdir_lib.write_rows(setup.rows_path, rows) and existed:
         logging.warning("%s differed from the checkpoint's history (%d rows); rewritten from the "
                         "checkpoint.", setup.rows_path, len(rows))
+    elif rows and not existed:
+        logging.warning("%s was missing; rebuilt from the checkpoint's history (%d rows).",
+                        setup.rows_path, len(rows))
 
 
 def _check_finite(setup: _Setup, accum) -> None:
@@ -389,7 +396,7 @@ def _progress_line(setup: _Setup, progress: _Progress, step: int, rate: float) -
     line = f"step {step}/{setup.total_steps}  train loss {loss:.4f}  {rate:.1f} steps/s"
     if setup.val is None or not setup.config.patience:
         return f"{line}  ~{most:.0f} s left"
-    patience_left = max(setup.config.patience - h.evaluations_without_improvement()
+    patience_left = max(max(setup.config.patience - h.evaluations_without_improvement(), 0)
                         for h in progress.histories)
     soonest = min(most, (patience_left * setup.eval_every - step % setup.eval_every) / rate)
     return f"{line}  {soonest:.0f}-{most:.0f} s left (early stop - all epochs)"
@@ -428,18 +435,24 @@ def train_and_evaluate(
     clock = _Clock()
     data_lib.check_available(config.data)  # A wrong MNIST folder leaves no workdir behind.
     workdir = workdir_lib.prepare(workdir)
-    config_dict = json.loads(config.to_json_best_effort())
-    workdir_lib.check_config(workdir, config_dict, config.allow_config_change)
-    with contextlib.ExitStack() as stack:
+    config_dict = run_config(config)
+    saved_devices = _saved_devices(workdir)
+    workdir_lib.check_config(workdir, config_dict, config.allow_config_change,
+                             config_lib.RESUMABLE_FIELDS, run_config(config_lib.get_config()))
+    log = workdir / (workdir_lib.DEPENDENCY_LOG if jax.process_index() == 0
+                     else f"{workdir_lib.DEPENDENCY_LOG}.process_{jax.process_index()}")
+    with workdir_lib.dependency_output(log), workdir_lib.disk_errors(workdir), \
+            contextlib.ExitStack() as stack:
         if jax.process_index() == 0:
             stack.enter_context(workdir_lib.Lock(workdir))
         with clock.phase("setup"):
             setup = _setup(config, workdir)
-            stack.callback(setup.checkpoints.close)
-            stack.callback(setup.writer.close)
+            stack.push(workdir_lib.quietly(setup.checkpoints.close))
+            stack.push(workdir_lib.quietly(setup.writer.close))
             if setup.is_main:
                 setup.checkpoints.remove_unfinished()
             progress = _restore(setup, _initial_progress(setup))
+        _warn_device_change(saved_devices, config_dict.get("devices"), progress.step)
         if setup.is_main:
             workdir_lib.save_config(workdir, config_dict)
             _rewrite_rows(setup, progress)
@@ -450,6 +463,29 @@ def train_and_evaluate(
             workdir_lib.write_text_atomically(
                 workdir / workdir_lib.SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def run_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The config as ``config.json`` records it: its fields and, for the data-parallel modes,
+    ``devices`` (how many the batch is split over: another count sums the gradients in
+    another order, so a resume on it is not bit-identical)."""
+    recorded = json.loads(config.to_json_best_effort())
+    if config.parallel != "none":
+        recorded["devices"] = jax.device_count()
+    return recorded
+
+
+def _saved_devices(workdir: Path) -> int | None:
+    path = workdir / workdir_lib.CONFIG_FILE
+    return workdir_lib.read_json(path).get("devices") if path.is_file() else None
+
+
+def _warn_device_change(saved: int | None, now: int | None, step: int) -> None:
+    if step and saved is not None and now is not None and saved != now:
+        logging.warning("Resuming a run trained on %d devices on %d: allowed "
+                        "(allow_config_change), but its results will differ in the last digits "
+                        "from an uninterrupted run (the gradient sums round differently).",
+                        saved, now)
 
 
 def _evaluation_point(

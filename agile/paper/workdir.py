@@ -13,13 +13,19 @@ Everything that keeps a workdir consistent lives here, apart from the training l
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import json
+import logging as std_logging
 import os
 import shutil
 import socket
+import sys
+import threading
 import time
-from collections.abc import Iterable
+import traceback
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +42,7 @@ ROWS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 LOCK_FILE = ".lock"
 CHECKPOINT_DIR = "checkpoints"
+DEPENDENCY_LOG = "orbax.log"  # orbax's and TensorStore's own messages, kept out of the terminal
 UNCHECKED_CONFIG_FIELDS = ("allow_config_change",)
 
 
@@ -55,6 +62,162 @@ def prepare(workdir: str | os.PathLike) -> Path:
     return path
 
 
+# ---------------------------------------------------------------------------------------------
+# Failures of the filesystem, and the noise of orbax's background threads.
+
+DISK_ERRNOS = {errno.ENOSPC: "no space left", errno.EDQUOT: "disk quota exceeded",
+               errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+               errno.EIO: "input/output error"}
+_DISK_MARKERS = ("RESOURCE_EXHAUSTED", "No space left on device", "Read-only file system")
+
+
+def disk_error(err: BaseException) -> BaseException | None:
+    """The OSError (or TensorStore's RESOURCE_EXHAUSTED) of a full, read-only or failing
+    disk in ``err``'s chain of causes, or None if the failure is something else."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in DISK_ERRNOS:
+            return err
+        if any(marker in str(err) for marker in _DISK_MARKERS):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def finished_checkpoints(workdir: Path) -> list[int]:
+    """Steps of the complete checkpoints in ``workdir`` (from folder names; orbax renames a
+    checkpoint to its step only once it is complete)."""
+    directory = Path(workdir) / CHECKPOINT_DIR
+    if not directory.is_dir():
+        return []
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and p.is_dir())
+
+
+@contextlib.contextmanager
+def disk_errors(workdir: Path) -> Iterator[None]:
+    """Turns a full, read-only or failing disk under a run into one :class:`WorkdirError` line
+    naming the path, the error and the last complete checkpoint (kept for the rerun)."""
+    try:
+        yield
+    except Exception as err:
+        cause = disk_error(err)
+        if cause is None or isinstance(err, WorkdirError):
+            raise
+        where = getattr(cause, "filename", None) or workdir
+        reason = (f"[Errno {cause.errno}] {cause.strerror}" if isinstance(cause, OSError)
+                  else _short_reason(cause))
+        kept = finished_checkpoints(workdir)
+        last = (f"the last complete checkpoint (step {kept[-1]}) is kept in "
+                f"{Path(workdir) / CHECKPOINT_DIR}" if kept else "no checkpoint was complete")
+        raise WorkdirError(
+            f"Cannot write to {where}: {reason}; {last}. Free space (or make the folder "
+            "writable) and rerun the same command to resume."
+        ) from None
+
+
+class _Divert(std_logging.Filter):
+    """Writes orbax's and TensorStore's records (warnings and errors) to a file, drops them
+    from the terminal; lets every other record through."""
+
+    PATHS = ("/orbax/", "/tensorstore/", "/etils/")
+
+    def __init__(self, file):
+        super().__init__()
+        self._file = file
+        self._format = std_logging.Formatter("%(levelname)s %(asctime)s %(pathname)s:%(lineno)d "
+                                             "%(message)s")
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        if not any(part in record.pathname for part in self.PATHS):
+            return True
+        if record.levelno >= std_logging.WARNING:
+            _write(self._file, self._format.format(record) + "\n")
+        return False
+
+
+class _LazyFile:
+    """A log file opened on the first write (no empty file when there is nothing to say)."""
+
+    def __init__(self, path: Path):
+        self.path, self._file = path, None
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> None:
+        with self._lock:
+            if self._file is None:
+                self._file = open(self.path, "a")  # noqa: SIM115 - closed by close().
+            self._file.write(text)
+            self._file.flush()
+
+    def close(self) -> None:
+        with self._lock, contextlib.suppress(OSError):
+            if self._file is not None:
+                self._file.close()
+            self._file = None
+
+
+def _write(file: _LazyFile, text: str) -> None:
+    with contextlib.suppress(OSError, ValueError):  # a full disk must not raise here too
+        file.write(text)
+
+
+@contextlib.contextmanager
+def dependency_output(path: Path) -> Iterator[None]:
+    """Keeps orbax's and TensorStore's own output in ``path`` instead of the terminal.
+
+    Their log records, and the tracebacks their background threads and callbacks print
+    (``threading.excepthook``, ``sys.unraisablehook``, and ``sys.excepthook``, which a callback
+    from C++ reaches), go to the file while the context is active: a damaged checkpoint or a
+    full disk then shows the run's one line, not thousands. The project's own messages say
+    when the file is worth reading. The file is opened on the first message; what cannot be
+    written there (a full or read-only disk) is dropped.
+    """
+    file = _LazyFile(path)
+    logger = logging.get_absl_logger()
+    divert = _Divert(file)
+    saved = sys.excepthook, threading.excepthook, sys.unraisablehook
+
+    def excepthook(kind, value, tb):
+        _write(file, "".join(traceback.format_exception(kind, value, tb)))
+
+    def thread_hook(args):
+        _write(file, f"Exception in thread {getattr(args.thread, 'name', '?')}:\n" + "".join(
+            traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback)))
+
+    def unraisable_hook(args):
+        _write(file, f"Exception ignored in: {args.object!r}\n" + "".join(
+            traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback)))
+
+    logger.filters.insert(0, divert)  # before agile.paper.cli's, which drops orbax's warnings
+    sys.excepthook, threading.excepthook, sys.unraisablehook = (excepthook, thread_hook,
+                                                                  unraisable_hook)
+    try:
+        yield
+    finally:
+        sys.excepthook, threading.excepthook, sys.unraisablehook = saved
+        logger.removeFilter(divert)
+        file.close()
+
+
+def quietly(close: Callable[[], None]) -> Callable[..., None]:
+    """An exit callback for ``contextlib.ExitStack.push``: ``close()``; while another exception
+    is already on its way out, a failure of ``close`` (say, the same full disk) is logged as
+    one warning line instead of being chained onto it."""
+
+    def exit_callback(exc_type, exc, tb) -> None:
+        if exc_type is None:
+            close()
+            return
+        try:
+            close()
+        except Exception as err:  # noqa: BLE001 - the first failure is the one to report.
+            if disk_error(err) is None:  # the same full disk says nothing new
+                logging.warning("While stopping: %s", _short_reason(err))
+
+    return exit_callback
+
+
 class Lock:
     """An exclusive lock on a workdir, held while a run uses it (a context manager).
 
@@ -68,7 +231,11 @@ class Lock:
         self._file = None
 
     def __enter__(self) -> Lock:
-        file = open(self.path, "a+")  # noqa: SIM115 - held open for the run.
+        existed = self.path.exists()
+        try:
+            file = open(self.path, "a+")  # noqa: SIM115 - held open for the run.
+        except OSError as err:
+            raise self._cannot_lock(err) from None
         try:
             fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -79,13 +246,26 @@ class Lock:
                 f"Workdir {self.path.parent} is in use by {holder}; wait for it to finish or "
                 "choose another --workdir."
             ) from None
-        file.seek(0)
-        file.truncate()
-        file.write(f"process {os.getpid()} on {socket.gethostname()} "
-                   f"(since {time.strftime('%Y-%m-%d %H:%M:%S')})\n")
-        file.flush()
+        try:
+            file.seek(0)
+            file.truncate()
+            file.write(f"process {os.getpid()} on {socket.gethostname()} "
+                       f"(since {time.strftime('%Y-%m-%d %H:%M:%S')})\n")
+            file.flush()
+        except OSError as err:
+            with contextlib.suppress(OSError):  # closing flushes the unwritten bytes again
+                file.close()
+            if not existed:  # leave no empty lock file behind
+                self.path.unlink(missing_ok=True)
+            raise self._cannot_lock(err) from None
         self._file = file
         return self
+
+    def _cannot_lock(self, err: OSError) -> WorkdirError:
+        return WorkdirError(
+            f"Cannot lock workdir {self.path.parent}: writing {self.path} failed ([Errno "
+            f"{err.errno}] {err.strerror}); a run writes its folder, so it needs space and "
+            "write access there.")
 
     def __exit__(self, *exc_info) -> None:
         if self._file is not None:
@@ -94,31 +274,68 @@ class Lock:
             self._file = None
 
 
-def check_config(workdir: Path, config: dict[str, Any], allow_change: bool) -> None:
+def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"model.pooling": "max", ...}``: a nested config dict with dotted field names."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_differences(saved: dict[str, Any], config: dict[str, Any],
+                       defaults: dict[str, Any] | None = None) -> list[str]:
+    """Dotted names of the fields in which ``config`` differs from ``saved``.
+
+    A field ``saved`` lacks that ``config`` holds at its default value (``defaults``) is no
+    difference: code that added the field with a default reproduces what trained ``saved``.
+    """
+    old, new, default = _flat(saved), _flat(config), _flat(defaults or {})
+    return sorted(
+        key for key in set(old) | set(new)
+        if key not in UNCHECKED_CONFIG_FIELDS and old.get(key) != new.get(key)
+        and not (key not in old and key in default and new.get(key) == default[key])
+    )
+
+
+def _has_checkpoints(workdir: Path) -> bool:
+    directory = workdir / CHECKPOINT_DIR
+    return directory.is_dir() and any(directory.iterdir())
+
+
+def check_config(workdir: Path, config: dict[str, Any], allow_change: bool,
+                 resumable: Iterable[str] = (), defaults: dict[str, Any] | None = None) -> None:
     """Refuses a workdir whose saved config differs from ``config`` (unless ``allow_change``).
 
-    Checkpoints without a saved config are refused too: nothing says what trained them.
-    Writes nothing; :func:`save_config` does, once the run has restored successfully.
+    With ``allow_change`` only the fields in ``resumable`` (dotted names) may differ from
+    the checkpoints' config; another field (the model, the data, the seeds) is refused with
+    its name even then, since a resume cannot apply it. Checkpoints without a saved config
+    are refused unless ``allow_change``: nothing says what trained them. Writes nothing;
+    :func:`save_config` does, once the run has restored successfully.
     """
     path = workdir / CONFIG_FILE
     if not path.exists():
-        if (workdir / CHECKPOINT_DIR).is_dir() and any((workdir / CHECKPOINT_DIR).iterdir()):
-            if not allow_change:
-                raise WorkdirError(
-                    f"{workdir} holds checkpoints but no {CONFIG_FILE}, so what trained them is "
-                    "unknown. Use a new --workdir, or pass --config.allow_config_change=True "
-                    "to resume from them anyway."
-                )
+        if _has_checkpoints(workdir) and not allow_change:
+            raise WorkdirError(
+                f"{workdir} holds checkpoints but no {CONFIG_FILE}, so what trained them is "
+                "unknown. Use a new --workdir, or pass --config.allow_config_change=True "
+                "to resume from them anyway."
+            )
         return
-    saved = read_json(path)
-    differences = sorted(
-        key for key in set(saved) | set(config)
-        if key not in UNCHECKED_CONFIG_FIELDS and saved.get(key) != config.get(key)
-    )
+    differences = config_differences(read_json(path), config, defaults)
     if differences and not allow_change:
         raise WorkdirError(
             f"{workdir} holds a run with a different config (fields: {', '.join(differences)}). "
             "Use a new --workdir, or pass --config.allow_config_change=True to resume anyway."
+        )
+    fixed = [field for field in differences if field not in set(resumable)]
+    if fixed and _has_checkpoints(workdir):
+        raise WorkdirError(
+            f"{workdir} holds checkpoints of a run with other {', '.join(fixed)}: a resume "
+            "cannot change that (it decides the model, the data, the seeds or the optimizer's "
+            "state), even with allow_config_change. Use a new --workdir."
         )
 
 
@@ -152,7 +369,11 @@ def _row_lines(rows: Iterable[dict[str, Any]]) -> str:
 
 def write_rows(path: Path, rows: Iterable[dict[str, Any]]) -> bool:
     """Replaces ``metrics.jsonl`` with ``rows``, atomically; returns whether an existing file
-    held anything else (a file that already holds exactly these rows is left as it is)."""
+    held anything else (a file that already holds exactly these rows is left as it is). A
+    folder in the file's place is refused with one line."""
+    if path.is_dir():
+        raise WorkdirError(f"{path} is a folder, not the run's rows file; move it away and rerun "
+                           "(the rows are rebuilt from the checkpoint).")
     text = _row_lines(rows)
     old = path.read_text() if path.exists() else None
     if old != text:
