@@ -81,6 +81,19 @@ def agile_layer_paths(model: nn.Module, *args: Any, **kwargs: Any) -> frozenset[
     Runs ``model.init`` under ``jax.eval_shape`` (no computation, no memory) and
     records every ``Agile``/``CombinedAgile`` call with ``nn.intercept_methods``.
     """
+    return _traced_init(model, args, kwargs)[1]
+
+
+def init_labels(model: nn.Module, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+    """``(params, labels)``: the shapes (``jax.ShapeDtypeStruct``) of
+    ``model.init(rng, *args, **kwargs)["params"]`` and their :func:`param_labels`, from one
+    abstract trace of the model (``param_labels(params, model, x)`` traces it again)."""
+    variables, paths = _traced_init(model, args, kwargs)
+    return variables["params"], _linen_labels(variables["params"], paths)
+
+
+def _traced_init(model: nn.Module, args: tuple, kwargs: dict) -> tuple[Any, frozenset]:
+    """``model.init``'s variables as shapes, and the paths of the agile layers it called."""
     paths = set()
 
     def record(call, call_args, call_kwargs, context):
@@ -94,8 +107,8 @@ def agile_layer_paths(model: nn.Module, *args: Any, **kwargs: Any) -> frozenset[
                 {"params": jax.random.key(0), "dropout": jax.random.key(0)}, *args, **kwargs
             )
 
-    jax.eval_shape(init)
-    return frozenset(paths)
+    variables = jax.eval_shape(init)
+    return variables, frozenset(paths)
 
 
 def _key_name(entry: Any) -> Any:

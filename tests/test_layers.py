@@ -366,3 +366,22 @@ def test_sample_config_gives_the_paper_cnn_a_combined_activation():
     assert params["conv_act_1"]["b"].shape == (2, 14, 14, 8)
     with pytest.raises(ValueError, match="In 'combined:relu,swish': Unknown activation 'swish'"):
         CNN(conv_activation="combined:relu,swish").validate()
+
+
+def test_init_labels_gives_the_params_shapes_and_their_labels_from_one_trace():
+    """init_labels(model, x) = (model.init's params as shapes, param_labels of them)."""
+    from agile.labels import init_labels
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(3)(Agile("tanh", name="act")(nn.Dense(4)(x)))
+
+    model, x = Net(), jnp.ones((2, 5))
+    shapes, labels = init_labels(model, x)
+    params = model.init(jax.random.key(0), x)["params"]
+    assert jax.tree.map(lambda s: (s.shape, s.dtype), shapes) == jax.tree.map(
+        lambda p: (p.shape, p.dtype), params)
+    assert labels == param_labels(params, model, x)
+    assert labels["act"] == {"a": "agile", "b": "agile"}
+    assert labels["Dense_0"]["kernel"] == "weights"

@@ -56,9 +56,17 @@ def test_every_combo_config_builds_and_takes_two_steps(combo):
     assert bool(agile_parameter_ranges(state.params, labels)) == has_agile
 
 
-@pytest.mark.parametrize("combo", [1, 12])
-def test_create_train_state_initialises_as_model_init_does_bit_for_bit(combo):
+@pytest.mark.parametrize("combo, overrides", [
+    (1, {}), (12, {}), (6, {}), (12, {"model.granularity": "channel"}),
+    (12, {"model.granularity": "scalar"}), (12, {"model.conv_features": ()}),
+    (12, {"model.conv_activation": "combined:relu,sigmoid"}), (7, {"model.pooling": "avg"}),
+])
+def test_create_train_state_initialises_as_model_init_does_bit_for_bit(combo, overrides):
+    """The compiled init (at XLA optimisation level 1, for start-up) gives eager init's values."""
     config = get_config(combo)
+    for name, value in overrides.items():
+        section, _, field = name.rpartition(".")
+        config[section][field] = value
     state = steps_lib.create_train_state(config, jax.random.key(5))
     eager = create_model(config).init(jax.random.key(5), jnp.zeros((1, 28, 28, 1)))
     jax.tree.map(np.testing.assert_array_equal, state.params, eager["params"])

@@ -3,15 +3,19 @@
 ``run(main)`` replaces ``absl.app.run(main)``: a bad flag or ``--config.<field>`` override
 and any :class:`~agile.errors.UserError` raised by ``main`` print one line to stderr and
 exit with status 2; Ctrl-C prints one line and exits with 130; every other exception (a bug)
-keeps its traceback.
+keeps its traceback. Every script also gets JAX's persistent compilation cache, on by default
+(``--compilation_cache_dir``, ``--nocompilation_cache``): a second run of a config starts in
+about half the time.
 """
 
 from __future__ import annotations
 
 import logging as std_logging
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from absl import app, flags
@@ -19,6 +23,15 @@ from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from agile.errors import UserError
+
+_COMPILATION_CACHE = flags.DEFINE_bool(
+    "compilation_cache", True,
+    "Keep compiled XLA programs in JAX's persistent compilation cache, so a second run of the "
+    "same config skips most of its compilation (--nocompilation_cache: off).")
+_COMPILATION_CACHE_DIR = flags.DEFINE_string(
+    "compilation_cache_dir", None,
+    "The cache's folder (default: $JAX_COMPILATION_CACHE_DIR if set, else "
+    "$XDG_CACHE_HOME/agile/jax, i.e. ~/.cache/agile/jax).")
 
 USAGE_ERROR_STATUS = 2
 INTERRUPTED_STATUS = 130  # what a shell reports for a process ended by Ctrl-C
@@ -113,11 +126,38 @@ def quiet_dependency_logs() -> None:
         logger.addFilter(_DropDependencyInfo())
 
 
+def compilation_cache_dir() -> Path | None:
+    """The persistent compilation cache's folder the flags ask for, or None (off)."""
+    if not _COMPILATION_CACHE.value:
+        return None
+    if _COMPILATION_CACHE_DIR.value:
+        return Path(_COMPILATION_CACHE_DIR.value).expanduser()
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return Path(os.environ["JAX_COMPILATION_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "agile" / "jax"
+
+
+def use_compilation_cache() -> Path | None:
+    """Turns on JAX's persistent compilation cache in :func:`compilation_cache_dir` (every
+    compiled program, however quick to compile); returns the folder (None: left off)."""
+    import jax
+
+    folder = compilation_cache_dir()
+    if folder is None:
+        jax.config.update("jax_compilation_cache_dir", None)
+        return None
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    return folder
+
+
 def run(main: Callable[[list[str]], None]) -> None:
     """``absl.app.run(main)`` with one-line user errors (see the module docstring)."""
 
     def guarded(argv: list[str]) -> None:
         quiet_dependency_logs()
+        use_compilation_cache()
         try:
             main(argv)
         except UserError as err:

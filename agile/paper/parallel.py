@@ -167,6 +167,18 @@ class SingleDevice:
         del index
         return tree
 
+    def precompile(self, state, accum, images, labels, indices, active) -> bool:
+        """Compiles :meth:`step` for these arguments (``state`` and ``accum`` may be abstract,
+        ``jax.ShapeDtypeStruct`` trees shaped as :meth:`place` places them) without running it;
+        the first real step then finds it compiled. Returns whether this layout does so."""
+        del active
+        self._step.lower(state, accum, images, labels, indices).compile()
+        return True
+
+    def abstract_seed(self, tree: Any) -> Any:
+        """:meth:`seed_view` of an abstract (``jax.ShapeDtypeStruct``) placed tree."""
+        return tree
+
     def to_checkpoint(self, tree: Any) -> Any:
         """The tree as it is saved (and the template it is restored into)."""
         return tree
@@ -263,6 +275,15 @@ class SeedBatch(SingleDevice):
     def seed_view(self, tree: Any, index: int) -> Any:
         return jax.tree.map(lambda leaf: leaf[index], tree)
 
+    def precompile(self, state, accum, images, labels, indices, active) -> bool:
+        _seed_step.lower(self.batching, self._step_fn, state, accum, images, labels, indices,
+                         active).compile()
+        return True
+
+    def abstract_seed(self, tree: Any) -> Any:
+        return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype,
+                                                              weak_type=leaf.weak_type), tree)
+
 
 class DataParallel(SingleDevice):
     """Shared part of the data-parallel layouts: one model, checkpointed as host arrays.
@@ -274,6 +295,11 @@ class DataParallel(SingleDevice):
     """
 
     max_steps_in_flight = 16
+
+    def precompile(self, state, accum, images, labels, indices, active) -> bool:
+        """Not done: the replicated and sharded arguments are placed per device, so the step
+        compiles at its first call."""
+        return False
 
     def to_checkpoint(self, tree: Any) -> Any:
         return _to_host(self.seed_view(tree, 0))

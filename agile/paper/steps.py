@@ -18,7 +18,7 @@ import ml_collections
 import optax
 from flax.training.train_state import TrainState
 
-from agile.labels import AGILE_LABEL, WEIGHTS_LABEL, param_labels
+from agile.labels import AGILE_LABEL, WEIGHTS_LABEL, init_labels
 from agile.paper import data as data_lib
 from agile.paper import parallel as parallel_lib
 from agile.paper.config import create_model
@@ -36,11 +36,18 @@ def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
                              config.agile_learning_rate, config.momentum)
 
 
+@functools.lru_cache(maxsize=64)
 def model_labels(model: CNN) -> Any:
-    """``agile.param_labels`` of ``model``'s parameters: ``"agile"`` or ``"weights"`` each."""
-    example = jnp.zeros((1, *data_lib.IMAGE_SHAPE), jnp.float32)
-    params = jax.eval_shape(model.init, jax.random.key(0), example)["params"]
-    return param_labels(params, model, example)
+    """``agile.param_labels`` of ``model``'s parameters: ``"agile"`` or ``"weights"`` each.
+
+    Traced once per model (a CNN is hashable; equal configs give the same one)."""
+    return _abstract_init(model)[1]
+
+
+@functools.lru_cache(maxsize=64)
+def _abstract_init(model: CNN) -> tuple[Any, Any]:
+    """``(params shapes, labels)`` of ``model`` on one MNIST image, from one abstract trace."""
+    return init_labels(model, jnp.zeros((1, *data_lib.IMAGE_SHAPE), jnp.float32))
 
 
 @functools.lru_cache(maxsize=64)
@@ -56,21 +63,54 @@ def _cached_optimizer(
     return optax.multi_transform(transforms, model_labels(model))
 
 
+# XLA's optimisation level for the parameter init: it runs once per seed, and at the default
+# level compiling it took 3-4 s of every run's start-up; at level 1 it compiles in about 1 s
+# and gives the same values bit for bit (tested against eager model.init; level 0 does not).
+INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
+
+
 @functools.lru_cache(maxsize=64)
-def _compiled_init(model: CNN, image_shape: tuple[int, ...]) -> Callable[[jax.Array], Any]:
-    """``model.init``'s parameters as one compiled call (eagerly, init compiles each of its ~80
-    ops on its own: seconds of start-up); the values are the same bit for bit."""
+def _compiled_init(model: CNN, tx: optax.GradientTransformation,
+                   image_shape: tuple[int, ...]) -> Callable[[jax.Array], TrainState]:
+    """The fresh train state (``model.init``'s parameters, the optimizer's initial state) as one
+    compiled call: eagerly, init and ``tx.init`` compile each of their ~100 ops on their own
+    (seconds of start-up). The parameters are ``model.init``'s bit for bit."""
     example = jnp.zeros((1, *image_shape), jnp.float32)
-    return jax.jit(lambda rng: model.init(rng, example)["params"])
+
+    def init(rng: jax.Array) -> TrainState:
+        return _fresh_state(model, tx, model.init(rng, example)["params"])
+
+    return jax.jit(init, compiler_options=INIT_COMPILER_OPTIONS)
+
+
+def _fresh_state(model: CNN, tx: optax.GradientTransformation, params: Any) -> TrainState:
+    """A step-0 TrainState; its step strongly typed as a restored checkpoint's is, so fresh and
+    resumed runs share one compiled step."""
+    state = TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+    return state.replace(step=jnp.zeros((), jnp.int32))
 
 
 def create_train_state(
     config: ml_collections.ConfigDict, rng: jax.Array, image_shape=data_lib.IMAGE_SHAPE
 ) -> TrainState:
     """Initialises the model from ``rng`` and wraps it with its optimizer."""
-    model = create_model(config)
-    params = _compiled_init(model, tuple(image_shape))(rng)
-    return TrainState.create(apply_fn=model.apply, params=params, tx=create_optimizer(config))
+    return _compiled_init(create_model(config), create_optimizer(config), tuple(image_shape))(rng)
+
+
+def abstract_train_state(config: ml_collections.ConfigDict, place: Callable = lambda s: s[0],
+                         count: int = 1, image_shape=data_lib.IMAGE_SHAPE) -> TrainState:
+    """The shapes and dtypes (``jax.ShapeDtypeStruct``) of ``place([count fresh states])``,
+    as :func:`create_train_state` makes them, without computing (``jax.eval_shape``)."""
+    params = _abstract_init(create_model(config))[0]
+    if tuple(image_shape) != data_lib.IMAGE_SHAPE:
+        example = jnp.zeros((1, *image_shape), jnp.float32)
+        params = jax.eval_shape(create_model(config).init, jax.random.key(0), example)["params"]
+
+    def states(params):
+        model, tx = create_model(config), create_optimizer(config)
+        return place([_fresh_state(model, tx, params) for _ in range(count)])
+
+    return jax.eval_shape(states, params)
 
 
 def _loss_and_metrics(params, apply_fn: Callable, batch: Batch) -> tuple[jax.Array, Metrics]:

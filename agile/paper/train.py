@@ -9,6 +9,7 @@ writes the summary (``agile.paper.summary``).
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import json
@@ -35,6 +36,7 @@ from agile.paper.combos import combo_number
 from agile.paper.config import create_model
 from agile.paper.history import History
 from agile.paper.steps import (
+    abstract_train_state,
     create_train_state,
     make_layout,
     model_labels,
@@ -294,15 +296,37 @@ def _evaluate_split(setup: _Setup, params, split) -> list[dict[str, float]]:
     return [evaluation.evaluate(params, setup.apply_fn, split)]
 
 
-def _compile_evaluation(setup: _Setup, progress: _Progress) -> None:
-    """Compiles the evaluations ``_evaluate`` and ``_best_test`` will run, without running them."""
+def _compile_evaluation(setup: _Setup, params, seed_params) -> None:
+    """Compiles the evaluations ``_evaluate`` and ``_best_test`` will run, without running them.
+
+    ``params`` are what ``_evaluate`` evaluates (:func:`_params_view`), ``seed_params`` one
+    seed's; either may be abstract (``jax.ShapeDtypeStruct`` trees).
+    """
     layout = setup.layout
     selection = setup.val if setup.val is not None else setup.test
-    evaluation.compile_for(_params_view(setup, progress.state), setup.apply_fn, selection,
+    evaluation.compile_for(params, setup.apply_fn, selection,
                            layout.batching if layout.batched_seeds else None)
     if setup.val is not None:  # Test rows and best models: one seed at a time.
-        evaluation.compile_for(layout.seed_view(progress.state, 0).params, setup.apply_fn,
-                               setup.test)
+        evaluation.compile_for(seed_params, setup.apply_fn, setup.test)
+
+
+def _precompile(setup: _Setup) -> bool:
+    """Compiles the train step and the evaluations from the state's abstract shapes, so that
+    a thread can do it while the parameters are initialised and the checkpoint restored
+    (XLA compiles on another core). Returns False where the layout compiles at its first
+    step instead (data parallelism); the evaluations are then compiled by the loop."""
+    layout, config = setup.layout, setup.config
+    state = abstract_train_state(config, layout.place, len(layout.seeds))
+    accum = jax.eval_shape(lambda: layout.place([new_train_accumulator()] * len(layout.seeds)))
+    indices = _epoch_order(setup, 0)[0]
+    active = np.ones(len(layout.seeds), bool)
+    if not layout.precompile(state, accum, setup.train_images, setup.train_labels, indices,
+                             active):
+        return False
+    seed_params = layout.abstract_seed(state).params
+    _compile_evaluation(setup, state.params if layout.batched_seeds else seed_params,
+                        seed_params)
+    return True
 
 
 def _needs_test(setup: _Setup, history: History, step: int) -> bool:
@@ -449,6 +473,11 @@ def train_and_evaluate(
             setup = _setup(config, workdir)
             stack.push(workdir_lib.quietly(setup.checkpoints.close))
             stack.push(workdir_lib.quietly(setup.writer.close))
+            precompiled = None
+            if not (workdir / workdir_lib.SUMMARY_FILE).exists():  # a finished run trains none
+                compiler = stack.enter_context(
+                    concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="precompile"))
+                precompiled = compiler.submit(_precompile, setup)
             if setup.is_main:
                 setup.checkpoints.remove_unfinished()
             progress = _restore(setup, _initial_progress(setup))
@@ -457,7 +486,7 @@ def train_and_evaluate(
             workdir_lib.save_config(workdir, config_dict)
             _rewrite_rows(setup, progress)
             setup.writer.write_hparams(traverse_util.flatten_dict(config_dict, sep="."))
-        progress = _loop(setup, progress, clock, after_step, after_evaluation)
+        progress = _loop(setup, progress, clock, after_step, after_evaluation, precompiled)
         summary = _summary(setup, progress)
         if setup.is_main:
             workdir_lib.write_text_atomically(
@@ -525,8 +554,12 @@ def _loop(
     clock: _Clock,
     after_step: AfterStep | None,
     after_evaluation: AfterEvaluation | None,
+    precompiled: concurrent.futures.Future | None = None,
 ) -> _Progress:
-    """Steps, evaluates, checkpoints until every seed stopped or the epochs are done."""
+    """Steps, evaluates, checkpoints until every seed stopped or the epochs are done.
+
+    ``precompiled`` is :func:`_precompile` running in a thread (waited for before the first
+    step; its errors surface here), or None: the loop compiles the evaluations itself."""
     config, layout = setup.config, setup.layout
     step = first_step = progress.step
     earlier_timing = progress.timing  # Earlier sessions'; each checkpoint adds this session's.
@@ -534,7 +567,9 @@ def _loop(
     last_log = (time.perf_counter(), step)
     if step < setup.total_steps and active.any():
         with clock.phase("compile"):
-            _compile_evaluation(setup, progress)
+            if precompiled is None or not precompiled.result():
+                _compile_evaluation(setup, _params_view(setup, progress.state),
+                                    layout.seed_view(progress.state, 0).params)
     while step < setup.total_steps and active.any():
         epoch, offset = divmod(step, setup.steps_per_epoch)
         for indices in _epoch_order(setup, epoch)[offset:]:
