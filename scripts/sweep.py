@@ -3,8 +3,10 @@
     python scripts/sweep.py --workdir=runs/sweep --seeds=8 [--combos=1,5,12]
         [--config=configs/default.py] [--config.num_epochs=50 ...]
 
-Each combination trains in DIR/combo_NN (resumable: an interrupted sweep continues where it
-stopped, finished combinations are skipped). DIR/sweep.json records the settings; a rerun with
+Each combination trains in DIR/combo_NN, --workers at a time (default: one per CPU, each
+worker pinned to its own; --workers=1: one after another in this process; the numbers are the
+same either way), resumable: an interrupted sweep continues where it stopped, finished
+combinations are skipped. DIR/sweep.json records the settings; a rerun with
 other settings is refused. DIR/results.csv has one row per combination and seed, DIR/results.md
 the mean ± std and 95% confidence interval per combination, over every finished combination.
 
@@ -21,7 +23,7 @@ from pathlib import Path
 
 from absl import flags
 
-from agile.paper import cli, ray_sweep, sweep
+from agile.paper import cli, pool, ray_sweep, sweep
 from agile.paper import config as config_lib
 from agile.paper import trials as trials_lib
 from agile.paper.combos import COMBOS
@@ -36,7 +38,11 @@ _SEEDS = flags.DEFINE_integer("seeds", 1, "Seeds per combination (config.seed on
 _COMBOS = flags.DEFINE_list("combos", [str(c) for c in COMBOS], "Table 1 rows to run.")
 _BACKEND = flags.DEFINE_enum(
     "backend", "in_process", ["in_process", "ray"],
-    "in_process: one combination after another in this process; ray: Ray Tune trials.")
+    "in_process: trials on this machine, --workers at a time; ray: Ray Tune trials.")
+_WORKERS = flags.DEFINE_integer(
+    "workers", None, "--backend=in_process: trials trained at once, each in a process pinned "
+    "to its own CPUs (default: one per CPU this process may use; 1: one after another in this "
+    "process). Results are the same bit for bit.")
 _CPUS = flags.DEFINE_float("cpus_per_trial", 1.0, "--backend=ray: CPUs reserved per trial.")
 _GPUS = flags.DEFINE_float(
     "gpus_per_trial", 0.0, "--backend=ray: GPUs per trial; a fraction shares a GPU (0: CPU).")
@@ -75,6 +81,10 @@ def main(argv: list[str]) -> None:
     if _BACKEND.value != "ray" and given:
         cli.fail(f"--{given[0]} applies to --backend=ray only.")
     options = ray_options() if _BACKEND.value == "ray" else None
+    if options is not None and _WORKERS.present:
+        cli.fail("--workers applies to --backend=in_process only (Ray: --max_concurrent).")
+    workers = pool.default_workers() if _WORKERS.value is None else _WORKERS.value
+    pool.cpu_groups(workers)  # one line now if the machine cannot run that many
     combos = trials_lib.parse_combos(_COMBOS.value)
     if _SEEDS.value < 1:
         cli.fail(f"--seeds must be a positive integer, got {_SEEDS.value}.")
@@ -85,7 +95,7 @@ def main(argv: list[str]) -> None:
     workdir = prepare(_WORKDIR.value)
     sweep.claim_folder(workdir, sweep.settings(base, _SEEDS.value))
     if options is None:
-        sweep.run_trials(workdir, trials)
+        sweep.run_trials(workdir, trials, workers)
     else:
         ray_sweep.run(workdir, trials, options)
     sweep.write_tables(workdir)

@@ -5,6 +5,7 @@ import io
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -159,3 +160,102 @@ def test_sweep_script_end_to_end_and_skips_finished_combos(tmp_path, synthetic_m
     duplicate = subprocess.run([*command, "--combos=7,7"], cwd=REPO_ROOT, env=env,
                                capture_output=True, text=True, timeout=600)
     assert duplicate.returncode == 2 and "error: --combos lists row 7 twice" in duplicate.stderr
+
+
+def test_cpu_groups_split_the_cpus_evenly_and_refuse_more_workers_than_cpus(monkeypatch):
+    from agile.errors import ConfigError
+    from agile.paper import pool
+
+    assert pool.cpu_groups(2, [0, 1]) == [[0], [1]]
+    assert pool.cpu_groups(2, [0, 1, 2, 3, 4]) == [[0, 1, 2], [3, 4]]
+    assert pool.cpu_groups(1, [3, 5]) == [[3, 5]]
+    with pytest.raises(ConfigError, match=r"--workers must be between 1 and the 2 CPUs this "
+                                          r"process may use, got 3"):
+        pool.cpu_groups(3, [0, 1])
+    with pytest.raises(ConfigError, match=r"got 0"):
+        pool.cpu_groups(0, [0, 1])
+    monkeypatch.setenv("NPROC", "7")
+    assert pool.xla_threads() == 7  # what a worker's NPROC is set to, whatever its CPUs
+    monkeypatch.delenv("NPROC")
+    assert pool.xla_threads() == len(pool.available_cpus())
+
+
+def _sweep(workdir, data_dir, *args, workers=2):
+    command = [
+        sys.executable, "scripts/sweep.py", f"--workdir={workdir}", "--seeds=2",
+        "--combos=7,12,11", f"--workers={workers}", "--config.num_epochs=2",
+        "--config.batch_size=50", "--config.data.train_size=200", "--config.data.val_size=100",
+        "--config.data.test_size=100", "--config.checkpoint_every_steps=2", *args,
+    ]
+    return subprocess.run(command, cwd=REPO_ROOT, env={**os.environ, "MNIST_DIR": data_dir},
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_parallel_workers_give_the_one_at_a_time_results_and_report_a_failed_trial(
+        tmp_path, synthetic_mnist_dir):
+    """Two worker processes, each pinned to a CPU: every trial's rows are bit-identical to
+    one-at-a-time training in one process. A trial that cannot run (its workdir locked by
+    another process) is one line at the end, the others finish, and the rerun completes it."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs 2 CPUs")
+    from agile.paper.workdir import Lock
+
+    data = str(synthetic_mnist_dir)
+    one = _sweep(tmp_path / "one", data, workers=1)
+    assert one.returncode == 0, one.stderr[-3000:]
+    (tmp_path / "two" / "combo_11").mkdir(parents=True)
+    with Lock(tmp_path / "two" / "combo_11"):
+        two = _sweep(tmp_path / "two", data)
+    assert two.returncode == 2, two.stderr[-3000:]
+    assert re.search(r"error: 1 of 3 trials did not finish \(combo_11: Workdir .*combo_11 is in "
+                     r"use by process \d+", two.stderr)
+    assert "combo_07 started on CPU" in two.stderr and "combo_12 started on CPU" in two.stderr
+    again = _sweep(tmp_path / "two", data)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stderr.count("already finished; skipping") == 2
+    for trial in ("combo_07", "combo_11", "combo_12"):
+        assert (tmp_path / "two" / trial / "metrics.jsonl").read_text() == (
+            tmp_path / "one" / trial / "metrics.jsonl").read_text(), trial
+    columns = [c for c in trials_lib.CSV_FIELDS if c != "wall_time_s"]
+    rows = [[{c: row[c] for c in columns} for row in csv.DictReader((tmp_path / d / "results.csv")
+                                                                     .open())]
+            for d in ("one", "two")]
+    assert rows[0] == rows[1] and len(rows[0]) == 6
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_worker_and_the_rerun_resumes_them(tmp_path, synthetic_mnist_dir):
+    """Ctrl-C to a sweep of two workers: one line, status 130, no worker left running; the
+    same command then resumes the trials from their checkpoints to the uninterrupted rows."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs 2 CPUs")
+    import signal
+    import time
+
+    data = str(synthetic_mnist_dir)
+    reference = _sweep(tmp_path / "reference", data, "--config.num_epochs=4", workers=1)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    command = [sys.executable, "scripts/sweep.py", f"--workdir={tmp_path / 'run'}", "--seeds=2",
+               "--combos=7,12,11", "--workers=2", "--config.num_epochs=4",
+               "--config.batch_size=50", "--config.data.train_size=200",
+               "--config.data.val_size=100", "--config.data.test_size=100",
+               "--config.checkpoint_every_steps=2"]
+    sweep_process = subprocess.Popen(command, cwd=REPO_ROOT, env={**os.environ, "MNIST_DIR": data},
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not list((tmp_path / "run").glob("*/checkpoints/2")):
+        time.sleep(0.1)
+    sweep_process.send_signal(signal.SIGINT)
+    _, stderr = sweep_process.communicate(timeout=300)
+    assert sweep_process.returncode == 130, stderr[-3000:]
+    assert stderr.rstrip().endswith(
+        "Interrupted. Rerun the same command to resume from the last checkpoint.")
+    left = subprocess.run(["pgrep", "-f", "agile.paper.pool"], capture_output=True, text=True)
+    assert str(tmp_path) not in left.stdout
+    again = subprocess.run(command, cwd=REPO_ROOT, env={**os.environ, "MNIST_DIR": data},
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    for trial in ("combo_07", "combo_11", "combo_12"):
+        assert (tmp_path / "run" / trial / "metrics.jsonl").read_text() == (
+            tmp_path / "reference" / trial / "metrics.jsonl").read_text(), trial

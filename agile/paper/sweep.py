@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import jax
 import ml_collections
 from absl import logging
 
@@ -143,23 +144,33 @@ def write_tables(workdir: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def run_trials(workdir: Path, trials: Sequence[Trial]) -> None:
-    """Trains the unfinished trials one after another in this process (the in-process backend).
+def run_trials(workdir: Path, trials: Sequence[Trial], workers: int = 1) -> None:
+    """Trains the unfinished trials (the in-process backend): one after another in this
+    process (``workers=1``), or ``workers`` at a time in worker processes, each pinned to its
+    own CPUs (:mod:`agile.paper.pool`; same results bit for bit).
 
     Finished trials are skipped, so an interrupted sweep continues where it stopped; the
     tables are rewritten after each trial.
     """
-    started, trained = time.perf_counter(), 0
+    pending = []
     for position, trial in enumerate(trials, start=1):
         if finished_summary(workdir, trial) is not None:
             logging.info("[%d/%d] %s already finished; skipping.", position, len(trials),
                          trial.name)
-            continue
-        left = len(trials) - position + 1
-        eta = (time.perf_counter() - started) / trained * left if trained else None
-        logging.info("[%d/%d] %s (%s / %s), %d seeds%s", position, len(trials), trial.name,
+        else:
+            pending.append(trial)
+    if workers > 1 and len(pending) > 1:
+        from agile.paper import pool
+
+        cache = jax.config.jax_compilation_cache_dir
+        pool.run_parallel(workdir, pending, workers, lambda: write_tables(workdir),
+                          Path(cache) if cache else None)
+        return
+    started = time.perf_counter()
+    for done, trial in enumerate(pending):
+        eta = (time.perf_counter() - started) / done * (len(pending) - done) if done else None
+        logging.info("[%d/%d] %s (%s / %s), %d seeds%s", done + 1, len(pending), trial.name,
                      trial.config.model.conv_activation, trial.config.model.dense_activation,
                      trial.config.num_seeds, f", ~{eta:.0f} s left" if eta is not None else "")
         train_and_evaluate(trial.config, Path(workdir) / trial.name)
-        trained += 1
         write_tables(workdir)
