@@ -1,7 +1,8 @@
 """See what agile layers learned: their activation curves, and a and b over feature maps.
 
-Needs matplotlib, imported when a figure is drawn (so this module imports without it, and
-says how to install it when it is missing); ``import agile`` does not import this module.
+Needs matplotlib (``pip install 'agile[plot]'``), imported when a figure is drawn (so this
+module imports without it, and says how to install it when it is missing); ``import agile``
+does not import this module.
 Both functions return a ``matplotlib.figure.Figure`` built without pyplot (no global
 state, no display needed); save it with ``fig.savefig("activations.png")``.
 
@@ -31,22 +32,28 @@ from agile.activations import (
     is_combined_name,
     plain_name,
 )
+from agile.errors import UserError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 ActivationSpec = str | Callable | Sequence[str | Callable]
+INSTALL_MATPLOTLIB = "pip install 'agile[plot]' (or pip install matplotlib)"
+
+
+class MatplotlibMissingError(UserError, ImportError):
+    """matplotlib cannot be imported; the message says how to install it."""
 
 
 def new_figure(**kwargs: Any) -> Figure:
-    """A ``matplotlib.figure.Figure(**kwargs)`` (no pyplot); ImportError saying how to get
-    matplotlib when it is not installed."""
+    """A ``matplotlib.figure.Figure(**kwargs)`` (no pyplot); :class:`MatplotlibMissingError`
+    (an ImportError) saying how to install matplotlib when it cannot be imported."""
     try:
         from matplotlib.figure import Figure
     except ImportError as err:
-        raise ImportError(
+        raise MatplotlibMissingError(
             f"agile.plotting draws with matplotlib, which cannot be imported ({err}); install "
-            "it with pip install matplotlib."
+            f"it with {INSTALL_MATPLOTLIB}."
         ) from None
     return Figure(**kwargs)
 

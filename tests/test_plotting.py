@@ -6,6 +6,7 @@ import sys
 import matplotlib
 import numpy as np
 import pytest
+from conftest import REPO_ROOT
 
 matplotlib.use("Agg")
 
@@ -170,3 +171,32 @@ def test_plot_run_script_draws_a_workdirs_latest_checkpoint(tmp_path):
         "run_maps_conv_act_0.png",
     ]
     assert all(p.read_bytes().startswith(PNG_MAGIC) for p in out.iterdir())
+
+
+def test_missing_matplotlib_says_to_install_the_plot_extra():
+    code = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "matplotlib":
+            raise ImportError(f"No module named {name!r} (blocked)")
+sys.meta_path.insert(0, Block())
+from agile import plotting
+from agile.errors import UserError
+try:
+    plotting.new_figure()
+except ImportError as err:
+    assert isinstance(err, plotting.MatplotlibMissingError) and isinstance(err, UserError)
+    print(err)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "install it with pip install 'agile[plot]' (or pip install matplotlib)." in (
+        result.stdout)
+
+
+def test_the_plot_extra_is_matplotlib_only():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    assert project["optional-dependencies"]["plot"] == ["matplotlib"]
