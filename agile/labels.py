@@ -15,7 +15,9 @@ created are labelled ``"agile"``; a user's own parameter named ``a`` or ``b`` is
 
 from __future__ import annotations
 
+import dataclasses
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -75,17 +77,35 @@ def param_labels(params: Any, model: nn.Module | None = None, *args: Any, **kwar
     return _linen_labels(params, agile_layer_paths(model, *args, **kwargs))
 
 
-def agile_layer_paths(model: nn.Module, *args: Any, **kwargs: Any) -> frozenset[tuple[str, ...]]:
-    """Paths (tuples of submodule names) of the linen agile layers ``model`` calls on ``args``.
+@dataclasses.dataclass(frozen=True)
+class AgileLayer:
+    """What an agile layer computes and how its ``a`` and ``b`` are laid out.
 
-    Runs ``model.init`` under ``jax.eval_shape`` (no computation, no memory) and
-    records every ``Agile``/``CombinedAgile`` call with ``nn.intercept_methods``.
+    ``fns``: its activation (one, an :class:`~agile.Agile`) or activations (K, a
+    :class:`~agile.CombinedAgile`), plain names or callables as the layer was given them;
+    ``granularity``: ``"element"``, ``"channel"`` or ``"scalar"`` (see
+    :mod:`agile.layers`), or None where it is not known.
     """
-    paths = set()
+
+    fns: tuple[str | Callable, ...]
+    granularity: str | None = None
+
+
+def agile_layers(model: nn.Module, *args: Any, **kwargs: Any) -> dict[tuple[str, ...], AgileLayer]:
+    """``{path: AgileLayer}`` of the linen agile layers ``model`` calls on ``args``, in call order.
+
+    A path is the tuple of submodule names (``("block", "act")``). Runs ``model.init``
+    under ``jax.eval_shape`` (no computation, no memory) and records every
+    ``Agile``/``CombinedAgile`` call (subclasses included) with ``nn.intercept_methods``;
+    a layer called more than once is listed once.
+    """
+    layers: dict[tuple[str, ...], AgileLayer] = {}
 
     def record(call, call_args, call_kwargs, context):
-        if isinstance(context.module, LINEN_LAYERS) and context.method_name == "__call__":
-            paths.add(tuple(context.module.scope.path))
+        module = context.module
+        if isinstance(module, LINEN_LAYERS) and context.method_name == "__call__":
+            fns = tuple(module.fns) if isinstance(module, CombinedAgile) else (module.fn,)
+            layers.setdefault(tuple(module.scope.path), AgileLayer(fns, module.granularity))
         return call(*call_args, **call_kwargs)
 
     def init():
@@ -95,7 +115,15 @@ def agile_layer_paths(model: nn.Module, *args: Any, **kwargs: Any) -> frozenset[
             )
 
     jax.eval_shape(init)
-    return frozenset(paths)
+    return layers
+
+
+def agile_layer_paths(model: nn.Module, *args: Any, **kwargs: Any) -> frozenset[tuple[str, ...]]:
+    """Paths (tuples of submodule names) of the linen agile layers ``model`` calls on ``args``.
+
+    The keys of :func:`agile_layers` (which also says each layer's activation).
+    """
+    return frozenset(agile_layers(model, *args, **kwargs))
 
 
 def _key_name(entry: Any) -> Any:

@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import matplotlib
 import numpy as np
 import pytest
@@ -171,6 +173,51 @@ def test_plot_run_script_draws_a_workdirs_latest_checkpoint(tmp_path):
         "run_maps_conv_act_0.png",
     ]
     assert all(p.read_bytes().startswith(PNG_MAGIC) for p in out.iterdir())
+
+
+# ---------------------------------------------------------------------------------------------
+# Automatic layer selection.
+
+
+def _linen_net():
+    """A linen model calling agile layers of each granularity, nested and combined, a plain
+    activation, and a parameter of its own named ``a`` (not an agile layer's)."""
+    import flax.linen as nn
+
+    import agile
+
+    class Block(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return agile.Agile("silu", granularity="scalar", name="inner")(x)
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.Conv(3, (3, 3), name="conv")(x)
+            x = agile.Agile("relu", granularity="element", name="act_el")(x)
+            x = agile.Agile(jnp.tanh, name="act_ch")(x)  # per channel, the default
+            x = agile.CombinedAgile(("relu", "sigmoid"), name="mix")(x)
+            x = Block(name="block")(jax.nn.gelu(x))
+            return x * self.param("a", nn.initializers.ones, (3,))
+
+    return Net()
+
+
+def test_labels_agile_layers_lists_a_linen_models_layers_in_call_order():
+    import flax.linen as nn
+
+    from agile.labels import AgileLayer, agile_layer_paths, agile_layers
+
+    model, x = _linen_net(), jnp.zeros((1, 4, 4, 1))
+    layers = agile_layers(model, x)
+    assert list(layers) == [("act_el",), ("act_ch",), ("mix",), ("block", "inner")]
+    assert layers[("act_el",)] == AgileLayer(("relu",), "element")
+    assert layers[("act_ch",)] == AgileLayer((jnp.tanh,), "channel")
+    assert layers[("mix",)] == AgileLayer(("relu", "sigmoid"), "channel")
+    assert layers[("block", "inner")] == AgileLayer(("silu",), "scalar")
+    assert agile_layer_paths(model, x) == frozenset(layers)  # the same layers, as before
+    assert agile_layers(nn.Dense(2), jnp.zeros((1, 3))) == {}
 
 
 def test_missing_matplotlib_says_to_install_the_plot_extra():
