@@ -139,19 +139,11 @@ def test_import_agile_loads_neither_matplotlib_nor_flax_nnx():
 @pytest.mark.slow
 def test_plot_run_script_draws_a_workdirs_latest_checkpoint(tmp_path):
     """scripts/plot_run.py on a checkpoint written the way agile.paper.train writes one."""
-    import json
     from pathlib import Path
 
-    from agile.paper import workdir as workdir_lib
+    from test_plot_run import write_run
 
-    params = _params()
-    params["output"] = {"bias": np.zeros(10, np.float32)}
-    model = {"conv_activation": "agile_relu", "dense_activation": "agile_tanh"}
-    (tmp_path / "config.json").write_text(json.dumps({"model": model}))
-    checkpoints = workdir_lib.Checkpoints(tmp_path)
-    arrays = {"state": {"params": params}, "accum": {}, "best_params": [params]}
-    checkpoints.save(7, arrays, {"format": 2})
-    checkpoints.close()
+    write_run(tmp_path)  # a paper CNN: a per-element conv layer, a dense layer
     out = tmp_path / "figures"
     repo = Path(__file__).resolve().parents[1]
     subprocess.run(
