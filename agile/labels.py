@@ -15,7 +15,9 @@ created are labelled ``"agile"``; a user's own parameter named ``a`` or ``b`` is
 
 from __future__ import annotations
 
+import dataclasses
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -75,30 +77,57 @@ def param_labels(params: Any, model: nn.Module | None = None, *args: Any, **kwar
     return _linen_labels(params, agile_layer_paths(model, *args, **kwargs))
 
 
+@dataclasses.dataclass(frozen=True)
+class AgileLayer:
+    """What an agile layer computes and how its ``a`` and ``b`` are laid out.
+
+    ``fns``: its activation (one, an :class:`~agile.Agile`) or activations (K, a
+    :class:`~agile.CombinedAgile`), plain names or callables as the layer was given them;
+    ``granularity``: ``"element"``, ``"channel"`` or ``"scalar"`` (see
+    :mod:`agile.layers`), or None where it is not known.
+    """
+
+    fns: tuple[str | Callable, ...]
+    granularity: str | None = None
+
+
+def agile_layers(model: nn.Module, *args: Any, **kwargs: Any) -> dict[tuple[str, ...], AgileLayer]:
+    """``{path: AgileLayer}`` of the linen agile layers ``model`` calls on ``args``, in call order.
+
+    A path is the tuple of submodule names (``("block", "act")``). Runs ``model.init``
+    under ``jax.eval_shape`` (no computation, no memory) and records every
+    ``Agile``/``CombinedAgile`` call (subclasses included) with ``nn.intercept_methods``;
+    a layer called more than once is listed once.
+    """
+    return _traced_init(model, args, kwargs)[1]
+
+
 def agile_layer_paths(model: nn.Module, *args: Any, **kwargs: Any) -> frozenset[tuple[str, ...]]:
     """Paths (tuples of submodule names) of the linen agile layers ``model`` calls on ``args``.
 
-    Runs ``model.init`` under ``jax.eval_shape`` (no computation, no memory) and
-    records every ``Agile``/``CombinedAgile`` call with ``nn.intercept_methods``.
+    The keys of :func:`agile_layers` (which also says each layer's activation).
     """
-    return _traced_init(model, args, kwargs)[1]
+    return frozenset(agile_layers(model, *args, **kwargs))
 
 
 def init_labels(model: nn.Module, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
     """``(params, labels)``: the shapes (``jax.ShapeDtypeStruct``) of
     ``model.init(rng, *args, **kwargs)["params"]`` and their :func:`param_labels`, from one
     abstract trace of the model (``param_labels(params, model, x)`` traces it again)."""
-    variables, paths = _traced_init(model, args, kwargs)
-    return variables["params"], _linen_labels(variables["params"], paths)
+    variables, layers = _traced_init(model, args, kwargs)
+    return variables["params"], _linen_labels(variables["params"], frozenset(layers))
 
 
-def _traced_init(model: nn.Module, args: tuple, kwargs: dict) -> tuple[Any, frozenset]:
-    """``model.init``'s variables as shapes, and the paths of the agile layers it called."""
-    paths = set()
+def _traced_init(model: nn.Module, args: tuple, kwargs: dict
+                 ) -> tuple[Any, dict[tuple[str, ...], AgileLayer]]:
+    """``model.init``'s variables as shapes, and the agile layers it called (in call order)."""
+    layers: dict[tuple[str, ...], AgileLayer] = {}
 
     def record(call, call_args, call_kwargs, context):
-        if isinstance(context.module, LINEN_LAYERS) and context.method_name == "__call__":
-            paths.add(tuple(context.module.scope.path))
+        module = context.module
+        if isinstance(module, LINEN_LAYERS) and context.method_name == "__call__":
+            fns = tuple(module.fns) if isinstance(module, CombinedAgile) else (module.fn,)
+            layers.setdefault(tuple(module.scope.path), AgileLayer(fns, module.granularity))
         return call(*call_args, **call_kwargs)
 
     def init():
@@ -108,7 +137,7 @@ def _traced_init(model: nn.Module, args: tuple, kwargs: dict) -> tuple[Any, froz
             )
 
     variables = jax.eval_shape(init)
-    return variables, frozenset(paths)
+    return variables, layers
 
 
 def _key_name(entry: Any) -> Any:
