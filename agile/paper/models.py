@@ -11,6 +11,12 @@ import jax.numpy as jnp
 from agile.activations import get_activation, is_learnable_name, validate_activation_name
 from agile.errors import ConfigError, unknown_value_error
 from agile.layers import Agile, activation_layer, validate_granularity
+from agile.paper.baselines import (
+    BASELINE_FORMS,
+    baseline_layer,
+    is_baseline_name,
+    validate_baseline_name,
+)
 from agile.paper.ops import (
     act_max_pool,
     canonical_conv,
@@ -83,11 +89,19 @@ class CNN(nn.Module):
     def validate(self) -> None:
         """Raises ConfigError (a ValueError) for a bad field, before anything is traced.
 
-        Activations are plain names, ``agile_<name>`` or ``combined:<name>,<name>,...``.
+        Activations are plain names, ``agile_<name>``, ``combined:<name>,<name>,...`` or a
+        baseline of :mod:`agile.paper.baselines` (``prelu``, ``swish_beta``, ``apl:<S>``).
         No ``conv_features`` makes a network of dense layers only.
         """
-        validate_activation_name(self.conv_activation)
-        validate_activation_name(self.dense_activation)
+        for activation in (self.conv_activation, self.dense_activation):
+            if is_baseline_name(activation):
+                validate_baseline_name(activation)
+            else:
+                try:
+                    validate_activation_name(activation)
+                except ConfigError as err:
+                    raise ConfigError(f"{err} The paper's CNN also takes the baselines "
+                                      f"{', '.join(BASELINE_FORMS)}.") from None
         validate_granularity(self.granularity)
         validate_pooling(self.pooling)
         if any(int(f) < 1 for f in self.conv_features):
@@ -148,7 +162,10 @@ class CNN(nn.Module):
         return pool(x, pool_size, strides=pool_size, padding="VALID")
 
     def _activation(self, activation: str, name: str):
-        """A named ``Agile`` or ``CombinedAgile`` layer for agile or combined names, else f."""
+        """A named ``Agile`` or ``CombinedAgile`` layer for agile or combined names, a named
+        baseline layer (:mod:`agile.paper.baselines`: PReLU, Swish-beta, APL), else f."""
+        if is_baseline_name(activation):
+            return baseline_layer(activation, self.granularity, name)
         if is_learnable_name(activation):
             return activation_layer(activation, self.granularity, name=name)
         return activation_layer(activation, self.granularity)
