@@ -143,8 +143,7 @@ def main(argv: list[str]) -> None:
         for group in groups:
             trials = group_trials(group, extra)
             group_dir = prepare(workdir / group.name)
-            seeds = trials[0].config.num_seeds
-            sweep.claim_folder(group_dir, sweep.settings(trials[0].config, seeds))
+            sweep.claim_folder(group_dir, group.settings(_SEEDS.value, **extra))
             logging.info("Group %s: %s", group.name, group.question)
             sweep.run_trials(group_dir, trials)
     export(workdir, Path(_RESULTS_DIR.value))

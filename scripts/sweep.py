@@ -93,7 +93,7 @@ def main(argv: list[str]) -> None:
     for trial in trials:
         config_lib.validate(trial.config)
     workdir = prepare(_WORKDIR.value)
-    sweep.claim_folder(workdir, sweep.settings(base, _SEEDS.value))
+    sweep.claim_folder(workdir, trials_lib.settings(base, _SEEDS.value))
     if options is None:
         sweep.run_trials(workdir, trials, workers)
     else:

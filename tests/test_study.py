@@ -1,6 +1,7 @@
 """agile.paper.study: the groups are valid sweeps; paired tests, Holm's correction, dense fold."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy import stats as scipy_stats
@@ -8,6 +9,7 @@ from scipy import stats as scipy_stats
 from agile.paper import config as config_lib
 from agile.paper import stats, study
 from agile.paper import steps as steps_lib
+from agile.paper.combos import COMBOS
 from agile.paper.config import create_model
 from agile.paper.models import CNN
 from agile.paper.trials import trials_for_pairs
@@ -108,3 +110,49 @@ def test_groups_name_their_trials():
     trials = table1.trials(seeds=2, num_epochs=3)
     assert trials[11].name == "combo_12" and trials[11].config.num_seeds == 2
     assert trials[0].config.num_epochs == 3 and trials[0].config.test_every == 4
+
+
+def test_a_group_of_many_seeds_trains_in_blocks_that_runs_can_share():
+    """Table 1's 30 seeds: one trial per block of 10, block 0 in the trial's own folder; any
+    seed range trains the blocks it covers; every range claims the folder with one setting."""
+    group = study.GROUPS_BY_NAME["table1"]
+    assert [(b.start, b.stop) for b in group.blocks()] == [(0, 10), (10, 20), (20, 30)]
+    assert [(b.start, b.stop) for b in group.blocks(range(5, 23))] == [(5, 10), (10, 20),
+                                                                         (20, 23)]
+    trials = group.trials(range(10, 30))
+    assert len(trials) == 24 and trials[0].name == "combo_01.seeds10-19"
+    assert (trials[0].config.seed, trials[0].config.num_seeds) == (10, 10)
+    assert trials[-1].name == "combo_12.seeds20-29" and trials[-1].config.seed == 20
+    assert [t.name for t in group.trials(2)][:2] == ["combo_01", "combo_02"]
+    assert study.Group.trial_of("combo_12.seeds10-19") == study.Group.trial_of("combo_12")
+    assert group.settings(range(10, 30)) == group.settings(range(10)) == group.settings()
+    assert group.settings(2) != group.settings()  # another number of seeds per trial
+    small = study.GROUPS_BY_NAME["sgd"]
+    assert [t.name for t in small.trials()] == ["combo_07", "combo_12"]
+    assert small.settings()["seeds"] == 5
+
+
+def test_the_new_groups_ask_what_the_issue_asks():
+    """The a/b learning rates at 0.1x and 10x for the ReLU family, the field's baselines per
+    channel in both layers, a plain network of combo 12's size; 10 seeds each (Table 1's)."""
+    by_name = study.GROUPS_BY_NAME
+    for name, rate in (("agile_lr_0.1x", 1e-4), ("agile_lr_10x", 1e-2)):
+        config = by_name[name].base_config()
+        assert config.agile_learning_rate == rate and config.learning_rate == 1e-3
+        assert by_name[name].pairs == (COMBOS[10], COMBOS[11], COMBOS[12])
+    baselines = by_name["baselines"]
+    assert baselines.base_config().model.granularity == "channel"
+    assert [conv for conv, _ in baselines.pairs] == ["prelu", "swish_beta", "apl:2",
+                                                     "agile_relu"]
+    assert all(conv == dense for conv, dense in baselines.pairs)
+    capacity = by_name["capacity"].base_config()
+    wide = CNN(dense_features=capacity.model.dense_features)
+    shapes = jax.eval_shape(wide.init, jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
+    combo12 = jax.eval_shape(CNN(conv_activation="agile_relu", dense_activation="agile_sigmoid")
+                             .init, jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
+    count = lambda tree: sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(tree))  # noqa: E731
+    assert abs(count(shapes) - count(combo12)) < 10
+    for name in ("agile_lr_0.1x", "agile_lr_10x", "baselines", "capacity"):
+        assert by_name[name].seeds == 10
+    for trial in by_name["baselines"].trials():
+        config_lib.validate(trial.config)

@@ -90,22 +90,22 @@ def test_parse_combos_refuses_bad_lists(values, message):
 
 def test_sweep_folder_refuses_other_settings(tmp_path):
     base = get_config()
-    sweep.claim_folder(tmp_path, sweep.settings(base, 4))
-    sweep.claim_folder(tmp_path, sweep.settings(base, 4))  # same settings: fine
+    sweep.claim_folder(tmp_path, trials_lib.settings(base, 4))
+    sweep.claim_folder(tmp_path, trials_lib.settings(base, 4))  # same settings: fine
     other = base.copy_and_resolve_references()
     other.num_epochs, other.model.conv_activation = 3, "agile_relu"
     with pytest.raises(sweep.SweepError, match=r"other settings \(config.num_epochs, seeds\)"):
-        sweep.claim_folder(tmp_path, sweep.settings(other, 2))
+        sweep.claim_folder(tmp_path, trials_lib.settings(other, 2))
     activations_only = base.copy_and_resolve_references()
     activations_only.model.dense_activation = "agile_sigmoid"  # set per trial: not a setting
-    sweep.claim_folder(tmp_path, sweep.settings(activations_only, 4))
+    sweep.claim_folder(tmp_path, trials_lib.settings(activations_only, 4))
 
 
 def test_damaged_sweep_json_and_trial_summary_are_named_with_what_to_do(tmp_path):
     (tmp_path / "sweep.json").write_text('{"seeds": 4')
     with pytest.raises(WorkdirError, match=r"sweep.json is not valid JSON \(.*\); delete it to "
                                            r"let this sweep claim .* \(its trials are kept\)"):
-        sweep.claim_folder(tmp_path, sweep.settings(get_config(), 4))
+        sweep.claim_folder(tmp_path, trials_lib.settings(get_config(), 4))
     trial = trials_lib.trials_for_pairs(get_config(), [COMBOS[7]], 1)[0]
     (tmp_path / trial.name).mkdir()
     (tmp_path / trial.name / "summary.json").write_text("{")

@@ -21,35 +21,80 @@ import numpy as np
 
 from agile.paper.combos import COMBOS
 from agile.paper.config import get_config
-from agile.paper.trials import Trial, trial_name, trials_for_pairs
+from agile.paper.trials import Trial, settings, trial_name, trials_for_pairs
 
-SEEDS = 10  # Table 1 and the dense-only network (Fig. 11)
+SEEDS = 10  # The dense-only network (Fig. 11), the a/b learning rates, the baselines
+TABLE1_SEEDS = 30  # Table 1: enough to resolve differences of ~0.006 (the power analysis)
 ABLATION_SEEDS = 5  # What the paper did not run: enough for paired comparisons at a glance
+BLOCK = 10  # Seeds a trial trains in one program; a group of more has one trial per block
 
 
 @dataclasses.dataclass(frozen=True)
 class Group:
-    """One sweep of the study: activation pairs, config overrides, seeds, and why."""
+    """One sweep of the study: activation pairs, config overrides, seeds, and why.
+
+    Seeds ``0 .. seeds - 1`` train in blocks of ``block`` (one trial, one program each):
+    block 0 in the trial's folder (its name), later ones in ``<name>.seeds<first>-<last>``,
+    so a group's seeds can be trained in parts and one block's results never depend on
+    another's.
+    """
 
     name: str
     question: str
     pairs: tuple[tuple[str, str], ...]
     overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     seeds: int = SEEDS
-    names: tuple[str, ...] | None = None  # Trial names, if not sweep.trial_name of each pair.
+    names: tuple[str, ...] | None = None  # Trial names, if not trials.trial_name of each pair.
+    block: int = BLOCK
 
     def trial_name(self, conv: str, dense: str) -> str:
-        """The folder of the trial that trains (conv, dense) in this group."""
+        """The name of the trial that trains (conv, dense) in this group (its results' name)."""
         if self.names is None:
             return trial_name(conv, dense)
         return self.names[self.pairs.index((conv, dense))]
 
-    def trials(self, seeds: int | None = None, **overrides: Any) -> list[Trial]:
-        """The group's sweep trials (``seeds`` and extra ``overrides`` for smoke tests)."""
+    def seed_range(self, seeds: int | range | None = None) -> range:
+        """``seeds`` as a range of seed numbers: a count from 0, a range, or the group's."""
+        if seeds is None:
+            return range(self.seeds)
+        return range(seeds) if isinstance(seeds, int) else seeds
+
+    def blocks(self, seeds: int | range | None = None) -> list[range]:
+        """The seeds split at the multiples of ``block``."""
+        seeds = self.seed_range(seeds)
+        starts = sorted({seeds.start} | {s for s in seeds if s % self.block == 0})
+        return [range(start, min(seeds.stop, (start // self.block + 1) * self.block))
+                for start in starts]
+
+    def folder(self, conv: str, dense: str, block: range) -> str:
+        """The folder of the trial that trains (conv, dense) for the seeds ``block``."""
+        name = self.trial_name(conv, dense)
+        return name if block.start == 0 else f"{name}.seeds{block.start}-{block.stop - 1}"
+
+    @staticmethod
+    def trial_of(folder: str) -> str:
+        """The trial name of a folder of this group (``combo_12.seeds10-19`` -> ``combo_12``)."""
+        return folder.split(".seeds", 1)[0]
+
+    def trials(self, seeds: int | range | None = None, **overrides: Any) -> list[Trial]:
+        """The group's sweep trials, block by block (``seeds`` a count from 0 or a range;
+        extra ``overrides`` for smoke tests)."""
         group = dataclasses.replace(self, overrides={**self.overrides, **overrides})
-        trials = trials_for_pairs(group.base_config(), self.pairs, seeds or self.seeds)
-        return [dataclasses.replace(trial, name=self.trial_name(*pair))
-                for trial, pair in zip(trials, self.pairs, strict=True)]
+        out = []
+        for block in self.blocks(seeds):
+            base = group.base_config()
+            base.seed = block.start
+            trials = trials_for_pairs(base, self.pairs, len(block))
+            out += [dataclasses.replace(trial, name=self.folder(*pair, block))
+                    for trial, pair in zip(trials, self.pairs, strict=True)]
+        return out
+
+    def settings(self, seeds: int | range | None = None, **overrides: Any) -> dict[str, Any]:
+        """What every trial of the group shares, for its folder's ``sweep.json``: the base
+        config and the seeds per trial, whichever seeds a run trains (so a group's blocks can
+        be trained by separate runs of the same settings)."""
+        group = dataclasses.replace(self, overrides={**self.overrides, **overrides})
+        return settings(group.base_config(), min(self.block, len(self.seed_range(seeds))))
 
     def base_config(self) -> ml_collections.ConfigDict:
         """The default config with this group's overrides (``"section.field": value``)."""
@@ -62,7 +107,7 @@ class Group:
 
 GROUPS: tuple[Group, ...] = (
     Group("table1", "Table 1: the paper's 12 combinations in its setup.", tuple(COMBOS.values()),
-          {"test_every": 4}),
+          {"test_every": 4}, TABLE1_SEEDS),
     Group("dense_only", "Fig. 11: sigmoid against agile sigmoid in a network of dense layers only "
           "(784-30-10).", (("relu", "sigmoid"), ("relu", "agile_sigmoid")),
           {"model.conv_features": (), "test_every": 1}, names=("sigmoid", "agile_sigmoid")),
@@ -81,6 +126,23 @@ GROUPS: tuple[Group, ...] = (
            "agile_learning_rate": 0.01}, ABLATION_SEEDS),
     Group("full_data", "Combos 7 and 12 on all 59,000 training images (1,000 held out).",
           (COMBOS[7], COMBOS[12]), {"data.train_size": 0}, seeds=ABLATION_SEEDS),
+    Group("agile_lr_0.1x", "Combos 10, 11 and 12 with a and b trained at 0.1x the weights' "
+          "rate (Adam 1e-4; Table 1: 1x), paired with Table 1's seeds.",
+          (COMBOS[10], COMBOS[11], COMBOS[12]),
+          {"agile_learning_rate": 1e-4, "test_every": 4}),
+    Group("agile_lr_10x", "Combos 10, 11 and 12 with a and b trained at 10x the weights' rate "
+          "(Adam 1e-2; Table 1: 1x), paired with Table 1's seeds.",
+          (COMBOS[10], COMBOS[11], COMBOS[12]),
+          {"agile_learning_rate": 1e-2, "test_every": 4}),
+    Group("baselines", "The field's learnable activations in both layers, one set of "
+          "parameters per channel: PReLU, Swish with a learned beta, APL with 2 hinges, and "
+          "agile ReLU per channel.",
+          (("prelu", "prelu"), ("swish_beta", "swish_beta"), ("apl:2", "apl:2"),
+           ("agile_relu", "agile_relu")), {"model.granularity": "channel", "test_every": 4},
+          names=("prelu", "swish_beta", "apl2", "agile_relu_channel")),
+    Group("capacity", "Combo 7 (plain ReLU) with combo 12's parameter count: 640 hidden dense "
+          "nodes instead of 30.", (COMBOS[7],), {"model.dense_features": 640, "test_every": 4},
+          names=("combo_07_dense640",)),
 )
 GROUPS_BY_NAME = {group.name: group for group in GROUPS}
 

@@ -11,16 +11,16 @@ Table 1 loss). Both sweep backends (in-process and Ray Tune) use these functions
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import jax
-import ml_collections
 from absl import logging
 
 from agile.errors import UserError
@@ -28,11 +28,10 @@ from agile.paper.combos import PAPER_TABLE1
 from agile.paper.stats import mean_std_ci
 from agile.paper.train import train_and_evaluate
 from agile.paper.trials import CSV_FIELDS, Trial, seed_results
-from agile.paper.workdir import SUMMARY_FILE, read_json, write_text_atomically
+from agile.paper.workdir import SUMMARY_FILE, prepare, read_json, write_text_atomically
 
 SETTINGS_FILE = "sweep.json"
 RESULTS_CSV, RESULTS_MD = "results.csv", "results.md"  # the tables, over every finished trial
-PER_TRIAL_FIELDS = ("seed", "num_seeds", "allow_config_change", "model")  # set per trial
 TABLE_FIELDS = (
     ("best_test_loss", "best test loss"),
     ("final_test_loss", "final test loss"),
@@ -92,15 +91,6 @@ class SweepError(UserError, RuntimeError):
     """A sweep folder or trial list that cannot be used as asked."""
 
 
-def settings(base: ml_collections.ConfigDict, seeds: int) -> dict[str, Any]:
-    """What every trial of a sweep shares: the base config (less per-trial fields) and seeds."""
-    config = json.loads(base.to_json_best_effort())
-    shared = {k: v for k, v in config.items() if k not in PER_TRIAL_FIELDS}
-    model = {k: v for k, v in config["model"].items()
-             if k not in ("conv_activation", "dense_activation")}
-    return {"config": {**shared, "model": model}, "seed": config["seed"], "seeds": seeds}
-
-
 def claim_folder(workdir: Path, sweep_settings: dict[str, Any]) -> None:
     """Records the sweep's settings in ``sweep.json``, or refuses a folder holding others."""
     path = Path(workdir) / SETTINGS_FILE
@@ -152,6 +142,31 @@ def run_trials(workdir: Path, trials: Sequence[Trial], workers: int = 1) -> None
     Finished trials are skipped, so an interrupted sweep continues where it stopped; the
     tables are rewritten after each trial.
     """
+    _train(Path(workdir), _unfinished(Path(workdir), trials), workers,
+           lambda: write_tables(workdir))
+
+
+def run_groups(workdir: Path, groups: Sequence[tuple[str, dict[str, Any], Sequence[Trial]]],
+               workers: int = 1) -> None:
+    """Several sweeps as one queue of trials (so no worker waits for a sweep to end): each
+    ``(name, settings, trials)`` trains in ``workdir/name``, claimed with ``settings``
+    (:func:`claim_folder`); each sweep's tables are rewritten as its trials finish."""
+    queue, folders = [], []
+    for name, group_settings, trials in groups:
+        folder = prepare(Path(workdir) / name)
+        claim_folder(folder, group_settings)
+        folders.append(folder)
+        queue += [dataclasses.replace(trial, name=f"{name}/{trial.name}")
+                  for trial in _unfinished(folder, trials)]
+
+    def tables() -> None:
+        for folder in folders:
+            write_tables(folder)
+
+    _train(Path(workdir), queue, workers, tables)
+
+
+def _unfinished(workdir: Path, trials: Sequence[Trial]) -> list[Trial]:
     pending = []
     for position, trial in enumerate(trials, start=1):
         if finished_summary(workdir, trial) is not None:
@@ -159,12 +174,16 @@ def run_trials(workdir: Path, trials: Sequence[Trial], workers: int = 1) -> None
                          trial.name)
         else:
             pending.append(trial)
+    return pending
+
+
+def _train(workdir: Path, pending: Sequence[Trial], workers: int,
+           after_trial: Callable[[], None]) -> None:
     if workers > 1 and len(pending) > 1:
         from agile.paper import pool
 
         cache = jax.config.jax_compilation_cache_dir
-        pool.run_parallel(workdir, pending, workers, lambda: write_tables(workdir),
-                          Path(cache) if cache else None)
+        pool.run_parallel(workdir, pending, workers, after_trial, Path(cache) if cache else None)
         return
     started = time.perf_counter()
     for done, trial in enumerate(pending):
@@ -172,5 +191,5 @@ def run_trials(workdir: Path, trials: Sequence[Trial], workers: int = 1) -> None
         logging.info("[%d/%d] %s (%s / %s), %d seeds%s", done + 1, len(pending), trial.name,
                      trial.config.model.conv_activation, trial.config.model.dense_activation,
                      trial.config.num_seeds, f", ~{eta:.0f} s left" if eta is not None else "")
-        train_and_evaluate(trial.config, Path(workdir) / trial.name)
-        write_tables(workdir)
+        train_and_evaluate(trial.config, workdir / trial.name)
+        after_trial()

@@ -12,6 +12,7 @@ the sweep backends and the report all build on these definitions.
 from __future__ import annotations
 
 import dataclasses
+import json
 import typing
 from collections.abc import Sequence
 from typing import Any
@@ -68,6 +69,18 @@ def trials_for_pairs(
     if len(set(names)) != len(names):
         raise ConfigError(f"The sweep lists a trial twice: {', '.join(names)}.")
     return trials
+
+
+PER_TRIAL_FIELDS = ("seed", "num_seeds", "allow_config_change", "model")  # set per trial
+
+
+def settings(base: ml_collections.ConfigDict, seeds: int) -> dict[str, Any]:
+    """What every trial of a sweep shares: the base config (less per-trial fields) and seeds."""
+    config = json.loads(base.to_json_best_effort())
+    shared = {k: v for k, v in config.items() if k not in PER_TRIAL_FIELDS}
+    model = {k: v for k, v in config["model"].items()
+             if k not in ("conv_activation", "dense_activation")}
+    return {"config": {**shared, "model": model}, "seed": config["seed"], "seeds": seeds}
 
 
 # ---------------------------------------------------------------------------------------------
