@@ -47,7 +47,11 @@ BAD_FIELDS = [
     ("patience", -1, r"config.patience must be an integer >= 0"),
     ("parallel", "tpu", r"Unknown config.parallel 'tpu'. Valid: none, pmap, shard_map."),
     ("num_seeds", 0, r"config.num_seeds must be an integer >= 1"),
-    ("seed_batching", "loop", r"Unknown config.seed_batching 'loop'. Valid: auto, scan, vmap."),
+    ("seed_batching", "loop", r"Unknown config.seed_batching 'loop'. Valid: auto, scan, vmap, "
+     r"map."),
+    ("seed_chunk_size", 0, r"config.seed_chunk_size must be an integer >= 1, got 0"),
+    ("data.order_seed", -1, r"config.data.order_seed must be None or an integer in \[0, "
+     r"2\*\*63 - 1\], got -1"),
     ("model.conv_activation", "swish", r"Unknown activation 'swish'"),
     ("model.dense_activation", "agile_swish", r"Unknown activation 'agile_swish'"),
     ("model.conv_activation", "combined:relu,swish", r"Unknown activation 'swish'"),

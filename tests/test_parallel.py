@@ -55,12 +55,13 @@ def test_seed_batches_cannot_be_combined_with_data_parallelism(tiny_config):
         config_lib.validate(tiny_config)
 
 
-@pytest.mark.parametrize("batching", ["scan", "vmap"])
-def test_seed_batch_steps_equal_separate_single_seed_steps(tiny_config, batching):
-    """K=3 stacked states take the same steps as three single-seed states, either batching."""
+@pytest.mark.parametrize("batching, chunk", [("scan", 1), ("vmap", 1), ("map", 1), ("map", 2)])
+def test_seed_batch_steps_equal_separate_single_seed_steps(tiny_config, batching, chunk):
+    """K=3 stacked states take the same steps as three single-seed states, any batching."""
     seeds = (0, 1, 2)
     tiny_config.num_seeds = len(seeds)
     tiny_config.seed_batching = batching
+    tiny_config.seed_chunk_size = chunk
     layout = steps_lib.make_layout(tiny_config)
     images, labels = _random_data()
     singles = [steps_lib.create_train_state(tiny_config, jax.random.key(seed)) for seed in seeds]
@@ -82,7 +83,7 @@ def test_seed_batch_steps_equal_separate_single_seed_steps(tiny_config, batching
         _assert_trees_close(layout.seed_view(batched_accum, i), single_accums[i])
 
 
-@pytest.mark.parametrize("batching", ["scan", "vmap"])
+@pytest.mark.parametrize("batching", ["scan", "vmap", "map"])
 def test_inactive_seed_keeps_its_state(tiny_config, batching):
     tiny_config.num_seeds = 2
     tiny_config.seed_batching = batching
@@ -100,12 +101,15 @@ def test_inactive_seed_keeps_its_state(tiny_config, batching):
                            layout.seed_view(before, 0)["output"]["kernel"])
 
 
-@pytest.mark.parametrize("batching", ["scan", "vmap"])
-def test_num_seeds_run_equals_separate_runs(tmp_path, tiny_config, batching):
+@pytest.mark.parametrize("batching, order_seed", [("scan", None), ("vmap", None),
+                                                  ("map", None), ("vmap", 7), ("scan", 7)])
+def test_num_seeds_run_equals_separate_runs(tmp_path, tiny_config, batching, order_seed):
     """Seeds 3..5 in one run: per-seed metrics and summaries equal three single-seed runs,
-    including seeds that stop early at different steps."""
+    including seeds that stop early at different steps; with one batch order for all seeds
+    (data.order_seed), equal to single-seed runs with that order."""
     tiny_config.update(seed=3, num_epochs=4, learning_rate=0.01, agile_learning_rate=0.01)
     tiny_config.seed_batching = batching
+    tiny_config.data.order_seed = order_seed
     tiny_config.patience = 1
     tiny_config.num_seeds = 3
     together = train.train_and_evaluate(tiny_config, tmp_path / "together")
@@ -258,10 +262,13 @@ def test_two_processes_match_one(tmp_path, synthetic_mnist_dir, mode):
     assert sorted(p.name for p in (tmp_path / "two/checkpoints").iterdir()) == ["10", "9"]
 
 
-def test_auto_seed_batching_is_scan_on_cpu_and_vmap_on_accelerators(monkeypatch):
+def test_auto_seed_batching_is_scan_on_cpu_and_map_or_vmap_on_accelerators(monkeypatch):
+    """CPU: scan (measured); GPU/TPU: map, or vmap when the seeds share one batch order
+    (then the convolutions stay dense under vmap). Was vmap on accelerators before #19."""
     assert parallel.resolve_seed_batching("auto") == "scan"  # these tests run on the CPU
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    assert parallel.resolve_seed_batching("auto") == "vmap"
+    assert parallel.resolve_seed_batching("auto") == "map"
+    assert parallel.resolve_seed_batching("auto", shared_order=True) == "vmap"
     assert parallel.resolve_seed_batching("scan") == "scan"
 
 

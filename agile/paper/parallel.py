@@ -37,7 +37,7 @@ from agile.errors import ConfigError, unknown_value_error
 # faster steps (docs/performance.md); an option of XLA's CPU backend, ignored by the others.
 STEP_COMPILER_OPTIONS = {"xla_cpu_prefer_vector_width": 512}
 PARALLEL_MODES = ("none", "pmap", "shard_map")
-SEED_STRATEGIES = ("scan", "vmap")  # How the models of a seed batch are stepped together.
+SEED_STRATEGIES = ("scan", "vmap", "map")  # How the models of a seed batch are stepped.
 SEED_BATCHING = ("auto", *SEED_STRATEGIES)  # config.seed_batching: a strategy, or "auto".
 DATA_AXIS = "data"
 StepFn = Callable[..., tuple[Any, Any]]
@@ -52,6 +52,9 @@ def validate_scaling_config(config: ml_collections.ConfigDict) -> None:
     if config.parallel not in PARALLEL_MODES:
         raise unknown_value_error("config.parallel", config.parallel, PARALLEL_MODES)
     resolve_seed_batching(config.seed_batching)
+    chunk = config.seed_chunk_size
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ConfigError(f"config.seed_chunk_size must be an integer >= 1, got {chunk!r}.")
     num_seeds = config.num_seeds
     if isinstance(num_seeds, bool) or not isinstance(num_seeds, int) or num_seeds < 1:
         raise ConfigError(f"config.num_seeds must be a positive integer, got {num_seeds!r}.")
@@ -218,30 +221,76 @@ def _scan_seeds(step_fn: StepFn, state, accum, images, labels, indices, active):
     return state, accum
 
 
-def _vmap_seeds(step_fn: StepFn, state, accum, images, labels, indices, active):
-    """Steps the seeds as one batched model (``jax.vmap``): what fills a GPU or TPU."""
-    batched = jax.vmap(partial(_masked_step, step_fn), in_axes=(0, 0, None, None, 0, 0))
+def _per_seed(indices: jax.Array, seeds: int) -> jax.Array:
+    """Each seed's batch indices: as given (seeds, batch), or one shared (batch,) row copied."""
+    return indices if indices.ndim == 2 else jnp.broadcast_to(indices, (seeds, *indices.shape))
+
+
+def _vmap_seeds(step_fn: StepFn, state, accum, images, labels, indices, active, chunk=1):
+    """Steps the seeds as one batched model (``jax.vmap``): what fills a GPU or TPU.
+
+    With one batch order shared by every seed (``indices`` of shape (batch,)) the batch is
+    not batched over seeds, so the first convolution stays a dense one under vmap (with one
+    batch per seed it becomes a grouped convolution, whose backward pass is slow on CUDA)."""
+    del chunk
+    index_axis = None if indices.ndim == 1 else 0
+    batched = jax.vmap(partial(_masked_step, step_fn), in_axes=(0, 0, None, None, index_axis, 0))
     return batched(state, accum, images, labels, indices, active)
 
 
-_SEED_STEPS = {"scan": _scan_seeds, "vmap": _vmap_seeds}
+def _map_seeds(step_fn: StepFn, state, accum, images, labels, indices, active, chunk=1):
+    """Steps the seeds ``chunk`` at a time (``lax.map``): one after another for chunk 1,
+    skipping stopped seeds (``lax.cond``); vmapped within each chunk otherwise (a middle way
+    between scan's memory and vmap's parallelism on an accelerator)."""
+
+    def one(args):
+        seed_state, seed_accum, seed_indices, seed_active = args
+        if chunk > 1:  # vmapped inside lax.map: a cond would compute both branches anyway
+            return _masked_step(step_fn, seed_state, seed_accum, images, labels, seed_indices,
+                                seed_active)
+        return jax.lax.cond(
+            seed_active,
+            lambda: step_fn(seed_state, seed_accum, images, labels, seed_indices),
+            lambda: (seed_state, seed_accum))
+
+    xs = (state, accum, _per_seed(indices, len(active)), active)
+    return jax.lax.map(one, xs, batch_size=chunk if chunk > 1 else None)
 
 
-def _seed_batch_step(batching: str, step_fn: StepFn, *args):
-    """One step of every seed in the stack, batched as ``batching`` says (``"scan"``/``"vmap"``)."""
-    return _SEED_STEPS[batching](step_fn, *args)
+def _scan_rows(step_fn: StepFn, state, accum, images, labels, indices, active, chunk=1):
+    del chunk
+    return _scan_seeds(step_fn, state, accum, images, labels, _per_seed(indices, len(active)),
+                       active)
 
 
-_seed_step = jax.jit(_seed_batch_step, static_argnums=(0, 1), donate_argnums=(2, 3),
+_SEED_STEPS = {"scan": _scan_rows, "vmap": _vmap_seeds, "map": _map_seeds}
+
+
+def _seed_batch_step(batching: str, chunk: int, step_fn: StepFn, *args):
+    """One step of every seed in the stack, batched as ``batching`` says (a SEED_STRATEGIES
+    name; ``chunk`` seeds at a time for ``"map"``)."""
+    return _SEED_STEPS[batching](step_fn, *args, chunk=chunk)
+
+
+_seed_step = jax.jit(_seed_batch_step, static_argnums=(0, 1, 2), donate_argnums=(3, 4),
                      compiler_options=STEP_COMPILER_OPTIONS)
 
 
-def resolve_seed_batching(seed_batching: str) -> str:
-    """``"scan"`` or ``"vmap"``; ``"auto"`` picks vmap on GPU/TPU and scan on CPU."""
+def resolve_seed_batching(seed_batching: str, shared_order: bool = False) -> str:
+    """A SEED_STRATEGIES name; ``"auto"`` picks by platform.
+
+    CPU: ``"scan"`` (measured fastest per model on XLA:CPU; README, speed section). GPU/TPU
+    (not measured in this project, which has no accelerator; from public reports that
+    vmapped convolutions are slow on CUDA when each seed has its own batch): ``"vmap"`` when
+    every seed shares one batch order (``data.order_seed``: the convolutions stay dense),
+    else ``"map"``.
+    """
     if seed_batching not in SEED_BATCHING:
         raise unknown_value_error("config.seed_batching", seed_batching, SEED_BATCHING)
     if seed_batching == "auto":
-        return "scan" if jax.default_backend() == "cpu" else "vmap"
+        if jax.default_backend() == "cpu":
+            return "scan"
+        return "vmap" if shared_order else "map"
     return seed_batching
 
 
@@ -259,25 +308,32 @@ class SeedBatch(SingleDevice):
     fast inside a loop body too, and skipping stopped seeds.
     """
 
-    def __init__(self, step_fn: StepFn, seeds: Sequence[int], batching: str = "scan"):
+    def __init__(self, step_fn: StepFn, seeds: Sequence[int], batching: str = "scan",
+                 chunk: int = 1):
         self.seeds = tuple(seeds)
         self.batched_seeds = True
         self.batching = batching
+        self.chunk = chunk
         self._step_fn = step_fn
+
+    @property
+    def eval_batching(self) -> str:
+        """How the evaluation steps through the seeds: batched for vmap, else one by one."""
+        return "vmap" if self.batching == "vmap" else "scan"
 
     def place(self, per_seed: Sequence[Any]) -> Any:
         return _stack(per_seed)
 
     def step(self, state, accum, images, labels, indices, active: np.ndarray):
-        return _seed_step(self.batching, self._step_fn, state, accum, images, labels, indices,
-                          active)
+        return _seed_step(self.batching, self.chunk, self._step_fn, state, accum, images,
+                          labels, indices, active)
 
     def seed_view(self, tree: Any, index: int) -> Any:
         return jax.tree.map(lambda leaf: leaf[index], tree)
 
     def precompile(self, state, accum, images, labels, indices, active) -> bool:
-        _seed_step.lower(self.batching, self._step_fn, state, accum, images, labels, indices,
-                         active).compile()
+        _seed_step.lower(self.batching, self.chunk, self._step_fn, state, accum, images,
+                         labels, indices, active).compile()
         return True
 
     def abstract_seed(self, tree: Any) -> Any:
@@ -386,7 +442,9 @@ def make_layout(
     validate_scaling_config(config)
     if config.num_seeds > 1:
         seeds = range(config.seed, config.seed + config.num_seeds)
-        return SeedBatch(step_fn, seeds, resolve_seed_batching(config.seed_batching))
+        batching = resolve_seed_batching(config.seed_batching,
+                                         config.data.order_seed is not None)
+        return SeedBatch(step_fn, seeds, batching, config.seed_chunk_size)
     if config.parallel == "pmap":
         return Pmap(step_fn, config.seed)
     if config.parallel == "shard_map":

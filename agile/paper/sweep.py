@@ -25,10 +25,17 @@ from absl import logging
 
 from agile.errors import UserError
 from agile.paper.combos import PAPER_TABLE1
+from agile.paper.config import get_config
 from agile.paper.stats import mean_std_ci
 from agile.paper.train import train_and_evaluate
-from agile.paper.trials import CSV_FIELDS, Trial, seed_results
-from agile.paper.workdir import SUMMARY_FILE, prepare, read_json, write_text_atomically
+from agile.paper.trials import CSV_FIELDS, Trial, seed_results, settings
+from agile.paper.workdir import (
+    SUMMARY_FILE,
+    config_differences,
+    prepare,
+    read_json,
+    write_text_atomically,
+)
 
 SETTINGS_FILE = "sweep.json"
 RESULTS_CSV, RESULTS_MD = "results.csv", "results.md"  # the tables, over every finished trial
@@ -92,26 +99,24 @@ class SweepError(UserError, RuntimeError):
 
 
 def claim_folder(workdir: Path, sweep_settings: dict[str, Any]) -> None:
-    """Records the sweep's settings in ``sweep.json``, or refuses a folder holding others."""
+    """Records the sweep's settings in ``sweep.json``, or refuses a folder holding others.
+
+    A config field the saved settings lack is no difference while this sweep has it at its
+    default value (code that added the field reproduces the folder's sweep).
+    """
     path = Path(workdir) / SETTINGS_FILE
     if path.exists():
         saved = read_json(path, f"delete it to let this sweep claim {workdir} (its trials are "
                                 "kept) or use a new --workdir")
-        if saved != sweep_settings:
-            differences = sorted(_differences(saved, sweep_settings))
+        defaults = settings(get_config(), sweep_settings.get("seeds", 1))
+        differences = config_differences(saved, sweep_settings, defaults)
+        if differences:
             raise SweepError(
                 f"{workdir} holds a sweep with other settings ({', '.join(differences)}); its "
                 "tables would mix two experiments. Use a new --workdir or the same settings."
             )
         return
     write_text_atomically(path, json.dumps(sweep_settings, indent=2, sort_keys=True) + "\n")
-
-
-def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [d for key in set(a) | set(b)
-                for d in _differences(a.get(key), b.get(key), f"{prefix}{key}.")]
-    return [] if a == b else [prefix.rstrip(".")]
 
 
 _SUMMARY_REMEDY = "delete it and rerun: the trial restores its last checkpoint and rewrites it"

@@ -292,7 +292,7 @@ def _params_view(setup: _Setup, state) -> Any:
 
 def _evaluate_split(setup: _Setup, params, split) -> list[dict[str, float]]:
     if setup.layout.batched_seeds:
-        return evaluation.evaluate_seeds(params, setup.apply_fn, split, setup.layout.batching)
+        return evaluation.evaluate_seeds(params, setup.apply_fn, split, setup.layout.eval_batching)
     return [evaluation.evaluate(params, setup.apply_fn, split)]
 
 
@@ -305,7 +305,7 @@ def _compile_evaluation(setup: _Setup, params, seed_params) -> None:
     layout = setup.layout
     selection = setup.val if setup.val is not None else setup.test
     evaluation.compile_for(params, setup.apply_fn, selection,
-                           layout.batching if layout.batched_seeds else None)
+                           layout.eval_batching if layout.batched_seeds else None)
     if setup.val is not None:  # Test rows and best models: one seed at a time.
         evaluation.compile_for(seed_params, setup.apply_fn, setup.test)
 
@@ -429,6 +429,9 @@ def _progress_line(setup: _Setup, progress: _Progress, step: int, rate: float) -
 def _epoch_order(setup: _Setup, epoch: int) -> np.ndarray:
     """The epoch's batch indices: (steps, batch), or (steps, seeds, batch) for a seed batch."""
     config = setup.config
+    if config.data.order_seed is not None:  # one order for every seed: (steps, batch)
+        return data_lib.epoch_indices(config.data.order_seed, epoch, setup.num_train,
+                                      config.batch_size, config.data.drop_remainder)
     per_seed = [
         data_lib.epoch_indices(seed, epoch, setup.num_train, config.batch_size,
                                config.data.drop_remainder)
