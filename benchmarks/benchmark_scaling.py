@@ -19,12 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import benchmarking
-import jax
-import numpy as np
 from absl import app, flags
 
 from agile.paper import parallel
-from agile.paper import steps as steps_lib
 from agile.paper.config import create_model, get_config
 
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "benchmark_results", "Where results go.")
@@ -40,33 +37,7 @@ _SCALING_WORKER = flags.DEFINE_string(
     "scaling_worker", None, "Internal: time this parallel mode on the visible devices."
 )
 
-NUM_EXAMPLES = 1000  # Synthetic device-resident data the steps gather their batches from.
 MODES = ("pmap", "shard_map")
-
-
-def layout_runner(config, steps: int) -> benchmarking.Runner:
-    """``steps`` compiled steps of ``config``'s layout (parallel mode, seeds) per run."""
-
-    layout = steps_lib.make_layout(config)
-    rng = np.random.default_rng(0)
-    images = layout.place_data(rng.uniform(0, 1, (NUM_EXAMPLES, 28, 28, 1)).astype(np.float32))
-    labels = layout.place_data((np.arange(NUM_EXAMPLES) % 10).astype(np.int32))
-    seeds = layout.seeds
-    state = layout.place([steps_lib.create_train_state(config, jax.random.key(s)) for s in seeds])
-    accum = layout.place([steps_lib.new_train_accumulator()] * len(seeds))
-    active = np.ones(len(seeds), bool)
-    shape = (len(seeds), config.batch_size) if layout.batched_seeds else (config.batch_size,)
-    batches = [layout.place_indices(rng.integers(0, NUM_EXAMPLES, shape).astype(np.int32))
-               for _ in range(steps)]
-
-    def run(carry):
-        state, accum = carry
-        for indices in batches:
-            state, accum = layout.step(state, accum, images, labels, indices, active)
-        jax.block_until_ready(state)
-        return state, accum
-
-    return (state, accum), run
 
 
 def _scaling_config(**overrides):
@@ -129,9 +100,10 @@ def scaling_main() -> None:
     steps, seeds = _STEPS_PER_ROUND.value, _SCALING_SEEDS.value
     devices = [int(d) for d in _SCALING_DEVICES.value]
     rates = _median_steps_per_second({
-        "one": layout_runner(_scaling_config(), steps),
-        **{batching: layout_runner(_scaling_config(num_seeds=seeds, seed_batching=batching),
-                                   steps) for batching in parallel.SEED_STRATEGIES},
+        "one": benchmarking.layout_runner(_scaling_config(), steps),
+        **{batching: benchmarking.layout_runner(
+            _scaling_config(num_seeds=seeds, seed_batching=batching), steps)
+           for batching in parallel.SEED_STRATEGIES},
     })
     results: dict[str, Any] = {
         "combo": _SCALING_COMBO.value,
@@ -162,7 +134,7 @@ def main(argv: list[str]) -> None:
     del argv
     if _SCALING_WORKER.value:
         config = _scaling_config(parallel=_SCALING_WORKER.value)
-        runner = layout_runner(config, _STEPS_PER_ROUND.value)
+        runner = benchmarking.layout_runner(config, _STEPS_PER_ROUND.value)
         print(_median_steps_per_second({"worker": runner})["worker"])
     else:
         scaling_main()
