@@ -1,4 +1,7 @@
-"""agile.paper.study: the groups are valid sweeps; paired tests, Holm's correction, dense fold."""
+"""agile.paper.study: the groups are valid sweeps; agile.paper.stats: paired tests, Holm's
+correction, refusing NaN and inf; the dense fold."""
+
+import math
 
 import jax
 import numpy as np
@@ -107,3 +110,39 @@ def test_groups_name_their_trials():
     trials = table1.trials(seeds=2, num_epochs=3)
     assert trials[11].name == "combo_12" and trials[11].config.num_seeds == 2
     assert trials[0].config.num_epochs == 3 and trials[0].config.test_every == 4
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_statistics_of_nan_or_inf_raise_instead_of_returning_a_p_value(bad):
+    """#154, #155: a NaN std is not > 0 and NaN != 0, so paired_comparison returned p = 0."""
+    with pytest.raises(ValueError, match="must be finite numbers"):
+        stats.paired_comparison([0.1, bad, 0.3], [0.1, 0.2, 0.2])
+    with pytest.raises(ValueError, match="must be finite numbers"):
+        stats.paired_comparison([0.1, 0.2, 0.3], [bad, 0.2, 0.2])
+    with pytest.raises(ValueError, match="must be finite numbers"):
+        stats.holm([0.01, bad])
+    with pytest.raises(ValueError, match="must be finite numbers"):
+        stats.summarize([0.1, bad])
+    with pytest.raises(ValueError, match="must be finite numbers"):
+        stats.spearman([1.0, 2.0, bad], [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="paired differences must be finite"):
+        stats.paired_comparison([1e308, -1e308], [-1e308, 1e308])  # the differences overflow
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
+        stats.holm([0.5, 1.5])
+    np.testing.assert_array_equal(stats.check_finite([1, 2.5]), [1.0, 2.5])
+
+
+def test_summarize_and_spearman_match_scipy():
+    summary = stats.summarize([0.1, 0.2, 0.3])
+    low, high = scipy_stats.t.interval(0.95, 2, loc=0.2, scale=scipy_stats.sem([0.1, 0.2, 0.3]))
+    assert summary["n"] == 3 and summary["mean"] == pytest.approx(0.2)
+    assert summary["std"] == pytest.approx(0.1)
+    assert (summary["ci_low"], summary["ci_high"]) == (pytest.approx(low), pytest.approx(high))
+    assert stats.summarize([]) is None
+    x, y = [1.0, 2.0, 3.0, 4.0, 5.0], [2.0, 1.0, 4.0, 3.0, 5.0]
+    expected = scipy_stats.spearmanr(x, y)
+    assert stats.spearman(x, y) == (pytest.approx(expected.statistic),
+                                    pytest.approx(expected.pvalue))
+    with pytest.raises(ValueError, match="equally long"):
+        stats.spearman([1.0, 2.0], [1.0])
+
