@@ -1,7 +1,13 @@
 """agile.paper.report.results: the results files' records, their reader and writer; the
-package imports neither the trainer nor the sweeps."""
+package imports neither the trainer nor the sweeps.
+
+The reader refuses, in one line naming file, line and field, what the red-team report found
+turning into confident wrong conclusions: NaN and inf (#154, #155), conflicting duplicate
+rows (#162), torn rows and cut files (#158), a damaged machine.json (#160).
+"""
 
 import dataclasses
+import logging
 import subprocess
 import sys
 
@@ -17,14 +23,18 @@ from study_fakes import (  # noqa: E402
     fake_results,
     fake_run,
     fake_runs,
+    write_fake_results,
 )
 
 from agile.paper.combos import COMBOS  # noqa: E402
 from agile.paper.report import results  # noqa: E402
 from agile.paper.report.results import (  # noqa: E402
     CURVES,
+    RANGES,
     RUNS,
     TABLES,
+    Curve,
+    Range,
     ReportError,
     Results,
     Run,
@@ -116,6 +126,91 @@ def test_committed_results_are_written_back_byte_for_byte(tmp_path):
     results.write_results(results.load_results(COMMITTED), tmp_path)
     for name in (*(table.name for table in TABLES), results.MACHINE):
         assert (tmp_path / name).read_bytes() == (COMMITTED / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN"])
+@pytest.mark.parametrize("table, column", [(RUNS, "best_test_loss"), (RUNS, "wall_time_s"),
+                                           (CURVES, "val_loss"), (RANGES, "max")])
+def test_non_finite_numbers_are_refused_naming_file_line_and_field(tmp_path, table, column,
+                                                                   value):
+    """#154, #155: NaN or inf once gave "significantly higher (+nan ...), Holm p = 0"."""
+    fake = fake_results({"table1"}, 2, params=False)
+    results.write_results(fake, tmp_path)
+    path = tmp_path / table.name
+    lines = path.read_text().splitlines()
+    cells = lines[2].split(",")
+    cells[table.columns.index(column)] = value
+    lines[2] = ",".join(cells)
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ReportError, match=rf"{table.name} line 3: {column} is {value}, not a "
+                                          "finite number"):
+        results.load_results(tmp_path)
+
+
+def test_conflicting_duplicate_rows_are_refused_naming_both_lines():
+    """#162: a second row for (group, trial, seed) silently replaced the first."""
+    text = _runs_text()
+    lines = text.splitlines()
+    changed = lines[1].replace(",0.15,", ",0.001,")
+    with pytest.raises(ReportError, match=r"runs.csv lines 2 and 4: two rows for group=table1, "
+                                          r"trial=combo_12, seed=3 that differ in "
+                                          r"best_test_loss; delete the wrong one"):
+        results.parse_table(text + changed + "\n", RUNS)
+    curve = Curve("table1", "combo_12", 0, 50, 0.5, None)
+    curves = results.csv_text([curve, dataclasses.replace(curve, test_loss=0.4)], CURVES)
+    with pytest.raises(ReportError, match=r"curves.csv lines 2 and 3: .*step=50 that differ in "
+                                          r"test_loss"):
+        results.parse_table(curves, CURVES)
+    other_step = results.csv_text([curve, dataclasses.replace(curve, step=100)], CURVES)
+    assert len(results.parse_table(other_step, CURVES)) == 2  # another key: two rows
+    ranges = results.csv_text([Range("table1", "combo_12", 0, "hidden_act", "a", 0.5, 1.5, 1.0),
+                               Range("table1", "combo_12", 0, "hidden_act", "a", 0.5, 1.6, 1.0)],
+                              RANGES)
+    with pytest.raises(ReportError, match=r"lines 2 and 3: .*layer=hidden_act, param=a that "
+                                          r"differ in max"):
+        results.parse_table(ranges, RANGES)
+
+
+def test_an_exact_duplicate_row_is_dropped_with_a_warning(caplog):
+    """#161: an exact copy of a row changes nothing, and says so."""
+    text = _runs_text()
+    lines = text.splitlines()
+    with caplog.at_level(logging.WARNING):
+        rows = results.parse_table(text + lines[1] + "\n", RUNS)
+    assert rows == results.parse_table(text, RUNS)
+    assert "runs.csv line 4 repeats line 2 exactly; the repeat is dropped." in caplog.text
+
+
+def test_torn_rows_and_a_file_cut_mid_row_are_refused_naming_the_line():
+    """#158: a runs.csv cut at 2/3 was reported without a word, a trial shown with 0 seeds."""
+    text = _runs_text()
+    lines = text.splitlines()
+    with pytest.raises(ReportError, match=r"runs.csv line 3: the file ends mid-row \(no final "
+                                          r"newline\), so it was cut off"):
+        results.parse_table(text[:-10], RUNS)
+    short = ",".join(lines[2].split(",")[:6])
+    with pytest.raises(ReportError, match=r"runs.csv line 3: 6 of the header's 17 cells \(a torn "
+                                          r"row\)"):
+        results.parse_table("\n".join([*lines[:2], short]) + "\n", RUNS)
+    with pytest.raises(ReportError, match=r"runs.csv line 2: 18 cells where the header has 17"):
+        results.parse_table("\n".join([lines[0], lines[1] + ",1", lines[2]]) + "\n", RUNS)
+    with pytest.raises(ReportError, match=r"runs.csv line 2: seed is empty"):
+        results.parse_table(_runs_text((2, "seed", "")), RUNS)
+
+
+def test_a_damaged_machine_json_or_parameter_file_is_refused_naming_it(tmp_path):
+    """#160: a torn machine.json gave a JSONDecodeError traceback without the file's name."""
+    write_fake_results(tmp_path, {"dense_only"}, 2)
+    assert results.load_results(tmp_path).machine == MACHINE
+    for damaged in ('{"cpu": "x", ', "[1, 2]", '{"cpu": "x", "logical_cpus": 2}'):
+        (tmp_path / "machine.json").write_text(damaged)
+        with pytest.raises(ReportError, match=rf"{tmp_path / 'machine.json'} (is not valid JSON|"
+                                              "lacks a valid)"):
+            results.load_results(tmp_path)
+    (tmp_path / "machine.json").unlink()
+    (tmp_path / results.PARAMS).write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(ReportError, match=rf"{tmp_path / results.PARAMS} cannot be read"):
+        results.load_results(tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------

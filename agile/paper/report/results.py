@@ -13,9 +13,11 @@ study into ``<workdir>/results/`` by default) holds:
 - ``machine.json``: what ran the study (:class:`Machine`).
 
 Each CSV is described by a :class:`Table` (file, record type, key, columns) and each cell is
-parsed by its record field's type (a cell that is not of its type, or an empty required
-one, is refused in one line naming file and line). :func:`load_results` reads a folder and
-:func:`write_results` writes one.
+parsed by its record field's type. :func:`load_results` refuses, in one line naming file,
+line and field, what would otherwise turn into wrong numbers: a cell that is not of its
+type, NaN or inf, an empty required cell, a row with too few or too many cells, a file cut
+off mid-row, and two rows with the same key that differ (an exact repeat is dropped with a
+warning). :func:`write_results` writes a folder.
 """
 
 from __future__ import annotations
@@ -24,11 +26,14 @@ import csv
 import dataclasses
 import io
 import json
+import math
+import zipfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from absl import logging
 
 from agile.errors import UserError
 from agile.paper.trials import CSV_FIELDS, SeedResult, column_types, columns, optional_columns
@@ -157,6 +162,9 @@ def _cell(text: str, kind: type, optional: bool, column: str, where: str) -> Any
     except ValueError:
         what = "an integer" if kind is int else "a number"
         raise ReportError(f"{where}: a cell is not {what} ({column} = {text!r}).") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ReportError(f"{where}: {column} is {text}, not a finite number; a study's results "
+                          "hold none (a diverged run or a damaged file?).")
     return value
 
 
@@ -168,35 +176,84 @@ def _check_header(header: Sequence[str], table: Table, name: str) -> None:
 
 
 def _record(row: dict, header: Sequence[str], table: Table, where: str) -> Any:
-    """The record of one ``csv.DictReader`` row (a missing cell reads as empty)."""
+    """The record of one ``csv.DictReader`` row; a row of another width is refused."""
+    if None in row:  # cells beyond the header's
+        raise ReportError(f"{where}: {len(header) + len(row[None])} cells where the header has "
+                          f"{len(header)}; {EXPORT_AGAIN}.")
+    if any(cell is None for cell in row.values()):  # a torn row: fewer cells than the header
+        cells = sum(cell is not None for cell in row.values())
+        raise ReportError(f"{where}: {cells} of the header's {len(header)} cells (a torn row); "
+                          f"{EXPORT_AGAIN}.")
     types, optional = column_types(table.record), optional_columns(table.record)
-    return table.record(**{column: _cell(row[column] or "", types[column], column in optional,
-                                         column, where) for column in table.columns})
+    return table.record(**{column: _cell(row[column], types[column], column in optional, column,
+                                         where) for column in table.columns})
+
+
+def _differing(first: Any, second: Any, fields: Iterable[str]) -> list[str]:
+    """The fields in which two records differ."""
+    return [field for field in fields if getattr(first, field) != getattr(second, field)]
 
 
 def parse_table(text: str, table: Table, name: str | None = None) -> list:
     """The records of CSV ``text`` holding ``table`` (``name``: the file, for messages).
 
     Refuses (:class:`ReportError`, one line naming file, line and field) a missing column,
-    a cell not of its field's type and an empty required cell. Unknown columns are ignored.
+    a cell not of its field's type, NaN or inf, an empty required cell, a row of another
+    width, text cut off mid-row (no final newline) and two rows with one key that differ.
+    An exact repeat of a row is dropped with a warning. Unknown columns are ignored.
     """
     name = name or table.name
+    if text and not text.endswith("\n"):
+        raise ReportError(f"{name} line {text.count(chr(10)) + 1}: the file ends mid-row (no "
+                          f"final newline), so it was cut off; {EXPORT_AGAIN}.")
     reader = csv.DictReader(io.StringIO(text))
     header = reader.fieldnames or []
     _check_header(header, table, name)
-    return [_record(row, header, table, f"{name} line {reader.line_num}") for row in reader]
+    records, seen = [], {}
+    for row in reader:
+        where = f"{name} line {reader.line_num}"
+        record = _record(row, header, table, where)
+        key = table.key_of(record)
+        if key not in seen:
+            seen[key] = (reader.line_num, record)
+            records.append(record)
+            continue
+        line, first = seen[key]
+        if first == record:
+            logging.warning("%s line %d repeats line %d exactly; the repeat is dropped.", name,
+                            reader.line_num, line)
+            continue
+        raise ReportError(
+            f"{name} lines {line} and {reader.line_num}: two rows for {table.describe(key)} that "
+            f"differ in {', '.join(_differing(first, record, table.columns))}; delete the wrong "
+            f"one or {EXPORT_AGAIN}.")
+    return records
 
 
 def read_params(path: Path) -> dict[str, np.ndarray]:
     """The flattened ``"layer/param"`` arrays of ``combo12_seed0_params.npz``."""
-    with np.load(path) as archive:
-        return {key: np.asarray(archive[key]) for key in sorted(archive.files)}
+    try:
+        with np.load(path) as archive:
+            return {key: np.asarray(archive[key]) for key in sorted(archive.files)}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+        raise ReportError(f"{path} cannot be read ({type(err).__name__}: {err}); "
+                          f"{EXPORT_AGAIN}.") from None
 
 
 def read_machine(path: Path) -> Machine:
-    """``machine.json`` as a :class:`Machine`."""
-    saved = json.loads(Path(path).read_text())
-    return Machine(**{name: saved[name] for name in columns(Machine)})
+    """``machine.json`` as a :class:`Machine`; a damaged or incomplete file is refused."""
+    try:
+        saved = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise ReportError(f"{path} is not valid JSON ({err}); {EXPORT_AGAIN} or delete "
+                          "it.") from None
+    types = column_types(Machine)
+    bad = [name for name, kind in types.items() if not isinstance(saved, dict)
+           or not isinstance(saved.get(name), (int, float) if kind is float else kind)
+           or isinstance(saved.get(name), bool)]
+    if bad:
+        raise ReportError(f"{path} lacks a valid {', '.join(bad)}; {EXPORT_AGAIN} or delete it.")
+    return Machine(**{name: saved[name] for name in types})
 
 
 def load_results(results_dir: Path) -> Results:
