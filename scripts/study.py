@@ -1,7 +1,8 @@
 """The reproduction study in one command: train every group, export its results, write the report.
 
     MNIST_DIR=../shared/data/mnist python scripts/study.py --workdir=runs/study
-        [--groups=table1,dense_only,...] [--skip_training]
+        [--groups=table1,dense_only,...] [--skip_training] [--seeds=N]
+        [--overrides=name=value,name=value ...]
 
 1. Trains each group of ``agile.paper.study.GROUPS`` as a sweep in ``WORKDIR/<group>`` (resumable:
    rerun the same command after an interruption; finished trials are skipped).
@@ -12,6 +13,11 @@
    figures).
 3. Writes ``docs/reproduction.md`` and ``docs/figures/study_*.png`` from those files only
    (``scripts/study_report.py``); ``--skip_training`` does just this step.
+
+``--overrides`` sets config fields of every group (smoke tests): ``name=value`` items, given
+comma-separated in one flag or in repeated flags; each value is JSON (numbers, true/false,
+null, "strings" in double quotes, [lists]), and a comma inside brackets, braces or quotes
+does not separate items: ``--overrides=num_epochs=2,model.conv_features=[8,4]``.
 """
 
 from __future__ import annotations
@@ -38,28 +44,26 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/study", "Study folder: one sweep
 _GROUPS = flags.DEFINE_list("groups", [g.name for g in study.GROUPS], "Groups to train.")
 _RESULTS_DIR = flags.DEFINE_string("results_dir", "docs/results", "Where the CSVs go.")
 _SKIP_TRAINING = flags.DEFINE_bool("skip_training", False, "Only export and report.")
-_SEEDS = flags.DEFINE_integer("seeds", None, "Override every group's seed count (smoke tests).")
-_OVERRIDES = flags.DEFINE_list("overrides", [], "Extra field=value overrides for every group "
-                               "(smoke tests), e.g. num_epochs=2,data.train_size=200.")
+_SEEDS = flags.DEFINE_integer("seeds", None, "Seeds of every group, at least 1 (smoke tests; "
+                              "default: each group's own count).")
+_OVERRIDES = flags.DEFINE_multi_string(
+    "overrides", [], "Config fields of every group (smoke tests): name=value items, "
+    "comma-separated or in repeated flags, each value JSON; commas inside [], {} or quotes "
+    "stay in the value, e.g. num_epochs=2,data.train_size=200,model.conv_features=[8,4].")
 CURVE_GROUPS = ("table1", "dense_only")
 PARAMS_TRIAL = ("table1", "combo_12")
 
 
-def _parse_overrides(items: list[str]) -> dict[str, Any]:
-    overrides = {}
-    for item in items:
-        name, sep, text = item.partition("=")
-        if not sep:
-            cli.fail(f"--overrides takes field=value items, got {item!r}.")
-        overrides[name] = json.loads(text) if text not in ("", "None") else None
-    return overrides
-
-
-def group_trials(group: study.Group, extra: dict[str, Any]) -> list[trials_lib.Trial]:
-    trials = group.trials(_SEEDS.value, **extra)
-    for trial in trials:
-        config_lib.validate(trial.config)
-    return trials
+def planned_trials(groups: list[study.Group]) -> list[tuple[study.Group, list]]:
+    """Each group with its validated trials (every bad flag refused before anything trains)."""
+    overrides = study.parse_overrides(_OVERRIDES.value)
+    planned = []
+    for group in groups:
+        trials = group.trials(_SEEDS.value, **overrides)
+        for trial in trials:
+            config_lib.validate(trial.config)
+        planned.append((group, trials))
+    return planned
 
 
 def _csv(rows: list[dict[str, Any]], fields: list[str]) -> str:
@@ -132,21 +136,19 @@ def _export_params(workdir: Path, results_dir: Path) -> None:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         cli.fail(f"Unexpected arguments: {' '.join(argv[1:])}")
-    unknown = sorted(set(_GROUPS.value) - set(study.GROUPS_BY_NAME))
-    if unknown:
-        cli.fail(f"Unknown group(s) {', '.join(unknown)}. Valid: "
-                 f"{', '.join(study.GROUPS_BY_NAME)}.")
-    groups = [study.GROUPS_BY_NAME[name] for name in _GROUPS.value]
+    groups = study.select_groups(_GROUPS.value)
+    if _SKIP_TRAINING.value:
+        study.parse_overrides(_OVERRIDES.value)  # still refuse a malformed flag
+        planned = []
+    else:
+        planned = planned_trials(groups)
     workdir = prepare(_WORKDIR.value)
-    extra = _parse_overrides(_OVERRIDES.value)
-    if not _SKIP_TRAINING.value:
-        for group in groups:
-            trials = group_trials(group, extra)
-            group_dir = prepare(workdir / group.name)
-            seeds = trials[0].config.num_seeds
-            sweep.claim_folder(group_dir, sweep.settings(trials[0].config, seeds))
-            logging.info("Group %s: %s", group.name, group.question)
-            sweep.run_trials(group_dir, trials)
+    for group, trials in planned:
+        group_dir = prepare(workdir / group.name)
+        seeds = trials[0].config.num_seeds
+        sweep.claim_folder(group_dir, sweep.settings(trials[0].config, seeds))
+        logging.info("Group %s: %s", group.name, group.question)
+        sweep.run_trials(group_dir, trials)
     export(workdir, Path(_RESULTS_DIR.value))
     report.write_report(Path(_RESULTS_DIR.value), Path(_RESULTS_DIR.value).parent)
 

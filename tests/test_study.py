@@ -1,5 +1,5 @@
-"""agile.paper.study: the groups are valid sweeps; agile.paper.stats: paired tests, Holm's
-correction, refusing NaN and inf; the dense fold."""
+"""agile.paper.study: the groups are valid sweeps, their command-line flags; agile.paper.stats:
+paired tests, Holm's correction, refusing NaN and inf; the dense fold."""
 
 import math
 
@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
+from agile.errors import ConfigError
 from agile.paper import config as config_lib
 from agile.paper import stats, study
 from agile.paper.models import CNN
@@ -146,3 +147,51 @@ def test_summarize_and_spearman_match_scipy():
     with pytest.raises(ValueError, match="equally long"):
         stats.spearman([1.0, 2.0], [1.0])
 
+
+def test_group_trials_refuse_a_seed_count_below_one_and_bad_overrides():
+    """#145: --seeds=0 silently trained each group's default seed count."""
+    group = study.GROUPS_BY_NAME["dense_only"]
+    for seeds in (0, -2):
+        with pytest.raises(ConfigError, match=rf"seed count must be at least 1, got {seeds}"):
+            group.trials(seeds)
+    assert group.trials()[0].config.num_seeds == group.seeds
+    assert group.trials(1)[0].config.num_seeds == 1
+    with pytest.raises(ConfigError, match=r"Cannot set num_epochs to '2': .*cannot be casted"):
+        group.trials(num_epochs="2")
+    with pytest.raises(ConfigError, match=r"Unknown config section 'nosection' in the override "
+                                          r"nosection.x"):
+        group.trials(**{"nosection.x": 1})
+
+
+def test_select_groups_refuses_none_unknown_and_repeated_names():
+    """#146: an empty --groups trained nothing and still exported an empty study."""
+    assert [g.name for g in study.select_groups(["sgd", "table1"])] == ["sgd", "table1"]
+    for names in ([], [""], [" ", ""]):
+        with pytest.raises(ConfigError, match="--groups is empty: name at least one of table1, "):
+            study.select_groups(names)
+    with pytest.raises(ConfigError, match=r"Unknown group\(s\) bogus. Valid: table1, "):
+        study.select_groups(["table1", "bogus"])
+    with pytest.raises(ConfigError, match="--groups lists sgd twice"):
+        study.select_groups(["sgd", "table1", "sgd"])
+
+
+def test_parse_overrides_takes_json_values_lists_included():
+    """#148: a list value was split at its comma; #142: a value that is not JSON is named."""
+    assert study.split_overrides('a=[8,4],b="x,y",c={"k": [1, 2]}, d=2') == [
+        "a=[8,4]", 'b="x,y"', 'c={"k": [1, 2]}', "d=2"]
+    assert study.split_overrides('s="a\\",b",t=1') == ['s="a\\",b"', "t=1"]
+    assert study.parse_overrides(["num_epochs=2,data.train_size=200",
+                                  "model.conv_features=[8,4]", 'optimizer="sgd",x=None,y=']) == {
+        "num_epochs": 2, "data.train_size": 200, "model.conv_features": [8, 4],
+        "optimizer": "sgd", "x": None, "y": None}
+    assert study.parse_overrides([]) == study.parse_overrides([""]) == {}
+    with pytest.raises(ConfigError, match=r"--overrides num_epochs=abc: the value 'abc' is not "
+                                          r"JSON \(Expecting value\); write numbers"):
+        study.parse_overrides(["num_epochs=abc"])
+    with pytest.raises(ConfigError, match="--overrides takes name=value items, got 'num_epochs'"):
+        study.parse_overrides(["num_epochs"])
+    with pytest.raises(ConfigError, match="--overrides sets seed twice"):
+        study.parse_overrides(["seed=1", "seed=2"])
+    trials = study.GROUPS_BY_NAME["table1"].trials(
+        2, **study.parse_overrides(["model.conv_features=[8,4]"]))
+    assert tuple(trials[0].config.model.conv_features) == (8, 4)
