@@ -12,7 +12,9 @@ computed from them or from the code's own defaults (the config, the paper's Tabl
 - :mod:`~agile.paper.report.analysis`: tables, paired comparisons, the fold check
   (:func:`analyse`);
 - :mod:`~agile.paper.report.figures`: the figures, each defined once (:data:`FIGURES`);
-- :mod:`~agile.paper.report.text`: the markdown and its sentences (:func:`build_markdown`).
+- :mod:`~agile.paper.report.text`: the markdown and its sentences (:func:`build_markdown`);
+- :mod:`~agile.paper.report.export`: a study's trial folders to a results folder (imported
+  on its own: it reads checkpoints).
 
 Importing this package imports neither the trainer nor the sweeps.
 """
