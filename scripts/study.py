@@ -1,18 +1,26 @@
-"""The reproduction study in one command: train every group, export its results, write the report.
+"""The reproduction study in one command: train the groups, export their results, write a report.
 
-    MNIST_DIR=../shared/data/mnist python scripts/study.py --workdir=runs/study
-        [--groups=table1,dense_only,...] [--skip_training] [--seeds=N]
-        [--overrides=name=value,name=value ...]
+    MNIST_DIR=../shared/data/mnist python scripts/study.py --workdir=runs/study [--publish]
+        [--groups=table1,dense_only,...] [--skip_training] [--results_dir=DIR]
+        [--docs_dir=docs] [--seeds=N] [--overrides=name=value,name=value ...]
 
-1. Trains each group of ``agile.paper.study.GROUPS`` as a sweep in ``WORKDIR/<group>`` (resumable:
-   rerun the same command after an interruption; finished trials are skipped).
-2. Exports the per-run results the report uses to ``docs/results/`` (small CSVs, committed;
-   ``agile.paper.report.export``): ``runs.csv`` (one row per group, trial and seed),
+1. Trains each group of ``agile.paper.study.GROUPS`` named in --groups (default: all) as a
+   sweep in ``WORKDIR/<group>`` (resumable: rerun the same command after an interruption;
+   finished trials are skipped). ``--skip_training`` skips this step.
+2. Exports the results of every finished trial in WORKDIR to ``WORKDIR/results/``
+   (``agile.paper.report.export``): ``runs.csv`` (one row per group, trial and seed),
    ``curves.csv`` (validation and test loss per evaluation, Table 1 and the dense-only
    network), ``agile_ranges.csv`` (each agile layer's a and b at the end),
    ``combo12_seed0_params.npz`` (for the learned-activation figures) and ``machine.json``.
-3. Writes ``docs/reproduction.md`` and ``docs/figures/study_*.png`` from those files only
-   (``scripts/study_report.py``); ``--skip_training`` does just this step.
+   ``--results_dir=DIR`` exports to DIR instead, replacing what it holds.
+3. Writes a report of them beside the results folder: ``WORKDIR/reproduction.md`` and
+   ``WORKDIR/figures/study_*.png`` (with --results_dir, in DIR's parent folder).
+
+Nothing is written into the committed study (``docs/``) unless asked: ``--publish`` merges
+the exported results into ``DOCS_DIR/results/`` (``docs/results/`` of this repository by
+default) and rewrites ``DOCS_DIR/reproduction.md`` and its figures. A row already there must
+agree with this study's in every field but ``wall_time_s``, or nothing is written and the
+disagreement is named; rows only there are kept and new rows are added.
 
 ``--overrides`` sets config fields of every group (smoke tests): ``name=value`` items, given
 comma-separated in one flag or in repeated flags; each value is JSON (numbers, true/false,
@@ -29,11 +37,21 @@ from absl import flags, logging
 from agile.paper import cli, report, study, sweep
 from agile.paper import config as config_lib
 from agile.paper.report import export
-from agile.paper.workdir import prepare
+from agile.paper.workdir import WorkdirError, prepare
+
+REPO_DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/study", "Study folder: one sweep per group.")
 _GROUPS = flags.DEFINE_list("groups", [g.name for g in study.GROUPS], "Groups to train.")
-_RESULTS_DIR = flags.DEFINE_string("results_dir", "docs/results", "Where the CSVs go.")
+_RESULTS_DIR = flags.DEFINE_string(
+    "results_dir", None, "Export the results here, replacing what it holds, and write the "
+    "report into its parent folder (default: WORKDIR/results, report in WORKDIR). "
+    "--results_dir=docs/results replaces the committed study; --publish adds to it.")
+_PUBLISH = flags.DEFINE_bool(
+    "publish", False, "Also merge the results into DOCS_DIR/results (rows already there must "
+    "agree, wall time aside) and rewrite DOCS_DIR/reproduction.md and its figures.")
+_DOCS_DIR = flags.DEFINE_string("docs_dir", str(REPO_DOCS), "With --publish: the committed "
+                                "study's folder (reproduction.md, figures/, results/).")
 _SKIP_TRAINING = flags.DEFINE_bool("skip_training", False, "Only export and report.")
 _SEEDS = flags.DEFINE_integer("seeds", None, "Seeds of every group, at least 1 (smoke tests; "
                               "default: each group's own count).")
@@ -55,25 +73,36 @@ def planned_trials(groups: list[study.Group]) -> list[tuple[study.Group, list]]:
     return planned
 
 
+def train(workdir: Path, planned: list[tuple[study.Group, list]]) -> None:
+    """Trains each group as a sweep in ``workdir/<group>`` (finished trials are skipped)."""
+    for group, trials in planned:
+        group_dir = prepare(workdir / group.name)
+        sweep.claim_folder(group_dir, sweep.settings(trials[0].config, trials[0].config.num_seeds))
+        logging.info("Group %s: %s", group.name, group.question)
+        sweep.run_trials(group_dir, trials)
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         cli.fail(f"Unexpected arguments: {' '.join(argv[1:])}")
+    if flags.FLAGS["docs_dir"].present and not _PUBLISH.value:
+        cli.fail("--docs_dir is used only with --publish (the report goes beside the results).")
     groups = study.select_groups(_GROUPS.value)
     if _SKIP_TRAINING.value:
         study.parse_overrides(_OVERRIDES.value)  # still refuse a malformed flag
-        planned = []
+        if not Path(_WORKDIR.value).is_dir():
+            raise WorkdirError(f"--skip_training: there is no study folder {_WORKDIR.value} to "
+                               "export; train it first (leave out --skip_training).")
+        workdir = Path(_WORKDIR.value)
     else:
         planned = planned_trials(groups)
-    workdir = prepare(_WORKDIR.value)
-    for group, trials in planned:
-        group_dir = prepare(workdir / group.name)
-        seeds = trials[0].config.num_seeds
-        sweep.claim_folder(group_dir, sweep.settings(trials[0].config, seeds))
-        logging.info("Group %s: %s", group.name, group.question)
-        sweep.run_trials(group_dir, trials)
-    results_dir = Path(_RESULTS_DIR.value)
+        workdir = prepare(_WORKDIR.value)
+        train(workdir, planned)
+    results_dir = Path(_RESULTS_DIR.value) if _RESULTS_DIR.value else workdir / "results"
     written = export.export(workdir, results_dir, study.GROUPS)
     written += report.write_report(results_dir, results_dir.parent)
+    if _PUBLISH.value:
+        written += report.publish(results_dir, Path(_DOCS_DIR.value))
     for path in written:
         logging.info("Wrote %s", path)
 

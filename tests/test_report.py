@@ -19,6 +19,7 @@ from conftest import REPO_ROOT  # noqa: E402
 from study_fakes import (  # noqa: E402
     fake_params,
     fake_ranges,
+    fake_results,
     fake_run,
     fake_runs,
     write_fake_results,
@@ -27,7 +28,7 @@ from study_fakes import (  # noqa: E402
 from agile.paper import report, stats, study  # noqa: E402  (after choosing the backend)
 from agile.paper.combos import COMBOS, PAPER_TABLE1  # noqa: E402
 from agile.paper.report import analysis, figures, text  # noqa: E402
-from agile.paper.report.results import Curve, Results  # noqa: E402
+from agile.paper.report.results import Curve, Results, write_results  # noqa: E402
 
 SECTIONS = ("## 1. The command and its wall time", "## 2. Setup", "## 3. Table 1",
             "## 4. Paired comparisons", "## 5. What the paper did not run", "## 6. Figures",
@@ -289,12 +290,15 @@ def test_study_report_script_writes_the_report_and_figures(tmp_path):
         assert section in markdown
     assert "Group `combined` was not run" in markdown
     assert "Group `sgd` was not run" not in markdown
-    names = sorted(p.name for p in (docs / "figures").glob("study_*.png"))
+    names = sorted(p.name for p in (docs / "figures").glob("study_*.png") if p != stale)
     assert names == sorted(name for name, _ in figures.FIGURES.values())
     for name in names:
         assert f"](figures/{name})" in markdown
         assert (docs / "figures" / name).read_bytes().startswith(b"\x89PNG")
-    assert not stale.exists()
+    # A figure file the report did not draw is kept (the writer deletes nothing; #141 lost four
+    # committed figures that way), and the report does not link it.
+    assert stale.read_bytes() == b"a figure an older report drew"
+    assert stale.name not in markdown
 
 
 def test_committed_report_is_what_the_committed_results_give():
@@ -306,3 +310,19 @@ def test_committed_report_is_what_the_committed_results_give():
     expected = report.build_markdown(results, report.analyse(results), drawn)
     assert (REPO_ROOT / "docs" / "reproduction.md").read_text() == expected
 
+
+def test_write_report_keeps_a_figure_it_did_not_draw_and_does_not_link_it(tmp_path):
+    """Without combo 12's parameters two figures are not drawn; their old files stay."""
+    fake = fake_results({"table1"}, 2, params=False)
+    write_results(fake, tmp_path / "results")
+    old = tmp_path / "docs" / "figures" / figures.FIGURES["activations"][0]
+    old.parent.mkdir(parents=True)
+    old.write_bytes(b"drawn by an earlier report")
+    written = report.write_report(tmp_path / "results", tmp_path / "docs", dpi=20)
+    drawn = {path.name for path in written if path.suffix == ".png"}
+    assert figures.FIGURES["table1_losses"][0] in drawn and old.name not in drawn
+    assert figures.FIGURES["maps"][0] not in drawn
+    assert old.read_bytes() == b"drawn by an earlier report"
+    markdown = (tmp_path / "docs" / "reproduction.md").read_text()
+    assert old.name not in markdown
+    assert markdown.count("Not drawn: no combo12_seed0_params.npz in the results.") == 2

@@ -1,5 +1,5 @@
-"""agile.paper.report.results: the results files' records, their reader and writer; the
-package imports neither the trainer nor the sweeps.
+"""agile.paper.report.results: the results files' records, their reader, writer and merge, and
+publishing into a docs folder (agile.paper.report.publish).
 
 The reader refuses, in one line naming file, line and field, what the red-team report found
 turning into confident wrong conclusions: NaN and inf (#154, #155), conflicting duplicate
@@ -20,14 +20,17 @@ matplotlib.use("Agg")
 from conftest import REPO_ROOT  # noqa: E402
 from study_fakes import (  # noqa: E402
     MACHINE,
+    fake_params,
     fake_results,
     fake_run,
     fake_runs,
     write_fake_results,
 )
 
+from agile.paper import report  # noqa: E402
 from agile.paper.combos import COMBOS  # noqa: E402
 from agile.paper.report import results  # noqa: E402
+from agile.paper.report.figures import FIGURES  # noqa: E402
 from agile.paper.report.results import (  # noqa: E402
     CURVES,
     RANGES,
@@ -211,6 +214,71 @@ def test_a_damaged_machine_json_or_parameter_file_is_refused_naming_it(tmp_path)
     (tmp_path / results.PARAMS).write_bytes(b"PK\x03\x04 not a zip")
     with pytest.raises(ReportError, match=rf"{tmp_path / results.PARAMS} cannot be read"):
         results.load_results(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Merging and publishing.
+
+
+def test_merge_keeps_existing_rows_adds_new_ones_and_ignores_wall_time():
+    old = fake_results({"table1"}, 2)
+    new = fake_results({"table1", "dense_only"}, 2, params=False)
+    retimed = [dataclasses.replace(run, wall_time_s=run.wall_time_s + 5) for run in new.runs]
+    other_machine = dataclasses.replace(MACHINE, cpu="Another CPU")
+    merged = results.merge(old, dataclasses.replace(new, runs=retimed, machine=other_machine))
+    assert merged.runs[:len(old.runs)] == old.runs  # kept, with their own wall times
+    assert [r.group for r in merged.runs[len(old.runs):]] == ["dense_only"] * 4
+    assert merged.curves[:len(old.curves)] == old.curves and len(merged.curves) > len(old.curves)
+    assert merged.params is old.params and merged.machine == MACHINE
+    only_new = results.merge(Results([]), new)
+    assert only_new.runs == new.runs and only_new.machine == MACHINE
+
+
+def test_merge_refuses_rows_that_differ_naming_key_and_fields():
+    old = fake_results({"table1"}, 2, params=False)
+    changed = list(old.runs)
+    changed[3] = dataclasses.replace(changed[3], best_test_loss=0.5, steps=7)
+    changed[5] = dataclasses.replace(changed[5], best_step=1)
+    with pytest.raises(ReportError, match=(
+            r"docs/results/runs.csv already has group=table1, trial=combo_02, seed=1 with other "
+            r"values \(steps \d+ there, 7 here; best_test_loss [\d.]+ there, 0.5 here\) \(and 1 "
+            r"more rows\); nothing was written")):
+        results.merge(old, dataclasses.replace(old, runs=changed), "docs/results")
+    params = fake_params()
+    moved = {**params, "hidden_act/a": params["hidden_act/a"] + 1}
+    with pytest.raises(ReportError, match="combo12_seed0_params.npz holds other parameters"):
+        results.merge(dataclasses.replace(old, params=params),
+                      dataclasses.replace(old, params=moved))
+
+
+def test_publish_merges_into_docs_results_and_rewrites_the_report(tmp_path):
+    docs = tmp_path / "docs"
+    write_fake_results(docs / "results", {"table1"}, 2)
+    run = write_fake_results(tmp_path / "run" / "results", {"dense_only"}, 2)
+    before = results.load_results(docs / "results")
+    written = report.publish(run, docs, dpi=20)
+    after = results.load_results(docs / "results")
+    assert after.runs[:len(before.runs)] == before.runs
+    assert {r.group for r in after.runs} == {"table1", "dense_only"}
+    assert docs / "reproduction.md" in written and docs / "results" / "runs.csv" in written
+    markdown = (docs / "reproduction.md").read_text()
+    assert "Group `dense_only` was not run" not in markdown
+    assert "Group `table1` was not run" not in markdown
+    assert (docs / "figures" / FIGURES["fig11"][0]).is_file()
+
+
+def test_publish_of_a_disagreeing_study_writes_nothing(tmp_path):
+    docs = tmp_path / "docs"
+    write_fake_results(docs / "results", {"table1", "dense_only"}, 2)
+    fake = fake_results({"table1"}, 2)
+    runs = [dataclasses.replace(r, best_test_loss=r.best_test_loss + 0.01) for r in fake.runs]
+    run = tmp_path / "run" / "results"
+    results.write_results(dataclasses.replace(fake, runs=runs), run)
+    files = {p: p.read_bytes() for p in docs.rglob("*") if p.is_file()}
+    with pytest.raises(ReportError, match=r"runs.csv already has group=table1, trial=combo_01, "
+                                          r"seed=0 with other values \(best_test_loss"):
+        report.publish(run, docs, dpi=20)
+    assert {p: p.read_bytes() for p in docs.rglob("*") if p.is_file()} == files
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """scripts/study.py and its exporter (agile.paper.report.export): trial folders to a results
-folder, and one-line errors for bad flags.
+folder, one-line errors for bad flags, and where a study's results and report go.
 
-Every command here runs with the temporary folder as its working directory and its output
-folders in it, so a failing test cannot touch this checkout's docs/.
+A study run writes into its own workdir (WORKDIR/results/, WORKDIR/reproduction.md,
+WORKDIR/figures/) and touches docs/ only with --publish (#141). Every command here runs with
+the temporary folder as its working directory and --docs_dir in it, so a failing test
+cannot touch this checkout's docs/.
 """
 
 import json
@@ -13,6 +15,7 @@ import sys
 import numpy as np
 import pytest
 from conftest import REPO_ROOT
+from study_fakes import write_fake_results
 
 from agile.paper import study
 from agile.paper.report import export, results
@@ -111,11 +114,80 @@ def _study(tmp_path, *args, env=None):
      "error: --overrides num_epochs=abc: the value 'abc' is not JSON"),
     (["--groups=dense_only", "--overrides=model.conv_features=[8,4],num_epochs=x"],
      "error: --overrides num_epochs=x: the value 'x' is not JSON"),
+    (["--docs_dir=d"], "error: --docs_dir is used only with --publish"),
+    (["--skip_training"], "error: --skip_training: there is no study folder"),
 ])
 def test_bad_flags_are_one_line_and_create_nothing(tmp_path, args, message):
     """#142, #145, #146, #148: one line each (no traceback), before any folder is made."""
-    done = _study(tmp_path, f"--workdir={tmp_path / 'study'}",
-                  f"--results_dir={tmp_path / 'docs' / 'results'}", *args)
+    done = _study(tmp_path, f"--workdir={tmp_path / 'study'}", *args)
     assert done.returncode == 2, done.stderr[-3000:]
     assert done.stderr.strip().splitlines()[-1].startswith(message)
     assert "Traceback" not in done.stderr and not (tmp_path / "study").exists()
+
+
+def test_skip_training_exports_and_reports_into_the_workdir_only(tmp_path):
+    """#141: without --results_dir the export and report go into the workdir, not docs/."""
+    workdir = fake_study(tmp_path / "study")
+    docs = tmp_path / "docs"
+    write_fake_results(docs / "results", {"table1"}, 2)
+    files = {p: p.read_bytes() for p in docs.rglob("*") if p.is_file()}
+    done = _study(tmp_path, f"--workdir={workdir}", "--skip_training")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(results.load_results(workdir / "results").runs) == 3
+    assert "Group `dense_only` was not run" not in (workdir / "reproduction.md").read_text()
+    assert sorted(p.name for p in (workdir / "figures").iterdir())
+    assert {p: p.read_bytes() for p in docs.rglob("*") if p.is_file()} == files
+    missing = workdir / "dense_only" / "sigmoid" / "metrics.jsonl"
+    missing.unlink()
+    failed = _study(tmp_path, f"--workdir={workdir}", "--skip_training")
+    assert failed.returncode == 2 and "Traceback" not in failed.stderr
+    assert failed.stderr.strip().splitlines()[-1].startswith(f"error: {missing} is missing")
+
+
+@pytest.mark.slow
+def test_study_trains_exports_reports_and_publishes_on_request(tmp_path, synthetic_mnist_dir):
+    """End to end on synthetic MNIST: a smoke study writes into its workdir; --publish merges
+    it into a docs folder holding other results; a disagreeing publish writes nothing; the
+    remedy for a missing metrics.jsonl (#150) restores it without training again."""
+    env = {**os.environ, "MNIST_DIR": os.environ.get("MNIST_DIR") or str(synthetic_mnist_dir)}
+    workdir, docs = tmp_path / "study", tmp_path / "docs"
+    write_fake_results(docs / "results", {"table1"}, 2)
+    command = [f"--workdir={workdir}", "--groups=dense_only", "--seeds=2",
+               "--overrides=num_epochs=1,batch_size=50,data.train_size=200,data.val_size=100",
+               "--overrides=data.test_size=100,model.dense_features=[8][0]"]
+    bad = _study(tmp_path, *command, env=env)  # [8][0] is not JSON
+    assert bad.returncode == 2 and "model.dense_features=[8][0]: the value" in bad.stderr
+    command[-1] = "--overrides=data.test_size=100"
+    done = _study(tmp_path, *command, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = results.load_results(workdir / "results")
+    assert [(r.trial, r.seed) for r in run.runs] == [
+        ("agile_sigmoid", 0), ("agile_sigmoid", 1), ("sigmoid", 0), ("sigmoid", 1)]
+    assert (workdir / "reproduction.md").is_file() and not (docs / "reproduction.md").exists()
+    published = _study(tmp_path, *command, "--publish", f"--docs_dir={docs}", env=env)
+    assert published.returncode == 0, published.stderr[-3000:]
+    assert published.stderr.count("already finished; skipping") == 2
+    merged = results.load_results(docs / "results")
+    assert {r.group for r in merged.runs} == {"table1", "dense_only"}
+    assert [r for r in merged.runs if r.group == "dense_only"] == run.runs
+    assert "Group `dense_only` was not run" not in (docs / "reproduction.md").read_text()
+    # A second sigmoid trial that disagrees with the published one: refused, nothing written.
+    before = {p: p.read_bytes() for p in docs.rglob("*") if p.is_file()}
+    summary_path = workdir / "dense_only" / "sigmoid" / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary["seeds"][0]["best_test_loss"] += 0.5
+    summary_path.write_text(json.dumps(summary))
+    refused = _study(tmp_path, *command, "--publish", f"--docs_dir={docs}", "--skip_training",
+                     env=env)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "runs.csv already has group=dense_only, trial=sigmoid, seed=0 with other values " \
+           "(best_test_loss" in refused.stderr
+    assert {p: p.read_bytes() for p in docs.rglob("*") if p.is_file()} == before
+    # #150: the remedy the error names rebuilds metrics.jsonl from the final checkpoint.
+    rows = (workdir / "dense_only" / "sigmoid" / "metrics.jsonl").read_text()
+    (workdir / "dense_only" / "sigmoid" / "metrics.jsonl").unlink()
+    summary_path.unlink()
+    restored = _study(tmp_path, *command, env=env)
+    assert restored.returncode == 0, restored.stderr[-3000:]
+    assert (workdir / "dense_only" / "sigmoid" / "metrics.jsonl").read_text() == rows
+    assert results.load_results(workdir / "results").runs[2:] == run.runs[2:]

@@ -17,7 +17,8 @@ parsed by its record field's type. :func:`load_results` refuses, in one line nam
 line and field, what would otherwise turn into wrong numbers: a cell that is not of its
 type, NaN or inf, an empty required cell, a row with too few or too many cells, a file cut
 off mid-row, and two rows with the same key that differ (an exact repeat is dropped with a
-warning). :func:`write_results` writes a folder.
+warning). :func:`write_results` writes a folder; :func:`merge` adds one study's results to
+another's (publishing a run into the committed study).
 """
 
 from __future__ import annotations
@@ -320,3 +321,58 @@ def write_results(results: Results, results_dir: Path) -> list[Path]:
             written.append(path)
     return written
 
+
+# ---------------------------------------------------------------------------------------------
+# Merging one study's results into another's.
+
+
+def _merge_rows(table: Table, existing: list, new: list, where: str) -> list:
+    """``existing`` then the rows of ``new`` with a new key; refuses a key whose rows differ
+    in a field other than ``table.timing`` (naming the first such key and its fields)."""
+    index = {table.key_of(row): row for row in existing}
+    added, conflicts = [], []
+    for row in new:
+        key = table.key_of(row)
+        if key not in index:
+            index[key] = row
+            added.append(row)
+            continue
+        fields = _differing(index[key], row, [c for c in table.columns if c not in table.timing])
+        if fields:
+            conflicts.append((key, fields, index[key], row))
+    if conflicts:
+        key, fields, old, row = conflicts[0]
+        values = "; ".join(f"{field} {getattr(old, field)!r} there, {getattr(row, field)!r} here"
+                           for field in fields)
+        more = f" (and {len(conflicts) - 1} more rows)" if len(conflicts) > 1 else ""
+        raise ReportError(
+            f"{where}/{table.name} already has {table.describe(key)} with other values "
+            f"({values}){more}; nothing was written. Remove those rows there to replace them, "
+            "or publish a study that agrees with it.")
+    return [*existing, *added]
+
+
+def merge(existing: Results, new: Results, where: str | Path = "the results") -> Results:
+    """``existing`` with the rows of ``new`` that it does not have yet.
+
+    Rows whose key both have must agree in every field but the timing ones
+    (``wall_time_s``): otherwise :class:`ReportError` names the key and the fields (and
+    nothing is merged). Rows only in ``existing`` are kept, in their order; new rows follow.
+    Combo 12's parameters: both sets must be equal where both exist. The machine stays
+    ``existing``'s (``new``'s if it has none).
+    """
+    rows = {table.attribute: _merge_rows(table, existing.rows(table), new.rows(table), str(where))
+            for table in TABLES}
+    params = existing.params if existing.params is not None else new.params
+    if existing.params is not None and new.params is not None and not (
+            existing.params.keys() == new.params.keys()
+            and all(np.array_equal(existing.params[k], new.params[k]) for k in new.params)):
+        raise ReportError(f"{where}/{PARAMS} holds other parameters of combo 12, seed 0 than "
+                          "this study's; nothing was written. Delete it there to replace it.")
+    machine = existing.machine if existing.machine is not None else new.machine
+    if existing.machine and new.machine and existing.machine != new.machine and any(
+            len(rows[t.attribute]) > len(existing.rows(t)) for t in TABLES):
+        logging.warning("%s/%s keeps the machine that timed its rows (%s); the rows added now "
+                        "ran on another (%s).", where, MACHINE, existing.machine.cpu,
+                        new.machine.cpu)
+    return Results(**rows, params=params, machine=machine)

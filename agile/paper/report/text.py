@@ -37,7 +37,8 @@ from agile.paper.report.analysis import (
 from agile.paper.report.figures import SPECS, SPECS_BY_KEY, FigureSpec
 from agile.paper.report.results import PARAMS, RUNS, Machine, Range, Results, Run
 
-STUDY_COMMAND = "MNIST_DIR=../shared/data/mnist python scripts/study.py --workdir=runs/study"
+STUDY_COMMAND = ("MNIST_DIR=../shared/data/mnist python scripts/study.py --workdir=runs/study "
+                 "--publish")
 REPORT_COMMAND = "python scripts/study_report.py --results_dir=docs/results --docs_dir=docs"
 Counts = Callable[[str, str, str], tuple[int, int] | None]
 
@@ -127,8 +128,11 @@ def command_section(runs: Sequence[Run], machine: Machine | None = None) -> str:
     lines = [
         "## 1. The command and its wall time", "",
         "Train every group (a resumable sweep: rerun the same command after an interruption and "
-        "finished trials are skipped), export the per-run results to `docs/results/` and write "
-        "this report and its figures:", "", f"    {STUDY_COMMAND}", "",
+        "finished trials are skipped), export the per-run results to `runs/study/results/`, "
+        "merge them into `docs/results/` (`--publish`: a row already there must agree, wall "
+        "time aside, or nothing is written) and write this report and its figures (without "
+        "`--publish`, the report goes to `runs/study/` and `docs/` is left alone):", "",
+        f"    {STUDY_COMMAND}", "",
         "Rewrite only the report and its figures from the committed results:", "",
         f"    {REPORT_COMMAND}", "",
         f"Wall time of the sweep on {describe_machine(machine)}, from `wall_time_s` in "
