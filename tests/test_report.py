@@ -5,6 +5,7 @@ its writer: the schema is defined once. Reading, writing and merging results fil
 in test_report_results.py.
 """
 
+import dataclasses
 import math
 import subprocess
 import sys
@@ -17,6 +18,7 @@ matplotlib.use("Agg")
 
 from conftest import REPO_ROOT  # noqa: E402
 from study_fakes import (  # noqa: E402
+    MACHINE,
     fake_params,
     fake_ranges,
     fake_results,
@@ -27,6 +29,7 @@ from study_fakes import (  # noqa: E402
 
 from agile.paper import report, stats, study  # noqa: E402  (after choosing the backend)
 from agile.paper.combos import COMBOS, PAPER_TABLE1  # noqa: E402
+from agile.paper.config import get_config  # noqa: E402
 from agile.paper.report import analysis, figures, text  # noqa: E402
 from agile.paper.report.results import Curve, Results, write_results  # noqa: E402
 
@@ -326,3 +329,121 @@ def test_write_report_keeps_a_figure_it_did_not_draw_and_does_not_link_it(tmp_pa
     markdown = (tmp_path / "docs" / "reproduction.md").read_text()
     assert old.name not in markdown
     assert markdown.count("Not drawn: no combo12_seed0_params.npz in the results.") == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Pieces of the analysis, the figures and the text.
+
+
+def test_selection_helpers_pick_rows_by_group_trial_and_seed():
+    runs = [fake_run("sgd", *COMBOS[7], 0, 0.2, 1.0), fake_run("table1", *COMBOS[12], 1, 0.1, 1.0),
+            dataclasses.replace(fake_run("table1", *COMBOS[12], 2, 0.1, 1.0),
+                                best_test_loss=None),
+            dataclasses.replace(fake_run("table1", *COMBOS[1], 0, 0.3, 1.0), group="zzz_new")]
+    assert analysis.groups_present(runs) == ["table1", "sgd", "zzz_new"]  # unknown ones last
+    assert analysis.seed_values(runs, "table1", "combo_12") == {1: 0.1}  # seed 2 has no loss
+    assert analysis.seed_values(runs, "table1", "combo_12", "best_step") == {1: 1000.0, 2: 1000.0}
+    assert analysis.combo_trial(7) == "combo_07"
+    arm = analysis.pair_arm("dense_only", "relu", "agile_sigmoid", "label")
+    assert (arm.group, arm.trial, arm.label) == ("dense_only", "agile_sigmoid", "label")
+    lower, higher, neither = (_result(-0.02, True, None), _result(0.02, True, None),
+                              _result(0.01, False, None))
+    missing = analysis.PairedResult(lower.comparison, 0, missing="not run")
+    counts = analysis.family_counts([lower, higher, neither, missing])
+    assert (counts["lower"], counts["higher"], counts["neither"]) == ([lower], [higher], [neither])
+    assert counts["available"] == [lower, higher, neither]
+
+
+def test_combo12_helpers_read_its_ranges_and_parameters():
+    ranges = fake_ranges(fake_runs({"table1", "granularity_channel"}, 2))
+    layers = analysis.combo12_ranges(ranges)
+    assert list(layers) == ["conv_act_0", "conv_act_1", "conv_act_2", "hidden_act"]
+    assert sorted(layers["hidden_act"]) == [0, 1] and set(layers["hidden_act"][1]) == {"a", "b"}
+    assert layers["hidden_act"][1]["a"].max == pytest.approx(1.2)
+    assert analysis.smallest_conv_a(ranges, "granularity_channel") == pytest.approx(0.9)
+    assert analysis.smallest_conv_a(ranges, "sgd") is None
+    flat = fake_params()
+    tree = analysis.params_tree(flat)
+    assert tree["hidden_act"]["a"] is flat["hidden_act/a"]
+    assert analysis.combo12_layers(flat) == {"conv_act_0": "agile_relu", "conv_act_1": "agile_relu",
+                                             "conv_act_2": "agile_relu",
+                                             "hidden_act": "agile_sigmoid"}
+
+
+def test_every_figure_is_drawn_from_full_results_and_none_without_them(tmp_path):
+    full = fake_results({"table1", "dense_only"}, 2)
+    for spec in figures.SPECS:
+        assert spec.draw(full, report.analyse(full)) is not None, spec.key
+    empty = Results([])
+    assert all(spec.draw(empty, report.analyse(empty)) is None for spec in figures.SPECS)
+    assert [spec.key for spec in figures.SPECS] == list(figures.FIGURES)
+    assert {spec.section for spec in figures.SPECS} == {"table1", "comparisons", "figures"}
+    drawn = figures.draw_figures(empty, report.analyse(empty), tmp_path / "figures")
+    assert drawn == dict.fromkeys(figures.FIGURES) and not list((tmp_path / "figures").iterdir())
+
+
+def test_formatting_helpers_and_the_machine_in_words():
+    summary = {"n": 3, "mean": 0.1, "std": 0.01, "ci_low": 0.08, "ci_high": 0.12}
+    assert text.format_p(0.0123) == "0.012" and text.format_p(0.000123) == "1.2e-04"
+    assert text.format_mean_std(summary) == "0.1000 ± 0.0100"
+    assert text.format_mean_std(summary, 2, 100.0) == "10.00 ± 1.00"
+    assert text.format_mean_std(None) == text.format_ci(None) == "-"
+    assert text.format_ci(summary) == "[0.0800, 0.1200]"
+    assert text.format_ci({**summary, "n": 1}) == "-"
+    assert text.markdown_table(("a", "b"), [(1, "x")]) == "| a | b |\n|---|---|\n| 1 | x |\n"
+    assert text.describe_machine(MACHINE) == "Test CPU (2 logical CPUs, 8 GiB; JAX 0.0 on cpu)"
+    assert text.describe_machine(None) == "the machine that ran it"
+
+
+def test_figures_are_linked_when_drawn_and_say_what_is_missing_when_not():
+    spec = figures.SPECS_BY_KEY["fig11"]
+    assert text.figure_lines(spec, True) == [
+        f"![{spec.caption}](figures/{spec.file})", "", spec.note, ""]
+    assert text.figure_lines(spec, False) == [
+        "Not drawn: group dense_only has no curves in the results.", ""]
+    assert text.figure_lines(figures.SPECS_BY_KEY["table1_losses"], False) == []
+    section = text.figures_section({"fig12": True})
+    assert section.startswith("## 6. Figures like the paper's")
+    assert f"](figures/{figures.FIGURES['fig12'][0]})" in section
+    assert "Not drawn: no Table 1 curves in the results." in section  # fig13
+    assert figures.FIGURES["table1_losses"][0] not in section  # shown in section 3, not here
+    assert section.count("### ") == 6
+
+
+def test_comparisons_markdown_has_a_row_for_every_comparison_made_or_not():
+    missing = analysis.PairedResult(_result(0, True, None).comparison, 0, missing="not run")
+    table = text.comparisons_markdown([_result(-0.0123, True, -0.01), missing])
+    assert ("| combo 12 − combo 9 | -0.01000 | -0.0123 | [-0.0223, -0.0023] | 10 | 0.001 | "
+            "0.004 | yes | agrees |") in table
+    assert "| combo 12 − combo 9 | - | not available: not run |  |  |  |  |  |  |" in table
+
+
+def test_setup_section_reads_the_config_and_counts_early_stops():
+    config = get_config()
+    bound = config.num_epochs * (config.data.train_size // config.batch_size)
+    runs = [fake_run("table1", *COMBOS[1], 0, 0.1, 1.0, steps=bound - 50),
+            fake_run("table1", *COMBOS[1], 1, 0.1, 1.0, steps=bound)]
+    section = text.setup_section(config, runs)
+    assert section.startswith("## 2. Setup, and the choices the paper leaves open")
+    assert "(1 of 2 Table 1 runs stopped early)" in section
+    assert "Table 1: seeds 0 to 1 (2)" in section
+    assert "maps 28 → 14 → 7 → 3" in section
+    assert ("The paper leaves open: validation split, test split, inputs, network, "
+            "initialisation, optimizer, training length, reported loss, seeds.") in section
+    assert "Table 1: none run yet" in text.setup_section(config, [])
+
+
+def test_expressivity_section_reports_the_fold_and_the_smallest_conv_a():
+    fold = analysis.FoldCheck(inputs=8, seed=0, plain="sigmoid", max_abs_difference=2e-7,
+                              max_abs_logit=12.5, dropped_difference=3.25, dense_agile=60,
+                              conv_agile=1234)
+    ranges = fake_ranges(fake_runs({"granularity_scalar"}, 2))
+    section = text.expressivity_section(fold, ranges)
+    assert "is **2.0e-07** (float32 rounding), for logits up to 12.50" in section
+    assert "changes the logits by up to 3.25" in section
+    assert "(60 here)" in section and "(1,234 in combo 12)" in section
+    assert ("In group `granularity_scalar` the smallest learned a in a conv layer is 0.9000 "
+            "(positive: these layers fold).") in section
+    assert "granularity_channel" not in section
+    assert "Not checked: `combo12_seed0_params.npz` is missing" in text.expressivity_section(
+        None, [])

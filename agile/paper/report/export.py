@@ -74,7 +74,7 @@ def _curve_rows(group: str, trial_dir: Path, summary: dict[str, Any]) -> list[Cu
                   test_loss=rounded(row.get("test_loss"))) for row in read_rows(path)]
 
 
-def trial_records(group: str, trial_dir: Path,
+def _trial_records(group: str, trial_dir: Path,
                   curves: bool) -> tuple[list[Run], list[Curve], list[Range]]:
     """The runs, curves (if ``curves``) and agile ranges of one finished trial folder."""
     summary = read_json(trial_dir / SUMMARY_FILE, SUMMARY_REMEDY)
@@ -90,7 +90,7 @@ def trial_records(group: str, trial_dir: Path,
     return runs, _curve_rows(group, trial_dir, summary) if curves else [], ranges
 
 
-def seed0_params(trial_dir: Path) -> dict[str, Any] | None:
+def _seed0_params(trial_dir: Path) -> dict[str, Any] | None:
     """Seed 0's final parameters of a finished trial, flattened ``"layer/param"``.
 
     None when the trial has not finished (no ``summary.json``) or has no checkpoint.
@@ -122,12 +122,12 @@ def collect(workdir: Path, groups: Sequence[study.Group]) -> Results:
     runs, curves, ranges = [], [], []
     for group in groups:
         for summary_path in sorted((workdir / group.name).glob(f"*/{SUMMARY_FILE}")):
-            trial = trial_records(group.name, summary_path.parent, group.name in CURVE_GROUPS)
+            trial = _trial_records(group.name, summary_path.parent, group.name in CURVE_GROUPS)
             runs += trial[0]
             curves += trial[1]
             ranges += trial[2]
     names = {group.name for group in groups}
-    params = seed0_params(workdir.joinpath(*PARAMS_TRIAL)) if PARAMS_TRIAL[0] in names else None
+    params = _seed0_params(workdir.joinpath(*PARAMS_TRIAL)) if PARAMS_TRIAL[0] in names else None
     return Results(runs, curves, ranges, params, machine())
 
 

@@ -231,7 +231,7 @@ def parse_table(text: str, table: Table, name: str | None = None) -> list:
     return records
 
 
-def read_params(path: Path) -> dict[str, np.ndarray]:
+def _read_params(path: Path) -> dict[str, np.ndarray]:
     """The flattened ``"layer/param"`` arrays of ``combo12_seed0_params.npz``."""
     try:
         with np.load(path) as archive:
@@ -241,7 +241,7 @@ def read_params(path: Path) -> dict[str, np.ndarray]:
                           f"{EXPORT_AGAIN}.") from None
 
 
-def read_machine(path: Path) -> Machine:
+def _read_machine(path: Path) -> Machine:
     """``machine.json`` as a :class:`Machine`; a damaged or incomplete file is refused."""
     try:
         saved = json.loads(Path(path).read_text())
@@ -268,8 +268,8 @@ def load_results(results_dir: Path) -> Results:
         path = results_dir / table.name
         tables[table.attribute] = (parse_table(path.read_text(), table, str(path))
                                    if path.is_file() else [])
-    params = read_params(results_dir / PARAMS) if (results_dir / PARAMS).is_file() else None
-    machine = read_machine(results_dir / MACHINE) if (results_dir / MACHINE).is_file() else None
+    params = _read_params(results_dir / PARAMS) if (results_dir / PARAMS).is_file() else None
+    machine = _read_machine(results_dir / MACHINE) if (results_dir / MACHINE).is_file() else None
     return Results(**tables, params=params, machine=machine)
 
 

@@ -152,7 +152,7 @@ def command_section(runs: Sequence[Run], machine: Machine | None = None) -> str:
     return "\n".join(lines)
 
 
-def map_sides(config) -> list[int]:
+def _map_sides(config) -> list[int]:
     """Side of the square feature map after each pooling (SAME convs keep it, pooling divides)."""
     side, sides = MNIST_SIDE, []
     for _ in config.model.conv_features:
@@ -161,22 +161,22 @@ def map_sides(config) -> list[int]:
     return sides
 
 
-def stopped_early(runs: Sequence[Run], config, group: str = "table1") -> tuple[int, int]:
+def _stopped_early(runs: Sequence[Run], config, group: str = "table1") -> tuple[int, int]:
     """(runs of ``group`` that stopped before the epoch bound, runs of ``group``)."""
     bound = config.num_epochs * (config.data.train_size // config.batch_size)
     steps = [row.steps for row in runs if row.group == group and row.steps is not None]
     return sum(step < bound for step in steps), len(steps)
 
 
-def setup_rows(config, runs: Sequence[Run]) -> list[tuple[str, str, str, str]]:
+def _setup_rows(config, runs: Sequence[Run]) -> list[tuple[str, str, str, str]]:
     """(setting, ours, the paper, why) for each choice; ours is read from ``config``."""
     from agile.plotting import initial_value
 
     m, d = config.model, config.data
     per_epoch = d.train_size // config.batch_size
     kernel, pool = "x".join(map(str, m.kernel_size)), "x".join(map(str, m.pool_size))
-    sides = map_sides(config)
-    early, total = stopped_early(runs, config)
+    sides = _map_sides(config)
+    early, total = _stopped_early(runs, config)
     seeds = sorted({row.seed for row in runs if row.group == "table1"})
     seed_text = f"seeds {seeds[0]} to {seeds[-1]} ({len(seeds)})" if seeds else "none run yet"
     return [
@@ -235,7 +235,7 @@ def setup_rows(config, runs: Sequence[Run]) -> list[tuple[str, str, str, str]]:
 
 def setup_section(config, runs: Sequence[Run]) -> str:
     """Section 2: every setting, which the paper states, and why we chose ours."""
-    rows = setup_rows(config, runs)
+    rows = _setup_rows(config, runs)
     unstated = [setting for setting, _, paper, _ in rows if "not stated" in paper]
     return "\n".join([
         "## 2. Setup, and the choices the paper leaves open", "",
@@ -266,7 +266,7 @@ def table1_markdown(table: Sequence[Table1Row]) -> str:
     return markdown_table(header, rows)
 
 
-def table1_section(table: Sequence[Table1Row], drawn: bool) -> str:
+def _table1_section(table: Sequence[Table1Row], drawn: bool) -> str:
     """Section 3: Table 1 ours beside the paper's, its figure (if ``drawn``), rank agreement."""
     lines = ["## 3. Table 1: ours beside the paper's", ""]
     if all(row.loss is None for row in table):
@@ -308,7 +308,7 @@ def comparisons_markdown(results: Sequence[PairedResult]) -> str:
     return markdown_table(header, rows)
 
 
-def comparisons_section(results: Sequence[PairedResult], drawn: bool) -> str:
+def _comparisons_section(results: Sequence[PairedResult], drawn: bool) -> str:
     """Section 4: the Table 1 family of paired comparisons, and its figure (if ``drawn``)."""
     lines = [
         "## 4. Paired comparisons on the same seeds", "",
@@ -326,7 +326,7 @@ def comparisons_section(results: Sequence[PairedResult], drawn: bool) -> str:
     return "\n".join(lines + figure_lines(SPECS_BY_KEY["differences"], drawn))
 
 
-def group_markdown(runs: Sequence[Run], group: study.Group, counts: Counts) -> str:
+def _group_markdown(runs: Sequence[Run], group: study.Group, counts: Counts) -> str:
     """One row per trial of ``group``: parameters, seeds, loss, CI, accuracy, best step."""
     rows = []
     for conv, dense in group.pairs:
@@ -346,7 +346,7 @@ def group_markdown(runs: Sequence[Run], group: study.Group, counts: Counts) -> s
     return markdown_table(header, rows)
 
 
-def ablations_section(runs: Sequence[Run], results: Sequence[PairedResult],
+def _ablations_section(runs: Sequence[Run], results: Sequence[PairedResult],
                       counts: Counts) -> str:
     """Section 5: each group the paper did not run, and their comparisons (one Holm family)."""
     present = {row.group for row in runs}
@@ -355,7 +355,7 @@ def ablations_section(runs: Sequence[Run], results: Sequence[PairedResult],
         if group.name == "table1":
             continue
         lines += [f"### `{group.name}`", "", group.question, ""]
-        lines.append(group_markdown(runs, group, counts) if group.name in present
+        lines.append(_group_markdown(runs, group, counts) if group.name in present
                      else not_run_line(group.name) + "\n")
     lines += [
         "### Comparisons", "",
@@ -549,7 +549,7 @@ def ablation_findings(results: Sequence[PairedResult]) -> list[str]:
     return out
 
 
-def conclusion_section(table: Sequence[Table1Row], table1_results: Sequence[PairedResult],
+def _conclusion_section(table: Sequence[Table1Row], table1_results: Sequence[PairedResult],
                        ablation_results: Sequence[PairedResult], fold: FoldCheck | None) -> str:
     """Section 8: the verdicts, every number generated from the results."""
     lines = ["## 8. Conclusion", "",
@@ -602,11 +602,11 @@ def build_markdown(results: Results, analysis: Analysis, drawn: Mapping[str, boo
         *head,
         command_section(results.runs, results.machine),
         setup_section(config, results.runs),
-        table1_section(analysis.table, bool(drawn.get("table1_losses"))),
-        comparisons_section(analysis.table1_results, bool(drawn.get("differences"))),
-        ablations_section(results.runs, analysis.ablation_results, counts),
+        _table1_section(analysis.table, bool(drawn.get("table1_losses"))),
+        _comparisons_section(analysis.table1_results, bool(drawn.get("differences"))),
+        _ablations_section(results.runs, analysis.ablation_results, counts),
         figures_section(drawn),
         expressivity_section(analysis.fold, results.ranges),
-        conclusion_section(analysis.table, analysis.table1_results, analysis.ablation_results,
+        _conclusion_section(analysis.table, analysis.table1_results, analysis.ablation_results,
                            analysis.fold),
     ]).rstrip("\n") + "\n"
