@@ -234,7 +234,7 @@ def parse_table(text: str, table: Table, name: str | None = None) -> list:
 def _read_params(path: Path) -> dict[str, np.ndarray]:
     """The flattened ``"layer/param"`` arrays of ``combo12_seed0_params.npz``."""
     try:
-        with np.load(path) as archive:
+        with open(path, "rb") as file, np.load(file) as archive:  # closed if np.load fails
             return {key: np.asarray(archive[key]) for key in sorted(archive.files)}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
         raise ReportError(f"{path} cannot be read ({type(err).__name__}: {err}); "
