@@ -41,7 +41,8 @@ from agile.paper.trials import CSV_FIELDS, SeedResult, column_types, columns, op
 
 PARAMS = "combo12_seed0_params.npz"
 MACHINE = "machine.json"
-EXPORT_AGAIN = "export it again with scripts/study.py --skip_training"
+EXPORT_AGAIN = ("export it again (scripts/study.py --skip_training "
+                "--results_dir=<this folder>)")
 
 
 class ReportError(UserError):
