@@ -2,8 +2,8 @@
 
     python scripts/study_report.py [--results_dir=docs/results] [--docs_dir=docs] [--dpi=100]
 
-Reads ``runs.csv``, ``curves.csv``, ``agile_ranges.csv`` and ``combo12_seed0_params.npz``
-from --results_dir (``scripts/study.py`` exports them) and writes
+Reads ``runs.csv``, ``curves.csv``, ``agile_ranges.csv``, ``combo12_seed0_params.npz`` and
+``machine.json`` from --results_dir (``scripts/study.py`` exports them) and writes
 ``<docs_dir>/reproduction.md`` and ``<docs_dir>/figures/study_*.png``; every number is
 computed from those files, so a rerun on the same files writes the same bytes. Groups
 without results are reported as not run.
@@ -21,10 +21,11 @@ from agile.paper import cli
 matplotlib.use("Agg")
 
 from agile.paper import report  # noqa: E402  (after choosing the backend)
+from agile.paper.report.figures import DPI  # noqa: E402
 
 _RESULTS_DIR = flags.DEFINE_string("results_dir", "docs/results", "The study's exported CSVs.")
 _DOCS_DIR = flags.DEFINE_string("docs_dir", "docs", "Where reproduction.md and figures/ go.")
-_DPI = flags.DEFINE_integer("dpi", report.DPI, "Resolution of the figures (tests draw small).")
+_DPI = flags.DEFINE_integer("dpi", DPI, "Resolution of the figures (tests draw small).")
 
 
 def main(argv: list[str]) -> None:

@@ -1,160 +1,41 @@
 """agile.paper.report and scripts/study_report.py: the study's report from (fake) exported results.
 
-The fake results are written here the way scripts/study.py exports real ones (same columns,
-trial names from agile.paper.sweep, a combo-12 parameter file from agile.paper.models.CNN's shapes).
+The fake results (tests/study_fakes.py) are records of agile.paper.report.results, written by
+its writer: the schema is defined once. Reading, writing and merging results files is tested
+in test_report_results.py.
 """
 
-import csv
-import io
+import dataclasses
 import math
 import subprocess
 import sys
 
-import jax
-import jax.numpy as jnp
 import matplotlib
 import numpy as np
 import pytest
-from flax import traverse_util
 
 matplotlib.use("Agg")
 
 from conftest import REPO_ROOT  # noqa: E402
+from study_fakes import (  # noqa: E402
+    MACHINE,
+    fake_params,
+    fake_ranges,
+    fake_results,
+    fake_run,
+    fake_runs,
+    write_fake_results,
+)
 
 from agile.paper import report, stats, study  # noqa: E402  (after choosing the backend)
-from agile.paper.combos import COMBOS, PAPER_TABLE1, combo_number  # noqa: E402
-from agile.paper.models import CNN  # noqa: E402
-from agile.paper.trials import CSV_FIELDS  # noqa: E402
+from agile.paper.combos import COMBOS, PAPER_TABLE1  # noqa: E402
+from agile.paper.config import get_config  # noqa: E402
+from agile.paper.report import analysis, figures, text  # noqa: E402
+from agile.paper.report.results import Curve, Results, write_results  # noqa: E402
 
-RUN_FIELDS = ["group", *CSV_FIELDS]
 SECTIONS = ("## 1. The command and its wall time", "## 2. Setup", "## 3. Table 1",
             "## 4. Paired comparisons", "## 5. What the paper did not run", "## 6. Figures",
             "## 7. Expressivity", "## 8. Conclusion")
-
-
-def _csv_text(rows, fields):
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fields, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue()
-
-
-def _run_row(group, conv, dense, seed, loss, wall, steps=1500, best_step=1000):
-    agile = conv.startswith(("agile", "combined")) or dense.startswith("agile")
-    return {"group": group, "trial": study.GROUPS_BY_NAME[group].trial_name(conv, dense),
-            "combo": combo_number(conv, dense), "conv_activation": conv,
-            "dense_activation": dense, "seed": seed, "steps": steps, "best_step": best_step,
-            "best_test_loss": loss, "final_test_loss": loss + 0.01,
-            "best_test_accuracy": 0.97 - loss / 10, "final_test_accuracy": 0.96,
-            "a_min": 0.9 if agile else None, "a_max": 1.1 if agile else None,
-            "b_min": -0.1 if agile else None, "b_max": 0.1 if agile else None,
-            "wall_time_s": wall}
-
-
-def fake_runs(groups=None, seeds=4, rng=None):
-    """Rows for ``groups`` (default: all): a loss per pair that drifts with its index."""
-    rng = rng or np.random.default_rng(0)
-    rows = []
-    for group in study.GROUPS:
-        if groups is not None and group.name not in groups:
-            continue
-        for index, (conv, dense) in enumerate(group.pairs):
-            base, wall = 0.14 + 0.004 * index, 100.0 + index
-            steps = rng.integers(800, 4000, seeds)
-            for seed in range(seeds):
-                rows.append(_run_row(group.name, conv, dense, seed,
-                                     float(base + rng.normal(0, 0.005)), wall,
-                                     int(steps[seed]), int(steps[seed]) - 500))
-    return rows
-
-
-def fake_curves(runs, every=50):
-    """Validation loss every ``every`` steps up to each seed's steps; test loss every tenth."""
-    rows = []
-    for run in runs:
-        if run["group"] not in ("table1", "dense_only"):
-            continue
-        for i, step in enumerate(range(every, run["steps"] + 1, every), start=1):
-            loss = run["best_test_loss"] + 2.2 * math.exp(-step / 300)
-            rows.append({"group": run["group"], "trial": run["trial"], "seed": run["seed"],
-                         "step": step, "val_loss": round(loss, 6),
-                         "test_loss": round(loss, 6) if i % 10 == 0 else None})
-    return rows
-
-
-def fake_ranges(runs):
-    """Final a and b per agile layer: combo-12-like layers for every agile trial."""
-    rows = []
-    for run in runs:
-        layers = [f"conv_act_{i}" for i in range(3) if run["conv_activation"].startswith(
-            "agile")] + (["hidden_act"] if run["dense_activation"].startswith("agile") else [])
-        for layer in layers:
-            spread = 0.05 * (1 + run["seed"])
-            for param, center in (("a", 1.0), ("b", 0.0)):
-                rows.append({"group": run["group"], "trial": run["trial"], "seed": run["seed"],
-                             "layer": layer, "param": param, "min": center - spread,
-                             "max": center + 2 * spread, "mean": center + spread / 2})
-    return rows
-
-
-def fake_params():
-    """Combo 12's parameters, flattened "layer/param", with a and b moved off their init."""
-    conv, dense = COMBOS[12]
-    shapes = jax.eval_shape(CNN(conv_activation=conv, dense_activation=dense).init,
-                            jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
-    rng = np.random.default_rng(1)
-    flat = {}
-    for path, shape in traverse_util.flatten_dict(shapes).items():
-        center = 1.0 if path[-1] == "a" else 0.0
-        scale = 0.3 if path[-1] in ("a", "b") else 0.2
-        flat["/".join(path)] = (center + scale * rng.normal(size=shape.shape)).astype(np.float32)
-    return flat
-
-
-def write_fake_results(directory, groups=None, seeds=4):
-    """Writes runs.csv, curves.csv, agile_ranges.csv and the combo-12 npz into ``directory``."""
-    directory.mkdir(parents=True, exist_ok=True)
-    runs = fake_runs(groups, seeds)
-    (directory / "runs.csv").write_text(_csv_text(runs, RUN_FIELDS))
-    (directory / "curves.csv").write_text(_csv_text(
-        fake_curves(runs), ["group", "trial", "seed", "step", "val_loss", "test_loss"]))
-    (directory / "agile_ranges.csv").write_text(_csv_text(
-        fake_ranges(runs), ["group", "trial", "seed", "layer", "param", "min", "max", "mean"]))
-    np.savez_compressed(directory / "combo12_seed0_params.npz", **fake_params())
-    return directory
-
-
-def _parsed(rows, fields=RUN_FIELDS):
-    return report.parse_csv(_csv_text(rows, fields))
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading.
-
-
-def test_parse_csv_types_cells_and_names_the_bad_line():
-    text = ("group,trial,seed,best_test_loss,a_min\n"
-            "table1,combo_12,3,0.15,\n"
-            "tanh_gelu,tanh-tanh,0,1e-2,-0.5\n")
-    rows = report.parse_csv(text)
-    assert rows[0] == {"group": "table1", "trial": "combo_12", "seed": 3,
-                       "best_test_loss": 0.15, "a_min": None}
-    assert rows[1]["trial"] == "tanh-tanh" and rows[1]["best_test_loss"] == 0.01
-    with pytest.raises(report.ReportError, match=r"runs.csv line 3: a cell is not a number"):
-        report.parse_csv(text.replace("1e-2", "oops"), "runs.csv")
-
-
-def test_load_results_needs_runs_csv_and_its_columns_but_not_the_rest(tmp_path):
-    with pytest.raises(report.ReportError, match=r"No runs.csv in .*run scripts/study.py"):
-        report.load_results(tmp_path)
-    (tmp_path / "runs.csv").write_text("group,trial,seed\ntable1,combo_01,0\n")
-    with pytest.raises(report.ReportError, match="lacks the column.*best_test_loss"):
-        report.load_results(tmp_path)
-    (tmp_path / "runs.csv").write_text(_csv_text(fake_runs({"table1"}, 2), RUN_FIELDS))
-    results = report.load_results(tmp_path)
-    assert len(results.runs) == 24 and results.curves == results.ranges == []
-    assert results.params is None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,48 +43,48 @@ def test_load_results_needs_runs_csv_and_its_columns_but_not_the_rest(tmp_path):
 
 
 def test_wall_times_count_each_trial_once_per_group():
-    rows = [_run_row("table1", *COMBOS[1], seed, 0.2, 100.0) for seed in range(3)]
-    rows += [_run_row("table1", *COMBOS[2], seed, 0.2, 50.0) for seed in range(3)]
-    rows += [_run_row("sgd", *COMBOS[7], seed, 0.2, 7200.0) for seed in range(2)]
-    times = report.wall_times(_parsed(rows))
+    rows = [fake_run("table1", *COMBOS[1], seed, 0.2, 100.0) for seed in range(3)]
+    rows += [fake_run("table1", *COMBOS[2], seed, 0.2, 50.0) for seed in range(3)]
+    rows += [fake_run("sgd", *COMBOS[7], seed, 0.2, 7200.0) for seed in range(2)]
+    times = analysis.wall_times(rows)
     assert list(times) == ["table1", "sgd"]  # study.GROUPS order
     assert times["table1"] == {"trials": 2, "seeds": 3, "seconds": 150.0}
     assert times["sgd"] == {"trials": 1, "seeds": 2, "seconds": 7200.0}
-    table = report.wall_time_table(times)
+    table = text.wall_time_table(times)
     assert "2 min 30 s" in table and "2 h 00 min" in table and "2 h 02 min" in table
-    assert [report.format_duration(s) for s in (8.44, 725, 3 * 3600 + 7 * 60)] == [
+    assert [text.format_duration(s) for s in (8.44, 725, 3 * 3600 + 7 * 60)] == [
         "8.4 s", "12 min 05 s", "3 h 07 min"]
 
 
 def test_table1_rows_put_the_papers_values_beside_our_seed_statistics():
     losses = [0.15, 0.16, 0.17]
-    rows = [_run_row("table1", *COMBOS[12], seed, loss, 1.0, best_step=1000 + seed)
+    rows = [fake_run("table1", *COMBOS[12], seed, loss, 1.0, best_step=1000 + seed)
             for seed, loss in enumerate(losses)]
-    rows.append(_run_row("sgd", *COMBOS[12], 0, 9.0, 1.0))  # another group: not Table 1
-    table = report.table1_rows(_parsed(rows))
-    assert [row["combo"] for row in table] == list(COMBOS)
+    rows.append(fake_run("sgd", *COMBOS[12], 0, 9.0, 1.0))  # another group: not Table 1
+    table = analysis.table1_rows(rows)
+    assert [row.combo for row in table] == list(COMBOS)
     row = table[11]
-    assert (row["paper_loss"], row["paper_iterations"]) == PAPER_TABLE1[12]
-    assert row["loss"]["n"] == 3 and row["loss"]["mean"] == pytest.approx(0.16)
-    assert row["loss"]["std"] == pytest.approx(0.01)
+    assert (row.paper_loss, row.paper_iterations) == PAPER_TABLE1[12]
+    assert row.loss["n"] == 3 and row.loss["mean"] == pytest.approx(0.16)
+    assert row.loss["std"] == pytest.approx(0.01)
     half = 4.302653 * 0.01 / math.sqrt(3)  # t(0.975, 2) * s / sqrt(n)
-    assert (row["loss"]["ci_low"], row["loss"]["ci_high"]) == (
+    assert (row.loss["ci_low"], row.loss["ci_high"]) == (
         pytest.approx(0.16 - half, rel=1e-5), pytest.approx(0.16 + half, rel=1e-5))
-    assert row["best_step"]["mean"] == pytest.approx(1001)
-    assert table[0]["loss"] is None  # combo 1 not run
-    markdown = report.table1_markdown(table)
+    assert row.best_step["mean"] == pytest.approx(1001)
+    assert table[0].loss is None  # combo 1 not run
+    markdown = text.table1_markdown(table)
     assert "| 12 | agile_relu | agile_sigmoid | 0.15027 | 3261 | 0.1600 ± 0.0100 |" in markdown
     assert "| 1 | sigmoid | relu | 0.18850 | 5030 | - | - |" in markdown
 
 
 def test_curve_band_keeps_steps_most_seeds_reached():
-    curves = [{"group": "table1", "trial": "combo_07", "seed": seed, "step": step,
-               "val_loss": 1.0, "test_loss": value}
+    curves = [Curve(group="table1", trial="combo_07", seed=seed, step=step, val_loss=1.0,
+                    test_loss=value)
               for seed, points in enumerate([[(10, 1.0), (20, 0.5), (30, 0.4)],
                                              [(10, 3.0), (20, 0.7)],
                                              [(10, 2.0), (20, None), (25, 0.1)]])
               for step, value in points]
-    band = report.curve_band(curves, "table1", "combo_07")
+    band = analysis.curve_band(curves, "table1", "combo_07")
     assert band["seeds"] == 3
     np.testing.assert_array_equal(band["steps"], [10, 20])  # 25, 30: one seed of three
     np.testing.assert_allclose(band["mean"], [2.0, 0.6])
@@ -211,11 +92,11 @@ def test_curve_band_keeps_steps_most_seeds_reached():
 
 
 def test_rank_agreement_is_undefined_for_a_constant_column():
-    table = report.table1_rows(_parsed(fake_runs({"table1"}, 3)))
-    assert report.rank_agreement(table, "loss", "paper_loss")["n"] == 12
+    table = analysis.table1_rows(fake_runs({"table1"}, 3))
+    assert analysis.rank_agreement(table, "loss", "paper_loss")["n"] == 12
     for row in table:
-        row["best_step"]["mean"] = 500.0
-    assert report.rank_agreement(table, "best_step", "paper_iterations") is None
+        row.best_step["mean"] = 500.0
+    assert analysis.rank_agreement(table, "best_step", "paper_iterations") is None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,68 +104,70 @@ def test_rank_agreement_is_undefined_for_a_constant_column():
 
 
 def test_compare_pairs_by_seed_and_says_why_a_side_is_missing():
-    rows = [_run_row("table1", *COMBOS[12], seed, loss, 1.0)
+    rows = [fake_run("table1", *COMBOS[12], seed, loss, 1.0)
             for seed, loss in [(2, 0.13), (0, 0.15), (1, 0.14), (5, 0.2)]]
-    rows += [_run_row("table1", *COMBOS[9], seed, loss, 1.0)
+    rows += [fake_run("table1", *COMBOS[9], seed, loss, 1.0)
              for seed, loss in [(0, 0.16), (1, 0.16), (2, 0.17)]]
-    runs = _parsed(rows)
-    comparison = report.Comparison(report.combo_arm(12), report.combo_arm(9), -0.01)
-    result = report.compare(runs, comparison)
+    runs = rows
+    comparison = analysis.Comparison(analysis.combo_arm(12), analysis.combo_arm(9), -0.01)
+    result = analysis.compare(runs, comparison)
     expected = stats.paired_comparison([0.15, 0.14, 0.13], [0.16, 0.16, 0.17])  # seeds 0, 1, 2
-    assert result["seeds"] == 3
-    assert result["mean_difference"] == pytest.approx(expected["mean_difference"])
-    assert result["p_value"] == pytest.approx(expected["p_value"])
-    missing_trial = report.compare(runs, report.Comparison(report.combo_arm(12),
-                                                           report.combo_arm(7)))
-    assert missing_trial["missing"] == "trial combo_07 of group table1 has no results"
-    missing_group = report.compare(runs, report.Comparison(report.combo_arm(12, "sgd"),
-                                                           report.combo_arm(7, "sgd")))
-    assert missing_group["missing"] == "group sgd was not run"
+    assert result.seeds == 3
+    assert result.mean_difference == pytest.approx(expected["mean_difference"])
+    assert result.p_value == pytest.approx(expected["p_value"])
+    missing_trial = analysis.compare(runs, analysis.Comparison(analysis.combo_arm(12),
+                                                               analysis.combo_arm(7)))
+    assert missing_trial.missing == "trial combo_07 of group table1 has no results"
+    missing_group = analysis.compare(runs, analysis.Comparison(analysis.combo_arm(12, "sgd"),
+                                                               analysis.combo_arm(7, "sgd")))
+    assert missing_group.missing == "group sgd was not run"
 
 
 def test_compare_family_applies_holm_over_the_available_comparisons():
-    runs = _parsed(fake_runs({"table1"}, 5))
-    results = report.compare_family(runs, report.table1_comparisons())
+    runs = fake_runs({"table1"}, 5)
+    results = analysis.compare_family(runs, analysis.table1_comparisons())
     assert len(results) == len(study.PAIRED_COMPARISONS)
-    assert [r["holm_p"] for r in results] == pytest.approx(
-        stats.holm([r["p_value"] for r in results]))
-    assert all(r["significant"] == (r["holm_p"] < report.ALPHA) for r in results)
-    ablations = report.compare_family(runs, report.ablation_comparisons())
-    available = [r for r in ablations if "missing" not in r]
-    assert [(r["comparison"].first.trial, r["comparison"].second.trial) for r in available] == [
+    assert [r.holm_p for r in results] == pytest.approx(
+        stats.holm([r.p_value for r in results]))
+    assert all(r.significant == (r.holm_p < analysis.ALPHA) for r in results)
+    ablations = analysis.compare_family(runs, analysis.ablation_comparisons())
+    available = [r for r in ablations if r.available]
+    assert [(r.comparison.first.trial, r.comparison.second.trial) for r in available] == [
         ("combo_12", "combo_07")]  # Table 1's own 12 vs 7; the other groups were not run
-    assert available[0]["holm_p"] == pytest.approx(available[0]["p_value"])  # family of one
+    assert available[0].holm_p == pytest.approx(available[0].p_value)  # family of one
 
 
 def _result(difference, significant, paper):
-    comparison = report.Comparison(report.combo_arm(12), report.combo_arm(9), paper)
-    return {"comparison": comparison, "mean_difference": difference, "ci_low": difference - 0.01,
-            "ci_high": difference + 0.01, "p_value": 0.001, "holm_p": 0.004 if significant
-            else 0.2, "significant": significant, "seeds": 10}
+    comparison = analysis.Comparison(analysis.combo_arm(12), analysis.combo_arm(9), paper)
+    return analysis.PairedResult(comparison, seeds=10, mean_difference=difference,
+                                 ci_low=difference - 0.01, ci_high=difference + 0.01,
+                                 p_value=0.001, holm_p=0.004 if significant else 0.2,
+                                 significant=significant)
 
 
 def test_paper_agreement_and_the_verdict_sentence():
-    assert report.paper_agreement(_result(-0.02, True, -0.01)) == "agrees"
-    assert report.paper_agreement(_result(+0.02, True, -0.01)) == "contradicts"
-    assert report.paper_agreement(_result(-0.02, False, -0.01)) == "not confirmed"
-    assert report.paper_agreement(_result(-0.02, True, None)) is None
-    assert report.verdict(_result(-0.0123, True, -0.01)) == (
+    assert analysis.paper_agreement(_result(-0.02, True, -0.01)) == "agrees"
+    assert analysis.paper_agreement(_result(+0.02, True, -0.01)) == "contradicts"
+    assert analysis.paper_agreement(_result(-0.02, False, -0.01)) == "not confirmed"
+    assert analysis.paper_agreement(_result(-0.02, True, None)) is None
+    assert text.verdict(_result(-0.0123, True, -0.01)) == (
         "combo 12 has a lower best test loss than combo 9 by 0.0123 (difference -0.0123, 95% "
         "CI [-0.0223, -0.0023], 10 seeds; Holm p = 0.004, significant at 0.05).")
-    assert "higher" in report.verdict(_result(0.03, False, -0.01))
-    assert "not significant" in report.verdict(_result(0.03, False, -0.01))
-    missing = {"comparison": _result(0, True, None)["comparison"], "seeds": 0,
-               "missing": "group sgd was not run"}
-    assert report.verdict(missing) == (
+    assert "higher" in text.verdict(_result(0.03, False, -0.01))
+    assert "not significant" in text.verdict(_result(0.03, False, -0.01))
+    missing = analysis.PairedResult(_result(0, True, None).comparison, 0,
+                                    missing="group sgd was not run")
+    assert not missing.available and _result(0, True, None).available
+    assert text.verdict(missing) == (
         "combo 12 against combo 9: no result (group sgd was not run).")
 
 
 def test_ablation_findings_give_one_sentence_per_theme_run_or_not():
-    runs = _parsed(fake_runs({"table1", "tanh_gelu"}, 4))
-    findings = report.ablation_findings(report.compare_family(runs,
-                                                              report.ablation_comparisons()))
+    runs = fake_runs({"table1", "tanh_gelu"}, 4)
+    findings = text.ablation_findings(analysis.compare_family(runs,
+                                                              analysis.ablation_comparisons()))
     assert [f.split(":")[0] for f in findings] == [opening for opening, _ in
-                                                   report.ABLATION_THEMES]
+                                                   text.ABLATION_THEMES]
     assert "combo 12 (per channel) − combo 12 (per element): no result (group " \
            "granularity_channel was not run)" in findings[0]
     assert "agile tanh / agile tanh − tanh / tanh: " in findings[1] and "Holm p = " in findings[1]
@@ -293,18 +176,18 @@ def test_ablation_findings_give_one_sentence_per_theme_run_or_not():
 
 
 def test_short_outcome_says_significance_direction_and_interval():
-    assert report.short_outcome(_result(-0.02, True, None)) == (
+    assert text.short_outcome(_result(-0.02, True, None)) == (
         "significantly lower (-0.0200 [-0.0300, -0.0100], Holm p = 0.004)")
-    assert report.short_outcome(_result(0.02, False, None)).startswith(
+    assert text.short_outcome(_result(0.02, False, None)).startswith(
         "no significant difference (+0.0200 [+0.0100, +0.0300], Holm p = 0.200)")
 
 
 def test_table1_findings_count_the_family_and_name_the_best():
     results = [_result(-0.02, True, -0.01), _result(0.02, True, -0.01),
                _result(0.001, False, 0.01)]
-    rows = [_run_row("table1", *COMBOS[c], s, 0.1 + 0.01 * c + 0.001 * s, 1.0)
+    rows = [fake_run("table1", *COMBOS[c], s, 0.1 + 0.01 * c + 0.001 * s, 1.0)
             for c in (3, 9, 12) for s in range(3)]
-    findings = report.table1_findings(report.table1_rows(_parsed(rows)), results)
+    findings = text.table1_findings(analysis.table1_rows(rows), results)
     assert findings[0].startswith(
         "Of the 3 paired comparisons of an agile variant with its plain counterpart, the agile "
         "variant has a significantly lower best test loss in 1, a significantly higher one in "
@@ -316,13 +199,14 @@ def test_table1_findings_count_the_family_and_name_the_best():
 
 
 def test_table1_findings_of_a_partial_study_say_how_far_it_got():
-    rows = [_run_row("table1", *COMBOS[1], s, 0.14, 1.0) for s in range(3)]
-    table = report.table1_rows(_parsed(rows))
-    assert report.table1_findings(table, [{"missing": "not run"}]) == [
+    rows = [fake_run("table1", *COMBOS[1], s, 0.14, 1.0) for s in range(3)]
+    table = analysis.table1_rows(rows)
+    not_run = analysis.PairedResult(_result(0, True, None).comparison, 0, missing="not run")
+    assert text.table1_findings(table, [not_run]) == [
         "Table 1's comparisons could not be made yet: 1 of 12 combinations have results, and "
         "no comparison has both of its arms."]
-    assert report.table1_findings(report.table1_rows([]), []) == [
-        "Table 1's comparisons could not be made: " + report.not_run_line("table1")]
+    assert text.table1_findings(analysis.table1_rows([]), []) == [
+        "Table 1's comparisons could not be made: " + text.not_run_line("table1")]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,22 +214,22 @@ def test_table1_findings_of_a_partial_study_say_how_far_it_got():
 
 
 def test_parameter_counts_follow_the_granularity():
-    element = report.parameter_counts("table1", *COMBOS[11])
-    channel = report.parameter_counts("granularity_channel", *COMBOS[11])
-    scalar = report.parameter_counts("granularity_scalar", *COMBOS[11])
+    element = analysis.parameter_counts("table1", *COMBOS[11])
+    channel = analysis.parameter_counts("granularity_channel", *COMBOS[11])
+    scalar = analysis.parameter_counts("granularity_scalar", *COMBOS[11])
     maps = 28 * 28 * 16 + 14 * 14 * 8 + 7 * 7 * 4
     assert element[1] == 2 * (maps + 30)
     assert channel[1] == 2 * (16 + 8 + 4 + 30)
     assert scalar[1] == 2 * 4
     assert element[0] - element[1] == channel[0] - channel[1] == scalar[0] - scalar[1]
-    assert report.parameter_counts("table1", *COMBOS[7])[1] == 0
+    assert analysis.parameter_counts("table1", *COMBOS[7])[1] == 0
 
 
 def test_fold_check_finds_the_folded_twin_equal_and_the_unfolded_one_not():
-    fold = report.fold_check(fake_params(), inputs=8)
-    assert fold["max_abs_difference"] < 1e-5 < 1e-2 < fold["dropped_difference"]
-    assert (fold["plain"], fold["dense_agile"]) == ("sigmoid", 60)
-    assert fold["conv_agile"] == 2 * (28 * 28 * 16 + 14 * 14 * 8 + 7 * 7 * 4)
+    fold = analysis.fold_check(fake_params(), inputs=8)
+    assert fold.max_abs_difference < 1e-5 < 1e-2 < fold.dropped_difference
+    assert (fold.plain, fold.dense_agile) == ("sigmoid", 60)
+    assert fold.conv_agile == 2 * (28 * 28 * 16 + 14 * 14 * 8 + 7 * 7 * 4)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,12 +237,13 @@ def test_fold_check_finds_the_folded_twin_equal_and_the_unfolded_one_not():
 
 
 def test_markdown_reports_missing_groups_instead_of_failing():
-    runs = _parsed(fake_runs({"table1", "tanh_gelu"}, 3))
-    results = report.Results(runs)
-    analysis = report.Analysis(report.table1_rows(runs),
-                               report.compare_family(runs, report.table1_comparisons()),
-                               report.compare_family(runs, report.ablation_comparisons()), None)
-    markdown = report.build_markdown(results, analysis, {}, counts=lambda *_: (100, 10))
+    runs = fake_runs({"table1", "tanh_gelu"}, 3)
+    results = Results(runs)
+    analysed = analysis.Analysis(analysis.table1_rows(runs),
+                                 analysis.compare_family(runs, analysis.table1_comparisons()),
+                                 analysis.compare_family(runs, analysis.ablation_comparisons()),
+                                 None)
+    markdown = text.build_markdown(results, analysed, {}, counts=lambda *_: (100, 10))
     for section in SECTIONS:
         assert section in markdown
     for group in ("dense_only", "granularity_channel", "granularity_scalar", "combined", "sgd",
@@ -373,21 +258,18 @@ def test_markdown_reports_missing_groups_instead_of_failing():
 
 
 def test_command_section_names_partly_run_and_unrun_groups():
-    runs = _parsed([_run_row("table1", *COMBOS[c], s, 0.14, 60.0) for c in (1, 2)
-                    for s in range(2)])
-    section = report.command_section(runs)
+    runs = [fake_run("table1", *COMBOS[c], s, 0.14, 60.0) for c in (1, 2) for s in range(2)]
+    section = text.command_section(runs)
     assert "Partly run (the sweep resumes where it stopped): `table1` (2 of 12 trials)." in section
     assert "Not run (no rows in the results): `dense_only`, " in section
-    full = _parsed(fake_runs({"table1"}, 2))
-    assert "Partly run" not in report.command_section(full)
+    full = fake_runs({"table1"}, 2)
+    assert "Partly run" not in text.command_section(full)
 
 
 def test_save_figure_writes_the_same_bytes_twice_without_the_version(tmp_path):
-    fig = report.figure_combo12_ranges(report.parse_csv(_csv_text(
-        fake_ranges(fake_runs({"table1"}, 2)),
-        ["group", "trial", "seed", "layer", "param", "min", "max", "mean"])))
-    report.save_figure(fig, tmp_path / "one.png", dpi=30)
-    report.save_figure(fig, tmp_path / "two.png", dpi=30)
+    fig = figures.figure_combo12_ranges(fake_ranges(fake_runs({"table1"}, 2)))
+    figures.save_figure(fig, tmp_path / "one.png", dpi=30)
+    figures.save_figure(fig, tmp_path / "two.png", dpi=30)
     data = (tmp_path / "one.png").read_bytes()
     assert data.startswith(b"\x89PNG") and data == (tmp_path / "two.png").read_bytes()
     assert b"matplotlib" not in data
@@ -411,12 +293,15 @@ def test_study_report_script_writes_the_report_and_figures(tmp_path):
         assert section in markdown
     assert "Group `combined` was not run" in markdown
     assert "Group `sgd` was not run" not in markdown
-    names = sorted(p.name for p in (docs / "figures").glob("study_*.png"))
-    assert names == sorted(name for name, _ in report.FIGURES.values())
+    names = sorted(p.name for p in (docs / "figures").glob("study_*.png") if p != stale)
+    assert names == sorted(name for name, _ in figures.FIGURES.values())
     for name in names:
         assert f"](figures/{name})" in markdown
         assert (docs / "figures" / name).read_bytes().startswith(b"\x89PNG")
-    assert not stale.exists()
+    # A figure file the report did not draw is kept (the writer deletes nothing; #141 lost four
+    # committed figures that way), and the report does not link it.
+    assert stale.read_bytes() == b"a figure an older report drew"
+    assert stale.name not in markdown
 
 
 def test_committed_report_is_what_the_committed_results_give():
@@ -427,3 +312,138 @@ def test_committed_report_is_what_the_committed_results_give():
              for key, (name, _) in report.FIGURES.items()}
     expected = report.build_markdown(results, report.analyse(results), drawn)
     assert (REPO_ROOT / "docs" / "reproduction.md").read_text() == expected
+
+
+def test_write_report_keeps_a_figure_it_did_not_draw_and_does_not_link_it(tmp_path):
+    """Without combo 12's parameters two figures are not drawn; their old files stay."""
+    fake = fake_results({"table1"}, 2, params=False)
+    write_results(fake, tmp_path / "results")
+    old = tmp_path / "docs" / "figures" / figures.FIGURES["activations"][0]
+    old.parent.mkdir(parents=True)
+    old.write_bytes(b"drawn by an earlier report")
+    written = report.write_report(tmp_path / "results", tmp_path / "docs", dpi=20)
+    drawn = {path.name for path in written if path.suffix == ".png"}
+    assert figures.FIGURES["table1_losses"][0] in drawn and old.name not in drawn
+    assert figures.FIGURES["maps"][0] not in drawn
+    assert old.read_bytes() == b"drawn by an earlier report"
+    markdown = (tmp_path / "docs" / "reproduction.md").read_text()
+    assert old.name not in markdown
+    assert markdown.count("Not drawn: no combo12_seed0_params.npz in the results.") == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Pieces of the analysis, the figures and the text.
+
+
+def test_selection_helpers_pick_rows_by_group_trial_and_seed():
+    runs = [fake_run("sgd", *COMBOS[7], 0, 0.2, 1.0), fake_run("table1", *COMBOS[12], 1, 0.1, 1.0),
+            dataclasses.replace(fake_run("table1", *COMBOS[12], 2, 0.1, 1.0),
+                                best_test_loss=None),
+            dataclasses.replace(fake_run("table1", *COMBOS[1], 0, 0.3, 1.0), group="zzz_new")]
+    assert analysis.groups_present(runs) == ["table1", "sgd", "zzz_new"]  # unknown ones last
+    assert analysis.seed_values(runs, "table1", "combo_12") == {1: 0.1}  # seed 2 has no loss
+    assert analysis.seed_values(runs, "table1", "combo_12", "best_step") == {1: 1000.0, 2: 1000.0}
+    assert analysis.combo_trial(7) == "combo_07"
+    arm = analysis.pair_arm("dense_only", "relu", "agile_sigmoid", "label")
+    assert (arm.group, arm.trial, arm.label) == ("dense_only", "agile_sigmoid", "label")
+    lower, higher, neither = (_result(-0.02, True, None), _result(0.02, True, None),
+                              _result(0.01, False, None))
+    missing = analysis.PairedResult(lower.comparison, 0, missing="not run")
+    counts = analysis.family_counts([lower, higher, neither, missing])
+    assert (counts["lower"], counts["higher"], counts["neither"]) == ([lower], [higher], [neither])
+    assert counts["available"] == [lower, higher, neither]
+
+
+def test_combo12_helpers_read_its_ranges_and_parameters():
+    ranges = fake_ranges(fake_runs({"table1", "granularity_channel"}, 2))
+    layers = analysis.combo12_ranges(ranges)
+    assert list(layers) == ["conv_act_0", "conv_act_1", "conv_act_2", "hidden_act"]
+    assert sorted(layers["hidden_act"]) == [0, 1] and set(layers["hidden_act"][1]) == {"a", "b"}
+    assert layers["hidden_act"][1]["a"].max == pytest.approx(1.2)
+    assert analysis.smallest_conv_a(ranges, "granularity_channel") == pytest.approx(0.9)
+    assert analysis.smallest_conv_a(ranges, "sgd") is None
+    flat = fake_params()
+    tree = analysis.params_tree(flat)
+    assert tree["hidden_act"]["a"] is flat["hidden_act/a"]
+    assert analysis.combo12_layers(flat) == {"conv_act_0": "agile_relu", "conv_act_1": "agile_relu",
+                                             "conv_act_2": "agile_relu",
+                                             "hidden_act": "agile_sigmoid"}
+
+
+def test_every_figure_is_drawn_from_full_results_and_none_without_them(tmp_path):
+    full = fake_results({"table1", "dense_only"}, 2)
+    for spec in figures.SPECS:
+        assert spec.draw(full, report.analyse(full)) is not None, spec.key
+    empty = Results([])
+    assert all(spec.draw(empty, report.analyse(empty)) is None for spec in figures.SPECS)
+    assert [spec.key for spec in figures.SPECS] == list(figures.FIGURES)
+    assert {spec.section for spec in figures.SPECS} == {"table1", "comparisons", "figures"}
+    drawn = figures.draw_figures(empty, report.analyse(empty), tmp_path / "figures")
+    assert drawn == dict.fromkeys(figures.FIGURES) and not list((tmp_path / "figures").iterdir())
+
+
+def test_formatting_helpers_and_the_machine_in_words():
+    summary = {"n": 3, "mean": 0.1, "std": 0.01, "ci_low": 0.08, "ci_high": 0.12}
+    assert text.format_p(0.0123) == "0.012" and text.format_p(0.000123) == "1.2e-04"
+    assert text.format_mean_std(summary) == "0.1000 ± 0.0100"
+    assert text.format_mean_std(summary, 2, 100.0) == "10.00 ± 1.00"
+    assert text.format_mean_std(None) == text.format_ci(None) == "-"
+    assert text.format_ci(summary) == "[0.0800, 0.1200]"
+    assert text.format_ci({**summary, "n": 1}) == "-"
+    assert text.markdown_table(("a", "b"), [(1, "x")]) == "| a | b |\n|---|---|\n| 1 | x |\n"
+    assert text.describe_machine(MACHINE) == "Test CPU (2 logical CPUs, 8 GiB; JAX 0.0 on cpu)"
+    assert text.describe_machine(None) == "the machine that ran it"
+
+
+def test_figures_are_linked_when_drawn_and_say_what_is_missing_when_not():
+    spec = figures.SPECS_BY_KEY["fig11"]
+    assert text.figure_lines(spec, True) == [
+        f"![{spec.caption}](figures/{spec.file})", "", spec.note, ""]
+    assert text.figure_lines(spec, False) == [
+        "Not drawn: group dense_only has no curves in the results.", ""]
+    assert text.figure_lines(figures.SPECS_BY_KEY["table1_losses"], False) == []
+    section = text.figures_section({"fig12": True})
+    assert section.startswith("## 6. Figures like the paper's")
+    assert f"](figures/{figures.FIGURES['fig12'][0]})" in section
+    assert "Not drawn: no Table 1 curves in the results." in section  # fig13
+    assert figures.FIGURES["table1_losses"][0] not in section  # shown in section 3, not here
+    assert section.count("### ") == 6
+
+
+def test_comparisons_markdown_has_a_row_for_every_comparison_made_or_not():
+    missing = analysis.PairedResult(_result(0, True, None).comparison, 0, missing="not run")
+    table = text.comparisons_markdown([_result(-0.0123, True, -0.01), missing])
+    assert ("| combo 12 − combo 9 | -0.01000 | -0.0123 | [-0.0223, -0.0023] | 10 | 0.001 | "
+            "0.004 | yes | agrees |") in table
+    assert "| combo 12 − combo 9 | - | not available: not run |  |  |  |  |  |  |" in table
+
+
+def test_setup_section_reads_the_config_and_counts_early_stops():
+    config = get_config()
+    bound = config.num_epochs * (config.data.train_size // config.batch_size)
+    runs = [fake_run("table1", *COMBOS[1], 0, 0.1, 1.0, steps=bound - 50),
+            fake_run("table1", *COMBOS[1], 1, 0.1, 1.0, steps=bound)]
+    section = text.setup_section(config, runs)
+    assert section.startswith("## 2. Setup, and the choices the paper leaves open")
+    assert "(1 of 2 Table 1 runs stopped early)" in section
+    assert "Table 1: seeds 0 to 1 (2)" in section
+    assert "maps 28 → 14 → 7 → 3" in section
+    assert ("The paper leaves open: validation split, test split, inputs, network, "
+            "initialisation, optimizer, training length, reported loss, seeds.") in section
+    assert "Table 1: none run yet" in text.setup_section(config, [])
+
+
+def test_expressivity_section_reports_the_fold_and_the_smallest_conv_a():
+    fold = analysis.FoldCheck(inputs=8, seed=0, plain="sigmoid", max_abs_difference=2e-7,
+                              max_abs_logit=12.5, dropped_difference=3.25, dense_agile=60,
+                              conv_agile=1234)
+    ranges = fake_ranges(fake_runs({"granularity_scalar"}, 2))
+    section = text.expressivity_section(fold, ranges)
+    assert "is **2.0e-07** (float32 rounding), for logits up to 12.50" in section
+    assert "changes the logits by up to 3.25" in section
+    assert "(60 here)" in section and "(1,234 in combo 12)" in section
+    assert ("In group `granularity_scalar` the smallest learned a in a conv layer is 0.9000 "
+            "(positive: these layers fold).") in section
+    assert "granularity_channel" not in section
+    assert "Not checked: `combo12_seed0_params.npz` is missing" in text.expressivity_section(
+        None, [])

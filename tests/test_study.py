@@ -1,4 +1,7 @@
-"""agile.paper.study: the groups are valid sweeps; paired tests, Holm's correction, dense fold."""
+"""agile.paper.study: the groups are valid sweeps, their command-line flags; agile.paper.stats:
+paired tests, Holm's correction, refusing NaN and inf; the dense fold."""
+
+import math
 
 import jax
 import jax.numpy as jnp
@@ -6,6 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
+from agile.errors import ConfigError
 from agile.paper import config as config_lib
 from agile.paper import stats, study
 from agile.paper import steps as steps_lib
@@ -156,3 +160,87 @@ def test_the_new_groups_ask_what_the_issue_asks():
         assert by_name[name].seeds == 10
     for trial in by_name["baselines"].trials():
         config_lib.validate(trial.config)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_statistics_of_nan_or_inf_raise_instead_of_returning_a_p_value(bad):
+    """#154, #155: a NaN std is not > 0 and NaN != 0, so paired_comparison returned p = 0."""
+    with pytest.raises(ValueError, match="must be finite numbers"):
+        stats.paired_comparison([0.1, bad, 0.3], [0.1, 0.2, 0.2])
+    with pytest.raises(ValueError, match="must be finite numbers"):
+        stats.paired_comparison([0.1, 0.2, 0.3], [bad, 0.2, 0.2])
+    with pytest.raises(ValueError, match="must be finite numbers"):
+        stats.holm([0.01, bad])
+    with pytest.raises(ValueError, match="must be finite numbers"):
+        stats.summarize([0.1, bad])
+    with pytest.raises(ValueError, match="must be finite numbers"):
+        stats.spearman([1.0, 2.0, bad], [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="paired differences must be finite"):
+        stats.paired_comparison([1e308, -1e308], [-1e308, 1e308])  # the differences overflow
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
+        stats.holm([0.5, 1.5])
+    np.testing.assert_array_equal(stats.check_finite([1, 2.5]), [1.0, 2.5])
+
+
+def test_summarize_and_spearman_match_scipy():
+    summary = stats.summarize([0.1, 0.2, 0.3])
+    low, high = scipy_stats.t.interval(0.95, 2, loc=0.2, scale=scipy_stats.sem([0.1, 0.2, 0.3]))
+    assert summary["n"] == 3 and summary["mean"] == pytest.approx(0.2)
+    assert summary["std"] == pytest.approx(0.1)
+    assert (summary["ci_low"], summary["ci_high"]) == (pytest.approx(low), pytest.approx(high))
+    assert stats.summarize([]) is None
+    x, y = [1.0, 2.0, 3.0, 4.0, 5.0], [2.0, 1.0, 4.0, 3.0, 5.0]
+    expected = scipy_stats.spearmanr(x, y)
+    assert stats.spearman(x, y) == (pytest.approx(expected.statistic),
+                                    pytest.approx(expected.pvalue))
+    with pytest.raises(ValueError, match="equally long"):
+        stats.spearman([1.0, 2.0], [1.0])
+
+
+def test_group_trials_refuse_a_seed_count_below_one_and_bad_overrides():
+    """#145: --seeds=0 silently trained each group's default seed count."""
+    group = study.GROUPS_BY_NAME["dense_only"]
+    for seeds in (0, -2):
+        with pytest.raises(ConfigError, match=rf"seed count must be at least 1, got {seeds}"):
+            group.trials(seeds)
+    assert group.trials()[0].config.num_seeds == group.seeds
+    assert group.trials(1)[0].config.num_seeds == 1
+    with pytest.raises(ConfigError, match=r"Cannot set num_epochs to '2': .*cannot be casted"):
+        group.trials(num_epochs="2")
+    with pytest.raises(ConfigError, match=r"Unknown config section 'nosection' in the override "
+                                          r"nosection.x"):
+        group.trials(**{"nosection.x": 1})
+
+
+def test_select_groups_refuses_none_unknown_and_repeated_names():
+    """#146: an empty --groups trained nothing and still exported an empty study."""
+    assert [g.name for g in study.select_groups(["sgd", "table1"])] == ["sgd", "table1"]
+    for names in ([], [""], [" ", ""]):
+        with pytest.raises(ConfigError, match="--groups is empty: name at least one of table1, "):
+            study.select_groups(names)
+    with pytest.raises(ConfigError, match=r"Unknown group\(s\) bogus. Valid: table1, "):
+        study.select_groups(["table1", "bogus"])
+    with pytest.raises(ConfigError, match="--groups lists sgd twice"):
+        study.select_groups(["sgd", "table1", "sgd"])
+
+
+def test_parse_overrides_takes_json_values_lists_included():
+    """#148: a list value was split at its comma; #142: a value that is not JSON is named."""
+    assert study.split_overrides('a=[8,4],b="x,y",c={"k": [1, 2]}, d=2') == [
+        "a=[8,4]", 'b="x,y"', 'c={"k": [1, 2]}', "d=2"]
+    assert study.split_overrides('s="a\\",b",t=1') == ['s="a\\",b"', "t=1"]
+    assert study.parse_overrides(["num_epochs=2,data.train_size=200",
+                                  "model.conv_features=[8,4]", 'optimizer="sgd",x=None,y=']) == {
+        "num_epochs": 2, "data.train_size": 200, "model.conv_features": [8, 4],
+        "optimizer": "sgd", "x": None, "y": None}
+    assert study.parse_overrides([]) == study.parse_overrides([""]) == {}
+    with pytest.raises(ConfigError, match=r"--overrides num_epochs=abc: the value 'abc' is not "
+                                          r"JSON \(Expecting value\); write numbers"):
+        study.parse_overrides(["num_epochs=abc"])
+    with pytest.raises(ConfigError, match="--overrides takes name=value items, got 'num_epochs'"):
+        study.parse_overrides(["num_epochs"])
+    with pytest.raises(ConfigError, match="--overrides sets seed twice"):
+        study.parse_overrides(["seed=1", "seed=2"])
+    trials = study.GROUPS_BY_NAME["table1"].trials(
+        2, **study.parse_overrides(["model.conv_features=[8,4]"]))
+    assert tuple(trials[0].config.model.conv_features) == (8, 4)

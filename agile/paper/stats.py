@@ -1,8 +1,14 @@
 """The statistics of the sweeps' tables and the study's report, defined once.
 
 Means with Student's t confidence intervals (:func:`mean_std_ci`, :func:`summarize`),
-paired comparisons on common seeds (:func:`paired_comparison`) and Holm's correction
-(:func:`holm`). Pure functions of numbers (numpy and scipy, nothing of JAX).
+paired comparisons on common seeds (:func:`paired_comparison`), Holm's correction
+(:func:`holm`) and Spearman's rank correlation (:func:`spearman`). Pure functions of numbers
+(numpy and scipy, nothing of JAX).
+
+A NaN or inf among the values of a test or a summary raises ValueError: a p-value or an
+interval computed from them would look like a result (a NaN std once made a difference
+"significant, p = 0"). :func:`mean_std_ci` alone passes NaN through (NaN in, NaN out), for
+the sweep tables, which show what the runs gave.
 """
 
 from __future__ import annotations
@@ -14,6 +20,16 @@ import numpy as np
 from scipy import stats
 
 CONFIDENCE = 0.95
+
+
+def check_finite(values: Sequence[float], what: str = "values") -> np.ndarray:
+    """``values`` as a float64 array; ValueError if any is NaN or inf (naming ``what``)."""
+    array = np.asarray(values, np.float64)
+    if not np.isfinite(array).all():
+        bad = ", ".join(str(v) for v in array[~np.isfinite(array)][:3])
+        raise ValueError(f"{what} must be finite numbers, got {bad}: no statistic of them is "
+                         "meaningful.")
+    return array
 
 
 def t_half_width(std: float, n: int, confidence: float = CONFIDENCE) -> float:
@@ -40,6 +56,7 @@ def summarize(values: Iterable[float], confidence: float = CONFIDENCE) -> dict[s
     values = list(values)
     if not values:
         return None
+    check_finite(values, "summarize's values")
     mean, std, half_width = mean_std_ci(values, confidence)
     return {"n": len(values), "mean": mean, "std": std,
             "ci_low": mean - half_width, "ci_high": mean + half_width}
@@ -52,13 +69,15 @@ def paired_comparison(
     """Mean of the per-seed differences (agile - plain), its t-interval and two-sided p-value.
 
     The two sequences are aligned by seed; a negative difference favours the agile variant.
+    A NaN or inf in either raises ValueError (no p-value is returned for them).
     """
-    agile_values = np.asarray(agile_values, np.float64)
-    plain_values = np.asarray(plain_values, np.float64)
+    agile_values = check_finite(agile_values, "paired_comparison's values")
+    plain_values = check_finite(plain_values, "paired_comparison's values")
     if agile_values.shape != plain_values.shape or agile_values.size < 2:
         raise ValueError("paired_comparison needs two equally long sequences of >= 2 values, "
                          f"got {agile_values.size} and {plain_values.size}.")
-    differences = agile_values - plain_values
+    with np.errstate(over="ignore"):  # check_finite refuses an overflow
+        differences = check_finite(agile_values - plain_values, "paired differences")
     mean = float(differences.mean())
     std = float(differences.std(ddof=1))
     n = differences.size
@@ -70,7 +89,13 @@ def paired_comparison(
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
-    """Holm-Bonferroni adjusted p-values (same order), controlling the family-wise error."""
+    """Holm-Bonferroni adjusted p-values (same order), controlling the family-wise error.
+
+    ValueError if a p-value is not a finite number in [0, 1].
+    """
+    checked = check_finite(p_values, "holm's p-values")
+    if ((checked < 0) | (checked > 1)).any():
+        raise ValueError(f"holm's p-values must lie in [0, 1], got {list(p_values)}.")
     order = np.argsort(p_values)
     m = len(p_values)
     adjusted = np.empty(m)
@@ -79,3 +104,15 @@ def holm(p_values: Sequence[float]) -> list[float]:
         running = max(running, (m - rank) * p_values[index])
         adjusted[index] = min(running, 1.0)
     return adjusted.tolist()
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+    """Spearman's rank correlation of two aligned sequences: (rho, two-sided p-value).
+
+    ValueError for a NaN or inf, or sequences of other lengths.
+    """
+    x, y = check_finite(x, "spearman's values"), check_finite(y, "spearman's values")
+    if x.shape != y.shape:
+        raise ValueError(f"spearman needs two equally long sequences, got {x.size} and {y.size}.")
+    result = stats.spearmanr(x, y)
+    return float(result.statistic), float(result.pvalue)

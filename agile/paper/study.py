@@ -7,18 +7,21 @@ what the paper did not run (granularity, other activations, all training images,
 combined activation, another optimizer) and its Fig. 11 (a network of dense layers only).
 
 The analysis is pure: the fold of an agile dense layer into its neighbours here, the
-statistics in :mod:`agile.paper.stats`.
+statistics in :mod:`agile.paper.stats`. :func:`select_groups` and :func:`parse_overrides`
+read ``scripts/study.py``'s ``--groups`` and ``--overrides``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import ml_collections
 import numpy as np
 
+from agile.errors import ConfigError
 from agile.paper.combos import COMBOS
 from agile.paper.config import get_config
 from agile.paper.trials import Trial, settings, trial_name, trials_for_pairs
@@ -54,10 +57,18 @@ class Group:
         return self.names[self.pairs.index((conv, dense))]
 
     def seed_range(self, seeds: int | range | None = None) -> range:
-        """``seeds`` as a range of seed numbers: a count from 0, a range, or the group's."""
+        """``seeds`` as a range of seed numbers: a count from 0, a range, or the group's.
+
+        A count must be at least 1 and a range non-empty, from seed 0 or later.
+        """
         if seeds is None:
             return range(self.seeds)
-        return range(seeds) if isinstance(seeds, int) else seeds
+        if isinstance(seeds, range) and len(seeds) and seeds.start >= 0 and seeds.step == 1:
+            return seeds
+        if isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 1:
+            return range(seeds)
+        raise ConfigError(f"The seed count must be at least 1, got {seeds!r} (or a range of "
+                          "seeds from 0 on); leave --seeds out to train each group's own count.")
 
     def blocks(self, seeds: int | range | None = None) -> list[range]:
         """The seeds split at the multiples of ``block``."""
@@ -97,11 +108,22 @@ class Group:
         return settings(group.base_config(), min(self.block, len(self.seed_range(seeds))))
 
     def base_config(self) -> ml_collections.ConfigDict:
-        """The default config with this group's overrides (``"section.field": value``)."""
+        """The default config with this group's overrides (``"section.field": value``).
+
+        An override of an unknown section, or of another type than its field's, raises
+        :class:`~agile.errors.ConfigError` naming it (unknown fields: ``config.validate``).
+        """
         config = get_config()
         for name, value in self.overrides.items():
             section, _, field = name.rpartition(".")
-            (config[section] if section else config)[field] = value
+            try:
+                (config[section] if section else config)[field] = value
+            except KeyError:
+                raise ConfigError(f"Unknown config section {section!r} in the override {name}; "
+                                  "the fields and their defaults are in agile/paper/config.py."
+                                  ) from None
+            except (TypeError, ValueError) as err:
+                raise ConfigError(f"Cannot set {name} to {value!r}: {err}.") from None
         return config
 
 
@@ -168,3 +190,70 @@ def fold_dense_agile(params: Mapping[str, Any], act: str, dense: str, nxt: str) 
     folded[dense]["bias"] = np.asarray(params[dense]["bias"]) - b
     folded[nxt]["kernel"] = a[:, None] * np.asarray(params[nxt]["kernel"])
     return folded
+
+
+# ---------------------------------------------------------------------------------------------
+# The study's command line: which groups, which overrides.
+
+
+def select_groups(names: Sequence[str]) -> list[Group]:
+    """The groups ``names`` (``--groups``), in that order.
+
+    :class:`~agile.errors.ConfigError` for no name, an unknown one or one named twice.
+    """
+    names = [name.strip() for name in names if name.strip()]
+    valid = ", ".join(GROUPS_BY_NAME)
+    if not names:
+        raise ConfigError(f"--groups is empty: name at least one of {valid} (or leave the flag "
+                          "out to run them all).")
+    unknown = [name for name in names if name not in GROUPS_BY_NAME]
+    if unknown:
+        raise ConfigError(f"Unknown group(s) {', '.join(unknown)}. Valid: {valid}.")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ConfigError(f"--groups lists {', '.join(repeated)} twice; each group runs once.")
+    return [GROUPS_BY_NAME[name] for name in names]
+
+
+def split_overrides(text: str) -> list[str]:
+    """The ``name=value`` items of ``text``, split at its commas but not at those inside
+    brackets, braces or a double-quoted string (``a=[8,4],b=2`` gives two items)."""
+    items, depth, quoted, escaped, start = [], 0, False, False, 0
+    for index, char in enumerate(text):
+        if quoted:
+            escaped, quoted = (False, True) if escaped else (char == "\\", char != '"')
+        elif char == '"':
+            quoted = True
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth = max(depth - 1, 0)
+        elif char == "," and depth == 0:
+            items.append(text[start:index])
+            start = index + 1
+    items.append(text[start:])
+    return [item.strip() for item in items if item.strip()]
+
+
+def parse_overrides(values: Sequence[str]) -> dict[str, Any]:
+    """``{field: value}`` from ``--overrides`` values (each one or more ``name=value`` items,
+    split by :func:`split_overrides`); every value is JSON, and ``None`` or nothing is None.
+
+    :class:`~agile.errors.ConfigError` naming the item for one without ``=``, a value that
+    is not JSON, or a field set twice.
+    """
+    overrides: dict[str, Any] = {}
+    for item in (item for value in values for item in split_overrides(value)):
+        name, sep, text = (part.strip() for part in item.partition("="))
+        if not sep or not name:
+            raise ConfigError(f"--overrides takes name=value items, got {item!r}.")
+        if name in overrides:
+            raise ConfigError(f"--overrides sets {name} twice.")
+        try:
+            overrides[name] = None if text in ("", "None") else json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ConfigError(
+                f"--overrides {item}: the value {text!r} is not JSON ({err.msg}); write numbers "
+                "and true/false as they are, lists in brackets ([8,4]) and strings in double "
+                "quotes (quote the flag for the shell: '--overrides=optimizer=\"sgd\"').") from None
+    return overrides

@@ -1,0 +1,140 @@
+"""A study's trial folders as a results folder: what ``scripts/study.py`` exports.
+
+Reads each finished trial of the groups asked for (``<workdir>/<group>/<trial>/``: its
+``summary.json``, and ``metrics.jsonl`` for the groups whose curves the report draws), the
+final checkpoint of Table 1's combo 12 (seed 0's parameters, for the learned-activation
+figures) and the machine it runs on, and writes them through the records of
+:mod:`agile.paper.report.results` (:func:`export`). Imports orbax (it reads checkpoints),
+so :mod:`agile.paper.report` does not import this module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from agile.paper import study
+from agile.paper import trials as trials_lib
+from agile.paper.report.results import (
+    Curve,
+    Machine,
+    Range,
+    ReportError,
+    Results,
+    Run,
+    write_results,
+)
+from agile.paper.workdir import (
+    ROWS_FILE,
+    SUMMARY_FILE,
+    Checkpoints,
+    read_json,
+    read_rows,
+)
+
+CURVE_GROUPS = ("table1", "dense_only")  # groups whose evaluation curves the report draws
+PARAMS_TRIAL = ("table1", "combo_12")  # (group, trial) whose seed-0 parameters are exported
+SUMMARY_REMEDY = ("delete it and rerun the study without --skip_training: the trial restores "
+                  "its last checkpoint and rewrites it")
+
+
+def rounded(value: Any) -> Any:
+    """A float to 6 significant digits (curves and ranges need no more); others unchanged."""
+    return float(f"{value:.6g}") if isinstance(value, float) else value
+
+
+def machine() -> Machine:
+    """What runs this process: CPU model, logical CPUs, memory, JAX version and backend."""
+    import jax
+
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    cpu = next((line.split(":", 1)[1].strip() for line in lines
+                if line.startswith("model name")), platform.processor())
+    pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return Machine(cpu=cpu, logical_cpus=os.cpu_count() or 0, memory_gib=pages / 2**30,
+                   jax=jax.__version__, backend=jax.default_backend())
+
+
+def _curve_rows(group: str, trial_dir: Path, summary: dict[str, Any]) -> list[Curve]:
+    """The trial's evaluations from its ``metrics.jsonl`` (one-line error if it is missing)."""
+    path = trial_dir / ROWS_FILE
+    if not path.is_file():
+        raise ReportError(
+            f"{path} is missing, and the curves of trial {group}/{trial_dir.name} come from it: "
+            f"delete {trial_dir / SUMMARY_FILE} and rerun the same study command without "
+            "--skip_training; the trial then restores its final checkpoint and rewrites both "
+            "files without training again.")
+    return [Curve(group=group, trial=study.Group.trial_of(trial_dir.name),
+                  seed=row.get("seed", summary.get("seed")),
+                  step=row["step"], val_loss=rounded(row.get("val_loss")),
+                  test_loss=rounded(row.get("test_loss"))) for row in read_rows(path)]
+
+
+def _trial_records(group: str, trial_dir: Path,
+                  curves: bool) -> tuple[list[Run], list[Curve], list[Range]]:
+    """The runs, curves (if ``curves``) and agile ranges of one finished trial folder."""
+    summary = read_json(trial_dir / SUMMARY_FILE, SUMMARY_REMEDY)
+    runs = [Run(group=group, **dataclasses.asdict(result))
+            for result in trials_lib.seed_results(summary, study.Group.trial_of(trial_dir.name))]
+    ranges = []
+    for seed in trials_lib.seed_summaries(summary):
+        for key, values in seed["agile_ranges"].items():
+            layer, param = key.rsplit("/", 1)
+            ranges.append(Range(group=group, trial=study.Group.trial_of(trial_dir.name),
+                                seed=seed["seed"],
+                                layer=layer, param=param, min=rounded(values["min"]),
+                                max=rounded(values["max"]), mean=rounded(values["mean"])))
+    return runs, _curve_rows(group, trial_dir, summary) if curves else [], ranges
+
+
+def _seed0_params(trial_dir: Path) -> dict[str, Any] | None:
+    """Seed 0's final parameters of a finished trial, flattened ``"layer/param"``.
+
+    None when the trial has not finished (no ``summary.json``) or has no checkpoint.
+    """
+    import numpy as np
+    from flax import traverse_util
+
+    if not (trial_dir / SUMMARY_FILE).is_file() or not (trial_dir / "checkpoints").is_dir():
+        return None
+    checkpoints = Checkpoints(trial_dir)
+    try:
+        _, arrays, meta = checkpoints.read_latest()
+    finally:
+        checkpoints.close()
+    params = traverse_util.flatten_dict(arrays["state"]["params"], sep="/")
+    stacked = len(meta["histories"]) > 1  # a seed batch: parameters have a leading seed axis
+    return {name: np.asarray(value)[0] if stacked else np.asarray(value)
+            for name, value in params.items()}
+
+
+def collect(workdir: Path, groups: Sequence[study.Group]) -> Results:
+    """The results of every finished trial of ``groups`` in the study folder ``workdir``.
+
+    A group's trials are ``<workdir>/<group>/*/summary.json`` (unfinished trials have
+    none; a block of a group's later seeds, ``<trial>.seeds<first>-<last>``, counts as its
+    trial); curves are read for :data:`CURVE_GROUPS`, parameters for :data:`PARAMS_TRIAL`
+    if its group is among ``groups``; the machine is this one.
+    """
+    workdir = Path(workdir)
+    runs, curves, ranges = [], [], []
+    for group in groups:
+        for summary_path in sorted((workdir / group.name).glob(f"*/{SUMMARY_FILE}")):
+            trial = _trial_records(group.name, summary_path.parent, group.name in CURVE_GROUPS)
+            runs += trial[0]
+            curves += trial[1]
+            ranges += trial[2]
+    names = {group.name for group in groups}
+    params = _seed0_params(workdir.joinpath(*PARAMS_TRIAL)) if PARAMS_TRIAL[0] in names else None
+    return Results(runs, curves, ranges, params, machine())
+
+
+def export(workdir: Path, results_dir: Path, groups: Sequence[study.Group]) -> list[Path]:
+    """Writes the results of ``groups`` in ``workdir`` (:func:`collect`) into ``results_dir``
+    (replacing what it holds); returns the paths written."""
+    return write_results(collect(workdir, groups), results_dir)

@@ -1,0 +1,379 @@
+"""The study's results files: their records, each defined once, one reader and one writer.
+
+A results folder (``docs/results/`` is the committed one; ``scripts/study.py`` exports a
+study into ``<workdir>/results/`` by default) holds:
+
+- ``runs.csv``: one :class:`Run` per group, trial and seed (a
+  :class:`~agile.paper.trials.SeedResult` and its group);
+- ``curves.csv``: one :class:`Curve` per evaluation of each seed (Table 1 and the
+  dense-only network);
+- ``agile_ranges.csv``: one :class:`Range` per agile layer, parameter and seed at the end;
+- ``combo12_seed0_params.npz``: the final parameters of Table 1's combo 12, seed 0,
+  flattened ``"layer/param"`` (for the learned-activation figures);
+- ``machine.json``: what ran the study (:class:`Machine`).
+
+Each CSV is described by a :class:`Table` (file, record type, key, columns) and each cell is
+parsed by its record field's type. :func:`load_results` refuses, in one line naming file,
+line and field, what would otherwise turn into wrong numbers: a cell that is not of its
+type, NaN or inf, an empty required cell, a row with too few or too many cells, a file cut
+off mid-row, and two rows with the same key that differ (an exact repeat is dropped with a
+warning). :func:`write_results` writes a folder; :func:`merge` adds one study's results to
+another's (publishing a run into the committed study).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import zipfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from absl import logging
+
+from agile.errors import UserError
+from agile.paper.trials import CSV_FIELDS, SeedResult, column_types, columns, optional_columns
+
+PARAMS = "combo12_seed0_params.npz"
+MACHINE = "machine.json"
+EXPORT_AGAIN = ("export it again (scripts/study.py --skip_training "
+                "--results_dir=<this folder>)")
+
+
+class ReportError(UserError):
+    """Results the report cannot be written from (missing, malformed or conflicting files)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The records.
+
+
+@dataclasses.dataclass(frozen=True)
+class Run(SeedResult):
+    """A row of ``runs.csv``: one seed's results (:class:`SeedResult`) in a study group."""
+
+    group: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Curve:
+    """A row of ``curves.csv``: one evaluation of one seed (a loss is None where not measured)."""
+
+    group: str
+    trial: str
+    seed: int
+    step: int
+    val_loss: float | None
+    test_loss: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """A row of ``agile_ranges.csv``: one agile parameter of one layer and seed, at the end."""
+
+    group: str
+    trial: str
+    seed: int
+    layer: str
+    param: str
+    min: float
+    max: float
+    mean: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Machine:
+    """``machine.json``: the CPU, logical CPUs, memory (GiB), JAX version and backend."""
+
+    cpu: str
+    logical_cpus: int
+    memory_gib: float
+    jax: str
+    backend: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    """One CSV file of a results folder.
+
+    ``key`` identifies a row (two rows with one key are one row twice, or a conflict);
+    ``columns`` is the file's column order; ``timing`` are the fields that may differ
+    between two exports of the same run (they measure the machine, not the model).
+    """
+
+    name: str
+    attribute: str  # the Results field holding its rows
+    record: type
+    key: tuple[str, ...]
+    columns: tuple[str, ...]
+    timing: frozenset[str] = frozenset()
+
+    def key_of(self, record: Any) -> tuple:
+        """The key of ``record``: its values of the ``key`` fields."""
+        return tuple(getattr(record, field) for field in self.key)
+
+    def describe(self, key: Sequence[Any]) -> str:
+        """``"group=table1, trial=combo_12, seed=0"``."""
+        return ", ".join(f"{field}={value}" for field, value in zip(self.key, key, strict=True))
+
+
+RUNS = Table("runs.csv", "runs", Run, ("group", "trial", "seed"), ("group", *CSV_FIELDS),
+             frozenset({"wall_time_s"}))
+CURVES = Table("curves.csv", "curves", Curve, ("group", "trial", "seed", "step"),
+               columns(Curve))
+RANGES = Table("agile_ranges.csv", "ranges", Range, ("group", "trial", "seed", "layer", "param"),
+               columns(Range))
+TABLES = (RUNS, CURVES, RANGES)
+FILES = (*(table.name for table in TABLES), PARAMS, MACHINE)
+
+
+@dataclasses.dataclass(frozen=True)
+class Results:
+    """A results folder in memory: the CSVs' records, combo 12's parameters, the machine."""
+
+    runs: list[Run]
+    curves: list[Curve] = dataclasses.field(default_factory=list)
+    ranges: list[Range] = dataclasses.field(default_factory=list)
+    params: dict[str, np.ndarray] | None = None
+    machine: Machine | None = None
+
+    def rows(self, table: Table) -> list:
+        """The records of ``table`` (``runs``, ``curves`` or ``ranges``)."""
+        return getattr(self, table.attribute)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading.
+
+
+def _cell(text: str, kind: type, optional: bool, column: str, where: str) -> Any:
+    """One CSV cell as ``kind`` (None when empty and ``optional``); finite numbers only."""
+    if text == "":
+        if optional:
+            return None
+        raise ReportError(f"{where}: {column} is empty; {EXPORT_AGAIN}.")
+    if kind is str:
+        return text
+    try:
+        value = kind(text)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise ReportError(f"{where}: a cell is not {what} ({column} = {text!r}).") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ReportError(f"{where}: {column} is {text}, not a finite number; a study's results "
+                          "hold none (a diverged run or a damaged file?).")
+    return value
+
+
+def _check_header(header: Sequence[str], table: Table, name: str) -> None:
+    """Raises :class:`ReportError` naming the columns of ``table`` the header lacks."""
+    missing = [column for column in table.columns if column not in header]
+    if missing:
+        raise ReportError(f"{name} lacks the column(s) {', '.join(missing)}; {EXPORT_AGAIN}.")
+
+
+def _record(row: dict, header: Sequence[str], table: Table, where: str) -> Any:
+    """The record of one ``csv.DictReader`` row; a row of another width is refused."""
+    if None in row:  # cells beyond the header's
+        raise ReportError(f"{where}: {len(header) + len(row[None])} cells where the header has "
+                          f"{len(header)}; {EXPORT_AGAIN}.")
+    if any(cell is None for cell in row.values()):  # a torn row: fewer cells than the header
+        cells = sum(cell is not None for cell in row.values())
+        raise ReportError(f"{where}: {cells} of the header's {len(header)} cells (a torn row); "
+                          f"{EXPORT_AGAIN}.")
+    types, optional = column_types(table.record), optional_columns(table.record)
+    return table.record(**{column: _cell(row[column], types[column], column in optional, column,
+                                         where) for column in table.columns})
+
+
+def _differing(first: Any, second: Any, fields: Iterable[str]) -> list[str]:
+    """The fields in which two records differ."""
+    return [field for field in fields if getattr(first, field) != getattr(second, field)]
+
+
+def parse_table(text: str, table: Table, name: str | None = None) -> list:
+    """The records of CSV ``text`` holding ``table`` (``name``: the file, for messages).
+
+    Refuses (:class:`ReportError`, one line naming file, line and field) a missing column,
+    a cell not of its field's type, NaN or inf, an empty required cell, a row of another
+    width, text cut off mid-row (no final newline) and two rows with one key that differ.
+    An exact repeat of a row is dropped with a warning. Unknown columns are ignored.
+    """
+    name = name or table.name
+    if text and not text.endswith("\n"):
+        raise ReportError(f"{name} line {text.count(chr(10)) + 1}: the file ends mid-row (no "
+                          f"final newline), so it was cut off; {EXPORT_AGAIN}.")
+    reader = csv.DictReader(io.StringIO(text))
+    header = reader.fieldnames or []
+    _check_header(header, table, name)
+    records, seen = [], {}
+    for row in reader:
+        where = f"{name} line {reader.line_num}"
+        record = _record(row, header, table, where)
+        key = table.key_of(record)
+        if key not in seen:
+            seen[key] = (reader.line_num, record)
+            records.append(record)
+            continue
+        line, first = seen[key]
+        if first == record:
+            logging.warning("%s line %d repeats line %d exactly; the repeat is dropped.", name,
+                            reader.line_num, line)
+            continue
+        raise ReportError(
+            f"{name} lines {line} and {reader.line_num}: two rows for {table.describe(key)} that "
+            f"differ in {', '.join(_differing(first, record, table.columns))}; delete the wrong "
+            f"one or {EXPORT_AGAIN}.")
+    return records
+
+
+def _read_params(path: Path) -> dict[str, np.ndarray]:
+    """The flattened ``"layer/param"`` arrays of ``combo12_seed0_params.npz``."""
+    try:
+        with open(path, "rb") as file, np.load(file) as archive:  # closed if np.load fails
+            return {key: np.asarray(archive[key]) for key in sorted(archive.files)}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+        raise ReportError(f"{path} cannot be read ({type(err).__name__}: {err}); "
+                          f"{EXPORT_AGAIN}.") from None
+
+
+def _read_machine(path: Path) -> Machine:
+    """``machine.json`` as a :class:`Machine`; a damaged or incomplete file is refused."""
+    try:
+        saved = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise ReportError(f"{path} is not valid JSON ({err}); {EXPORT_AGAIN} or delete "
+                          "it.") from None
+    types = column_types(Machine)
+    bad = [name for name, kind in types.items() if not isinstance(saved, dict)
+           or not isinstance(saved.get(name), (int, float) if kind is float else kind)
+           or isinstance(saved.get(name), bool)]
+    if bad:
+        raise ReportError(f"{path} lacks a valid {', '.join(bad)}; {EXPORT_AGAIN} or delete it.")
+    return Machine(**{name: saved[name] for name in types})
+
+
+def load_results(results_dir: Path) -> Results:
+    """The results in ``results_dir``; only ``runs.csv`` must exist (the rest may be absent)."""
+    results_dir = Path(results_dir)
+    if not (results_dir / RUNS.name).is_file():
+        raise ReportError(f"No {RUNS.name} in {results_dir}: run scripts/study.py first (it "
+                          "trains the groups and exports their results there).")
+    tables = {}
+    for table in TABLES:
+        path = results_dir / table.name
+        tables[table.attribute] = (parse_table(path.read_text(), table, str(path))
+                                   if path.is_file() else [])
+    params = _read_params(results_dir / PARAMS) if (results_dir / PARAMS).is_file() else None
+    machine = _read_machine(results_dir / MACHINE) if (results_dir / MACHINE).is_file() else None
+    return Results(**tables, params=params, machine=machine)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing.
+
+
+def csv_text(records: Iterable[Any], table: Table) -> str:
+    """The records as CSV text in ``table``'s columns (None as an empty cell; floats as repr)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(table.columns)
+    for record in records:
+        writer.writerow([getattr(record, column) for column in table.columns])
+    return out.getvalue()
+
+
+def _write_params(path: Path, params: dict[str, np.ndarray]) -> None:
+    """``np.savez_compressed`` through a temporary file and a rename."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "wb") as file:
+        np.savez_compressed(file, **params)
+    temporary.replace(path)
+
+
+def write_results(results: Results, results_dir: Path) -> list[Path]:
+    """Writes ``results`` into ``results_dir`` (created if needed); returns the paths written.
+
+    The folder then holds exactly these results: a parameter or machine file that
+    ``results`` lacks is removed, so no file of another study stays beside them.
+    """
+    from agile.paper.workdir import write_text_atomically
+
+    results_dir = Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for table in TABLES:
+        written.append(results_dir / table.name)
+        write_text_atomically(written[-1], csv_text(results.rows(table), table))
+    for name, content in ((PARAMS, results.params), (MACHINE, results.machine)):
+        path = results_dir / name
+        if content is None:
+            path.unlink(missing_ok=True)
+        elif name == PARAMS:
+            _write_params(path, content)
+            written.append(path)
+        else:
+            write_text_atomically(path, json.dumps(dataclasses.asdict(content), indent=2) + "\n")
+            written.append(path)
+    return written
+
+
+# ---------------------------------------------------------------------------------------------
+# Merging one study's results into another's.
+
+
+def _merge_rows(table: Table, existing: list, new: list, where: str) -> list:
+    """``existing`` then the rows of ``new`` with a new key; refuses a key whose rows differ
+    in a field other than ``table.timing`` (naming the first such key and its fields)."""
+    index = {table.key_of(row): row for row in existing}
+    added, conflicts = [], []
+    for row in new:
+        key = table.key_of(row)
+        if key not in index:
+            index[key] = row
+            added.append(row)
+            continue
+        fields = _differing(index[key], row, [c for c in table.columns if c not in table.timing])
+        if fields:
+            conflicts.append((key, fields, index[key], row))
+    if conflicts:
+        key, fields, old, row = conflicts[0]
+        values = "; ".join(f"{field} {getattr(old, field)!r} there, {getattr(row, field)!r} here"
+                           for field in fields)
+        more = f" (and {len(conflicts) - 1} more rows)" if len(conflicts) > 1 else ""
+        raise ReportError(
+            f"{where}/{table.name} already has {table.describe(key)} with other values "
+            f"({values}){more}; nothing was written. Remove those rows there to replace them, "
+            "or publish a study that agrees with it.")
+    return [*existing, *added]
+
+
+def merge(existing: Results, new: Results, where: str | Path = "the results") -> Results:
+    """``existing`` with the rows of ``new`` that it does not have yet.
+
+    Rows whose key both have must agree in every field but the timing ones
+    (``wall_time_s``): otherwise :class:`ReportError` names the key and the fields (and
+    nothing is merged). Rows only in ``existing`` are kept, in their order; new rows follow.
+    Combo 12's parameters: both sets must be equal where both exist. The machine stays
+    ``existing``'s (``new``'s if it has none).
+    """
+    rows = {table.attribute: _merge_rows(table, existing.rows(table), new.rows(table), str(where))
+            for table in TABLES}
+    params = existing.params if existing.params is not None else new.params
+    if existing.params is not None and new.params is not None and not (
+            existing.params.keys() == new.params.keys()
+            and all(np.array_equal(existing.params[k], new.params[k]) for k in new.params)):
+        raise ReportError(f"{where}/{PARAMS} holds other parameters of combo 12, seed 0 than "
+                          "this study's; nothing was written. Delete it there to replace it.")
+    machine = existing.machine if existing.machine is not None else new.machine
+    if existing.machine and new.machine and existing.machine != new.machine and any(
+            len(rows[t.attribute]) > len(existing.rows(t)) for t in TABLES):
+        logging.warning("%s/%s keeps the machine that timed its rows (%s); the rows added now "
+                        "ran on another (%s).", where, MACHINE, existing.machine.cpu,
+                        new.machine.cpu)
+    return Results(**rows, params=params, machine=machine)

@@ -1,0 +1,612 @@
+"""The report's markdown: ``docs/reproduction.md``, section by section, and its sentences.
+
+Every number in the text comes from the results (:mod:`agile.paper.report.results`), their
+analysis (:mod:`agile.paper.report.analysis`) or the code's defaults (the config, the
+groups); the conclusion's sentences are generated from the same numbers, so they stay
+true when the study is rerun. :func:`build_markdown` puts the sections together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from agile.paper import stats, study
+from agile.paper.config import MNIST_CLASSES, MNIST_SIDE, MNIST_TEST_SIZE
+from agile.paper.report.analysis import (
+    ALPHA,
+    CONFIDENCE,
+    METRIC,
+    Analysis,
+    FoldCheck,
+    PairedResult,
+    Summary,
+    Table1Row,
+    combo_trial,
+    family_counts,
+    paper_agreement,
+    parameter_counts,
+    rank_agreement,
+    ranks,
+    seed_values,
+    smallest_conv_a,
+    wall_times,
+)
+from agile.paper.report.figures import SPECS, SPECS_BY_KEY, FigureSpec
+from agile.paper.report.results import PARAMS, RUNS, Machine, Range, Results, Run
+
+STUDY_COMMAND = ("MNIST_DIR=../shared/data/mnist python scripts/study.py --workdir=runs/study "
+                 "--publish")
+REPORT_COMMAND = "python scripts/study_report.py --results_dir=docs/results --docs_dir=docs"
+Counts = Callable[[str, str, str], tuple[int, int] | None]
+
+
+# ---------------------------------------------------------------------------------------------
+# Formatting.
+
+
+def format_duration(seconds: float) -> str:
+    """``"3 h 07 min"``, ``"12 min 05 s"`` or ``"8.4 s"``."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def format_p(p: float) -> str:
+    """A p-value: three decimals, or two significant digits below 0.001."""
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
+def format_mean_std(summary: Summary | None, digits: int = 4, scale: float = 1.0) -> str:
+    """``"mean ± std"`` of a ``stats.summarize`` dict (times ``scale``), or ``"-"``."""
+    if summary is None:
+        return "-"
+    return f"{summary['mean'] * scale:.{digits}f} ± {summary['std'] * scale:.{digits}f}"
+
+
+def format_ci(summary: Summary | None, digits: int = 4) -> str:
+    """``"[low, high]"`` of a ``stats.summarize`` dict, or ``"-"`` (none, or one seed)."""
+    if summary is None or summary["n"] < 2:
+        return "-"
+    return f"[{summary['ci_low']:.{digits}f}, {summary['ci_high']:.{digits}f}]"
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A GitHub markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def not_run_line(group: str) -> str:
+    """The sentence for a group without results."""
+    return f"Group `{group}` was not run: `{RUNS.name}` has no rows for it."
+
+
+def describe_machine(machine: Machine | None) -> str:
+    """``machine.json`` in words (what ran the sweep), or a placeholder without it."""
+    if machine is None:
+        return "the machine that ran it"
+    return (f"{machine.cpu} ({machine.logical_cpus} logical CPUs, {machine.memory_gib:.0f} GiB; "
+            f"JAX {machine.jax} on {machine.backend})")
+
+
+def figure_lines(spec: FigureSpec, drawn: bool) -> list[str]:
+    """A figure's markdown: the image and its note, or why it is not drawn (or nothing)."""
+    if drawn:
+        return [f"![{spec.caption}](figures/{spec.file})", "", spec.note, ""]
+    return [f"Not drawn: {spec.missing} in the results.", ""] if spec.missing else []
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections 1 and 2: the command, the wall time, the setup.
+
+
+def wall_time_table(times: Mapping[str, Mapping[str, float]]) -> str:
+    """Per group: its question, trials, seeds and wall time; then the total."""
+    rows = []
+    for group, entry in times.items():
+        question = study.GROUPS_BY_NAME[group].question if group in study.GROUPS_BY_NAME else ""
+        rows.append((f"`{group}`", question, entry["trials"], entry["seeds"],
+                     format_duration(entry["seconds"])))
+    total = sum(entry["seconds"] for entry in times.values())
+    rows.append(("**total**", "", sum(entry["trials"] for entry in times.values()), "",
+                 f"**{format_duration(total)}** ({total / 3600:.2f} h)"))
+    return markdown_table(("group", "question", "trials", "seeds", "wall time"), rows)
+
+
+def command_section(runs: Sequence[Run], machine: Machine | None = None) -> str:
+    """Section 1: the commands, and the sweep's wall time per group and in total."""
+    times = wall_times(runs)
+    missing = [group.name for group in study.GROUPS if group.name not in times]
+    lines = [
+        "## 1. The command and its wall time", "",
+        "Train every group (a resumable sweep: rerun the same command after an interruption and "
+        "finished trials are skipped), export the per-run results to `runs/study/results/`, "
+        "merge them into `docs/results/` (`--publish`: a row already there must agree, wall "
+        "time aside, or nothing is written) and write this report and its figures (without "
+        "`--publish`, the report goes to `runs/study/` and `docs/` is left alone):", "",
+        f"    {STUDY_COMMAND}", "",
+        "Rewrite only the report and its figures from the committed results:", "",
+        f"    {REPORT_COMMAND}", "",
+        f"Wall time of the sweep on {describe_machine(machine)}, from `wall_time_s` in "
+        f"`{RUNS.name}`: each trial trains its seeds together, so its wall time (start-up, "
+        "compilation, steps, evaluations, checkpoints) is counted once per trial.", "",
+        wall_time_table(times),
+    ]
+    partial = [f"`{group.name}` ({times[group.name]['trials']} of {len(group.pairs)} trials)"
+               for group in study.GROUPS
+               if group.name in times and times[group.name]["trials"] < len(group.pairs)]
+    if partial:
+        lines.append("Partly run (the sweep resumes where it stopped): " + ", ".join(partial)
+                     + ".\n")
+    if missing:
+        lines.append("Not run (no rows in the results): " + ", ".join(f"`{g}`" for g in missing)
+                     + ".\n")
+    return "\n".join(lines)
+
+
+def _map_sides(config) -> list[int]:
+    """Side of the square feature map after each pooling (SAME convs keep it, pooling divides)."""
+    side, sides = MNIST_SIDE, []
+    for _ in config.model.conv_features:
+        side //= config.model.pool_size[0]
+        sides.append(side)
+    return sides
+
+
+def _stopped_early(runs: Sequence[Run], config, group: str = "table1") -> tuple[int, int]:
+    """(runs of ``group`` that stopped before the epoch bound, runs of ``group``)."""
+    bound = config.num_epochs * (config.data.train_size // config.batch_size)
+    steps = [row.steps for row in runs if row.group == group and row.steps is not None]
+    return sum(step < bound for step in steps), len(steps)
+
+
+def _setup_rows(config, runs: Sequence[Run]) -> list[tuple[str, str, str, str]]:
+    """(setting, ours, the paper, why) for each choice; ours is read from ``config``."""
+    from agile.plotting import initial_value
+
+    m, d = config.model, config.data
+    per_epoch = d.train_size // config.batch_size
+    kernel, pool = "x".join(map(str, m.kernel_size)), "x".join(map(str, m.pool_size))
+    sides = _map_sides(config)
+    early, total = _stopped_early(runs, config)
+    seeds = sorted({row.seed for row in runs if row.group == "table1"})
+    seed_text = f"seeds {seeds[0]} to {seeds[-1]} ({len(seeds)})" if seeds else "none run yet"
+    return [
+        ("training images", f"{d.train_size:,} of MNIST's training split, class-balanced "
+         f"({d.train_size // MNIST_CLASSES:,} per digit); one subset (subset seed "
+         f"{d.subset_seed}) for every seed", "stated",
+         "The paper's setup; one fixed subset leaves seeds to differ only in initialisation "
+         "and batch order."),
+        ("validation split", f"{d.val_size:,} class-balanced images held out of the rest of "
+         "the training split", "not stated",
+         "Model selection and early stopping need images the test loss is not measured on."),
+        ("test split", f"all {MNIST_TEST_SIZE:,} test images", "test loss; split not stated",
+         "MNIST's standard test split."),
+        ("inputs", "pixels scaled to [0, 1]" if not d.standardize else "standardised",
+         "not stated", "The simplest scaling; no statistic of the data enters."),
+        ("batch", f"{config.batch_size}; {per_epoch} steps per epoch", "stated", "The paper's."),
+        ("network", f"conv {'-'.join(map(str, m.conv_features))} ({kernel} kernels, SAME "
+         f"padding, stride 1), each followed by its activation and {pool} {m.pooling} pooling "
+         f"(VALID, stride = window; maps {' → '.join(map(str, [MNIST_SIDE, *sides]))}), dense "
+         f"{m.dense_features}, {m.num_classes} logits, cross-entropy",
+         "filters, dense nodes, outputs and loss stated; kernel, padding and pooling not "
+         "stated in the text", "The most common small-CNN choices; SAME kernels keep each "
+         "map's size, so pooling alone shrinks it."),
+        ("agile parameters", f"one (a, b) per {m.granularity}: per feature-map element before "
+         "pooling in conv layers, per node in the dense layer", "stated (Figs. 7 and 8)",
+         "The paper's."),
+        ("initialisation", f"weights lecun-normal, biases zero, a = {initial_value('a'):g}, "
+         f"b = {initial_value('b'):g}", "not stated",
+         "Flax's default for weights; the agile start equals the plain network exactly, so "
+         "any difference comes from learning a and b."),
+        ("optimizer", f"{config.optimizer}, learning rate {config.learning_rate:g} for weights "
+         f"and {config.agile_learning_rate:g} for every a and b", "gradient descent with rates "
+         "ρ1, ρ2, ρ3; optimizer and values not stated", "Adam's usual default trains every "
+         "combination without per-combination tuning; group `sgd` tests whether the verdict "
+         "depends on it."),
+        ("training length", f"at most {config.num_epochs} epochs; validation loss every epoch; "
+         f"early stopping after {config.patience} evaluations without a lower one "
+         f"({early} of {total} Table 1 runs stopped early)", "iteration counts reported, "
+         "stopping rule not stated", "One rule for every combination, run to convergence."),
+        ("reported loss", "test loss of the model at its lowest validation loss (best test "
+         "loss); best step = its step", "one loss and an iteration count per combination; "
+         "which iteration's loss not stated", "The test split never selects a model; the best "
+         "step is our analogue of the paper's iteration count."),
+        ("seeds", f"Table 1: {seed_text}; a seed sets the initialisation and batch order",
+         "not stated (one run per combination, it seems)", "Means, intervals and paired "
+         "tests need several runs; paired arms share their seeds."),
+        ("Fig. 11 network", f"dense only: {MNIST_SIDE * MNIST_SIDE}-{m.dense_features}-"
+         f"{m.num_classes}, otherwise as above", "'fully connected layers' only",
+         "The CNN's dense part on raw pixels."),
+        ("statistics", f"paired t-tests on common seeds, {CONFIDENCE:.0%} t-intervals, Holm's "
+         f"correction at α = {ALPHA:g} per family", "none", "Runs differ by seed; one run "
+         "cannot tell a difference from that variation, and pairing removes the part both "
+         "arms share."),
+    ]
+
+
+def setup_section(config, runs: Sequence[Run]) -> str:
+    """Section 2: every setting, which the paper states, and why we chose ours."""
+    rows = _setup_rows(config, runs)
+    unstated = [setting for setting, _, paper, _ in rows if "not stated" in paper]
+    return "\n".join([
+        "## 2. Setup, and the choices the paper leaves open", "",
+        "Read from `agile/paper/config.py` (the defaults every group starts from; each group's "
+        "overrides are in `agile/paper/study.py`).", "",
+        markdown_table(("setting", "ours", "the paper", "why"), rows),
+        "The paper leaves open: " + ", ".join(unstated) + ". The choices above fill these "
+        "gaps once, for every combination alike.\n",
+    ])
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections 3 to 5: Table 1, its comparisons, what the paper did not run.
+
+
+def table1_markdown(table: Sequence[Table1Row]) -> str:
+    """Table 1 beside the paper's: loss, iterations, our summaries and both rankings."""
+    paper_rank = ranks({row.combo: row.paper_loss for row in table})
+    our_rank = ranks({row.combo: row.loss["mean"] for row in table if row.loss is not None})
+    rows = [(row.combo, row.conv, row.dense, f"{row.paper_loss:.5f}", row.paper_iterations,
+             format_mean_std(row.loss), format_ci(row.loss),
+             format_mean_std(row.accuracy, 2, 100.0), format_mean_std(row.best_step, 0),
+             format_mean_std(row.steps, 0), row.loss["n"] if row.loss else 0,
+             paper_rank[row.combo], our_rank.get(row.combo, "-")) for row in table]
+    header = ("n", "conv", "dense", "paper loss", "paper iterations",
+              "our best test loss (mean ± std)", f"{CONFIDENCE:.0%} CI", "test accuracy %",
+              "best step", "steps trained", "seeds", "paper rank", "our rank")
+    return markdown_table(header, rows)
+
+
+def _table1_section(table: Sequence[Table1Row], drawn: bool) -> str:
+    """Section 3: Table 1 ours beside the paper's, its figure (if ``drawn``), rank agreement."""
+    lines = ["## 3. Table 1: ours beside the paper's", ""]
+    if all(row.loss is None for row in table):
+        return "\n".join([*lines, not_run_line("table1"), ""])
+    lines += [
+        "The paper reports one run per combination. Ours: mean ± sample std over seeds and the "
+        f"{CONFIDENCE:.0%} t-interval of the mean of the best test loss (the test loss of the "
+        "model with the lowest validation loss), the test accuracy of that model, its step "
+        "(best step) and the steps trained until early stopping. Ranks: 1 = lowest loss.", "",
+        table1_markdown(table),
+    ]
+    for name, ours, paper in (("loss", "loss", "paper_loss"),
+                              ("iteration count against best step", "best_step",
+                               "paper_iterations")):
+        agreement = rank_agreement(table, ours, paper)
+        if agreement:
+            lines.append(f"Rank agreement with the paper ({name}): Spearman ρ = "
+                         f"{agreement['rho']:+.2f} (p = {format_p(agreement['p_value'])}, "
+                         f"{agreement['n']} combinations).\n")
+    return "\n".join(lines + figure_lines(SPECS_BY_KEY["table1_losses"], drawn))
+
+
+def comparisons_markdown(results: Sequence[PairedResult]) -> str:
+    """One row per comparison: the paper's difference, ours with CI, p, Holm p, verdicts."""
+    rows = []
+    for result in results:
+        paper = result.comparison.paper_difference
+        paper = "-" if paper is None else f"{paper:+.5f}"
+        if not result.available:
+            rows.append((result.comparison.name, paper, f"not available: {result.missing}", "",
+                         "", "", "", "", ""))
+            continue
+        rows.append((result.comparison.name, paper, f"{result.mean_difference:+.4f}",
+                     f"[{result.ci_low:+.4f}, {result.ci_high:+.4f}]", result.seeds,
+                     format_p(result.p_value), format_p(result.holm_p),
+                     "yes" if result.significant else "no", paper_agreement(result) or "-"))
+    header = ("first − second", "paper", "ours: mean difference", f"{CONFIDENCE:.0%} CI",
+              "seeds", "p", "Holm p", f"significant (α = {ALPHA:g})", "vs the paper")
+    return markdown_table(header, rows)
+
+
+def _comparisons_section(results: Sequence[PairedResult], drawn: bool) -> str:
+    """Section 4: the Table 1 family of paired comparisons, and its figure (if ``drawn``)."""
+    lines = [
+        "## 4. Paired comparisons on the same seeds", "",
+        "The comparisons of `agile.paper.study.PAIRED_COMPARISONS`: each agile variant against its "
+        "plain counterpart (one layer's activation made agile, the rest equal), and the paper's "
+        "own comparison of sigmoid / agile sigmoid with sigmoid / relu, on the seeds both "
+        "have: the mean of the per-seed differences in best test loss (negative: the first has "
+        f"the lower loss), its {CONFIDENCE:.0%} t-interval (not adjusted), the paired t-test's "
+        f"p-value and Holm's correction over the {len(results)} comparisons of this family, "
+        "which decides significance. 'vs the paper': "
+        "agrees (significant, same direction as the paper's difference), contradicts "
+        "(significant, opposite direction) or not confirmed (no significant difference).", "",
+        comparisons_markdown(results),
+    ]
+    return "\n".join(lines + figure_lines(SPECS_BY_KEY["differences"], drawn))
+
+
+def _group_markdown(runs: Sequence[Run], group: study.Group, counts: Counts) -> str:
+    """One row per trial of ``group``: parameters, seeds, loss, CI, accuracy, best step."""
+    rows = []
+    for conv, dense in group.pairs:
+        trial = group.trial_name(conv, dense)
+        loss, accuracy, best = (
+            stats.summarize(seed_values(runs, group.name, trial, field).values())
+            for field in (METRIC, "best_test_accuracy", "best_step"))
+        count = counts(group.name, conv, dense)
+        conv_layers = tuple(group.base_config().model.conv_features)
+        rows.append((f"`{trial}`", conv if conv_layers else "none (dense only)", dense,
+                     f"{count[0]:,} ({count[1]:,})" if count else "-",
+                     loss["n"] if loss else 0, format_mean_std(loss), format_ci(loss),
+                     format_mean_std(accuracy, 2, 100.0), format_mean_std(best, 0)))
+    header = ("trial", "conv", "dense", "parameters (agile a, b)", "seeds",
+              "best test loss (mean ± std)", f"{CONFIDENCE:.0%} CI", "test accuracy %",
+              "best step")
+    return markdown_table(header, rows)
+
+
+def _ablations_section(runs: Sequence[Run], results: Sequence[PairedResult],
+                      counts: Counts) -> str:
+    """Section 5: each group the paper did not run, and their comparisons (one Holm family)."""
+    present = {row.group for row in runs}
+    lines = ["## 5. What the paper did not run", ""]
+    for group in study.GROUPS:
+        if group.name == "table1":
+            continue
+        lines += [f"### `{group.name}`", "", group.question, ""]
+        lines.append(_group_markdown(runs, group, counts) if group.name in present
+                     else not_run_line(group.name) + "\n")
+    lines += [
+        "### Comparisons", "",
+        "The natural comparison of each group, paired on common seeds: granularity against "
+        "the per-element default (Table 1's runs), agile against plain tanh and gelu, agile "
+        "against plain sigmoid in the dense-only network, combo 12 against combo 7 with each "
+        "optimizer and data size, and the combined activation against combos 12 and 6. Holm's "
+        f"correction runs over these {len(results)} comparisons (a family of their own).", "",
+        comparisons_markdown(results),
+    ]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections 6 and 7: the figures like the paper's, expressivity.
+
+
+def figures_section(drawn: Mapping[str, bool]) -> str:
+    """Section 6: the paper's figures, redrawn, and the learned activations."""
+    lines = ["## 6. Figures like the paper's", ""]
+    for spec in SPECS:
+        if spec.section == "figures":
+            lines += [f"### {spec.caption}\n", *figure_lines(spec, bool(drawn.get(spec.key)))]
+    return "\n".join(lines)
+
+
+def expressivity_section(fold: FoldCheck | None, ranges: Sequence[Range]) -> str:
+    """Section 7: the dense fold, numerically, and what it means for the results."""
+    lines = ["## 7. Expressivity: agile dense layers fold away, per-element conv ones do not", "",
+             "In a dense layer, `z = a ⊙ f(W x + c − b)` feeds `V z + d`. Per node, `b` folds "
+             "into the layer's bias (`c − b`) and `a` into the next layer's kernel "
+             "(`diag(a) V`): the plain network with these weights computes the same function "
+             "(`agile.paper.study.fold_dense_agile`).", ""]
+    if fold is None:
+        lines += [f"Not checked: `{PARAMS}` is missing from the results.", ""]
+    else:
+        lines += [
+            f"Check on combo 12, seed 0 (final parameters): on {fold.inputs} fixed inputs "
+            f"(uniform in [0, 1), numpy seed {fold.seed}), the largest absolute difference "
+            "between the logits of the trained agile network and its folded twin with a plain "
+            f"`{fold.plain}` dense layer is **{fold.max_abs_difference:.1e}** (float32 "
+            f"rounding), for logits up to {fold.max_abs_logit:.2f} in magnitude; dropping "
+            f"a and b without folding changes the logits by up to "
+            f"{fold.dropped_difference:.2f}.", ""]
+    lines += [
+        "So the dense layer's agile parameters"
+        + (f" ({fold.dense_agile} here)" if fold else "") + " add nothing the plain network "
+        "cannot represent: any effect they have is on training (the optimiser sees another "
+        "parameterisation of the same function class: other gradients, other Adam step "
+        "sizes), not on capacity: a question of optimisation, which other optimiser settings "
+        "might answer as well.", "",
+        "In the conv layers, a and b per feature-map element"
+        + (f" ({fold.conv_agile:,} in combo 12)" if fold else "") + " sit before max "
+        "pooling and vary over positions. A conv bias is one number per channel and a kernel "
+        "is shared over positions, so neither can absorb a per-position shift or scale, and a "
+        "scale that varies within a pooling window changes which element is the maximum. "
+        "These parameters enlarge the function class (a per-position affine map between the "
+        "convolution and the nonlinearity). Per-channel or per-layer a and b do not: b folds "
+        "into the conv bias and a positive a commutes with max pooling and folds into the "
+        "next layer's kernel.",
+    ]
+    for group in ("granularity_channel", "granularity_scalar"):
+        low = smallest_conv_a(ranges, group)
+        if low is not None:
+            state = "positive: these layers fold" if low > 0 else "not positive"
+            lines.append(f"In group `{group}` the smallest learned a in a conv layer is "
+                         f"{low:.4f} ({state}).")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Section 8: the conclusion, sentences generated from the numbers.
+
+
+def verdict(result: PairedResult) -> str:
+    """One sentence: which arm has the lower loss, by how much, the CI, Holm p, significance."""
+    first, second = result.comparison.first.label, result.comparison.second.label
+    if not result.available:
+        return f"{first} against {second}: no result ({result.missing})."
+    difference = result.mean_difference
+    word = "lower" if difference < 0 else "higher" if difference > 0 else "equal"
+    size = f" by {abs(difference):.4f}" if difference else ""
+    significance = "significant" if result.significant else "not significant"
+    return (f"{first} has a {word} best test loss than {second}{size} (difference "
+            f"{difference:+.4f}, {CONFIDENCE:.0%} CI [{result.ci_low:+.4f}, "
+            f"{result.ci_high:+.4f}], {result.seeds} seeds; Holm p = "
+            f"{format_p(result.holm_p)}, {significance} at {ALPHA:g}).")
+
+
+def short_outcome(result: PairedResult) -> str:
+    """A clause: "significantly lower (D [CI], Holm p = P)", "no significant difference (...)"
+    or "no result (why)"."""
+    if not result.available:
+        return f"no result ({result.missing})"
+    difference = result.mean_difference
+    interval = f"{difference:+.4f} [{result.ci_low:+.4f}, {result.ci_high:+.4f}]"
+    if not result.significant:
+        return f"no significant difference ({interval}, Holm p = {format_p(result.holm_p)})"
+    word = "lower" if difference < 0 else "higher"
+    return f"significantly {word} ({interval}, Holm p = {format_p(result.holm_p)})"
+
+
+def _labels(results: Iterable[PairedResult]) -> str:
+    names = [result.comparison.name for result in results]
+    return "; ".join(names) if names else "none"
+
+
+def _table1_levels(table: Sequence[Table1Row], means: Mapping[int, float]) -> str:
+    """The sentence comparing the spread of the paper's losses with our seed-to-seed std."""
+    paper = [row.paper_loss for row in table]
+    stds = [row.loss["std"] for row in table if row.loss is not None and row.loss["n"] > 1]
+    level = (f"The paper's losses span {min(paper):.4f} to {max(paper):.4f}; our means span "
+             f"{min(means.values()):.4f} to {max(means.values()):.4f}")
+    if stds:
+        std = float(np.median(stds))
+        share = std / (max(paper) - min(paper))
+        level += (f". The std over seeds of one combination's best test loss is {std:.4f} "
+                  f"(median over combinations), {share:.0%} of the spread of the paper's "
+                  "twelve values: " + ("comparable to the differences the paper ranks, so single "
+                                       "runs cannot rank the combinations reliably"
+                                       if share >= 0.25 else "small against that spread"))
+    return level + "."
+
+
+def _table1_ranking(run: Mapping[int, Table1Row]) -> str:
+    """The sentence on our best combination and where the paper's favourites rank."""
+    means = {combo: row.loss["mean"] for combo, row in run.items()}
+    order = ranks(means)
+    best = min(means, key=means.get)
+    sentence = (f"Our lowest mean best test loss is combo {best} ({run[best].conv} / "
+                f"{run[best].dense}, {means[best]:.4f} {format_ci(run[best].loss)})")
+    for combo, claim in ((12, "the paper's best combination"), (3, "the paper's lowest loss")):
+        if combo in order:
+            sentence += (f"; combo {combo}, {claim}, ranks {order[combo]} of {len(order)} "
+                         f"({means[combo]:.4f} {format_ci(run[combo].loss)})")
+    steps = ranks({combo: row.best_step["mean"] for combo, row in run.items()})
+    if 3 in steps:
+        sentence += (f". The paper calls combo 3 slow (the most iterations); its mean best "
+                     f"step ranks {steps[3]} of {len(steps)} here (1 = fewest)")
+    return sentence + "."
+
+
+def table1_findings(table: Sequence[Table1Row], results: Sequence[PairedResult]) -> list[str]:
+    """Sentences on Table 1: the family's counts, agreement with the paper, ranks, levels."""
+    counts = family_counts(results)
+    n = len(counts["available"])
+    if not n:
+        done = sum(row.loss is not None for row in table)
+        if not done:
+            return ["Table 1's comparisons could not be made: " + not_run_line("table1")]
+        return [f"Table 1's comparisons could not be made yet: {done} of {len(table)} "
+                "combinations have results, and no comparison has both of its arms."]
+    paper_lower = sum(r.comparison.paper_difference < 0 for r in counts["available"])
+    out = [f"Of the {n} paired comparisons of an agile variant with its plain counterpart, the "
+           f"agile variant has a significantly lower best test loss in {len(counts['lower'])}, "
+           f"a significantly higher one in {len(counts['higher'])}, and no significant "
+           f"difference in {len(counts['neither'])} (Holm, α = {ALPHA:g}); the paper's Table 1 "
+           f"has the agile variant lower in {paper_lower} of these {n}."]
+    by_agreement = {key: [r for r in counts["available"] if paper_agreement(r) == key]
+                    for key in ("agrees", "contradicts", "not confirmed")}
+    out.append(f"We confirm the paper's direction for: {_labels(by_agreement['agrees'])}. We "
+               f"find the opposite, significantly, for: {_labels(by_agreement['contradicts'])}. "
+               f"Not confirmed (no significant difference): "
+               f"{_labels(by_agreement['not confirmed'])}.")
+    run = {row.combo: row for row in table if row.loss is not None}
+    out.append(_table1_ranking(run))
+    out.append(_table1_levels(table, {combo: row.loss["mean"] for combo, row in run.items()}))
+    return out
+
+
+ABLATION_THEMES = (  # (sentence opening, which comparisons it covers)
+    ("Granularity (fewer a and b than one per element)",
+     lambda c: c.first.group.startswith("granularity")),
+    ("Agile against plain tanh and gelu in both layers", lambda c: c.first.group == "tanh_gelu"),
+    ("The paper's Fig. 11 shows agile sigmoid better than sigmoid in a dense-only network; "
+     "ours", lambda c: c.first.group == "dense_only"),
+    ("Combo 12 against combo 7 (does the verdict depend on the optimiser or the data size?)",
+     lambda c: c.second.trial == combo_trial(7) and c.first.trial == combo_trial(12)),
+    ("The combined activation in the conv layers", lambda c: c.first.group == "combined"),
+)
+
+
+def ablation_findings(results: Sequence[PairedResult]) -> list[str]:
+    """One sentence per theme of the ablations: each comparison's outcome, with numbers."""
+    out = []
+    for opening, covers in ABLATION_THEMES:
+        parts = [f"{r.comparison.name}: {short_outcome(r)}" for r in results
+                 if covers(r.comparison)]
+        if parts:
+            out.append(f"{opening}: " + "; ".join(parts) + ".")
+    return out
+
+
+def _conclusion_section(table: Sequence[Table1Row], table1_results: Sequence[PairedResult],
+                       ablation_results: Sequence[PairedResult], fold: FoldCheck | None) -> str:
+    """Section 8: the verdicts, every number generated from the results."""
+    lines = ["## 8. Conclusion", "",
+             "Every sentence with a number below is generated from the results, so it stays "
+             "true when the study is rerun. A difference that is not significant is not shown "
+             "to exist in either direction; its interval bounds how large it can plausibly be.",
+             "", "### Table 1", ""]
+    lines += [f"- {sentence}" for sentence in table1_findings(table, table1_results)]
+    lines += ["", "Each comparison:", ""]
+    lines += [f"- {verdict(result)}" for result in table1_results]
+    lines += ["", "### What the paper did not run", "",
+              "Differences are first − second in best test loss, with their "
+              f"{CONFIDENCE:.0%} CI (not adjusted) and Holm's correction over this family.", ""]
+    lines += [f"- {sentence}" for sentence in ablation_findings(ablation_results)]
+    if fold is not None:
+        lines += ["", "### Expressivity", "",
+                  f"- The agile dense layer of combo 12 folds into a plain one: the logits differ "
+                  f"by at most {fold.max_abs_difference:.1e}. Agile dense layers change how "
+                  "the network trains, not what it can represent; only per-element conv "
+                  "parameters add capacity."]
+    lines += ["", "### What the evidence supports", "",
+              "The paper's claim rests on one run per combination. The verdicts above rest on "
+              "paired runs over several seeds with a correction for the number of comparisons; "
+              "where they and the paper's table disagree, the table's single runs are the "
+              "weaker evidence. The ablations show whether a verdict depends on the granularity "
+              "of a and b, the activation, the optimiser or the amount of data.", ""]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole report.
+
+
+def build_markdown(results: Results, analysis: Analysis, drawn: Mapping[str, bool],
+                   config=None, counts: Counts = parameter_counts) -> str:
+    """The whole of ``docs/reproduction.md``; ``drawn[key]``: whether figure ``key`` exists."""
+    from agile.paper.config import get_config
+
+    config = config if config is not None else get_config()
+    head = [
+        "# Reproduction study: Kong, Ko & Ko (2020), agile activation functions", "",
+        "Generated by `scripts/study_report.py` from `docs/results/` (do not edit by hand; "
+        "rerun the command in section 1). Every number below is computed from those files "
+        "or from the code's defaults. Sections: 1 command and wall time, 2 setup, 3 Table 1, "
+        "4 paired comparisons, 5 what the paper did not run, 6 figures, 7 expressivity, "
+        "8 conclusion. The paper's printed derivatives are corrected in "
+        "[errata.md](errata.md).", "",
+    ]
+    return "\n".join([
+        *head,
+        command_section(results.runs, results.machine),
+        setup_section(config, results.runs),
+        _table1_section(analysis.table, bool(drawn.get("table1_losses"))),
+        _comparisons_section(analysis.table1_results, bool(drawn.get("differences"))),
+        _ablations_section(results.runs, analysis.ablation_results, counts),
+        figures_section(drawn),
+        expressivity_section(analysis.fold, results.ranges),
+        _conclusion_section(analysis.table, analysis.table1_results, analysis.ablation_results,
+                           analysis.fold),
+    ]).rstrip("\n") + "\n"

@@ -1,0 +1,295 @@
+"""agile.paper.report.results: the results files' records, their reader, writer and merge, and
+publishing into a docs folder (agile.paper.report.publish).
+
+The reader refuses, in one line naming file, line and field, what the red-team report found
+turning into confident wrong conclusions: NaN and inf (#154, #155), conflicting duplicate
+rows (#162), torn rows and cut files (#158), a damaged machine.json (#160).
+"""
+
+import dataclasses
+import logging
+import subprocess
+import sys
+
+import matplotlib
+import numpy as np
+import pytest
+
+matplotlib.use("Agg")
+
+from conftest import REPO_ROOT  # noqa: E402
+from study_fakes import (  # noqa: E402
+    MACHINE,
+    fake_params,
+    fake_results,
+    fake_run,
+    fake_runs,
+    write_fake_results,
+)
+
+from agile.paper import report  # noqa: E402
+from agile.paper.combos import COMBOS  # noqa: E402
+from agile.paper.report import results  # noqa: E402
+from agile.paper.report.figures import FIGURES  # noqa: E402
+from agile.paper.report.results import (  # noqa: E402
+    CURVES,
+    RANGES,
+    RUNS,
+    TABLES,
+    Curve,
+    Range,
+    ReportError,
+    Results,
+    Run,
+)
+from agile.paper.trials import CSV_FIELDS, SeedResult, columns  # noqa: E402
+
+COMMITTED = REPO_ROOT / "docs" / "results"
+
+
+def _runs_text(*changes):
+    """runs.csv of two Table 1 seeds, with ``(line, column, text)`` cells replaced."""
+    rows = [fake_run("table1", *COMBOS[12], 3, 0.15, 10.0), fake_run("table1", *COMBOS[7], 0,
+                                                                     0.01, 10.0)]
+    lines = results.csv_text(rows, RUNS).splitlines()
+    for line, column, text in changes:
+        cells = lines[line - 1].split(",")
+        cells[RUNS.columns.index(column)] = text
+        lines[line - 1] = ",".join(cells)
+    return "\n".join(lines) + "\n"
+
+
+def _write(directory, name, text):
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / name).write_text(text)
+    return directory
+
+
+# ---------------------------------------------------------------------------------------------
+# The records.
+
+
+def test_tables_name_every_field_of_their_record_once_and_runs_start_with_the_group():
+    for table in TABLES:
+        assert sorted(table.columns) == sorted(columns(table.record))
+        assert set(table.key) <= set(table.columns)
+    assert RUNS.columns == ("group", *CSV_FIELDS)  # the column order runs.csv always had
+    assert issubclass(Run, SeedResult) and RUNS.timing == {"wall_time_s"}
+    run = fake_run("table1", *COMBOS[12], 0, 0.15, 10.0)
+    assert RUNS.key_of(run) == ("table1", "combo_12", 0)
+    assert RUNS.describe(RUNS.key_of(run)) == "group=table1, trial=combo_12, seed=0"
+    assert Results([run]).rows(RUNS) == [run] and Results([run]).rows(CURVES) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading.
+
+
+def test_parse_table_types_cells_and_names_the_bad_line():
+    text = _runs_text((2, "a_min", ""), (3, "best_test_loss", "1e-2"), (3, "trial", "tanh-tanh"))
+    rows = results.parse_table(text, RUNS)
+    assert (rows[0].group, rows[0].trial, rows[0].seed, rows[0].best_test_loss,
+            rows[0].a_min) == ("table1", "combo_12", 3, 0.15, None)
+    assert type(rows[0].seed) is int and type(rows[0].best_test_loss) is float
+    assert rows[1].trial == "tanh-tanh" and rows[1].best_test_loss == 0.01
+    with pytest.raises(ReportError, match=r"runs.csv line 3: a cell is not a number"):
+        results.parse_table(text.replace("1e-2", "oops"), RUNS, "runs.csv")
+    with pytest.raises(ReportError, match=r"runs.csv line 2: a cell is not an integer "
+                                          r"\(seed = '3.5'\)"):
+        results.parse_table(_runs_text((2, "seed", "3.5")), RUNS)
+
+
+def test_load_results_needs_runs_csv_and_its_columns_but_not_the_rest(tmp_path):
+    with pytest.raises(ReportError, match=r"No runs.csv in .*run scripts/study.py"):
+        results.load_results(tmp_path)
+    (tmp_path / "runs.csv").write_text("group,trial,seed\ntable1,combo_01,0\n")
+    with pytest.raises(ReportError, match="lacks the column.*best_test_loss"):
+        results.load_results(tmp_path)
+    (tmp_path / "runs.csv").write_text(results.csv_text(fake_runs({"table1"}, 2), RUNS))
+    loaded = results.load_results(tmp_path)
+    assert len(loaded.runs) == 24 and loaded.curves == loaded.ranges == []
+    assert loaded.params is None and loaded.machine is None
+
+
+def test_written_results_load_as_the_same_records(tmp_path):
+    written = fake_results({"table1", "dense_only"}, 2)
+    paths = results.write_results(written, tmp_path)
+    assert sorted(p.name for p in paths) == sorted(results.FILES)
+    loaded = results.load_results(tmp_path)
+    assert (loaded.runs, loaded.curves, loaded.ranges, loaded.machine) == (
+        written.runs, written.curves, written.ranges, MACHINE)
+    assert loaded.params.keys() == written.params.keys()
+    assert all(np.array_equal(loaded.params[k], written.params[k]) for k in written.params)
+    results.write_results(dataclasses.replace(written, params=None), tmp_path)
+    assert not (tmp_path / results.PARAMS).exists()  # no parameter file of another study stays
+
+
+def test_committed_results_are_written_back_byte_for_byte(tmp_path):
+    """The reader and writer agree with the files the exporter wrote (same columns, cells)."""
+    results.write_results(results.load_results(COMMITTED), tmp_path)
+    for name in (*(table.name for table in TABLES), results.MACHINE):
+        assert (tmp_path / name).read_bytes() == (COMMITTED / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN"])
+@pytest.mark.parametrize("table, column", [(RUNS, "best_test_loss"), (RUNS, "wall_time_s"),
+                                           (CURVES, "val_loss"), (RANGES, "max")])
+def test_non_finite_numbers_are_refused_naming_file_line_and_field(tmp_path, table, column,
+                                                                   value):
+    """#154, #155: NaN or inf once gave "significantly higher (+nan ...), Holm p = 0"."""
+    fake = fake_results({"table1"}, 2, params=False)
+    results.write_results(fake, tmp_path)
+    path = tmp_path / table.name
+    lines = path.read_text().splitlines()
+    cells = lines[2].split(",")
+    cells[table.columns.index(column)] = value
+    lines[2] = ",".join(cells)
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ReportError, match=rf"{table.name} line 3: {column} is {value}, not a "
+                                          "finite number"):
+        results.load_results(tmp_path)
+
+
+def test_conflicting_duplicate_rows_are_refused_naming_both_lines():
+    """#162: a second row for (group, trial, seed) silently replaced the first."""
+    text = _runs_text()
+    lines = text.splitlines()
+    changed = lines[1].replace(",0.15,", ",0.001,")
+    with pytest.raises(ReportError, match=r"runs.csv lines 2 and 4: two rows for group=table1, "
+                                          r"trial=combo_12, seed=3 that differ in "
+                                          r"best_test_loss; delete the wrong one"):
+        results.parse_table(text + changed + "\n", RUNS)
+    curve = Curve("table1", "combo_12", 0, 50, 0.5, None)
+    curves = results.csv_text([curve, dataclasses.replace(curve, test_loss=0.4)], CURVES)
+    with pytest.raises(ReportError, match=r"curves.csv lines 2 and 3: .*step=50 that differ in "
+                                          r"test_loss"):
+        results.parse_table(curves, CURVES)
+    other_step = results.csv_text([curve, dataclasses.replace(curve, step=100)], CURVES)
+    assert len(results.parse_table(other_step, CURVES)) == 2  # another key: two rows
+    ranges = results.csv_text([Range("table1", "combo_12", 0, "hidden_act", "a", 0.5, 1.5, 1.0),
+                               Range("table1", "combo_12", 0, "hidden_act", "a", 0.5, 1.6, 1.0)],
+                              RANGES)
+    with pytest.raises(ReportError, match=r"lines 2 and 3: .*layer=hidden_act, param=a that "
+                                          r"differ in max"):
+        results.parse_table(ranges, RANGES)
+
+
+def test_an_exact_duplicate_row_is_dropped_with_a_warning(caplog):
+    """#161: an exact copy of a row changes nothing, and says so."""
+    text = _runs_text()
+    lines = text.splitlines()
+    with caplog.at_level(logging.WARNING):
+        rows = results.parse_table(text + lines[1] + "\n", RUNS)
+    assert rows == results.parse_table(text, RUNS)
+    assert "runs.csv line 4 repeats line 2 exactly; the repeat is dropped." in caplog.text
+
+
+def test_torn_rows_and_a_file_cut_mid_row_are_refused_naming_the_line():
+    """#158: a runs.csv cut at 2/3 was reported without a word, a trial shown with 0 seeds."""
+    text = _runs_text()
+    lines = text.splitlines()
+    with pytest.raises(ReportError, match=r"runs.csv line 3: the file ends mid-row \(no final "
+                                          r"newline\), so it was cut off"):
+        results.parse_table(text[:-10], RUNS)
+    short = ",".join(lines[2].split(",")[:6])
+    with pytest.raises(ReportError, match=r"runs.csv line 3: 6 of the header's 17 cells \(a torn "
+                                          r"row\)"):
+        results.parse_table("\n".join([*lines[:2], short]) + "\n", RUNS)
+    with pytest.raises(ReportError, match=r"runs.csv line 2: 18 cells where the header has 17"):
+        results.parse_table("\n".join([lines[0], lines[1] + ",1", lines[2]]) + "\n", RUNS)
+    with pytest.raises(ReportError, match=r"runs.csv line 2: seed is empty"):
+        results.parse_table(_runs_text((2, "seed", "")), RUNS)
+
+
+def test_a_damaged_machine_json_or_parameter_file_is_refused_naming_it(tmp_path):
+    """#160: a torn machine.json gave a JSONDecodeError traceback without the file's name."""
+    write_fake_results(tmp_path, {"dense_only"}, 2)
+    assert results.load_results(tmp_path).machine == MACHINE
+    for damaged in ('{"cpu": "x", ', "[1, 2]", '{"cpu": "x", "logical_cpus": 2}'):
+        (tmp_path / "machine.json").write_text(damaged)
+        with pytest.raises(ReportError, match=rf"{tmp_path / 'machine.json'} (is not valid JSON|"
+                                              "lacks a valid)"):
+            results.load_results(tmp_path)
+    (tmp_path / "machine.json").unlink()
+    (tmp_path / results.PARAMS).write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(ReportError, match=rf"{tmp_path / results.PARAMS} cannot be read"):
+        results.load_results(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Merging and publishing.
+
+
+def test_merge_keeps_existing_rows_adds_new_ones_and_ignores_wall_time():
+    old = fake_results({"table1"}, 2)
+    new = fake_results({"table1", "dense_only"}, 2, params=False)
+    retimed = [dataclasses.replace(run, wall_time_s=run.wall_time_s + 5) for run in new.runs]
+    other_machine = dataclasses.replace(MACHINE, cpu="Another CPU")
+    merged = results.merge(old, dataclasses.replace(new, runs=retimed, machine=other_machine))
+    assert merged.runs[:len(old.runs)] == old.runs  # kept, with their own wall times
+    assert [r.group for r in merged.runs[len(old.runs):]] == ["dense_only"] * 4
+    assert merged.curves[:len(old.curves)] == old.curves and len(merged.curves) > len(old.curves)
+    assert merged.params is old.params and merged.machine == MACHINE
+    only_new = results.merge(Results([]), new)
+    assert only_new.runs == new.runs and only_new.machine == MACHINE
+
+
+def test_merge_refuses_rows_that_differ_naming_key_and_fields():
+    old = fake_results({"table1"}, 2, params=False)
+    changed = list(old.runs)
+    changed[3] = dataclasses.replace(changed[3], best_test_loss=0.5, steps=7)
+    changed[5] = dataclasses.replace(changed[5], best_step=1)
+    with pytest.raises(ReportError, match=(
+            r"docs/results/runs.csv already has group=table1, trial=combo_02, seed=1 with other "
+            r"values \(steps \d+ there, 7 here; best_test_loss [\d.]+ there, 0.5 here\) \(and 1 "
+            r"more rows\); nothing was written")):
+        results.merge(old, dataclasses.replace(old, runs=changed), "docs/results")
+    params = fake_params()
+    moved = {**params, "hidden_act/a": params["hidden_act/a"] + 1}
+    with pytest.raises(ReportError, match="combo12_seed0_params.npz holds other parameters"):
+        results.merge(dataclasses.replace(old, params=params),
+                      dataclasses.replace(old, params=moved))
+
+
+def test_publish_merges_into_docs_results_and_rewrites_the_report(tmp_path):
+    docs = tmp_path / "docs"
+    write_fake_results(docs / "results", {"table1"}, 2)
+    run = write_fake_results(tmp_path / "run" / "results", {"dense_only"}, 2)
+    before = results.load_results(docs / "results")
+    written = report.publish(run, docs, dpi=20)
+    after = results.load_results(docs / "results")
+    assert after.runs[:len(before.runs)] == before.runs
+    assert {r.group for r in after.runs} == {"table1", "dense_only"}
+    assert docs / "reproduction.md" in written and docs / "results" / "runs.csv" in written
+    markdown = (docs / "reproduction.md").read_text()
+    assert "Group `dense_only` was not run" not in markdown
+    assert "Group `table1` was not run" not in markdown
+    assert (docs / "figures" / FIGURES["fig11"][0]).is_file()
+
+
+def test_publish_of_a_disagreeing_study_writes_nothing(tmp_path):
+    docs = tmp_path / "docs"
+    write_fake_results(docs / "results", {"table1", "dense_only"}, 2)
+    fake = fake_results({"table1"}, 2)
+    runs = [dataclasses.replace(r, best_test_loss=r.best_test_loss + 0.01) for r in fake.runs]
+    run = tmp_path / "run" / "results"
+    results.write_results(dataclasses.replace(fake, runs=runs), run)
+    files = {p: p.read_bytes() for p in docs.rglob("*") if p.is_file()}
+    with pytest.raises(ReportError, match=r"runs.csv already has group=table1, trial=combo_01, "
+                                          r"seed=0 with other values \(best_test_loss"):
+        report.publish(run, docs, dpi=20)
+    assert {p: p.read_bytes() for p in docs.rglob("*") if p.is_file()} == files
+
+
+# ---------------------------------------------------------------------------------------------
+# The package.
+
+
+def test_importing_the_report_imports_neither_the_trainer_nor_the_sweeps():
+    code = ("import sys, agile.paper.report, agile.paper.report.text; "
+            "print(sorted(m for m in ('agile.paper.train', 'agile.paper.sweep', "
+            "'agile.paper.ray_sweep', 'agile.paper.report.export') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
