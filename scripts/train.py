@@ -51,5 +51,9 @@ def main(argv: list[str]) -> None:
     print(f"Results are in {workdir.resolve()}")
 
 
+flags.adopt_module_key_flags(cli)  # --config and the compilation cache in --help
+__doc__ += cli.config_fields_help(config_lib.get_config)
+
+
 if __name__ == "__main__":
     cli.run(main)

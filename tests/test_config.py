@@ -165,3 +165,27 @@ def test_ctrl_c_is_one_line_and_status_130():
     assert result.returncode == 130
     assert result.stderr.strip() == (
         "Interrupted. Rerun the same command to resume from the last checkpoint.")
+
+
+def test_train_help_shows_the_config_flag_and_every_field_with_its_default():
+    """#20: --help names --config and each --config.<field> with its default and its comment."""
+    result = subprocess.run([sys.executable, "scripts/train.py", "--help"], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1  # absl's --help exits with 1 after printing the usage
+    text = result.stdout + result.stderr
+    assert "--config: Path to a config file." in text
+    assert "--config.num_epochs=200" in text and "--config.model.granularity=\"element\"" in text
+    assert "Upper bound on training length; early stopping may end sooner." in text
+    assert "--config.data.order_seed=None" in text and "--compilation_cache_dir" in text
+    fields = [line for line in text.splitlines() if line.startswith("  --config.")]
+    assert len(fields) == len(_flat_fields(config_lib.get_config()))
+
+
+def _flat_fields(config, prefix=""):
+    names = []
+    for key, value in config.items():
+        if isinstance(value, type(config)):
+            names += _flat_fields(value, f"{prefix}{key}.")
+        else:
+            names.append(prefix + key)
+    return names

@@ -226,3 +226,37 @@ def test_remove_unfinished_deletes_half_written_checkpoints_only(tmp_path):
     assert checkpoints.remove_unfinished() == [stale]
     assert sorted(p.name for p in checkpoints.directory.iterdir()) == ["1"]
     checkpoints.close()
+
+
+def test_metric_writer_writes_histograms_tensorboard_reads(tmp_path):
+    """#20: a and b as TensorBoard histograms (count, range and sum kept)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    writer = workdir_lib.MetricWriter(tmp_path)
+    values = np.linspace(0.5, 1.5, 100)
+    writer.write_histograms(4, {"conv_act_0/a": values, "conv_act_0/b": np.zeros(3)})
+    writer.write_histograms(8, {})  # nothing to write
+    writer.close()
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    assert sorted(events.Tags()["histograms"]) == ["conv_act_0/a", "conv_act_0/b"]
+    (event,) = events.Histograms("conv_act_0/a")
+    assert event.step == 4
+    assert (event.histogram_value.num, event.histogram_value.min, event.histogram_value.max) == (
+        100, 0.5, 1.5)
+    assert sum(event.histogram_value.bucket) == 100
+    assert event.histogram_value.sum == pytest.approx(values.sum())
+
+
+def test_a_run_writes_each_agile_layers_histograms_at_each_evaluation(tmp_path, tiny_config):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from agile.paper import train
+
+    train.train_and_evaluate(tiny_config, tmp_path)
+    events = EventAccumulator(str(tmp_path), size_guidance={"histograms": 0})  # keep all
+    events.Reload()
+    tags = sorted(events.Tags()["histograms"])
+    assert tags == [f"{layer}/{p}" for layer in ("conv_act_0", "conv_act_1", "conv_act_2",
+                                                  "hidden_act") for p in ("a", "b")]
+    assert [e.step for e in events.Histograms("hidden_act/a")] == [4, 8]

@@ -14,6 +14,7 @@ import logging as std_logging
 import os
 import re
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,32 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
         fail(_override_error(argv, err))
     _check_config_files()
     return rest
+
+
+def config_fields_help(get_config: Callable[[], Any]) -> str:
+    """Every config field with its default and what its comment in ``get_config`` says, as
+    ``--help`` text: ``--config.<field>=<value>`` sets any of them."""
+    import inspect
+
+    lines, notes = [], []
+    for line in inspect.getsource(get_config).splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            notes.append(stripped.lstrip("# "))
+            continue
+        match = re.match(r"config\.([\w.]+) = (.*?)(?:\s+#\s*(.*))?$", stripped)
+        if not match or match.group(2).startswith("ml_collections.ConfigDict()"):
+            notes = []
+            continue
+        field, default, comment = match.groups()
+        default = re.sub(r"ml_collections\.FieldReference\((\w+), field_type=\w+\)", r"\1",
+                         default)
+        text = " ".join([*notes, comment or ""]).strip()
+        lines.append(f"  --config.{field}={default}")
+        lines += textwrap.wrap(text, 96, initial_indent="      ", subsequent_indent="      ")
+        notes = []
+    return ("\nConfig fields (set any with --config.<field>=<value>; defined in "
+            "agile/paper/config.py):\n" + "\n".join(lines) + "\n")
 
 
 def define_config_file(name: str, default: str | None, help_string: str) -> Any:

@@ -42,7 +42,7 @@ def get_config(combo: str | int | None = None) -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = 500  # Orbax checkpoint every N steps (and at the end).
     config.patience = 10  # Early stopping: evaluations without a better val loss; 0 disables.
     # Resume a workdir whose saved config differs in fields a resume can apply
-    # (RESUMABLE_FIELDS below); any other change is refused with its name.
+    # (config.RESUMABLE_FIELDS); a change of any other field is refused with its name.
     config.allow_config_change = False
     config.parallel = "none"  # "none", "pmap" or "shard_map" (data parallelism over devices).
     config.num_seeds = 1  # Independent models trained together (seeds seed .. seed+K-1).

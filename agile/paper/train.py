@@ -27,6 +27,7 @@ from absl import logging
 from flax import traverse_util
 
 from agile.errors import UserError
+from agile.labels import AGILE_LABEL
 from agile.paper import config as config_lib
 from agile.paper import data as data_lib
 from agile.paper import evaluation
@@ -362,7 +363,18 @@ def _evaluate(setup: _Setup, progress: _Progress, active: np.ndarray) -> list[di
             row.update(test_loss=test["loss"], test_accuracy=test["accuracy"])
         row["agile"] = evaluation.agile_parameter_ranges(host_params, setup.labels)
         recorded.append(setup.row_key(i, row))
+        _write_histograms(setup, setup.row_key(i, row), host_params)
     return recorded
+
+
+def _write_histograms(setup: _Setup, row: dict[str, Any], params: Any) -> None:
+    """TensorBoard histograms of every agile layer's a and b at this evaluation."""
+    prefix = f"seed_{row['seed']}/" if "seed" in row else ""
+    labels = traverse_util.flatten_dict(setup.labels)
+    setup.writer.write_histograms(row["step"], {
+        f"{prefix}{'/'.join(path)}": value
+        for path, value in traverse_util.flatten_dict(params).items()
+        if labels[path] == AGILE_LABEL})
 
 
 def _log_and_write(setup: _Setup, rows: list[dict[str, Any]]) -> None:

@@ -551,6 +551,26 @@ class MetricWriter:
                                   summary=summary_pb2.Summary(value=values))
         self._write(event)
 
+    def write_histograms(self, step: int, values: dict[str, Any], bins: int = 30) -> None:
+        """One histogram event per entry of ``values`` (arrays, e.g. a layer's a), at ``step``:
+        TensorBoard's Histograms and Distributions tabs."""
+        import numpy as np
+
+        if self._writer is None or not values:
+            return
+        summaries = []
+        for tag, array in values.items():
+            flat = np.asarray(array, np.float64).ravel()
+            counts, edges = np.histogram(flat, bins=bins)
+            proto = summary_pb2.HistogramProto(
+                min=float(flat.min()), max=float(flat.max()), num=float(flat.size),
+                sum=float(flat.sum()), sum_squares=float(np.square(flat).sum()),
+                bucket_limit=[float(edge) for edge in edges[1:]],
+                bucket=[float(count) for count in counts])
+            summaries.append(summary_pb2.Summary.Value(tag=tag, histo=proto))
+        self._write(event_pb2.Event(wall_time=time.time(), step=int(step),
+                                    summary=summary_pb2.Summary(value=summaries)))
+
     def write_hparams(self, hparams: dict[str, Any]) -> None:
         """The run's settings for TensorBoard's HParams tab (bool, int, float and str only)."""
         kept = {k: v for k, v in hparams.items() if isinstance(v, (bool, int, float, str))}
