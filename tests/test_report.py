@@ -30,12 +30,13 @@ from study_fakes import (  # noqa: E402
 from agile.paper import report, stats, study  # noqa: E402  (after choosing the backend)
 from agile.paper.combos import COMBOS, PAPER_TABLE1  # noqa: E402
 from agile.paper.config import get_config  # noqa: E402
-from agile.paper.report import analysis, figures, text  # noqa: E402
+from agile.paper.report import analysis, figures, questions, text  # noqa: E402
 from agile.paper.report.results import Curve, Results, write_results  # noqa: E402
 
 SECTIONS = ("## 1. The command and its wall time", "## 2. Setup", "## 3. Table 1",
-            "## 4. Paired comparisons", "## 5. What the paper did not run", "## 6. Figures",
-            "## 7. Expressivity", "## 8. Conclusion")
+            "## 4. Paired comparisons", "## 5. Power", "## 6. The learning rate of a and b",
+            "## 7. The field's learnable activations", "## 8. What the paper did not run",
+            "## 9. Figures", "## 10. Expressivity", "## 11. Conclusion")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,7 +244,7 @@ def test_markdown_reports_missing_groups_instead_of_failing():
                                  analysis.compare_family(runs, analysis.table1_comparisons()),
                                  analysis.compare_family(runs, analysis.ablation_comparisons()),
                                  None)
-    markdown = text.build_markdown(results, analysed, {}, counts=lambda *_: (100, 10))
+    markdown = report.build_markdown(results, analysed, {}, counts=lambda *_: (100, 10))
     for section in SECTIONS:
         assert section in markdown
     for group in ("dense_only", "granularity_channel", "granularity_scalar", "combined", "sgd",
@@ -403,7 +404,7 @@ def test_figures_are_linked_when_drawn_and_say_what_is_missing_when_not():
         "Not drawn: group dense_only has no curves in the results.", ""]
     assert text.figure_lines(figures.SPECS_BY_KEY["table1_losses"], False) == []
     section = text.figures_section({"fig12": True})
-    assert section.startswith("## 6. Figures like the paper's")
+    assert section.startswith("## 9. Figures like the paper's")
     assert f"](figures/{figures.FIGURES['fig12'][0]})" in section
     assert "Not drawn: no Table 1 curves in the results." in section  # fig13
     assert figures.FIGURES["table1_losses"][0] not in section  # shown in section 3, not here
@@ -447,3 +448,57 @@ def test_expressivity_section_reports_the_fold_and_the_smallest_conv_a():
     assert "granularity_channel" not in section
     assert "Not checked: `combo12_seed0_params.npz` is missing" in text.expressivity_section(
         None, [])
+
+
+def test_power_rows_say_what_each_comparison_resolves_and_what_is_settled():
+    """A large, steady difference is settled as a difference; a tiny noisy one is not
+    resolved, with the seeds that would resolve it; no rows without results."""
+    from agile.paper.report import analysis as an
+
+    runs = []
+    for seed in range(10):
+        noise = 0.002 * ((seed * 7) % 5 - 2)
+        runs += [fake_run("table1", "relu", "relu", seed, 0.20 + noise, 1.0),
+                 fake_run("table1", "agile_relu", "relu", seed, 0.25 + noise
+                                      + 0.001 * (seed % 2), 1.0),
+                 fake_run("table1", "relu", "agile_relu", seed,
+                                      0.20 + 0.01 * ((seed * 3) % 4 - 1.5), 1.0)]
+    results = an.compare_family(runs, [an.Comparison(an.combo_arm(10), an.combo_arm(7)),
+                                       an.Comparison(an.combo_arm(8), an.combo_arm(7)),
+                                       an.Comparison(an.combo_arm(12), an.combo_arm(7))])
+    steady, noisy, absent = an.power_rows(runs, results)
+    assert steady.settled and steady.seeds == 10 and steady.correlation > 0.9
+    assert steady.mde < steady.mde_holm < an.RESOLUTION
+    assert not noisy.settled and noisy.for_resolution > 10
+    assert noisy.needed_holm >= noisy.needed
+    assert absent.missing and absent.settled is None
+    text = "\n".join(questions.power_findings([steady, noisy, absent], results))
+    assert "Settled as a difference (significant after Holm): combo 10 − combo 7." in text
+    assert "Not resolved at this resolution: combo 8 − combo 7 (MDE" in text
+    table = questions.power_markdown([steady, noisy, absent])
+    assert "| combo 12 − combo 7 | 0 | not available:" in table
+
+
+def test_the_new_families_and_their_sections():
+    """The a/b learning-rate family (verdicts at each rate, each rate against 1x) and the
+    baselines family (each against combos 7 and 12); sections say when a group was not run."""
+    from agile.paper.report import analysis as an
+
+    lr = an.lr_comparisons()
+    assert len(lr) == 15 and lr[0].name == "combo 10 (a, b at 0.1x) − combo 7"
+    assert lr[-1].name == "combo 12 (a, b at 10x) − combo 12 (a, b at 1x)"
+    baselines = an.baseline_comparisons()
+    assert [c.name for c in baselines[:2]] == ["PReLU per channel − combo 7",
+                                               "PReLU per channel − combo 12"]
+    assert {c.first.trial for c in baselines} == {t.name for g in ("baselines", "capacity")
+                                                  for t in study.GROUPS_BY_NAME[g].trials()}
+    results = fake_results({"table1"})
+    analysed = report.analyse(results)
+    markdown = questions.lr_section(results.runs, analysed, lambda *_: (100, 10))
+    assert "Group `agile_lr_0.1x` was not run" in markdown
+    full = fake_results()
+    analysed = report.analyse(full)
+    assert all(r.available for r in analysed.lr_results + analysed.baseline_results)
+    section = questions.baselines_section(full.runs, analysed, lambda *_: (31_702, 0))
+    assert "| `combo_07_dense640` |" in section and "31,702 (0)" in section
+    assert "PReLU per channel − combo 7:" in section

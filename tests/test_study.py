@@ -244,3 +244,22 @@ def test_parse_overrides_takes_json_values_lists_included():
     trials = study.GROUPS_BY_NAME["table1"].trials(
         2, **study.parse_overrides(["model.conv_features=[8,4]"]))
     assert tuple(trials[0].config.model.conv_features) == (8, 4)
+
+
+def test_paired_power_matches_the_standard_tables():
+    """Paired t-test, α = 0.05 two-sided, 80% power: an effect of 0.5 sd needs 34 pairs and
+    0.8 sd 15 (G*Power's values); the MDE inverts the power; r is Pearson's."""
+    assert stats.seeds_needed(0.5, 1.0) == 34 and stats.seeds_needed(0.8, 1.0) == 15
+    assert stats.paired_power(0.5, 1.0, 34) >= 0.8 > stats.paired_power(0.5, 1.0, 33)
+    mde = stats.min_detectable_effect(0.01, 30)
+    assert stats.paired_power(mde, 0.01, 30) == pytest.approx(0.8, abs=1e-6)
+    assert stats.min_detectable_effect(0.01, 30, alpha=0.005) > mde  # a stricter level
+    assert stats.seeds_needed(0.0, 1.0) == stats.MAX_SEEDS + 1
+    assert stats.paired_power(5.0, 1e-4, 3) == 1.0  # far in the tail: still a number
+    x = np.array([0.1, 0.2, 0.3, 0.5])
+    assert stats.pair_correlation(x, 2 * x + 1) == pytest.approx(1.0)
+    assert stats.pair_correlation(x, np.ones(4)) == 0.0
+    with pytest.raises(ValueError, match="finite"):
+        stats.seeds_needed(float("nan"), 1.0)
+    with pytest.raises(ValueError, match="n >= 2 and std > 0"):
+        stats.min_detectable_effect(0.0, 10)

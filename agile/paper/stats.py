@@ -116,3 +116,70 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
         raise ValueError(f"spearman needs two equally long sequences, got {x.size} and {y.size}.")
     result = stats.spearmanr(x, y)
     return float(result.statistic), float(result.pvalue)
+
+
+# ---------------------------------------------------------------------------------------------
+# Power of a paired t-test: what a number of seeds can resolve.
+
+POWER = 0.8
+MAX_SEEDS = 100_000  # seeds_needed's search bound (an effect too small to resolve in practice)
+
+
+def paired_power(effect: float, std: float, n: int, alpha: float = 0.05) -> float:
+    """Power of the two-sided paired t-test at level ``alpha`` with ``n`` pairs to detect a
+    true mean difference ``effect`` when the differences' std is ``std`` (noncentral t)."""
+    check_finite([effect, std], "paired_power's effect and std")
+    if n < 2 or std <= 0:
+        raise ValueError(f"paired_power needs n >= 2 and std > 0, got n={n}, std={std}.")
+    df, shift = n - 1, abs(effect) / (std / math.sqrt(n))
+    critical = stats.t.ppf(1 - alpha / 2, df)
+    power = float(stats.nct.sf(critical, df, shift) + stats.nct.cdf(-critical, df, shift))
+    if not math.isfinite(power):  # scipy's nct fails far in the tail: the normal limit
+        power = float(stats.norm.sf(critical - shift) + stats.norm.cdf(-critical - shift))
+    return min(power, 1.0)
+
+
+def min_detectable_effect(std: float, n: int, alpha: float = 0.05, power: float = POWER) -> float:
+    """The smallest true mean difference the paired t-test detects with ``power`` (n pairs)."""
+    from scipy.optimize import brentq
+
+    check_finite([std], "min_detectable_effect's std")
+    if n < 2 or std <= 0:
+        raise ValueError(f"min_detectable_effect needs n >= 2 and std > 0, got n={n}, "
+                         f"std={std}.")
+    upper = std
+    while paired_power(upper, std, n, alpha) < power:
+        upper *= 2
+    return float(brentq(lambda e: paired_power(e, std, n, alpha) - power, 0.0, upper,
+                        xtol=1e-12 * std))
+
+
+def seeds_needed(effect: float, std: float, alpha: float = 0.05, power: float = POWER) -> int:
+    """The fewest pairs (seeds) with which the paired t-test detects a true mean difference
+    ``effect`` with ``power``; ``MAX_SEEDS`` + 1 if even that many would not."""
+    check_finite([effect, std], "seeds_needed's effect and std")
+    if effect == 0:
+        return MAX_SEEDS + 1
+    low, high = 2, 2
+    while paired_power(effect, std, high, alpha) < power:
+        if high > MAX_SEEDS:
+            return MAX_SEEDS + 1
+        low, high = high, high * 2
+    while low < high:  # the power grows with n: the first n that reaches it
+        middle = (low + high) // 2
+        if paired_power(effect, std, middle, alpha) >= power:
+            high = middle
+        else:
+            low = middle + 1
+    return high
+
+
+def pair_correlation(first: Sequence[float], second: Sequence[float]) -> float:
+    """Pearson's correlation of two aligned sequences (does pairing by seed remove variance?
+    The differences' variance is var(first) + var(second) - 2 r sd(first) sd(second))."""
+    x, y = check_finite(first, "pair_correlation's values"), check_finite(second, "…")
+    if x.shape != y.shape or x.size < 3:
+        raise ValueError("pair_correlation needs two equally long sequences of >= 3 values.")
+    if x.std() == 0 or y.std() == 0:
+        return 0.0
+    return float(np.corrcoef(x, y)[0, 1])

@@ -24,9 +24,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from agile.paper.report.analysis import analyse
+from agile.paper.report.document import build_markdown
 from agile.paper.report.figures import DPI, FIGURES, draw_figures
 from agile.paper.report.results import FILES, Results, load_results, merge, write_results
-from agile.paper.report.text import build_markdown
 
 REPORT_NAME = "reproduction.md"
 RESULTS_FOLDER = "results"  # the results folder inside a docs folder (docs/results)

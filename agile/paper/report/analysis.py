@@ -301,11 +301,106 @@ def family_counts(results: Sequence[PairedResult]) -> dict[str, list[PairedResul
 
 
 # ---------------------------------------------------------------------------------------------
+# The questions the paper leaves open: the a/b learning rate, the field's baselines, power.
+
+LR_GROUPS = (("agile_lr_0.1x", "a, b at 0.1x"), ("table1", "a, b at 1x"),
+             ("agile_lr_10x", "a, b at 10x"))
+BASELINE_TRIALS = (("baselines", "prelu", "PReLU per channel"),
+                   ("baselines", "swish_beta", "Swish-β per channel"),
+                   ("baselines", "apl2", "APL (2 hinges) per channel"),
+                   ("baselines", "agile_relu_channel", "agile ReLU per channel"),
+                   ("capacity", "combo_07_dense640", "ReLU, dense 640 (combo 12's size)"))
+RESOLUTION = 0.006  # the best-test-loss difference the study sets out to resolve (issue #21)
+
+
+def lr_comparisons() -> list[Comparison]:
+    """The ReLU family's verdicts at each a/b learning rate (agile combos 10, 11, 12 against
+    plain combo 7, Table 1's), and each rate against Table 1's 1x (one Holm family)."""
+    out = []
+    for group, setting in LR_GROUPS:
+        for combo in (10, 11, 12):
+            out.append(Comparison(combo_arm(combo, group, setting), combo_arm(7)))
+    for group, setting in (LR_GROUPS[0], LR_GROUPS[2]):
+        for combo in (10, 11, 12):
+            out.append(Comparison(combo_arm(combo, group, setting),
+                                  combo_arm(combo, setting=LR_GROUPS[1][1])))
+    return out
+
+
+def baseline_comparisons() -> list[Comparison]:
+    """Each baseline (and the plain network of combo 12's size) against plain ReLU (combo 7)
+    and against combo 12, both Table 1's (one Holm family)."""
+    return [Comparison(Arm(group, trial, label), combo_arm(plain))
+            for group, trial, label in BASELINE_TRIALS for plain in (7, 12)]
+
+
+@dataclasses.dataclass(frozen=True)
+class PowerRow:
+    """What a paired comparison's seeds can resolve, from the seed-to-seed spread seen.
+
+    ``correlation``: Pearson's r of the two arms over the common seeds (pairing removes
+    variance where r > 0); ``std``: the per-seed differences' sample std; ``mde``: the
+    smallest true difference the paired t-test finds with 80% power at these seeds (α =
+    0.05), ``mde_holm`` at Holm's strictest level (α / family size); ``needed``: seeds to
+    find the observed mean difference with 80% power (α = 0.05; ``needed_holm`` at α / m);
+    ``for_resolution``: seeds for an mde_holm of :data:`RESOLUTION`; ``settled``: the
+    difference is significant after Holm, or mde_holm <= RESOLUTION (no difference of that
+    size is there to find); ``missing``: why there are no numbers.
+    """
+
+    comparison: Comparison
+    seeds: int
+    missing: str | None = None
+    correlation: float | None = None
+    std: float | None = None
+    mde: float | None = None
+    mde_holm: float | None = None
+    needed: int | None = None
+    needed_holm: int | None = None
+    for_resolution: int | None = None
+    settled: bool | None = None
+
+
+def power_row(runs: Sequence[Run], result: PairedResult, family_size: int) -> PowerRow:
+    """The :class:`PowerRow` of one available (or not) paired result of a family."""
+    comparison = result.comparison
+    if not result.available or result.seeds < 3:
+        return PowerRow(comparison, result.seeds, result.missing or "fewer than 3 seeds")
+    first = seed_values(runs, comparison.first.group, comparison.first.trial)
+    second = seed_values(runs, comparison.second.group, comparison.second.trial)
+    seeds = sorted(set(first) & set(second))
+    x, y = np.array([first[s] for s in seeds]), np.array([second[s] for s in seeds])
+    std = float(np.std(x - y, ddof=1))
+    if std == 0:
+        return PowerRow(comparison, len(seeds), "the differences do not vary")
+    strict = ALPHA / family_size
+    mde_holm = stats.min_detectable_effect(std, len(seeds), strict)
+    return PowerRow(
+        comparison, len(seeds), None, stats.pair_correlation(x, y), std,
+        stats.min_detectable_effect(std, len(seeds)), mde_holm,
+        stats.seeds_needed(result.mean_difference, std),
+        stats.seeds_needed(result.mean_difference, std, strict),
+        _seeds_for_resolution(std, strict, len(seeds)),
+        bool(result.significant) or mde_holm <= RESOLUTION)
+
+
+def _seeds_for_resolution(std: float, alpha: float, start: int) -> int:
+    """The fewest seeds whose minimum detectable effect at ``alpha`` is :data:`RESOLUTION`."""
+    return stats.seeds_needed(RESOLUTION, std, alpha) if std > 0 else start
+
+
+def power_rows(runs: Sequence[Run], results: Sequence[PairedResult]) -> list[PowerRow]:
+    """:func:`power_row` of each result of one Holm family."""
+    return [power_row(runs, result, len(results)) for result in results]
+
+
+# ---------------------------------------------------------------------------------------------
 # Parameters: counts, combo 12's learned a and b, and the fold of its dense layer.
 
 
 def parameter_counts(group: str, conv: str, dense: str) -> tuple[int, int] | None:
-    """(all parameters, agile a and b) of the network ``group`` trains for (conv, dense).
+    """(all parameters, the activations' own) of the network ``group`` trains for (conv,
+    dense): agile a and b, or a baseline's PReLU slopes, Swish betas, APL hinges.
 
     Counted with ``agile.paper.models.count_params`` on the model's abstract parameters;
     None if the model cannot be built (e.g. a network this code base cannot construct).
@@ -326,8 +421,8 @@ def parameter_counts(group: str, conv: str, dense: str) -> tuple[int, int] | Non
         return None
     params = jax.tree.map(lambda leaf: np.zeros(leaf.shape, leaf.dtype), shapes)
     flat = traverse_util.flatten_dict(params)
-    agile = [leaf for path, leaf in flat.items() if path[-1] in ("a", "b")]
-    return count_params(params), count_params(agile)
+    learned = [leaf for path, leaf in flat.items() if "_act" in path[0]]
+    return count_params(params), count_params(learned)
 
 
 def combo12_ranges(ranges: Iterable[Range]) -> dict[str, dict[int, dict[str, Range]]]:
@@ -426,11 +521,20 @@ class Analysis:
     table1_results: list[PairedResult]
     ablation_results: list[PairedResult]
     fold: FoldCheck | None
+    lr_results: list[PairedResult] = dataclasses.field(default_factory=list)
+    baseline_results: list[PairedResult] = dataclasses.field(default_factory=list)
+    table1_power: list[PowerRow] = dataclasses.field(default_factory=list)
+    lr_power: list[PowerRow] = dataclasses.field(default_factory=list)
+    baseline_power: list[PowerRow] = dataclasses.field(default_factory=list)
 
 
 def analyse(results: Results) -> Analysis:
-    """Table 1's rows, both families of paired comparisons, and the fold check."""
+    """Table 1's rows, the families of paired comparisons with their power, the fold check."""
     params = results.params or {}
     fold = fold_check(params) if "hidden_act/a" in params else None
-    return Analysis(table1_rows(results.runs), compare_family(results.runs, table1_comparisons()),
-                    compare_family(results.runs, ablation_comparisons()), fold)
+    runs = results.runs
+    table1, lr, baselines = (compare_family(runs, comparisons) for comparisons in (
+        table1_comparisons(), lr_comparisons(), baseline_comparisons()))
+    return Analysis(table1_rows(runs), table1, compare_family(runs, ablation_comparisons()),
+                    fold, lr, baselines, power_rows(runs, table1), power_rows(runs, lr),
+                    power_rows(runs, baselines))

@@ -301,6 +301,8 @@ SPECS: tuple[FigureSpec, ...] = (
         "the lower loss); the cross is the paper's difference.", None, "comparisons",
         lambda results, analysis: figure_differences((
             ("Table 1: agile variant − plain counterpart", analysis.table1_results),
+            ("The learning rate of a and b", analysis.lr_results),
+            ("The field's learnable activations", analysis.baseline_results),
             ("What the paper did not run", analysis.ablation_results)))),
     FigureSpec(
         "fig12", "study_fig12_test_loss_curves.png",

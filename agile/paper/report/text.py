@@ -19,7 +19,6 @@ from agile.paper.report.analysis import (
     ALPHA,
     CONFIDENCE,
     METRIC,
-    Analysis,
     FoldCheck,
     PairedResult,
     Summary,
@@ -27,7 +26,6 @@ from agile.paper.report.analysis import (
     combo_trial,
     family_counts,
     paper_agreement,
-    parameter_counts,
     rank_agreement,
     ranks,
     seed_values,
@@ -35,7 +33,7 @@ from agile.paper.report.analysis import (
     wall_times,
 )
 from agile.paper.report.figures import SPECS, SPECS_BY_KEY, FigureSpec
-from agile.paper.report.results import PARAMS, RUNS, Machine, Range, Results, Run
+from agile.paper.report.results import PARAMS, RUNS, Machine, Range, Run
 
 STUDY_COMMAND = ("MNIST_DIR=../shared/data/mnist python scripts/study.py --workdir=runs/study "
                  "--publish")
@@ -248,7 +246,7 @@ def setup_section(config, runs: Sequence[Run]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Sections 3 to 5: Table 1, its comparisons, what the paper did not run.
+# Sections 3, 4 and 8: Table 1, its comparisons, what the paper did not run.
 
 
 def table1_markdown(table: Sequence[Table1Row]) -> str:
@@ -326,7 +324,7 @@ def _comparisons_section(results: Sequence[PairedResult], drawn: bool) -> str:
     return "\n".join(lines + figure_lines(SPECS_BY_KEY["differences"], drawn))
 
 
-def _group_markdown(runs: Sequence[Run], group: study.Group, counts: Counts) -> str:
+def group_markdown(runs: Sequence[Run], group: study.Group, counts: Counts) -> str:
     """One row per trial of ``group``: parameters, seeds, loss, CI, accuracy, best step."""
     rows = []
     for conv, dense in group.pairs:
@@ -347,15 +345,16 @@ def _group_markdown(runs: Sequence[Run], group: study.Group, counts: Counts) -> 
 
 
 def _ablations_section(runs: Sequence[Run], results: Sequence[PairedResult],
-                      counts: Counts) -> str:
-    """Section 5: each group the paper did not run, and their comparisons (one Holm family)."""
+                      counts: Counts, skip: Sequence[str] = ()) -> str:
+    """Section 8: each group the paper did not run (but those in ``skip``, which have sections
+    of their own), and their comparisons (one Holm family)."""
     present = {row.group for row in runs}
-    lines = ["## 5. What the paper did not run", ""]
+    lines = ["## 8. What the paper did not run", ""]
     for group in study.GROUPS:
-        if group.name == "table1":
+        if group.name == "table1" or group.name in skip:
             continue
         lines += [f"### `{group.name}`", "", group.question, ""]
-        lines.append(_group_markdown(runs, group, counts) if group.name in present
+        lines.append(group_markdown(runs, group, counts) if group.name in present
                      else not_run_line(group.name) + "\n")
     lines += [
         "### Comparisons", "",
@@ -370,12 +369,12 @@ def _ablations_section(runs: Sequence[Run], results: Sequence[PairedResult],
 
 
 # ---------------------------------------------------------------------------------------------
-# Sections 6 and 7: the figures like the paper's, expressivity.
+# Sections 9 and 10: the figures like the paper's, expressivity.
 
 
 def figures_section(drawn: Mapping[str, bool]) -> str:
-    """Section 6: the paper's figures, redrawn, and the learned activations."""
-    lines = ["## 6. Figures like the paper's", ""]
+    """Section 9: the paper's figures, redrawn, and the learned activations."""
+    lines = ["## 9. Figures like the paper's", ""]
     for spec in SPECS:
         if spec.section == "figures":
             lines += [f"### {spec.caption}\n", *figure_lines(spec, bool(drawn.get(spec.key)))]
@@ -383,8 +382,9 @@ def figures_section(drawn: Mapping[str, bool]) -> str:
 
 
 def expressivity_section(fold: FoldCheck | None, ranges: Sequence[Range]) -> str:
-    """Section 7: the dense fold, numerically, and what it means for the results."""
-    lines = ["## 7. Expressivity: agile dense layers fold away, per-element conv ones do not", "",
+    """Section 10: the dense fold, numerically, and what it means for the results."""
+    lines = ["## 10. Expressivity: agile dense layers fold away, per-element conv ones do not",
+             "",
              "In a dense layer, `z = a ⊙ f(W x + c − b)` feeds `V z + d`. Per node, `b` folds "
              "into the layer's bias (`c − b`) and `a` into the next layer's kernel "
              "(`diag(a) V`): the plain network with these weights computes the same function "
@@ -427,7 +427,7 @@ def expressivity_section(fold: FoldCheck | None, ranges: Sequence[Range]) -> str
 
 
 # ---------------------------------------------------------------------------------------------
-# Section 8: the conclusion, sentences generated from the numbers.
+# Section 11: the conclusion, sentences generated from the numbers.
 
 
 def verdict(result: PairedResult) -> str:
@@ -550,9 +550,11 @@ def ablation_findings(results: Sequence[PairedResult]) -> list[str]:
 
 
 def _conclusion_section(table: Sequence[Table1Row], table1_results: Sequence[PairedResult],
-                       ablation_results: Sequence[PairedResult], fold: FoldCheck | None) -> str:
-    """Section 8: the verdicts, every number generated from the results."""
-    lines = ["## 8. Conclusion", "",
+                       ablation_results: Sequence[PairedResult], fold: FoldCheck | None,
+                       more: Sequence[tuple[str, Sequence[str]]] = ()) -> str:
+    """Section 11: the verdicts, every number generated from the results; ``more``: further
+    ``(heading, sentences)`` before the closing paragraph."""
+    lines = ["## 11. Conclusion", "",
              "Every sentence with a number below is generated from the results, so it stays "
              "true when the study is rerun. A difference that is not significant is not shown "
              "to exist in either direction; its interval bounds how large it can plausibly be.",
@@ -564,6 +566,8 @@ def _conclusion_section(table: Sequence[Table1Row], table1_results: Sequence[Pai
               "Differences are first − second in best test loss, with their "
               f"{CONFIDENCE:.0%} CI (not adjusted) and Holm's correction over this family.", ""]
     lines += [f"- {sentence}" for sentence in ablation_findings(ablation_results)]
+    for heading, sentences in more:
+        lines += ["", f"### {heading}", ""] + [f"- {sentence}" for sentence in sentences]
     if fold is not None:
         lines += ["", "### Expressivity", "",
                   f"- The agile dense layer of combo 12 folds into a plain one: the logits differ "
@@ -577,36 +581,3 @@ def _conclusion_section(table: Sequence[Table1Row], table1_results: Sequence[Pai
               "weaker evidence. The ablations show whether a verdict depends on the granularity "
               "of a and b, the activation, the optimiser or the amount of data.", ""]
     return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------
-# The whole report.
-
-
-def build_markdown(results: Results, analysis: Analysis, drawn: Mapping[str, bool],
-                   config=None, counts: Counts = parameter_counts) -> str:
-    """The whole of ``docs/reproduction.md``; ``drawn[key]``: whether figure ``key`` exists."""
-    from agile.paper.config import get_config
-
-    config = config if config is not None else get_config()
-    head = [
-        "# Reproduction study: Kong, Ko & Ko (2020), agile activation functions", "",
-        "Generated by `scripts/study_report.py` from `docs/results/` (do not edit by hand; "
-        "rerun the command in section 1). Every number below is computed from those files "
-        "or from the code's defaults. Sections: 1 command and wall time, 2 setup, 3 Table 1, "
-        "4 paired comparisons, 5 what the paper did not run, 6 figures, 7 expressivity, "
-        "8 conclusion. The paper's printed derivatives are corrected in "
-        "[errata.md](errata.md).", "",
-    ]
-    return "\n".join([
-        *head,
-        command_section(results.runs, results.machine),
-        setup_section(config, results.runs),
-        _table1_section(analysis.table, bool(drawn.get("table1_losses"))),
-        _comparisons_section(analysis.table1_results, bool(drawn.get("differences"))),
-        _ablations_section(results.runs, analysis.ablation_results, counts),
-        figures_section(drawn),
-        expressivity_section(analysis.fold, results.ranges),
-        _conclusion_section(analysis.table, analysis.table1_results, analysis.ablation_results,
-                           analysis.fold),
-    ]).rstrip("\n") + "\n"
