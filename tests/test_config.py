@@ -189,3 +189,22 @@ def _flat_fields(config, prefix=""):
         else:
             names.append(prefix + key)
     return names
+
+
+def test_a_disk_error_outside_a_run_is_one_line():
+    """Any script: a full or read-only disk where a script writes outside a run's own
+    handling (a sweep's tables, a report) is one line, status 2; other OSErrors keep their
+    traceback (bugs)."""
+    program = ("import errno\nfrom agile.paper import cli\n"
+               "def main(argv):\n"
+               "    raise OSError(errno.ENOSPC, 'No space left on device', '/full/results.csv')\n"
+               "cli.run(main)\n")
+    result = subprocess.run([sys.executable, "-c", program], cwd=REPO_ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().endswith(
+        "error: Cannot write /full/results.csv: [Errno 28] No space left on device.")
+    other = program.replace("errno.ENOSPC", "errno.EBADF")
+    result = subprocess.run([sys.executable, "-c", other], cwd=REPO_ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" in result.stderr

@@ -10,6 +10,7 @@ about half the time.
 
 from __future__ import annotations
 
+import errno
 import logging as std_logging
 import os
 import re
@@ -35,6 +36,7 @@ _COMPILATION_CACHE_DIR = flags.DEFINE_string(
     "$XDG_CACHE_HOME/agile/jax, i.e. ~/.cache/agile/jax).")
 
 USAGE_ERROR_STATUS = 2
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
 INTERRUPTED_STATUS = 130  # what a shell reports for a process ended by Ctrl-C
 
 
@@ -189,6 +191,10 @@ def run(main: Callable[[list[str]], None]) -> None:
             main(argv)
         except UserError as err:
             fail(str(err))
+        except OSError as err:  # a full or read-only disk outside a run's own handling
+            if err.errno not in _DISK_ERRNOS:
+                raise
+            fail(f"Cannot write {err.filename or 'a file'}: [Errno {err.errno}] {err.strerror}.")
         except KeyboardInterrupt:
             print("Interrupted. Rerun the same command to resume from the last checkpoint.",
                   file=sys.stderr)
