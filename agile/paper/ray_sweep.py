@@ -269,6 +269,13 @@ def hook_function(spec: str) -> Callable[[TrialContext], Callable[[int], None] |
         raise ConfigError(f"--trial_hook={spec} cannot be loaded ({err}).") from None
 
 
+def jax_config_value(name: str):
+    """A JAX config value of the driver (JAX is imported by then)."""
+    import jax
+
+    return getattr(jax.config, name)
+
+
 def _use_devices(gpus_per_trial: float, cpu_only: bool) -> None:
     """Before JAX starts here: CPU for a trial that asked for no GPU on a cluster with GPUs;
     no 75% preallocation each for processes sharing a GPU."""
@@ -295,6 +302,12 @@ def run_trial(params: dict[str, Any], *, trials: dict[str, Trial], sweep_dir: st
     _use_devices(setup["gpus_per_trial"], setup["cpu_only"])
     from agile.errors import UserError
     from agile.paper import train
+
+    if setup.get("compilation_cache"):  # the driver's cache: trials share what it compiled
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", setup["compilation_cache"])
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
     trial = trials[params["trial"]]
     workdir = prepare(Path(sweep_dir) / trial.name)
@@ -401,7 +414,8 @@ def run(sweep_dir: Path, trials: list[Trial], options: Options) -> None:
         setup = {"env": {k: os.environ[k] for k in ("MNIST_DIR",) if k in os.environ},
                  "cwd": os.getcwd(), "gpus_per_trial": options.gpus_per_trial,
                  "cpu_only": cpu_only, "trial_hook": options.trial_hook,
-                 "driver_pid": os.getpid()}
+                 "driver_pid": os.getpid(),
+                 "compilation_cache": jax_config_value("jax_compilation_cache_dir")}
         logging.info("Ray Tune: %d trials (%s), %g CPUs and %g GPUs each, largest node %g CPUs "
                      "and %g GPUs.", len(pending), ", ".join(t.name for t in pending),
                      options.cpus_per_trial, options.gpus_per_trial, largest["CPU"],
