@@ -117,3 +117,26 @@ def test_profile_step_writes_markdown(tmp_path):
     assert "| phase | block 0 | block 1 | block 2 | dense | other | total |" in text
     assert "| backward |" in text and "By kind:" in text and "Top 4 ops" in text
     assert "Inside the conditionals" in text and "first block's 100 x 28 x 28 x 16 map" in text
+
+
+@pytest.mark.slow
+def test_accelerator_benchmark_quick_writes_every_part(tmp_path, synthetic_mnist_dir):
+    """benchmarks/accelerator.py --quick (as CI runs it): devices, step times, seed batches by
+    strategy, start-up cold and warm, a short sweep one at a time and in parallel."""
+    import os
+
+    env = {**os.environ, "MNIST_DIR": str(synthetic_mnist_dir)}
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "accelerator.py"), "--quick", f"--output_dir={tmp_path}"],
+        capture_output=True, text=True, timeout=900, cwd=REPO_ROOT, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = json.loads((tmp_path / "accelerator.json").read_text())
+    assert results["devices"]["backend"] == "cpu"
+    assert set(results["step_ms"]) == {"combo_07", "combo_12"}
+    assert set(results["seed_batches"]) == {"scan", "vmap", "map", "vmap_shared_order"}
+    assert set(results["seed_batches"]["scan"]) == {"1", "2"}
+    assert all(rate > 0 for rates in results["seed_batches"].values() for rate in rates.values())
+    assert set(results["start_up"]) == {"cold", "warm"}
+    assert results["sweep"]["one_at_a_time"]["workers"] == 1
+    table = (tmp_path / "accelerator.md").read_text()
+    assert "| short sweep | workers | wall | models/s |" in table
