@@ -9,7 +9,7 @@ the model that ``config.json`` describes, in network order), its learned a*f(x -
 its a and b (per-element layers: median, spread band and histograms; per-channel layers:
 one curve and one point per channel); and ``<name>_maps_<layer>.<format>``: a and b over the
 feature-map grid, per channel, for each per-element conv layer, or those named by --maps.
-Reads the checkpoint read-only through ``agile.paper.train.read_params`` (a damaged latest
+Reads the checkpoint read-only through ``agile.paper.progress.read_params`` (a damaged latest
 checkpoint falls back to an earlier one); ``best`` (default) takes the parameters at the
 best evaluation, ``last`` those of the last step. A mistake (no such run, seed or layer, an
 output folder that cannot be written) is one ``error:`` line and exit status 2.
@@ -26,7 +26,7 @@ from absl import flags
 
 from agile import plotting
 from agile.errors import UserError
-from agile.paper import cli, train
+from agile.paper import cli, progress
 from agile.paper import config as config_lib
 from agile.paper import data as data_lib
 from agile.paper.sweep import SETTINGS_FILE as SWEEP_FILE
@@ -35,7 +35,7 @@ from agile.paper.workdir import CHECKPOINT_DIR, CONFIG_FILE, read_json
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's output folder.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "docs/figures", "Where the figures go.")
 _NAME = flags.DEFINE_string("name", None, "File name prefix (default: the workdir's name).")
-_PARAMS = flags.DEFINE_enum("params", "best", list(train.PARAMS),
+_PARAMS = flags.DEFINE_enum("params", "best", list(progress.PARAMS),
                             "Best-evaluation or last parameters.")
 _SEED_INDEX = flags.DEFINE_integer("seed_index", 0, "Which seed of a num_seeds > 1 run "
                                    "(negative: from the end).")
@@ -163,7 +163,7 @@ def main(argv: list[str]) -> None:
     workdir = Path(_WORKDIR.value)
     config = run_config(workdir)
     check_has_checkpoints(workdir, config)
-    step, params, seeds = train.read_params(workdir, _PARAMS.value, _SEED_INDEX.value)
+    step, params, seeds = progress.read_params(workdir, _PARAMS.value, _SEED_INDEX.value)
     layers = run_layers(workdir, config, params)
     maps = choose_maps(params, layers, _MAPS.value)
     output = output_folder(Path(_OUTPUT_DIR.value))

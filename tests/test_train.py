@@ -344,3 +344,22 @@ def test_short_real_mnist_run_reaches_90_percent(tmp_path, combo):
     summary = train.train_and_evaluate(config, tmp_path)
     assert summary["final_test_accuracy"] >= 0.90, summary
     assert jnp.isfinite(summary["final_test_loss"])
+
+
+def test_read_params_reads_each_seeds_best_and_last_parameters(tmp_path, tiny_config):
+    """progress.read_params: the checkpoint layout read back read-only, per seed of a batch."""
+    from agile.paper import progress
+
+    tiny_config.num_seeds = 2
+    train.train_and_evaluate(tiny_config, tmp_path)
+    step, last, seeds = progress.read_params(tmp_path, "last", 1)
+    assert (step, seeds) == (8, 2)
+    step, best, _ = progress.read_params(tmp_path, "best", -1)  # -1: the last seed
+    assert jax.tree.structure(best) == jax.tree.structure(last)
+    assert best["hidden_act"]["a"].shape == last["hidden_act"]["a"].shape == (30,)
+    with pytest.raises(WorkdirError, match=r"trained 2 seeds: seed index 2 is out of range"):
+        progress.read_params(tmp_path, "best", 2)
+    with pytest.raises(WorkdirError, match=r"Unknown params 'first'. Valid: best, last."):
+        progress.read_params(tmp_path, "first")
+    with pytest.raises(WorkdirError, match=r"No checkpoint in"):
+        progress.read_params(tmp_path / "nowhere")

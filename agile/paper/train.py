@@ -32,10 +32,12 @@ from agile.paper import config as config_lib
 from agile.paper import data as data_lib
 from agile.paper import evaluation
 from agile.paper import parallel as parallel_lib
+from agile.paper import progress as progress_lib
 from agile.paper import workdir as workdir_lib
 from agile.paper.combos import combo_number
 from agile.paper.config import create_model
 from agile.paper.history import History
+from agile.paper.progress import Progress
 from agile.paper.steps import (
     abstract_train_state,
     create_train_state,
@@ -45,7 +47,6 @@ from agile.paper.steps import (
 )
 from agile.paper.summary import run_summary, seed_summary
 
-CHECKPOINT_FORMAT = 2  # Checkpoints hold {"state", "accum", "best_params"} and JSON "meta".
 AfterStep = Callable[[int], None]
 AfterEvaluation = Callable[[list[dict[str, Any]]], None]
 
@@ -91,22 +92,6 @@ class _Setup:
         """A row as ``metrics.jsonl`` stores it: with its seed when seeds are batched."""
         seed = self.layout.seeds[index]
         return {"seed": seed, **row} if self.layout.batched_seeds else row
-
-
-@dataclasses.dataclass
-class _Progress:
-    """What a checkpoint saves: device state, histories, best parameters, timing so far."""
-
-    state: Any
-    accum: Any
-    histories: list[History]
-    best_params: list[Any]  # Host copies of each seed's parameters at its best row.
-    best_tests: list[dict[str, float] | None]  # Test metrics of that model, once it stopped.
-    timing: dict[str, Any]
-
-    @property
-    def step(self) -> int:
-        return max(int(np.max(np.asarray(self.state.step))), 0)
 
 
 class _Clock:
@@ -165,10 +150,10 @@ def _setup(config: ml_collections.ConfigDict, workdir: Path) -> _Setup:
     )
 
 
-def _initial_progress(setup: _Setup) -> _Progress:
+def _initial_progress(setup: _Setup) -> Progress:
     config, layout = setup.config, setup.layout
     states = [create_train_state(config, jax.random.key(seed)) for seed in layout.seeds]
-    return _Progress(
+    return Progress(
         state=layout.place(states),
         accum=layout.place([new_train_accumulator()] * len(layout.seeds)),
         histories=[History(setup.select_on, config.patience) for _ in layout.seeds],
@@ -178,82 +163,7 @@ def _initial_progress(setup: _Setup) -> _Progress:
     )
 
 
-def _checkpoint_arrays(setup: _Setup, progress: _Progress) -> dict[str, Any]:
-    layout = setup.layout
-    return {"state": layout.to_checkpoint(progress.state),
-            "accum": layout.to_checkpoint(progress.accum), "best_params": progress.best_params}
-
-
-def _restore(setup: _Setup, progress: _Progress) -> _Progress:
-    """The latest checkpoint's progress (``progress`` itself when there is none)."""
-    restored = setup.checkpoints.restore(_checkpoint_arrays(setup, progress))
-    if restored is None:
-        return progress
-    step, arrays, meta = restored
-    if meta.get("format") != CHECKPOINT_FORMAT:
-        raise workdir_lib.WorkdirError(
-            f"Checkpoint {setup.checkpoints.directory / str(step)} has format "
-            f"{meta.get('format')}, this version reads {CHECKPOINT_FORMAT}; use a new --workdir."
-        )
-    logging.info("Resumed from the checkpoint at step %d.", step)
-    return _Progress(
-        state=setup.layout.from_checkpoint(arrays["state"]),
-        accum=setup.layout.from_checkpoint(arrays["accum"]),
-        # Patience is the config's (allow_config_change may change it), counted over the
-        # whole history; the rest of each history is the checkpoint's.
-        histories=[dataclasses.replace(History.from_json(h), patience=setup.config.patience)
-                   for h in meta["histories"]],
-        best_params=[jax.device_get(params) for params in arrays["best_params"]],
-        best_tests=meta["best_tests"],
-        timing=meta["timing"],
-    )
-
-
-def _save(setup: _Setup, progress: _Progress, step: int) -> None:
-    meta = {"format": CHECKPOINT_FORMAT, "timing": progress.timing,
-            "best_tests": progress.best_tests,
-            "histories": [history.to_json() for history in progress.histories]}
-    setup.checkpoints.save(step, _checkpoint_arrays(setup, progress), meta)
-
-
-PARAMS = ("best", "last")  # What read_params reads: each seed's best evaluation, or the last step.
-
-
-def read_params(workdir: str | os.PathLike, which: str = "best",
-                seed_index: int = 0) -> tuple[int, dict[str, Any], int]:
-    """``(step, params, seeds)``: one seed's parameters from a run's newest readable checkpoint.
-
-    Reads the checkpoint layout this module writes (``{"state", "accum", "best_params"}``
-    and JSON ``meta``), read-only: a damaged latest checkpoint falls back to an earlier one
-    with a warning, nothing is deleted. ``which="best"`` gives the parameters at the seed's
-    best evaluation, ``"last"`` those of the last step; ``seed_index`` picks a seed of a seed
-    batch (0 .. seeds - 1; negative counts from the end); ``seeds`` is how many the run has.
-    Raises :class:`~agile.paper.workdir.WorkdirError` (one line) for a folder without
-    checkpoints or a seed it does not have.
-    """
-    if which not in PARAMS:
-        raise workdir_lib.WorkdirError(f"Unknown params {which!r}. Valid: {', '.join(PARAMS)}.")
-    checkpoints = workdir_lib.Checkpoints(Path(workdir), read_only=True)
-    try:
-        step, arrays, meta = checkpoints.read_latest()
-    finally:
-        checkpoints.close()
-    seeds = len(meta["histories"])
-    if not -seeds <= seed_index < seeds:
-        raise workdir_lib.WorkdirError(
-            f"{workdir} trained {seeds} seed{'s' if seeds > 1 else ''}: seed index {seed_index} "
-            f"is out of range (0 .. {seeds - 1}).")
-    index = seed_index % seeds
-    if which == "best":
-        best = arrays["best_params"]  # a list saved by orbax reads back as {"0": ..., ...}
-        return step, best[index] if isinstance(best, list) else best[str(index)], seeds
-    params = arrays["state"]["params"]
-    if seeds > 1:  # a seed batch: every leaf has a leading seed axis
-        params = jax.tree.map(lambda leaf: np.asarray(leaf)[index], params)
-    return step, params, seeds
-
-
-def _rewrite_rows(setup: _Setup, progress: _Progress) -> None:
+def _rewrite_rows(setup: _Setup, progress: Progress) -> None:
     """Rebuilds ``metrics.jsonl`` from the restored histories (the checkpoint is the truth)."""
     rows = sorted(
         (setup.row_key(i, row) for i, history in enumerate(progress.histories)
@@ -337,7 +247,7 @@ def _needs_test(setup: _Setup, history: History, step: int) -> bool:
             or (every > 0 and len(history.rows) % every == 0))
 
 
-def _evaluate(setup: _Setup, progress: _Progress, active: np.ndarray) -> list[dict[str, Any]]:
+def _evaluate(setup: _Setup, progress: Progress, active: np.ndarray) -> list[dict[str, Any]]:
     """Evaluates every active seed, records its row, and returns the rows as stored."""
     layout, state = setup.layout, progress.state
     params = _params_view(setup, state)
@@ -389,7 +299,7 @@ def _log_and_write(setup: _Setup, rows: list[dict[str, Any]]) -> None:
             f"{k} {v:.4f}" for k, v in row.items() if isinstance(v, float) and k != "epoch"))
 
 
-def _best_test(setup: _Setup, progress: _Progress, index: int) -> dict[str, float] | None:
+def _best_test(setup: _Setup, progress: Progress, index: int) -> dict[str, float] | None:
     """Test loss and accuracy of seed ``index``'s best model: from its row, or evaluated now.
 
     Runs once per seed, when it stops; the result is checkpointed with the histories.
@@ -405,7 +315,7 @@ def _best_test(setup: _Setup, progress: _Progress, index: int) -> dict[str, floa
     return test
 
 
-def _summary(setup: _Setup, progress: _Progress) -> dict[str, Any]:
+def _summary(setup: _Setup, progress: Progress) -> dict[str, Any]:
     config, layout = setup.config, setup.layout
     conv, dense = config.model.conv_activation, config.model.dense_activation
     per_seed = [
@@ -423,7 +333,7 @@ def _summary(setup: _Setup, progress: _Progress) -> dict[str, Any]:
     return run_summary(run_fields, per_seed, timing, layout.batched_seeds)
 
 
-def _progress_line(setup: _Setup, progress: _Progress, step: int, rate: float) -> str:
+def _progress_line(setup: _Setup, progress: Progress, step: int, rate: float) -> str:
     """Step, mean training loss and an ETA that knows early stopping may come sooner."""
     accums = [jax.device_get(setup.layout.seed_view(progress.accum, i))
               for i in range(len(setup.layout.seeds))]
@@ -495,7 +405,8 @@ def train_and_evaluate(
                 precompiled = compiler.submit(_precompile, setup)
             if setup.is_main:
                 setup.checkpoints.remove_unfinished()
-            progress = _restore(setup, _initial_progress(setup))
+            progress = progress_lib.restore(setup.checkpoints, setup.layout, config.patience,
+                                            _initial_progress(setup))
         _warn_device_change(saved_devices, config_dict.get("devices"), progress.step)
         if setup.is_main:
             workdir_lib.save_config(workdir, config_dict)
@@ -534,7 +445,7 @@ def _warn_device_change(saved: int | None, now: int | None, step: int) -> None:
 
 def _evaluation_point(
     setup: _Setup,
-    progress: _Progress,
+    progress: Progress,
     active: np.ndarray,
     step: int,
     clock: _Clock,
@@ -565,12 +476,12 @@ def _evaluation_point(
 
 def _loop(
     setup: _Setup,
-    progress: _Progress,
+    progress: Progress,
     clock: _Clock,
     after_step: AfterStep | None,
     after_evaluation: AfterEvaluation | None,
     precompiled: concurrent.futures.Future | None = None,
-) -> _Progress:
+) -> Progress:
     """Steps, evaluates, checkpoints until every seed stopped or the epochs are done.
 
     ``precompiled`` is :func:`_precompile` running in a thread (waited for before the first
@@ -616,7 +527,7 @@ def _loop(
             if is_checkpoint:
                 with clock.phase("checkpoint"):
                     progress.timing = clock.timing(earlier_timing, step - first_step)
-                    _save(setup, progress, step)
+                    progress_lib.save(setup.checkpoints, setup.layout, progress, step)
             if not active.any():
                 break
     with clock.phase("checkpoint"):

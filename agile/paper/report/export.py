@@ -31,7 +31,6 @@ from agile.paper.report.results import (
 from agile.paper.workdir import (
     ROWS_FILE,
     SUMMARY_FILE,
-    Checkpoints,
     read_json,
     read_rows,
 )
@@ -100,17 +99,13 @@ def _seed0_params(trial_dir: Path) -> dict[str, Any] | None:
     import numpy as np
     from flax import traverse_util
 
+    from agile.paper.progress import read_params
+
     if not (trial_dir / SUMMARY_FILE).is_file() or not (trial_dir / "checkpoints").is_dir():
         return None
-    checkpoints = Checkpoints(trial_dir)
-    try:
-        _, arrays, meta = checkpoints.read_latest()
-    finally:
-        checkpoints.close()
-    params = traverse_util.flatten_dict(arrays["state"]["params"], sep="/")
-    stacked = len(meta["histories"]) > 1  # a seed batch: parameters have a leading seed axis
-    return {name: np.asarray(value)[0] if stacked else np.asarray(value)
-            for name, value in params.items()}
+    _, params, _ = read_params(trial_dir, "last", 0)
+    return {name: np.asarray(value)
+            for name, value in traverse_util.flatten_dict(params, sep="/").items()}
 
 
 def collect(workdir: Path, groups: Sequence[study.Group]) -> Results:
