@@ -13,6 +13,8 @@ __version__ = "0.2.0"
 
 from agile.activations import (
     ACTIVATION_NAMES,
+    AgileFn,
+    CombinedFn,
     agile,
     agile_elu,
     agile_gelu,
@@ -35,7 +37,9 @@ __all__ = [
     "__version__",
     "ACTIVATION_NAMES",
     "Agile",
+    "AgileFn",
     "CombinedAgile",
+    "CombinedFn",
     "activation_layer",
     "agile",
     "agile_elu",
