@@ -29,7 +29,15 @@ from agile.activations import (
     get_activation,
 )
 from agile.labels import param_labels
-from agile.layers import Agile, CombinedAgile, activation_layer, validate_granularity
+from agile.layers import (
+    Agile,
+    CombinedAgile,
+    LayerFactory,
+    activation_factory,
+    activation_layer,
+    agile_factory,
+    validate_granularity,
+)
 
 _LAZY_SUBMODULES = ("nnx", "plotting")
 
@@ -40,9 +48,12 @@ __all__ = [
     "AgileFn",
     "CombinedAgile",
     "CombinedFn",
+    "LayerFactory",
+    "activation_factory",
     "activation_layer",
     "agile",
     "agile_elu",
+    "agile_factory",
     "agile_gelu",
     "agile_leaky_relu",
     "agile_relu",
