@@ -28,7 +28,7 @@ from agile.activations import (
     combined_a_init,
     get_activation,
 )
-from agile.labels import param_labels
+from agile.labels import param_labels, weight_decay_mask
 from agile.layers import (
     Agile,
     CombinedAgile,
@@ -66,6 +66,7 @@ __all__ = [
     "get_activation",
     "param_labels",
     "validate_granularity",
+    "weight_decay_mask",
 ]
 
 

@@ -542,3 +542,29 @@ def test_bf16_compute_with_float32_parameters_and_gradients():
     assert _init(half, x)["params"]["a"].dtype == jnp.bfloat16
     assert half.apply(_init(half, x), x).dtype == jnp.float32  # dtype None: the input's
 
+
+def _adamw_step(params, labels=None):
+    mask = None if labels is None else agile.weight_decay_mask(labels)
+    tx = optax.adamw(0.1, weight_decay=0.5, mask=mask)
+    zero = jax.tree.map(jnp.zeros_like, params)  # no gradient: only weight decay moves params
+    updates, _ = tx.update(zero, tx.init(params), params)
+    return optax.apply_updates(params, updates)
+
+
+def test_weight_decay_mask_keeps_a_at_one_under_adamw():
+    """With the mask an adamw step with zero gradients leaves a = 1; without it a shrinks."""
+    model, x = _TinyModel(), jnp.ones((2, 5))
+    params = jax.jit(model.init)(jax.random.key(0), x)["params"]
+    labels = param_labels(params, model, x)
+    mask = agile.weight_decay_mask(labels)
+    assert mask["act"] == {"a": False, "b": False}
+    assert mask["Dense_0"] == {"kernel": True, "bias": True}
+    masked = _adamw_step(params, labels)
+    np.testing.assert_array_equal(masked["act"]["a"], np.ones(8))
+    assert np.all(np.abs(masked["Dense_0"]["kernel"]) < np.abs(params["Dense_0"]["kernel"]))
+    unmasked = _adamw_step(params)
+    np.testing.assert_allclose(unmasked["act"]["a"], np.full(8, 1 - 0.1 * 0.5), rtol=1e-6)
+    frozen = agile.weight_decay_mask(flax.core.freeze(labels))
+    assert isinstance(frozen, flax.core.FrozenDict)
+    with pytest.raises(ValueError, match="takes the labels of agile.param_labels"):
+        agile.weight_decay_mask(params)
