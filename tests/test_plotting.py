@@ -234,7 +234,7 @@ def test_plotting_agile_layers_of_linen_nnx_and_what_it_refuses():
     class Net(nnx.Module):
         def __init__(self):
             self.layers = nnx.List([agile.nnx.Agile("relu", 4), agile.nnx.Agile("tanh", (2, 4))])
-            self.mix = agile.nnx.CombinedAgile(("relu", "tanh"))
+            self.mix = agile.nnx.CombinedAgile(("relu", "tanh"), ())
             self.dense = nnx.Linear(2, 2, rngs=nnx.Rngs(0))
 
     nnx_layers = plotting.agile_layers(Net())
