@@ -1,10 +1,13 @@
 """agile: learnable (agile) activation functions z = a * f(x - b) for JAX and Flax.
 
-Pure JAX functions (``agile_relu``, ``agile(fn)``, ``combined(*fns)``), Flax linen
-layers (``Agile``, ``CombinedAgile``) and an optax helper (``param_labels``) load
-with ``import agile``. The submodules ``agile.nnx`` (Flax NNX layers) and
-``agile.plotting`` (matplotlib) load on first use, so ``import agile`` needs
-neither ``flax.nnx`` nor matplotlib.
+Pure JAX functions (``agile_relu``, ``agile(fn)``, ``combined(*fns)``, typed by the
+protocols ``AgileFn`` and ``CombinedFn``), Flax linen layers (``Agile``,
+``CombinedAgile``) and their factories for ``act=`` fields (``agile_factory``,
+``activation_factory``), and optax helpers (``param_labels``, ``weight_decay_mask``)
+load with ``import agile``. The submodules ``agile.nnx`` (Flax NNX layers),
+``agile.fold`` (fold trained agile layers into a plain network) and ``agile.plotting``
+(matplotlib) load on first use, so ``import agile`` needs neither ``flax.nnx`` nor
+matplotlib.
 """
 
 import importlib
@@ -39,7 +42,7 @@ from agile.layers import (
     validate_granularity,
 )
 
-_LAZY_SUBMODULES = ("nnx", "plotting")
+_LAZY_SUBMODULES = ("nnx", "plotting", "fold")
 
 __all__ = [
     "__version__",

@@ -9,8 +9,8 @@ from conftest import REPO_ROOT
 # dependencies) does not have. absl, orbax and scipy are dependencies of optax, flax and jax.
 EXTRAS_ONLY = ("ml_collections", "clu", "tensorboard", "tensorflow", "tensorflow_datasets",
                "matplotlib", "ray")
-LIBRARY = ("agile", "agile.activations", "agile.errors", "agile.labels", "agile.layers",
-           "agile.nnx", "agile.plotting")
+LIBRARY = ("agile", "agile.activations", "agile.errors", "agile.fold", "agile.labels",
+           "agile.layers", "agile.nnx", "agile.plotting")
 
 BLOCK = f"""
 import importlib.abc, sys
