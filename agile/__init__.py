@@ -7,12 +7,12 @@ protocols ``AgileFn`` and ``CombinedFn``), Flax linen layers (``Agile``,
 load with ``import agile``. The submodules ``agile.nnx`` (Flax NNX layers),
 ``agile.fold`` (fold trained agile layers into a plain network) and ``agile.plotting``
 (matplotlib) load on first use, so ``import agile`` needs neither ``flax.nnx`` nor
-matplotlib.
+matplotlib. The distribution is ``agile-activations``.
 """
 
 import importlib
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 from agile.activations import (
     ACTIVATION_NAMES,

@@ -440,7 +440,7 @@ except ImportError as err:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "install it with pip install 'agile[plot]' (or pip install matplotlib)." in (
+    assert "install it with pip install 'agile-activations[plot]' (or pip install matplotlib)." in (
         result.stdout)
 
 
