@@ -156,3 +156,4 @@ def test_dependency_floors_are_declared_and_tested_by_the_floors_script():
     assert 'floors["jaxlib"] = floors["jax"]' in text and "tests/test_nnx.py" in text
     ci = (REPO_ROOT / ".ci" / "run").read_text()
     assert "test_floors" not in ci
+    assert "tools/test_floors.sh" in (REPO_ROOT / "README.md").read_text()
