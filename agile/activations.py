@@ -14,6 +14,7 @@ Activations are also looked up by name (:func:`get_activation`): a plain name
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol, cast, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +24,38 @@ from agile.errors import ConfigError, unknown_value_error
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
 Activation = Callable[[Array], Array]
-AgileActivation = Callable[..., Array]
+
+
+@runtime_checkable
+class AgileFn(Protocol):
+    """The type of ``agile_relu``, ..., and of what :func:`agile` returns.
+
+    ``fn(x, a=1.0, b=0.0) -> a * f(x - b)``: ``x``, ``a`` and ``b`` are arrays or scalars
+    (anything ``jnp.asarray`` takes) and the result is a ``jax.Array``; ``fn.activation`` is
+    the plain ``f``. A type checker rejects other arguments (``agile_relu(x, c=2.0)``) and
+    calls with more than three.
+    """
+
+    __name__: str
+    activation: Activation
+
+    def __call__(self, x: ArrayLike, a: ArrayLike = ..., b: ArrayLike = ...) -> Array: ...
+
+
+@runtime_checkable
+class CombinedFn(Protocol):
+    """The type of what :func:`combined` returns: ``fn(x, a, b) -> sum_k a[k] * f_k(x - b[k])``.
+
+    ``a`` and ``b`` are required and carry a leading axis of size ``len(fn.activations)``.
+    """
+
+    __name__: str
+    activations: tuple[Activation, ...]
+
+    def __call__(self, x: ArrayLike, a: ArrayLike, b: ArrayLike) -> Array: ...
+
+
+AgileActivation = AgileFn  # The name before 0.3.0 (then Callable[..., Array]).
 
 
 @jax.custom_jvp
@@ -111,7 +143,7 @@ def as_plain_activation(fn: str | Activation, owner: str = "agile") -> Activatio
     return fn
 
 
-def agile(fn: str | Activation) -> AgileActivation:
+def agile(fn: str | Activation) -> AgileFn:
     """Returns the agile form of ``fn``: ``(x, a=1.0, b=0.0) -> a * fn(x - b)``.
 
     ``fn`` is a plain activation name (``"relu"``) or any callable ``x -> f(x)``.
@@ -131,11 +163,12 @@ def agile(fn: str | Activation) -> AgileActivation:
     name = _activation_name(fn)
     agile_fn.__name__ = agile_fn.__qualname__ = f"{AGILE_PREFIX}{name}"
     agile_fn.__doc__ = _AGILE_DOC.format(name=name)
-    agile_fn.activation = fn
-    return agile_fn
+    typed = cast(AgileFn, agile_fn)  # the function, with the attribute AgileFn declares
+    typed.activation = fn
+    return typed
 
 
-def combined(*fns: str | Activation) -> AgileActivation:
+def combined(*fns: str | Activation) -> CombinedFn:
     """Returns ``(x, a, b) -> sum_k a[k] * fns[k](x - b[k])``, a combined agile activation.
 
     Several parametric activations summed in one unit, as in the authors'
@@ -169,8 +202,9 @@ def combined(*fns: str | Activation) -> AgileActivation:
         f"``a`` and ``b`` have a leading axis of size {len(plain)}; each ``a[k]``, ``b[k]`` "
         "broadcasts against ``x`` and is cast to ``x``'s dtype."
     )
-    combined_fn.activations = plain
-    return combined_fn
+    typed = cast(CombinedFn, combined_fn)
+    typed.activations = plain
+    return typed
 
 
 A_INIT, B_INIT = 1.0, 0.0  # The paper's start: a = 1, b = 0, where an agile f is the plain f.
@@ -206,17 +240,17 @@ def combined_a_init(key: Array, shape: tuple[int, ...], dtype=jnp.float32) -> Ar
     return jnp.zeros(shape, dtype).at[0].set(A_INIT)
 
 
-AGILE_ACTIVATIONS: dict[str, AgileActivation] = {
+AGILE_ACTIVATIONS: dict[str, AgileFn] = {
     f"{AGILE_PREFIX}{name}": agile(fn) for name, fn in PLAIN_ACTIVATIONS.items()
 }
-agile_relu = AGILE_ACTIVATIONS["agile_relu"]
-agile_sigmoid = AGILE_ACTIVATIONS["agile_sigmoid"]
-agile_tanh = AGILE_ACTIVATIONS["agile_tanh"]
-agile_gelu = AGILE_ACTIVATIONS["agile_gelu"]
-agile_silu = AGILE_ACTIVATIONS["agile_silu"]
-agile_softplus = AGILE_ACTIVATIONS["agile_softplus"]
-agile_elu = AGILE_ACTIVATIONS["agile_elu"]
-agile_leaky_relu = AGILE_ACTIVATIONS["agile_leaky_relu"]
+agile_relu: AgileFn = AGILE_ACTIVATIONS["agile_relu"]
+agile_sigmoid: AgileFn = AGILE_ACTIVATIONS["agile_sigmoid"]
+agile_tanh: AgileFn = AGILE_ACTIVATIONS["agile_tanh"]
+agile_gelu: AgileFn = AGILE_ACTIVATIONS["agile_gelu"]
+agile_silu: AgileFn = AGILE_ACTIVATIONS["agile_silu"]
+agile_softplus: AgileFn = AGILE_ACTIVATIONS["agile_softplus"]
+agile_elu: AgileFn = AGILE_ACTIVATIONS["agile_elu"]
+agile_leaky_relu: AgileFn = AGILE_ACTIVATIONS["agile_leaky_relu"]
 ACTIVATION_NAMES: tuple[str, ...] = tuple(PLAIN_ACTIVATIONS) + tuple(AGILE_ACTIVATIONS)
 
 
@@ -267,7 +301,7 @@ def plain_name(name: str) -> str:
     return name[len(AGILE_PREFIX) :] if name.startswith(AGILE_PREFIX) else name
 
 
-def get_activation(name: str) -> Activation | AgileActivation:
+def get_activation(name: str) -> Activation | AgileFn | CombinedFn:
     """Looks up an activation by name.
 
     Plain names (``relu sigmoid tanh gelu silu softplus elu leaky_relu``) give

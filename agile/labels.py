@@ -11,6 +11,12 @@ The rule is exact: only parameters that an agile layer (:class:`agile.Agile`,
 :class:`agile.CombinedAgile`, :class:`agile.nnx.Agile`, :class:`agile.nnx.CombinedAgile`)
 created are labelled ``"agile"``; a user's own parameter named ``a`` or ``b`` is
 ``"weights"``.
+
+Weight decay pulls every decayed parameter toward 0, and ``a`` starts at 1 (an untrained
+agile layer is the plain activation): :func:`weight_decay_mask` turns the labels into the
+mask that decays the weights only::
+
+    tx = optax.adamw(1e-3, weight_decay=1e-4, mask=agile.weight_decay_mask(labels))
 """
 
 from __future__ import annotations
@@ -207,3 +213,30 @@ def state_labels(state: Any) -> Any:
         return AGILE_LABEL if is_agile_param((), leaf) else WEIGHTS_LABEL
 
     return jax.tree.map(label, state, is_leaf=lambda leaf: isinstance(leaf, nnx.Variable))
+
+
+def weight_decay_mask(labels: Any) -> Any:
+    """``labels`` (from :func:`param_labels`) as booleans: True for weights, False for a, b.
+
+    For the ``mask`` of ``optax.adamw``, ``optax.add_decayed_weights`` or any optax
+    weight decay, which would otherwise pull each agile ``a`` toward 0 instead of its
+    initial 1 (and ``b`` toward 0, away from where it learned to sit)::
+
+        labels = agile.param_labels(params, model, x)        # or param_labels(nnx_state)
+        tx = optax.adamw(1e-3, weight_decay=1e-4, mask=agile.weight_decay_mask(labels))
+
+    The result has the structure of ``labels`` (a dict, FrozenDict or ``nnx.State``), so
+    it matches the parameters the labels were made for. A leaf that is neither
+    ``"agile"`` nor ``"weights"`` (e.g. the parameters themselves were passed) raises
+    ValueError.
+    """
+
+    def decay(leaf: Any) -> bool:
+        if isinstance(leaf, str) and leaf in (AGILE_LABEL, WEIGHTS_LABEL):
+            return leaf == WEIGHTS_LABEL
+        raise ValueError(
+            "weight_decay_mask takes the labels of agile.param_labels (leaves 'agile' or "
+            f"'weights'), got a leaf {leaf!r:.60}."
+        )
+
+    return jax.tree.map(decay, labels)

@@ -4,17 +4,29 @@
 ``sum_k a[k] * f_k(x - b[k])``. Both get their parameters' shape from the input
 by a *granularity*, and the shape rules here are shared with :mod:`agile.nnx`:
 
-- ``"channel"`` (default, the PReLU convention of Keras and PyTorch): one pair
-  per feature along ``feature_axes`` (default ``-1``, channels last; ``-3`` for
-  NCHW). Needs no batch axis and accepts any spatial or sequence size.
+- ``"channel"`` (default, here and in :mod:`agile.nnx`): one pair per feature
+  along ``feature_axes`` (default ``-1``, channels last; ``1`` or ``-3`` for NCHW).
+  Needs no batch axis and accepts any spatial or sequence size. This is PyTorch's
+  ``nn.PReLU(num_parameters=C)`` and Keras' ``PReLU(shared_axes=[1, 2])`` on NHWC
+  images; neither is their default (PyTorch's ``nn.PReLU()`` has one parameter for
+  everything, like ``"scalar"``; Keras' ``PReLU()`` one per element, like
+  ``"element"``).
 - ``"element"`` (the paper's choice): one pair per element of one example,
   ``x.shape[1:]``; the leading axis is the batch, and the example shape is fixed
   at init.
 - ``"scalar"``: one pair for the whole layer; any input.
+
+A linen layer instance holds one ``a`` and ``b``: linen adopts a module instance once,
+so passing one ``Agile(...)`` to several places (``act=Agile("relu")`` in every block
+of a ResNet) makes them share it, and a shape that differs between the places is an
+error that says so. Give such fields a factory (:func:`agile_factory`,
+:meth:`Agile.factory`, :func:`activation_factory`), which makes a fresh layer wherever
+it is called.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -32,6 +44,7 @@ from agile.activations import (
     combined_names,
     is_agile_name,
     is_combined_name,
+    is_learnable_name,
     plain_name,
 )
 from agile.errors import unknown_value_error
@@ -144,8 +157,26 @@ def _placement(granularity: str, feature_axes: FeatureAxes) -> FeatureAxes | Non
     return feature_axes if granularity == "channel" else None
 
 
+def _channels_first_hint(channels: int, x_shape: tuple, feature_axes: FeatureAxes) -> str:
+    """A hint for a per-channel layer on channels-first input, if ``x_shape`` looks like it."""
+    x_shape = tuple(x_shape)
+    if feature_axes not in (-1, (-1,)) or len(x_shape) < 3 or x_shape[-1] == channels:
+        return ""
+    if x_shape[1] != channels:
+        return ""
+    return (
+        f" The input's axis 1 has size {channels}: for channels-first (NCHW) input pass "
+        "feature_axes=1 (or -3); the default feature_axes=-1 takes the last axis as channels."
+    )
+
+
 def _shape_mismatch(
-    layer: str, granularity: str, existing: tuple, x_shape: tuple, needed: tuple
+    layer: str,
+    granularity: str,
+    existing: tuple,
+    x_shape: tuple,
+    needed: tuple,
+    feature_axes: FeatureAxes = -1,
 ) -> ValueError:
     hint = ""
     if granularity == "element":
@@ -154,10 +185,56 @@ def _shape_mismatch(
             "axis) at init; for inputs whose size varies, or to apply without a batch axis "
             "(e.g. per example under jax.vmap), use granularity='channel' or 'scalar'."
         )
+    elif granularity == "channel" and len(existing) >= 1:
+        hint = _channels_first_hint(existing[-1], x_shape, feature_axes)
     return ValueError(
         f"{layer}(granularity={granularity!r}): a and b have shape {existing}, but this input "
         f"of shape {tuple(x_shape)} needs {needed}.{hint}"
     )
+
+
+def _shared_instance_error(
+    layer: str, first_x: tuple, existing: tuple, x_shape: tuple, needed: tuple, example: str
+) -> ValueError:
+    return ValueError(
+        f"One {layer} layer instance was applied at two places with different shapes: first "
+        f"to an input of shape {first_x} (a, b of shape {existing}), then to one of shape "
+        f"{tuple(x_shape)}, which needs {needed}. Linen adopts a module instance once, so every "
+        f"place that calls the same instance shares its a and b (e.g. act={example} passed to "
+        f"every block of a ResNet). Give each place its own layer: pass a factory, "
+        f"act={layer}.factory(...) (agile.layers.agile_factory / activation_factory), which "
+        "makes a fresh layer wherever it is called."
+    )
+
+
+_FIRST_CALL = "_agile_first_call"  # (input shape, a's shape) of a bound layer's first call
+
+
+def _check_channels(module: nn.Module, x_shape: tuple, layer: str) -> None:
+    """Checks ``module.channels`` (if set) against the input's feature axis."""
+    channels = module.channels
+    if channels is None:
+        return
+    feature_axes = module.feature_axes
+    if module.granularity != "channel" or not (
+        isinstance(feature_axes, int) or len(tuple(feature_axes)) == 1
+    ):
+        raise ValueError(
+            f"{layer}: channels={channels} checks the channel count of granularity='channel' "
+            f"with one feature axis; got granularity={module.granularity!r}, "
+            f"feature_axes={feature_axes!r}."
+        )
+    if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
+        raise ValueError(f"{layer}: channels must be an int >= 1, got {channels!r}.")
+    axis = feature_axes if isinstance(feature_axes, int) else tuple(feature_axes)[0]
+    (axis,) = normalize_axes(axis, len(x_shape)) if x_shape else (None,)
+    if axis is None or x_shape[axis] != channels:
+        size = "no axes" if axis is None else f"size {x_shape[axis]} there"
+        raise ValueError(
+            f"{layer}(channels={channels}): the input of shape {tuple(x_shape)} has {size} "
+            f"along feature_axes={feature_axes!r}, not {channels} channels."
+            + _channels_first_hint(channels, x_shape, feature_axes)
+        )
 
 
 def _declare_parameters(
@@ -166,21 +243,40 @@ def _declare_parameters(
     """Declares ``a``, ``b`` on ``module`` (leading axis ``num_terms`` unless None), fit to ``x``.
 
     If they exist already (apply, or a second call) with another shape than this
-    input needs, raises an error saying so (and, for ``"element"``, which
-    granularity fits) instead of Flax's ``ScopeParamShapeError``.
+    input needs, raises an error saying so instead of Flax's ``ScopeParamShapeError``:
+    that the same instance was applied at two places (if this bound instance was called
+    before with an input that fit), else which granularity or feature axis fits.
     """
     lead = () if num_terms is None else (num_terms,)
     placement = _placement(module.granularity, module.feature_axes)
     name = type(module).__name__
+    _check_channels(module, tuple(x.shape), name)
     shape = lead + parameter_shape(x.shape, module.granularity, module.feature_axes)
+    first_call = module.__dict__.get(_FIRST_CALL)
     if module.has_variable("params", "a"):
         existing = tuple(jnp.shape(nn.unbox(module.get_variable("params", "a"))))
         if existing != shape:
-            raise _shape_mismatch(name, module.granularity, existing, x.shape, shape)
+            if first_call is not None and first_call[1] == existing:
+                example = f"{name}({_example_args(module)})"
+                raise _shared_instance_error(
+                    name, first_call[0], existing, x.shape, shape, example
+                )
+            raise _shape_mismatch(
+                name, module.granularity, existing, x.shape, shape, module.feature_axes
+            )
     a = module.param("a", _as_initializer(a_init), shape, module.param_dtype)
     b = module.param("b", _as_initializer(b_init), shape, module.param_dtype)
+    if first_call is None:  # not a field: bound copies are made per init/apply, so is this
+        object.__setattr__(module, _FIRST_CALL, (tuple(x.shape), shape))
     target = lead + broadcast_shape(shape[len(lead) :], x.shape, placement, name)
     return a.reshape(target), b.reshape(target)
+
+
+def _example_args(module: nn.Module) -> str:
+    if isinstance(module, CombinedAgile):
+        fns = tuple(module.fns) if isinstance(module.fns, Sequence) else ()
+        return repr(fns) if fns and all(isinstance(fn, str) for fn in fns) else "..."
+    return repr(module.fn) if isinstance(module.fn, str) else "..."
 
 
 def check_activations(fns: Any, layer: str) -> tuple:
@@ -201,6 +297,9 @@ def _cast_input(x: jax.Array, dtype: Any) -> jax.Array:
 class Agile(nn.Module):
     """Learned ``a * fn(x - b)`` with parameters named ``a`` and ``b``.
 
+    One instance is one layer: call it at one place. A model field that is called at
+    several places (``act=`` of a ResNet block) takes :meth:`Agile.factory` instead.
+
     Attributes:
       fn: a plain activation name known to ``get_activation`` (``"relu"``,
         ``"tanh"``, ...) or any callable ``x -> f(x)``.
@@ -209,11 +308,18 @@ class Agile(nn.Module):
         example, the paper's choice) or ``"scalar"``.
       a_init, b_init: constants or Flax initializers; the defaults 1 and 0 make
         an untrained agile activation equal the plain one.
-      param_dtype: dtype of ``a`` and ``b``.
+      param_dtype: dtype of ``a`` and ``b`` (default float32).
       feature_axes: the channel axis or axes for ``"channel"`` (default ``-1``,
-        channels last; ``-3`` or ``1`` for NCHW; negative axes stay right when
-        the layer is applied per example under ``jax.vmap``).
-      dtype: computation dtype; ``None`` computes in the input's dtype.
+        channels last; ``1`` or ``-3`` for NCHW; negative axes stay right when
+        the layer is applied per example under ``jax.vmap``). A per-channel layer
+        cannot tell NCHW from NHWC input: on NCHW input with the default ``-1`` it
+        silently gets one pair per image column. Set ``channels`` to have that checked.
+      dtype: computation dtype (e.g. ``jnp.bfloat16`` with float32 ``a``, ``b``: they
+        are cast for the computation, their gradients stay float32); ``None``
+        computes in the input's dtype.
+      channels: optional, for ``"channel"`` with one feature axis: the channel count
+        the input's feature axis must have; another size raises a ValueError that
+        names the axis (e.g. "axis 1 has size 64: for NCHW input pass feature_axes=1").
     """
 
     fn: str | Callable[[jax.Array], jax.Array]
@@ -223,6 +329,7 @@ class Agile(nn.Module):
     param_dtype: Any = jnp.float32
     feature_axes: FeatureAxes = -1
     dtype: Any = None
+    channels: int | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -230,6 +337,14 @@ class Agile(nn.Module):
         x = _cast_input(x, self.dtype)
         a, b = _declare_parameters(self, x, None, self.a_init, self.b_init)
         return agile(fn)(x, a, b)
+
+    @classmethod
+    def factory(cls, fn: str | Callable[[jax.Array], jax.Array], **attributes: Any) -> LayerFactory:
+        """A :class:`LayerFactory` of ``cls(fn, **attributes)`` layers, one per call.
+
+        For model fields called at several places: ``ResNet18(act=Agile.factory("relu"))``.
+        """
+        return LayerFactory.of(cls, fn, **attributes)
 
 
 class CombinedAgile(nn.Module):
@@ -242,7 +357,7 @@ class CombinedAgile(nn.Module):
 
     Attributes:
       fns: plain activation names or callables, at least one.
-      granularity, param_dtype, feature_axes, dtype: as in :class:`Agile`.
+      granularity, param_dtype, feature_axes, dtype, channels: as in :class:`Agile`.
       a_init, b_init: constants or Flax initializers for the ``(K, *p)`` arrays.
     """
 
@@ -253,6 +368,7 @@ class CombinedAgile(nn.Module):
     param_dtype: Any = jnp.float32
     feature_axes: FeatureAxes = -1
     dtype: Any = None
+    channels: int | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -260,6 +376,13 @@ class CombinedAgile(nn.Module):
         x = _cast_input(x, self.dtype)
         a, b = _declare_parameters(self, x, len(self.fns), self.a_init, self.b_init)
         return fn(x, a, b)
+
+    @classmethod
+    def factory(
+        cls, fns: Sequence[str | Callable[[jax.Array], jax.Array]], **attributes: Any
+    ) -> LayerFactory:
+        """A :class:`LayerFactory` of ``cls(fns, **attributes)`` layers, one per call."""
+        return LayerFactory.of(cls, check_activations(fns, "CombinedAgile"), **attributes)
 
 
 def activation_layer(
@@ -272,6 +395,9 @@ def activation_layer(
     (``layer_kwargs``, e.g. ``name`` or ``a_init``, go to the layer); a plain
     name gives the parameter-free function. Unknown names or granularities
     raise ValueError.
+
+    The result is one layer: call it at one place. For a model field called at several
+    places (``act=``), use :func:`activation_factory`.
     """
     validate_granularity(granularity)
     if is_combined_name(activation):
@@ -279,3 +405,87 @@ def activation_layer(
     if is_agile_name(activation):
         return Agile(plain_name(activation), granularity=granularity, **layer_kwargs)
     return as_plain_activation(activation)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LayerFactory:
+    """Makes a fresh activation layer each time it is called: the value for ``act=`` fields.
+
+    ``factory()`` returns a new layer (``Agile(...)``); ``factory(x)`` makes a new layer
+    and applies it to ``x``. Called inside a linen module's ``setup`` or ``@nn.compact``
+    method, the new layer is a submodule of that module with its own ``a`` and ``b``
+    (auto-named ``Agile_0``, ``Agile_1``, ...), so a factory passed to every block of a
+    ResNet gives every place its own parameters. Both call styles of model code work:
+
+    - ``self.act(y)``, as flax's ResNet blocks call ``act`` (a function such as
+      ``nn.relu`` by default): pass ``act=agile_factory("relu")``;
+    - ``self.act()(y)``, a module-definition field like ``norm=partial(nn.BatchNorm, ...)``.
+
+    A factory gives no ``name`` (each call would reuse it); built by :func:`agile_factory`,
+    :func:`activation_factory`, :meth:`Agile.factory` or :meth:`CombinedAgile.factory`.
+    """
+
+    build: Callable[[], Any]
+    description: str = "layer"
+
+    @classmethod
+    def of(cls, layer: type, *args: Any, **attributes: Any) -> LayerFactory:
+        """The factory of ``layer(*args, **attributes)``; refuses ``name``."""
+        if "name" in attributes:
+            raise ValueError(
+                f"{layer.__name__}.factory makes a new layer at every call, so it takes no "
+                "name (every layer would get the same one); linen names each one where it is "
+                "made (Agile_0, Agile_1, ...)."
+            )
+        if "granularity" in attributes:
+            validate_granularity(attributes["granularity"])
+        arguments = ", ".join([*map(repr, args), *(f"{k}={v!r}" for k, v in attributes.items())])
+        return cls(lambda: layer(*args, **attributes), f"{layer.__name__}({arguments})")
+
+    def __call__(self, *inputs: Any, **call_kwargs: Any) -> Any:
+        layer = self.build()
+        if not inputs and not call_kwargs:
+            return layer
+        return layer(*inputs, **call_kwargs)
+
+    def __repr__(self) -> str:
+        return f"LayerFactory({self.description})"
+
+
+def agile_factory(
+    fn: str | Callable[[jax.Array], jax.Array],
+    granularity: str = "channel",
+    **attributes: Any,
+) -> LayerFactory:
+    """A factory of ``Agile(fn, granularity, **attributes)`` layers: a fresh layer per call.
+
+    ``fn`` is a plain activation (``"relu"``, a callable) or an agile name
+    (``"agile_relu"``, read as ``"relu"``). Use it for model fields called at several
+    places, where one ``Agile`` instance would be shared (see :class:`LayerFactory`)::
+
+        model = ResNet18(num_classes=10, act=agile_factory("relu"))
+    """
+    if isinstance(fn, str) and is_learnable_name(fn) and not is_combined_name(fn):
+        fn = plain_name(fn)
+    as_plain_activation(fn, "agile_factory")
+    return LayerFactory.of(Agile, fn, granularity=granularity, **attributes)
+
+
+def activation_factory(
+    activation: str, granularity: str = "channel", **layer_kwargs: Any
+) -> LayerFactory:
+    """:func:`activation_layer` as a factory: a fresh layer per call, for ``act=`` fields.
+
+    ``agile_<f>`` and ``combined:<f>,...`` make a new ``Agile`` / ``CombinedAgile`` per
+    call; a plain name gives its function every time (no parameters to share).
+    """
+    validate_granularity(granularity)
+    if is_combined_name(activation):
+        names = combined_names(activation)
+        return LayerFactory.of(CombinedAgile, names, granularity=granularity, **layer_kwargs)
+    if is_agile_name(activation):
+        return LayerFactory.of(
+            Agile, plain_name(activation), granularity=granularity, **layer_kwargs
+        )
+    plain = as_plain_activation(activation)
+    return LayerFactory(lambda: plain, activation)

@@ -1,11 +1,17 @@
 """Flax NNX layers: :class:`Agile` (``a * f(x - b)``) and :class:`CombinedAgile`.
 
-NNX modules are built eagerly, so the shape of ``a`` and ``b`` is given up front:
-an int ``C`` is one pair per channel (along ``feature_axes``, default ``-1``), a
-tuple is one pair per element (aligned with the input's trailing axes), ``()``
-is one pair for the layer. :meth:`Agile.for_input` derives the shape from an
-input shape and a granularity by the same rule as the linen layers
-(:func:`agile.layers.parameter_shape`).
+NNX modules are built eagerly, so the shape of ``a`` and ``b`` is given up front,
+and there is no default: the main form is an int ``C``, one pair per channel
+(along ``feature_axes``, default ``-1``), the linen layers' default granularity
+(``agile.Agile("relu")``); a tuple is one pair per element (aligned with the
+input's trailing axes), ``()`` one pair for the layer. :meth:`Agile.for_input`
+derives the shape from an input shape and a granularity by the same rule as the
+linen layers (:func:`agile.layers.parameter_shape`). (Before 0.3.0 the shape
+defaulted to ``()``, one pair, unlike the linen layers.)
+
+``a_metadata`` / ``b_metadata`` (as ``nnx.PReLU``'s ``negative_slope_metadata``)
+and initializers wrapped in ``nnx.with_partitioning`` put sharding annotations on
+``a`` and ``b``; the agile mark stays beside them.
 
 ``a`` and ``b`` are ``nnx.Param`` variables carrying the metadata ``agile=True``:
 ``nnx.Optimizer(..., wrt=nnx.Param)`` trains them like any weight, and
@@ -23,13 +29,18 @@ Example::
 
     act = Agile("relu", 16)                                   # a, b of shape (16,)
     act = Agile.for_input("relu", (1, 28, 28, 16), "element")  # a, b of shape (28, 28, 16)
+    act = Agile("relu", ())                                   # one a, b for the layer
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import dataclasses
+import re
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
+import flax
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -41,12 +52,55 @@ from agile.layers import FeatureAxes, broadcast_shape, check_activations, parame
 __all__ = ["Agile", "CombinedAgile", "is_agile_param"]
 
 Initializer = Callable[..., jax.Array]
+FLAX_FLOOR = (0, 11, 0)  # pyproject.toml's flax floor; tools/test_floors.sh tests it
+
+
+def _check_flax_version(version: str) -> None:
+    """ImportError for a flax older than :data:`FLAX_FLOOR`.
+
+    flax 0.10 hands NNX filters ``VariableState`` objects instead of the variables, so
+    ``nnx.state(model, is_agile_param)`` would silently select nothing and
+    :func:`agile.param_labels` would mislabel every parameter.
+    """
+    match = re.match(r"(\d+)\.(\d+)\.(\d+)", version)
+    if match and tuple(map(int, match.groups())) < FLAX_FLOOR:
+        floor = ".".join(map(str, FLAX_FLOOR))
+        raise ImportError(
+            f"agile.nnx needs flax >= {floor} (found {version}): with older flax NNX filters "
+            f"do not see the variables' metadata, so agile.param_labels cannot find a and b. "
+            f"pip install 'flax>={floor}'."
+        )
+
+
+_check_flax_version(flax.__version__)
+
+
+class _Required:
+    """The default of ``shape``: there is none; the error says what to pass."""
+
+    def __repr__(self) -> str:
+        return "<required>"
+
+
+REQUIRED: Any = _Required()
+_NO_METADATA: Mapping[str, Any] = MappingProxyType({})
 
 
 def _layout(
-    shape: int | Sequence[int], feature_axes: FeatureAxes | None
+    shape: int | Sequence[int], feature_axes: FeatureAxes | None, layer: str = "Agile"
 ) -> tuple[tuple[int, ...], FeatureAxes | None]:
     """``(parameter shape, feature axes or None for trailing alignment)`` from the arguments."""
+    if shape is REQUIRED:
+        fn = "fns" if layer == "CombinedAgile" else "fn"
+        raise ValueError(
+            f"agile.nnx.{layer} needs the shape of a and b (NNX builds them before it sees an "
+            f"input): {layer}({fn}, C) for one pair per channel, the linen layers' default (C = "
+            f"the input's channel count, e.g. the previous layer's out_features); a tuple for "
+            f"one pair per element; () for one pair; or {layer}.for_input({fn}, x_shape, "
+            "granularity)."
+        )
+    if isinstance(shape, bool):
+        raise ValueError(f"shape must be an int or a tuple of ints >= 1, got {shape!r}.")
     if isinstance(shape, int):
         if shape < 1:
             raise ValueError(f"An int shape is a channel count >= 1, got {shape}.")
@@ -66,11 +120,34 @@ def _layout(
     return shape, feature_axes
 
 
+def _variable_metadata_type() -> type | None:
+    return getattr(nnx, "VariableMetadata", None)
+
+
 def _initial_value(
-    init: float | Initializer, name: str, shape: tuple[int, ...], dtype: Any, rngs
+    init: float | Initializer,
+    name: str,
+    shape: tuple[int, ...],
+    dtype: Any,
+    rngs,
+    metadata: Mapping[str, Any],
 ) -> nnx.Param:
+    """``nnx.Param`` of ``init``'s value with ``metadata`` and the agile mark.
+
+    ``init`` may be wrapped in ``nnx.with_partitioning`` / ``nnx.with_metadata``: its
+    ``VariableMetadata`` result is passed to ``nnx.Param`` (which reads its annotations)
+    with its value cast to ``dtype``.
+    """
+    if not isinstance(metadata, Mapping):
+        raise ValueError(f"{name[0]}_metadata must be a mapping, got {metadata!r}.")
+    if AGILE_METADATA in metadata:
+        raise ValueError(
+            f"{name[0]}_metadata sets {AGILE_METADATA!r}, the mark agile.param_labels reads; "
+            "the layer sets it."
+        )
+    marked = {**metadata, AGILE_METADATA: True}
     if not callable(init):
-        return nnx.Param(jnp.full(shape, init, dtype), **{AGILE_METADATA: True})
+        return nnx.Param(jnp.full(shape, init, dtype), **marked)
     key = rngs.params() if rngs is not None else None
     try:
         value = init(key, shape, dtype)
@@ -80,20 +157,36 @@ def _initial_value(
                 f"{name} draws random numbers: pass rngs=nnx.Rngs(...) to the layer."
             ) from error
         raise
-    return nnx.Param(jnp.asarray(value, dtype), **{AGILE_METADATA: True})
+    boxed = _variable_metadata_type()
+    if boxed is not None and isinstance(value, boxed):
+        value = dataclasses.replace(value, raw_value=jnp.asarray(value.raw_value, dtype))
+        return nnx.Param(value, **marked)
+    return nnx.Param(jnp.asarray(value, dtype), **marked)
 
 
 class _LearnedActivation(nnx.Module):
     """Shared parameter layout of :class:`Agile` and :class:`CombinedAgile`."""
 
     def _init_parameters(
-        self, shape, feature_axes, num_terms, a_init, b_init, dtype, param_dtype, rngs
+        self,
+        shape,
+        feature_axes,
+        num_terms,
+        a_init,
+        b_init,
+        dtype,
+        param_dtype,
+        rngs,
+        a_metadata=_NO_METADATA,
+        b_metadata=_NO_METADATA,
     ) -> None:
-        self.shape, self.feature_axes = _layout(shape, feature_axes)
+        self.shape, self.feature_axes = _layout(shape, feature_axes, type(self).__name__)
         self.dtype = dtype
+        self.param_dtype = param_dtype
         lead = () if num_terms is None else (num_terms,)
-        self.a = _initial_value(a_init, "a_init", lead + self.shape, param_dtype, rngs)
-        self.b = _initial_value(b_init, "b_init", lead + self.shape, param_dtype, rngs)
+        full = lead + self.shape
+        self.a = _initial_value(a_init, "a_init", full, param_dtype, rngs, a_metadata)
+        self.b = _initial_value(b_init, "b_init", full, param_dtype, rngs, b_metadata)
 
     def _inputs(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         """``x`` in the computation dtype, and ``a``, ``b`` shaped to broadcast against it."""
@@ -139,24 +232,30 @@ class Agile(_LearnedActivation):
     Args:
       fn: a plain activation name (``"relu"``, ``"tanh"``, ...) or a callable
         ``x -> f(x)``.
-      shape: the shape of ``a`` and ``b``: an int ``C`` for one pair per channel
-        (the input's ``feature_axes`` axis, default the last, must have size
-        ``C``); a tuple for one pair per element (the input's trailing axes must
-        equal it); ``()`` (default) for one pair.
+      shape: the shape of ``a`` and ``b``, required: an int ``C`` for one pair per
+        channel (the main form, and the linen layers' default granularity; the
+        input's ``feature_axes`` axis, default the last, must have size ``C``); a
+        tuple for one pair per element (the input's trailing axes must equal it);
+        ``()`` for one pair. Leaving it out raises a ValueError saying this.
       feature_axes: the channel axis (or, with a tuple ``shape``, axes) the
-        parameters run along, e.g. ``-3`` for NCHW; ``None``: last axis for an
-        int shape, trailing axes for a tuple.
-      a_init, b_init: constants or initializers ``(key, shape, dtype)``; the
-        defaults 1 and 0 make the untrained layer the plain ``fn``.
-      dtype: computation dtype; ``None`` computes in the input's dtype.
-      param_dtype: dtype of ``a`` and ``b``.
+        parameters run along, e.g. ``1`` or ``-3`` for NCHW; ``None``: last axis for
+        an int shape, trailing axes for a tuple.
+      a_init, b_init: constants or initializers ``(key, shape, dtype)``, also
+        wrapped ones (``nnx.with_partitioning(init, ("model",))``); the defaults 1
+        and 0 make the untrained layer the plain ``fn``.
+      dtype: computation dtype (e.g. ``jnp.bfloat16`` with float32 parameters, whose
+        gradients stay float32); ``None`` computes in the input's dtype.
+      param_dtype: dtype of ``a`` and ``b`` (default float32).
       rngs: ``nnx.Rngs``, needed only by random initializers.
+      a_metadata, b_metadata: metadata for the ``nnx.Param`` of ``a`` / ``b``, e.g.
+        a sharding annotation, as ``nnx.PReLU``'s ``negative_slope_metadata``; the
+        layer adds its mark ``agile=True`` (what :func:`agile.param_labels` reads).
     """
 
     def __init__(
         self,
         fn: str | Callable[[jax.Array], jax.Array],
-        shape: int | Sequence[int] = (),
+        shape: int | Sequence[int] = REQUIRED,
         *,
         feature_axes: FeatureAxes | None = None,
         a_init: float | Initializer = A_INIT,
@@ -164,10 +263,15 @@ class Agile(_LearnedActivation):
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs | None = None,
+        a_metadata: Mapping[str, Any] = _NO_METADATA,
+        b_metadata: Mapping[str, Any] = _NO_METADATA,
     ):
         self.fn = fn
         self.activation = agile(as_plain_activation(fn, "Agile"))
-        self._init_parameters(shape, feature_axes, None, a_init, b_init, dtype, param_dtype, rngs)
+        self._init_parameters(
+            shape, feature_axes, None, a_init, b_init, dtype, param_dtype, rngs,
+            a_metadata, b_metadata,
+        )
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.activation(*self._inputs(x))
@@ -176,8 +280,8 @@ class Agile(_LearnedActivation):
 class CombinedAgile(_LearnedActivation):
     """Learned ``sum_k a[k] * fns[k](x - b[k])`` with ``nnx.Param`` variables ``a`` and ``b``.
 
-    ``a`` and ``b`` have shape ``(K, *shape)``, ``K = len(fns)``; ``shape`` and
-    the other arguments mean what they mean for :class:`Agile`. By default the
+    ``a`` and ``b`` have shape ``(K, *shape)``, ``K = len(fns)``; ``shape`` (required)
+    and the other arguments mean what they mean for :class:`Agile`. By default the
     untrained unit is ``fns[0]`` (``a = (1, 0, ..., 0)``, ``b = 0``; see
     :func:`agile.activations.combined_a_init` for why).
     """
@@ -185,7 +289,7 @@ class CombinedAgile(_LearnedActivation):
     def __init__(
         self,
         fns: Sequence[str | Callable[[jax.Array], jax.Array]],
-        shape: int | Sequence[int] = (),
+        shape: int | Sequence[int] = REQUIRED,
         *,
         feature_axes: FeatureAxes | None = None,
         a_init: float | Initializer = combined_a_init,
@@ -193,11 +297,14 @@ class CombinedAgile(_LearnedActivation):
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs | None = None,
+        a_metadata: Mapping[str, Any] = _NO_METADATA,
+        b_metadata: Mapping[str, Any] = _NO_METADATA,
     ):
         self.fns = check_activations(fns, "CombinedAgile")
         self.activation = combined(*self.fns)
         self._init_parameters(
-            shape, feature_axes, len(self.fns), a_init, b_init, dtype, param_dtype, rngs
+            shape, feature_axes, len(self.fns), a_init, b_init, dtype, param_dtype, rngs,
+            a_metadata, b_metadata,
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:

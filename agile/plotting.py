@@ -1,8 +1,8 @@
 """See what agile layers learned: their activation curves, and a and b per layer or channel.
 
-Needs matplotlib (``pip install 'agile[plot]'``), imported when a figure is drawn, so this
-module imports without it and says how to install it when it is missing; ``import agile``
-does not import this module. Figures are ``matplotlib.figure.Figure`` objects built
+Needs matplotlib (``pip install 'agile-activations[plot]'``), imported when a figure is
+drawn, so this module imports without it and says how to install it when it is missing;
+``import agile`` does not import this module. Figures are ``matplotlib.figure.Figure`` objects built
 without pyplot (no global state, no display needed); :func:`save_figure` writes one as
 PNG, PDF or SVG by the file's suffix, the same bytes every time.
 
@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 
 ActivationSpec = str | Callable | Sequence[str | Callable]
 LayerSpec = ActivationSpec | AgileLayer
-INSTALL_MATPLOTLIB = "pip install 'agile[plot]' (or pip install matplotlib)"
+INSTALL_MATPLOTLIB = "pip install 'agile-activations[plot]' (or pip install matplotlib)"
 VIEWS = ("auto", "distribution", "channels")
 FIGURE_FORMATS = ("png", "pdf", "svg")
 MAX_FIGSIZE = (16.0, 20.0)  # inches: no figure of this module is larger, however many layers

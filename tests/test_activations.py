@@ -1,5 +1,8 @@
 """Values, gradients, dtypes and errors of the pure agile activation functions."""
 
+import inspect
+import typing
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -318,3 +321,27 @@ def test_initial_values_are_the_plain_activation():
     assert act.combined_a_init(None, (3, 2)).tolist() == [[1, 1], [0, 0], [0, 0]]
     with pytest.raises(ValueError, match="initial_value takes 'a' or 'b', got 'c'"):
         act.initial_value("c")
+
+
+def test_agile_functions_are_typed_by_protocols():
+    """agile_relu & co. are AgileFn (x, a=1.0, b=0.0) -> Array, combined(...) a CombinedFn,
+    not Callable[..., Array], so type checkers see their arguments."""
+    hints = typing.get_type_hints(act)
+    for name in AGILE_NAMES:
+        fn = getattr(act, name)
+        assert hints[name] is act.AgileFn, name
+        assert isinstance(fn, act.AgileFn) and not isinstance(fn, act.CombinedFn)
+        parameters = inspect.signature(fn).parameters
+        assert [(p.name, p.default) for p in parameters.values()] == [
+            ("x", inspect.Parameter.empty), ("a", 1.0), ("b", 0.0)
+        ]
+    assert typing.get_type_hints(act.agile)["return"] is act.AgileFn
+    assert typing.get_type_hints(act.combined)["return"] is act.CombinedFn
+    call = typing.get_type_hints(act.AgileFn.__call__)
+    assert call == {"x": act.ArrayLike, "a": act.ArrayLike, "b": act.ArrayLike,
+                    "return": jax.Array}
+    assert list(inspect.signature(act.CombinedFn.__call__).parameters) == ["self", "x", "a", "b"]
+    mix = act.combined("relu", "tanh")
+    assert isinstance(mix, act.CombinedFn) and mix.activations == (jax.nn.relu, jnp.tanh)
+    assert not isinstance(jax.nn.relu, act.AgileFn)  # a plain activation has no .activation
+    assert agile.AgileFn is act.AgileFn and agile.CombinedFn is act.CombinedFn

@@ -10,6 +10,7 @@ import numpy as np
 import optax
 import pytest
 
+import agile
 from agile import Agile, CombinedAgile, activation_layer, get_activation, param_labels
 from agile.layers import broadcast_shape, parameter_shape, validate_granularity
 
@@ -385,3 +386,185 @@ def test_init_labels_gives_the_params_shapes_and_their_labels_from_one_trace():
     assert labels == param_labels(params, model, x)
     assert labels["act"] == {"a": "agile", "b": "agile"}
     assert labels["Dense_0"]["kernel"] == "weights"
+
+
+class _ActBlock(nn.Module):
+    """A ResNet-style block: ``act`` is called at two places, as flax's ResNetBlock does."""
+
+    features: int
+    act: object
+
+    @nn.compact
+    def __call__(self, x):
+        y = self.act(nn.Dense(self.features)(x))
+        return self.act(nn.Dense(self.features)(y) + nn.Dense(self.features)(x))
+
+
+class _ResNetLike(nn.Module):
+    """Blocks of growing width sharing the model's ``act`` field (flax's ResNet18 pattern)."""
+
+    act: object = nn.relu
+
+    @nn.compact
+    def __call__(self, x):
+        for features in (4, 4, 8):
+            x = _ActBlock(features, act=self.act)(x)
+        return nn.Dense(2)(x)
+
+
+class _ModuleDefBlock(nn.Module):
+    """A block that calls its field as a module definition: ``self.act()(y)``."""
+
+    act: object
+
+    @nn.compact
+    def __call__(self, x):
+        return self.act()(nn.Dense(3)(self.act()(x)))
+
+
+def _agile_paths(params):
+    return sorted(
+        "/".join(path[:-1])
+        for path in flax.traverse_util.flatten_dict(params)
+        if path[-1] == "a"
+    )
+
+
+def test_one_instance_in_an_act_field_is_an_error_that_names_the_sharing():
+    """Linen adopts one Agile instance once: every block shares it, and widths 4 and 8 clash."""
+    x = jnp.zeros((2, 3))
+    for act in (Agile("relu"), activation_layer("agile_relu")):
+        with pytest.raises(
+            ValueError,
+            match=r"One Agile layer instance was applied at two places with different shapes: "
+            r"first to an input of shape \(2, 4\) \(a, b of shape \(4,\)\), then to one of shape "
+            r"\(2, 8\), which needs \(8,\)\..*shares its a and b.*pass a factory",
+        ):
+            _shapes(_ResNetLike(act=act), x)
+    # In apply too (parameters made elsewhere): the first call fits, a later one is the sharing.
+    dense = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), _shapes(_ResNetLike(), x))
+    params = {**dense["params"], "act": {"a": np.ones(4, np.float32), "b": np.zeros(4, np.float32)}}
+    with pytest.raises(ValueError, match="applied at two places with different shapes"):
+        _ResNetLike(act=Agile("relu")).apply({"params": params}, x)
+    # The same shape at both places: one shared a, b, allowed (tied parameters on purpose).
+    tied = _shapes(_ActBlock(4, act=Agile("relu")), x)["params"]
+    assert _agile_paths(tied) == ["act"] and tied["act"]["a"].shape == (4,)
+
+
+def test_factory_gives_every_place_its_own_layer():
+    """agile_factory / Agile.factory / activation_factory: a fresh layer per call, both styles."""
+    x = jnp.zeros((2, 3))
+    for act in (
+        agile.agile_factory("relu"),
+        agile.agile_factory("agile_relu"),
+        Agile.factory("relu"),
+        agile.activation_factory("agile_relu"),
+    ):
+        params = _shapes(_ResNetLike(act=act), x)["params"]
+        paths = _agile_paths(params)
+        assert len(paths) == 6, paths  # 3 blocks x 2 places, each its own a, b
+        assert paths[:2] == ["_ActBlock_0/Agile_0", "_ActBlock_0/Agile_1"]
+        assert params["_ActBlock_2"]["Agile_1"]["a"].shape == (8,)
+        labels = param_labels(params, _ResNetLike(act=act), x)
+        assert labels["_ActBlock_1"]["Agile_0"] == {"a": "agile", "b": "agile"}
+    combined = _shapes(_ResNetLike(act=CombinedAgile.factory(("relu", "tanh"))), x)["params"]
+    assert combined["_ActBlock_2"]["CombinedAgile_1"]["a"].shape == (2, 8)
+    scalar = _shapes(_ResNetLike(act=agile.agile_factory("tanh", "scalar")), x)["params"]
+    assert scalar["_ActBlock_0"]["Agile_0"]["a"].shape == ()
+    by_name = _shapes(_ResNetLike(act=agile.activation_factory("combined:relu,tanh")), x)
+    assert by_name["params"]["_ActBlock_0"]["CombinedAgile_0"]["a"].shape == (2, 4)
+    # Module-definition style, self.act()(y): a new layer per call too.
+    params = _shapes(_ModuleDefBlock(act=agile.agile_factory("relu")), x)["params"]
+    assert _agile_paths(params) == ["Agile_0", "Agile_1"]
+    assert params["Agile_0"]["a"].shape == (3,) and params["Agile_1"]["a"].shape == (3,)
+
+
+def test_factory_values_and_errors():
+    factory = agile.agile_factory("tanh", granularity="scalar", a_init=2.0)
+    first, second = factory(), factory()
+    assert isinstance(first, Agile) and first is not second
+    assert (first.fn, first.granularity, first.a_init) == ("tanh", "scalar", 2.0)
+    assert repr(factory) == "LayerFactory(Agile('tanh', granularity='scalar', a_init=2.0))"
+    plain = agile.activation_factory("tanh")
+    assert plain() is get_activation("tanh")
+    np.testing.assert_allclose(plain(jnp.ones(3)), np.tanh(np.ones(3)), rtol=1e-6)
+    x = _normal(3, (2, 4))
+    out = _ResNetLike(act=plain).init_with_output(jax.random.key(0), x)[0]
+    assert out.shape == (2, 2)
+    with pytest.raises(ValueError, match="takes no name"):
+        agile.agile_factory("relu", name="act")
+    with pytest.raises(ValueError, match="Unknown granularity 'pixel'"):
+        Agile.factory("relu", granularity="pixel")
+    with pytest.raises(ValueError, match="Unknown activation 'swish'"):
+        agile.agile_factory("swish")
+    with pytest.raises(ValueError, match="Unknown activation 'agile_swish'"):
+        agile.activation_factory("agile_swish")
+    with pytest.raises(ValueError, match="non-empty sequence"):
+        CombinedAgile.factory("relu")
+
+
+def test_channels_first_input_errors_say_feature_axes():
+    """A per-channel layer meeting NCHW input: the error names axis 1 and feature_axes=1."""
+    nchw = jnp.zeros((2, 6, 5, 5))
+    with pytest.raises(
+        ValueError,
+        match=r"Agile\(channels=6\): the input of shape \(2, 6, 5, 5\) has size 5 there along "
+        r"feature_axes=-1, not 6 channels\. The input's axis 1 has size 6: for channels-first "
+        r"\(NCHW\) input pass feature_axes=1",
+    ):
+        _shapes(Agile("relu", channels=6), nchw)
+    assert _shapes(Agile("relu", channels=6, feature_axes=1), nchw)["params"]["a"].shape == (6,)
+    assert _shapes(Agile("relu", channels=6), jnp.zeros((2, 5, 5, 6)))["params"]["a"].shape == (6,)
+    # Without channels: parameters made for NHWC, applied to the same images as NCHW.
+    params = _init(Agile("relu"), jnp.zeros((2, 5, 5, 6)))
+    with pytest.raises(ValueError, match=r"axis 1 has size 6: for channels-first \(NCHW\) input"):
+        Agile("relu").apply(params, nchw)
+    with pytest.raises(ValueError, match="checks the channel count of granularity='channel'"):
+        _shapes(Agile("relu", "element", channels=6), nchw)
+    with pytest.raises(ValueError, match="channels must be an int >= 1"):
+        _shapes(Agile("relu", channels=0), nchw)
+
+
+def test_bf16_compute_with_float32_parameters_and_gradients():
+    """dtype=bfloat16: bf16 output; param_dtype float32 (default): f32 a, b and gradients."""
+    x = _normal(4, (3, 4))
+    for layer in (Agile("sigmoid", dtype=jnp.bfloat16), CombinedAgile(("relu", "tanh"),
+                                                                       dtype=jnp.bfloat16)):
+        params = _init(layer, x)
+        assert {p.dtype for p in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
+        assert layer.apply(params, x).dtype == jnp.bfloat16
+        grads = jax.grad(lambda p, layer=layer: layer.apply(p, x).astype(jnp.float32).sum())(
+            params
+        )
+        assert {g.dtype for g in jax.tree.leaves(grads)} == {jnp.dtype(jnp.float32)}
+        assert all(np.any(np.asarray(g) != 0) for g in jax.tree.leaves(grads))
+    half = Agile("tanh", param_dtype=jnp.bfloat16)
+    assert _init(half, x)["params"]["a"].dtype == jnp.bfloat16
+    assert half.apply(_init(half, x), x).dtype == jnp.float32  # dtype None: the input's
+
+
+def _adamw_step(params, labels=None):
+    mask = None if labels is None else agile.weight_decay_mask(labels)
+    tx = optax.adamw(0.1, weight_decay=0.5, mask=mask)
+    zero = jax.tree.map(jnp.zeros_like, params)  # no gradient: only weight decay moves params
+    updates, _ = tx.update(zero, tx.init(params), params)
+    return optax.apply_updates(params, updates)
+
+
+def test_weight_decay_mask_keeps_a_at_one_under_adamw():
+    """With the mask an adamw step with zero gradients leaves a = 1; without it a shrinks."""
+    model, x = _TinyModel(), jnp.ones((2, 5))
+    params = jax.jit(model.init)(jax.random.key(0), x)["params"]
+    labels = param_labels(params, model, x)
+    mask = agile.weight_decay_mask(labels)
+    assert mask["act"] == {"a": False, "b": False}
+    assert mask["Dense_0"] == {"kernel": True, "bias": True}
+    masked = _adamw_step(params, labels)
+    np.testing.assert_array_equal(masked["act"]["a"], np.ones(8))
+    assert np.all(np.abs(masked["Dense_0"]["kernel"]) < np.abs(params["Dense_0"]["kernel"]))
+    unmasked = _adamw_step(params)
+    np.testing.assert_allclose(unmasked["act"]["a"], np.full(8, 1 - 0.1 * 0.5), rtol=1e-6)
+    frozen = agile.weight_decay_mask(flax.core.freeze(labels))
+    assert isinstance(frozen, flax.core.FrozenDict)
+    with pytest.raises(ValueError, match="takes the labels of agile.param_labels"):
+        agile.weight_decay_mask(params)

@@ -1,5 +1,7 @@
 """``agile.nnx``: equal to the linen layers, under NNX transforms and bridges; labels; errors."""
 
+import re
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -79,7 +81,7 @@ def test_nnx_layers_equal_linen_layers_in_values_and_gradients(granularity, rank
 
 
 def test_shapes_from_the_constructor_and_from_for_input():
-    assert agile_nnx.Agile("relu").a.shape == ()
+    assert agile_nnx.Agile("relu", ()).a.shape == ()  # one pair: () since 0.3.0, no default
     assert agile_nnx.Agile("relu", 16).a.shape == (16,)
     assert agile_nnx.Agile("relu", (28, 28, 16)).b.shape == (28, 28, 16)
     assert agile_nnx.CombinedAgile(["relu", "tanh"], 8).a.shape == (2, 8)
@@ -268,9 +270,112 @@ def test_param_labels_drive_nnx_optimizer_multi_transform():
     np.testing.assert_array_equal(model.linear.kernel[...], before.linear.kernel[...])
 
 
+def _pure(state):
+    """``state`` holding arrays instead of its variables (``nnx.as_pure``, new in flax 0.12)."""
+    if hasattr(nnx, "as_pure"):
+        return nnx.as_pure(state)
+    return nnx.State(nnx.to_pure_dict(state))
+
+
 def test_param_labels_refuse_pure_arrays_and_extra_arguments():
     model = _UserModel(nnx.Rngs(0))
     with pytest.raises(ValueError, match="needs the state with its nnx.Variable objects"):
-        agile.param_labels(nnx.as_pure(nnx.state(model, nnx.Param)))
+        agile.param_labels(_pure(nnx.state(model, nnx.Param)))
     with pytest.raises(ValueError, match="takes no model or inputs"):
         agile.param_labels(model, model)
+
+
+def test_shape_is_required_and_an_int_is_one_pair_per_channel_as_in_linen():
+    """One default story: linen Agile("relu") and NNX Agile("relu", C) are both per channel."""
+    cases = [
+        (lambda: agile_nnx.Agile("relu"), "Agile(fn, C)"),
+        (lambda: agile_nnx.CombinedAgile(("relu", "tanh")), "CombinedAgile(fns, C)"),
+    ]
+    for make, name in cases:
+        message = rf"needs the shape of a and b .*{re.escape(name)} for one pair per channel, "
+        with pytest.raises(ValueError, match=message + "the linen layers' default"):
+            make()
+    x = jnp.zeros((2, 5, 5, 6))
+    linen = jax.eval_shape(agile.Agile("relu").init, jax.random.key(0), x)["params"]["a"]
+    assert agile_nnx.Agile("relu", 6).a.shape == linen.shape == (6,)
+    assert agile_nnx.Agile.for_input("relu", x.shape).a.shape == (6,)  # "channel" by default
+    with pytest.raises(ValueError, match="tuple of ints >= 1"):
+        agile_nnx.Agile("relu", True)
+
+
+def _partition_spec(layer):
+    return nnx.to_pure_dict(nnx.get_partition_spec(nnx.state(layer, nnx.Param)))
+
+
+def test_with_partitioning_initializers_and_metadata_shard_a_and_b_and_keep_the_mark():
+    """nnx.with_partitioning works as a and b's initializer, a_metadata/b_metadata reach the
+    Params, and the agile mark (what param_labels reads) stays, on a 1-device mesh."""
+    mesh = jax.sharding.Mesh(jax.devices(), ("model",))
+    use_mesh = getattr(jax, "set_mesh", None) or jax.sharding.use_mesh
+    with use_mesh(mesh):
+        layer = agile_nnx.Agile(
+            "relu",
+            4,
+            a_init=nnx.with_partitioning(nnx.initializers.ones, ("model",)),
+            b_init=nnx.with_partitioning(nnx.initializers.zeros, ("model",)),
+            b_metadata={"note": "shift"},
+            param_dtype=jnp.bfloat16,
+        )
+        combined = agile_nnx.CombinedAgile(
+            ("relu", "tanh"), 4,
+            a_init=nnx.with_partitioning(agile.activations.combined_a_init, (None, "model")),
+            a_metadata={"note": "scale"},
+        )
+        out = nnx.jit(lambda m, x: m(x))(layer, jnp.full((2, 4), 2.0))
+    spec = _partition_spec(layer)
+    assert tuple(spec["a"]) == ("model",) and tuple(spec["b"]) == ("model",)
+    assert tuple(_partition_spec(combined)["a"]) == (None, "model")
+    assert layer.a.dtype == jnp.bfloat16 and np.all(layer.a[...] == 1)
+    np.testing.assert_array_equal(combined.a[...], [[1.0] * 4, [0.0] * 4])
+    np.testing.assert_allclose(out, np.full((2, 4), 2.0))
+    assert layer.b.get_metadata()["note"] == "shift"
+    assert combined.a.get_metadata()["note"] == "scale"
+    for variable in (layer.a, layer.b, combined.a, combined.b):
+        assert variable.get_metadata()["agile"] is True
+    if layer.a.get_metadata().get("eager_sharding"):  # flax >= 0.12 places them at creation
+        assert layer.a[...].sharding.spec == jax.sharding.PartitionSpec("model")
+    assert nnx.to_pure_dict(agile.param_labels(layer)) == {"a": "agile", "b": "agile"}
+    with pytest.raises(ValueError, match="sets 'agile', the mark agile.param_labels reads"):
+        agile_nnx.Agile("relu", 4, a_metadata={"agile": False})
+
+
+def test_bf16_compute_with_float32_parameters_and_gradients():
+    x = np.random.default_rng(7).normal(size=(3, 4)).astype(np.float32)
+    for layer in (agile_nnx.Agile("sigmoid", 4, dtype=jnp.bfloat16),
+                  agile_nnx.CombinedAgile(("relu", "tanh"), 4, dtype=jnp.bfloat16)):
+        assert layer.a.dtype == jnp.float32 and layer.b.dtype == jnp.float32
+        assert layer(x).dtype == jnp.bfloat16
+        grads = nnx.grad(lambda m: m(x).astype(jnp.float32).sum())(layer)
+        assert grads["a"][...].dtype == jnp.float32 and grads["b"][...].dtype == jnp.float32
+        assert np.any(grads["a"][...] != 0)
+    assert agile_nnx.Agile("tanh", 4)(x).dtype == jnp.float32  # dtype None: the input's
+
+
+def test_weight_decay_mask_of_an_nnx_model_keeps_a_at_one_under_adamw():
+    model = _UserModel(nnx.Rngs(0))
+    labels = agile.param_labels(nnx.state(model, nnx.Param))
+    mask = agile.weight_decay_mask(labels)
+    assert nnx.to_pure_dict(mask)["act"] == {"a": False, "b": False}
+    assert nnx.to_pure_dict(mask)["a"] is True  # the user's own a is a weight
+    before = nnx.clone(model)
+    optimizer = nnx.Optimizer(model, optax.adamw(0.1, weight_decay=0.5, mask=mask), wrt=nnx.Param)
+    zero = jax.tree.map(jnp.zeros_like, nnx.state(model, nnx.Param))
+    optimizer.update(model, zero)
+    np.testing.assert_array_equal(model.act.a[...], np.ones(4))
+    np.testing.assert_array_equal(model.mix.a[...], before.mix.a[...])
+    assert np.all(np.abs(model.linear.kernel[...]) < np.abs(before.linear.kernel[...]))
+    np.testing.assert_allclose(model.a[...], np.full(4, 0.95), rtol=1e-6)
+
+
+def test_flax_older_than_the_floor_is_refused_by_name():
+    """flax 0.10.2's NNX filters see no metadata (param_labels would find nothing): refused."""
+    with pytest.raises(ImportError, match=r"agile.nnx needs flax >= 0.11.0 \(found 0.10.2\)"):
+        agile_nnx._check_flax_version("0.10.2")
+    for version in ("0.11.0", "0.12.8", "0.13.0.dev20270101", "1.0.0"):
+        agile_nnx._check_flax_version(version)
+    assert agile_nnx.FLAX_FLOOR == (0, 11, 0)

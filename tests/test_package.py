@@ -1,5 +1,6 @@
 """The house: the library (agile) imports without the study (agile.paper) or its extras."""
 
+import re
 import subprocess
 import sys
 
@@ -9,8 +10,8 @@ from conftest import REPO_ROOT
 # dependencies) does not have. absl, orbax and scipy are dependencies of optax, flax and jax.
 EXTRAS_ONLY = ("ml_collections", "clu", "tensorboard", "tensorflow", "tensorflow_datasets",
                "matplotlib", "ray")
-LIBRARY = ("agile", "agile.activations", "agile.errors", "agile.labels", "agile.layers",
-           "agile.nnx", "agile.plotting")
+LIBRARY = ("agile", "agile.activations", "agile.errors", "agile.fold", "agile.labels",
+           "agile.layers", "agile.nnx", "agile.plotting")
 
 BLOCK = f"""
 import importlib.abc, sys
@@ -88,3 +89,71 @@ print(len(graph), "modules")
 """
     result = _python(program)
     assert result.returncode == 0, result.stderr[-3000:] + result.stdout
+
+
+def _project() -> dict:
+    import tomllib  # Python 3.11+, as the project's pins
+
+    return tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.match(r"\d+(\.\d+)*", text).group().split("."))
+
+
+def test_distribution_name_licence_citation_and_changelog():
+    """A free distribution name, Apache-2.0 (file and metadata), a valid-looking CITATION.cff
+    of this version citing the paper, and a changelog naming 0.2's and 0.3's breaking changes."""
+    import yaml  # a dependency of flax
+
+    import agile
+
+    project = _project()
+    assert project["name"] == "agile-activations"  # "agile" on PyPI is another project
+    assert project["license"] == "Apache-2.0" and project["license-files"] == ["LICENSE"]
+    assert project["authors"] == [{"name": "agile developers"}]
+    assert agile.__version__ == "0.3.0"
+    licence = (REPO_ROOT / "LICENSE").read_text()
+    assert licence.split()[:5] == ["Apache", "License", "Version", "2.0,", "January"]
+    assert "END OF TERMS AND CONDITIONS" in licence and len(licence.splitlines()) == 202
+    citation = yaml.safe_load((REPO_ROOT / "CITATION.cff").read_text())
+    assert citation["cff-version"] == "1.2.0" and citation["version"] == agile.__version__
+    assert citation["license"] == "Apache-2.0"
+    paper = citation["preferred-citation"]
+    assert paper["title"] == (
+        "Performance Improvement Method of Convolutional Neural Network Using Agile "
+        "Activation Function"
+    )
+    assert paper["year"] == 2020
+    assert [a["family-names"] for a in paper["authors"]] == ["Kong", "Ko", "Ko"]
+    changelog = (REPO_ROOT / "CHANGELOG.md").read_text()
+    sections = re.findall(r"^## (\S+) — (.+)$", changelog, flags=re.MULTILINE)
+    assert sections == [("0.3.0", "Unreleased"), ("0.2.0", "2026-11-29"), ("0.1.0", "2026-11-28")]
+    v02 = changelog.split("## 0.2.0")[1].split("## 0.1.0")[0]
+    assert 'Default granularity `"element"` -> `"channel"`' in v02
+    assert "Every\n  parameter shape" in v02
+    v03 = changelog.split("## 0.3.0")[1].split("## 0.2.0")[0]
+    for change in ("NNX layers have no default shape", "agile-activations", "agile.paper",
+                   "benchmarks/", "jax>=0.6.0"):
+        assert change in v03, change
+
+
+def test_dependency_floors_are_declared_and_tested_by_the_floors_script():
+    """[project] dependencies carry floors; tools/test_floors.sh installs exactly those (not in
+    CI); agile.nnx refuses an older flax; the pinned set here satisfies them."""
+    from importlib.metadata import version
+
+    import agile.nnx
+
+    floors = dict(re.fullmatch(r"(\w+)>=([\d.]+)", d).groups() for d in _project()["dependencies"])
+    assert set(floors) == {"jax", "flax", "optax"}
+    assert _version(floors["flax"]) == agile.nnx.FLAX_FLOOR
+    for name, floor in floors.items():
+        assert _version(version(name)) >= _version(floor), name
+    script = REPO_ROOT / "tools" / "test_floors.sh"
+    assert script.stat().st_mode & 0o111  # executable
+    text = script.read_text()
+    assert 'floors["jaxlib"] = floors["jax"]' in text and "tests/test_nnx.py" in text
+    ci = (REPO_ROOT / ".ci" / "run").read_text()
+    assert "test_floors" not in ci
+    assert "tools/test_floors.sh" in (REPO_ROOT / "README.md").read_text()

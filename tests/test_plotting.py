@@ -234,7 +234,7 @@ def test_plotting_agile_layers_of_linen_nnx_and_what_it_refuses():
     class Net(nnx.Module):
         def __init__(self):
             self.layers = nnx.List([agile.nnx.Agile("relu", 4), agile.nnx.Agile("tanh", (2, 4))])
-            self.mix = agile.nnx.CombinedAgile(("relu", "tanh"))
+            self.mix = agile.nnx.CombinedAgile(("relu", "tanh"), ())
             self.dense = nnx.Linear(2, 2, rngs=nnx.Rngs(0))
 
     nnx_layers = plotting.agile_layers(Net())
@@ -440,7 +440,7 @@ except ImportError as err:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "install it with pip install 'agile[plot]' (or pip install matplotlib)." in (
+    assert "install it with pip install 'agile-activations[plot]' (or pip install matplotlib)." in (
         result.stdout)
 
 

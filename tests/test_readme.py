@@ -11,13 +11,15 @@ SNIPPETS = re.findall(r"```python\n(.*?)```", README, flags=re.DOTALL)
 SHOWN = {
     "plain_jax": "from agile import agile, agile_relu",
     "linen": "class MyModel(nn.Module)",
+    "act_factory": 'model = ResNet(act=agile_factory("relu"))',
     "combined": "from agile import CombinedAgile, combined",
     "optax_linen": "labels = param_labels(params, model, x)",
     "nnx": "from agile.nnx import Agile, CombinedAgile",
+    "fold": "from agile.fold import chain, fold",
 }
 
 
-def test_readme_shows_plain_jax_linen_combined_optax_and_nnx_snippets():
+def test_readme_shows_plain_jax_linen_factory_combined_optax_nnx_and_fold_snippets():
     assert len(SNIPPETS) == len(SHOWN)
     for name, marker in SHOWN.items():
         assert sum(marker in snippet for snippet in SNIPPETS) == 1, name
