@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from agile.fold import Link, fold
 from agile.paper import stats, study
 from agile.paper.combos import COMBOS, PAPER_TABLE1
 from agile.paper.config import MNIST_SIDE
@@ -477,7 +478,7 @@ class FoldCheck:
 
 
 def fold_check(flat: Mapping[str, np.ndarray], inputs: int = 64, seed: int = 0) -> FoldCheck:
-    """Combo 12's network against its folded plain twin (``study.fold_dense_agile``).
+    """Combo 12's network against its folded plain twin (``agile.fold``).
 
     Applies both to ``inputs`` fixed images (uniform in [0, 1), numpy seed ``seed``).
     """
@@ -494,7 +495,7 @@ def fold_check(flat: Mapping[str, np.ndarray], inputs: int = 64, seed: int = 0) 
     agile_logits = np.asarray(jax.jit(create_model(agile_config).apply)({"params": params},
                                                                          images))
     plain = jax.jit(create_model(plain_config).apply)
-    folded = study.fold_dense_agile(params, "hidden_act", "hidden", "output")
+    folded = fold(params, [Link("hidden", "hidden_act", "output")]).params
     dropped = {name: layer for name, layer in params.items() if name != "hidden_act"}
     folded_logits = np.asarray(plain({"params": folded}, images))
     dropped_logits = np.asarray(plain({"params": dropped}, images))

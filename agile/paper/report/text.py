@@ -388,7 +388,7 @@ def expressivity_section(fold: FoldCheck | None, ranges: Sequence[Range]) -> str
              "In a dense layer, `z = a ⊙ f(W x + c − b)` feeds `V z + d`. Per node, `b` folds "
              "into the layer's bias (`c − b`) and `a` into the next layer's kernel "
              "(`diag(a) V`): the plain network with these weights computes the same function "
-             "(`agile.paper.study.fold_dense_agile`).", ""]
+             "(`agile.fold`).", ""]
     if fold is None:
         lines += [f"Not checked: `{PARAMS}` is missing from the results.", ""]
     else:
