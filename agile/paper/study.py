@@ -14,7 +14,8 @@ read ``scripts/study.py``'s ``--groups`` and ``--overrides``.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import ml_collections
@@ -173,3 +174,70 @@ PAIRED_COMPARISONS: tuple[tuple[int, int], ...] = (
     (2, 1), (5, 4), (8, 7), (11, 10),  # dense layer agile relu
     (3, 1),  # the paper's: sigmoid / agile sigmoid against sigmoid / relu
 )
+
+
+# ---------------------------------------------------------------------------------------------
+# The study's command line: which groups, which overrides.
+
+
+def select_groups(names: Sequence[str]) -> list[Group]:
+    """The groups ``names`` (``--groups``), in that order.
+
+    :class:`~agile.errors.ConfigError` for no name, an unknown one or one named twice.
+    """
+    names = [name.strip() for name in names if name.strip()]
+    valid = ", ".join(GROUPS_BY_NAME)
+    if not names:
+        raise ConfigError(f"--groups is empty: name at least one of {valid} (or leave the flag "
+                          "out to run them all).")
+    unknown = [name for name in names if name not in GROUPS_BY_NAME]
+    if unknown:
+        raise ConfigError(f"Unknown group(s) {', '.join(unknown)}. Valid: {valid}.")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ConfigError(f"--groups lists {', '.join(repeated)} twice; each group runs once.")
+    return [GROUPS_BY_NAME[name] for name in names]
+
+
+def split_overrides(text: str) -> list[str]:
+    """The ``name=value`` items of ``text``, split at its commas but not at those inside
+    brackets, braces or a double-quoted string (``a=[8,4],b=2`` gives two items)."""
+    items, depth, quoted, escaped, start = [], 0, False, False, 0
+    for index, char in enumerate(text):
+        if quoted:
+            escaped, quoted = (False, True) if escaped else (char == "\\", char != '"')
+        elif char == '"':
+            quoted = True
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth = max(depth - 1, 0)
+        elif char == "," and depth == 0:
+            items.append(text[start:index])
+            start = index + 1
+    items.append(text[start:])
+    return [item.strip() for item in items if item.strip()]
+
+
+def parse_overrides(values: Sequence[str]) -> dict[str, Any]:
+    """``{field: value}`` from ``--overrides`` values (each one or more ``name=value`` items,
+    split by :func:`split_overrides`); every value is JSON, and ``None`` or nothing is None.
+
+    :class:`~agile.errors.ConfigError` naming the item for one without ``=``, a value that
+    is not JSON, or a field set twice.
+    """
+    overrides: dict[str, Any] = {}
+    for item in (item for value in values for item in split_overrides(value)):
+        name, sep, text = (part.strip() for part in item.partition("="))
+        if not sep or not name:
+            raise ConfigError(f"--overrides takes name=value items, got {item!r}.")
+        if name in overrides:
+            raise ConfigError(f"--overrides sets {name} twice.")
+        try:
+            overrides[name] = None if text in ("", "None") else json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ConfigError(
+                f"--overrides {item}: the value {text!r} is not JSON ({err.msg}); write numbers "
+                "and true/false as they are, lists in brackets ([8,4]) and strings in double "
+                "quotes (quote the flag for the shell: '--overrides=optimizer=\"sgd\"').") from None
+    return overrides

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from agile.paper.report import questions
+import agile.paper.report.questions as questions
 from agile.paper.report.analysis import Analysis, parameter_counts
 from agile.paper.report.results import Results
 from agile.paper.report.text import (
