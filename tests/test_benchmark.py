@@ -73,7 +73,7 @@ def test_scaling_benchmark_writes_json_and_markdown(tmp_path):
     results = json.loads((tmp_path / "scaling.json").read_text())
     assert results["num_seeds"] == 2 and results["devices"] == [2]
     assert set(results["data_parallel_ms_per_step"]) == {"pmap_2", "shard_map_2"}
-    assert set(results["seed_batches"]) == {"scan", "vmap"}
+    assert set(results["seed_batches"]) == {"scan", "vmap", "map"}
     assert all(entry["speedup"] > 0 and entry["models_per_s"] > 0
                for entry in results["seed_batches"].values())
     table = (tmp_path / "scaling.md").read_text()

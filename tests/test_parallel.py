@@ -141,7 +141,7 @@ FOUR_DEVICE_CHECK = textwrap.dedent(
     import json, sys
     import jax, numpy as np
     from agile.paper import config as config_lib
-    from agile.paper import parallel, train
+    from agile.paper import parallel, steps as steps_lib, train
     from agile.paper.config import get_config
     from agile.paper.summary import TIMING_FIELDS
 

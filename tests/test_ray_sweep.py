@@ -272,19 +272,29 @@ def test_ray_sweep_survives_a_killed_worker_and_ctrl_c_and_equals_in_process(
     assert other.returncode == 2 and "holds a sweep with other settings (seed)" in other.stderr
 
 
-def test_tune_interrupt_notes_ctrl_c_and_drops_tunes_restore_advice(caplog):
+def test_tune_interrupt_notes_ctrl_c_and_drops_tunes_restore_advice():
     """#133: while Tune fits, its "Stop signal received" marks the sweep interrupted (the
-    driver then exits like Ctrl-C, status 130) and its Tuner.restore advice is dropped."""
+    driver then exits like Ctrl-C, status 130) and its Tuner.restore advice is dropped.
+
+    The records are read by a handler on Tune's own logger: once ray is imported (another test
+    may have done so in this process), its loggers do not propagate to pytest's caplog."""
     import logging
 
+    shown: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: shown.append(record.getMessage())
     logger = logging.getLogger("ray.tune.tune")
-    with caplog.at_level(logging.WARNING), ray_sweep._TuneInterrupt() as interrupt:
-        logger.warning("Trial combo_12 errored.")
-        assert not interrupt.received
-        logger.warning("Stop signal received (e.g. via SIGINT/Ctrl+C), ending Ray Tune run.")
-        logger.warning("Experiment has been interrupted.\nResume experiment with: Tuner.restore(")
-    assert interrupt.received
-    assert "Trial combo_12 errored." in caplog.text
-    assert "Stop signal" not in caplog.text and "Tuner.restore" not in caplog.text
-    logger.warning("Resume experiment with: Tuner.restore(")  # outside a fit: shown
-    assert "Tuner.restore" in caplog.text
+    logger.addHandler(handler)
+    try:
+        with ray_sweep._TuneInterrupt() as interrupt:
+            logger.warning("Trial combo_12 errored.")
+            assert not interrupt.received
+            logger.warning("Stop signal received (e.g. via SIGINT/Ctrl+C), ending Ray Tune run.")
+            logger.warning("Experiment has been interrupted.\nResume experiment with: "
+                           "Tuner.restore(")
+        assert interrupt.received
+        assert shown == ["Trial combo_12 errored."]
+        logger.warning("Resume experiment with: Tuner.restore(")  # outside a fit: shown
+        assert shown[-1] == "Resume experiment with: Tuner.restore("
+    finally:
+        logger.removeHandler(handler)

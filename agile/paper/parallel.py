@@ -142,6 +142,7 @@ class SingleDevice:
     """One model on the default device: the step under ``jax.jit``, as in plain training."""
 
     max_steps_in_flight: int | None = None  # Compiled steps the host may dispatch ahead.
+    precompiles = True  # Whether :meth:`precompile` compiles the step ahead of its first call.
 
     def __init__(self, compiled_step: StepFn, seed: int):
         self.seeds = (seed,)
@@ -170,13 +171,12 @@ class SingleDevice:
         del index
         return tree
 
-    def precompile(self, state, accum, images, labels, indices, active) -> bool:
+    def precompile(self, state, accum, images, labels, indices, active) -> None:
         """Compiles :meth:`step` for these arguments (``state`` and ``accum`` may be abstract,
         ``jax.ShapeDtypeStruct`` trees shaped as :meth:`place` places them) without running it;
-        the first real step then finds it compiled. Returns whether this layout does so."""
+        the first real step then finds it compiled."""
         del active
         self._step.lower(state, accum, images, labels, indices).compile()
-        return True
 
     def abstract_seed(self, tree: Any) -> Any:
         """:meth:`seed_view` of an abstract (``jax.ShapeDtypeStruct``) placed tree."""
@@ -331,10 +331,9 @@ class SeedBatch(SingleDevice):
     def seed_view(self, tree: Any, index: int) -> Any:
         return jax.tree.map(lambda leaf: leaf[index], tree)
 
-    def precompile(self, state, accum, images, labels, indices, active) -> bool:
+    def precompile(self, state, accum, images, labels, indices, active) -> None:
         _seed_step.lower(self.batching, self.chunk, self._step_fn, state, accum, images,
                          labels, indices, active).compile()
-        return True
 
     def abstract_seed(self, tree: Any) -> Any:
         return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype,
@@ -352,10 +351,9 @@ class DataParallel(SingleDevice):
 
     max_steps_in_flight = 16
 
-    def precompile(self, state, accum, images, labels, indices, active) -> bool:
-        """Not done: the replicated and sharded arguments are placed per device, so the step
-        compiles at its first call."""
-        return False
+    # Not precompiled: the replicated and sharded arguments are placed per device (their
+    # placement cannot be traced abstractly), so the step compiles at its first call.
+    precompiles = False
 
     def to_checkpoint(self, tree: Any) -> Any:
         return _to_host(self.seed_view(tree, 0))

@@ -227,13 +227,13 @@ def _precompile(setup: _Setup) -> bool:
     (XLA compiles on another core). Returns False where the layout compiles at its first
     step instead (data parallelism); the evaluations are then compiled by the loop."""
     layout, config = setup.layout, setup.config
+    if not layout.precompiles:
+        return False
     state = abstract_train_state(config, layout.place, len(layout.seeds))
     accum = jax.eval_shape(lambda: layout.place([new_train_accumulator()] * len(layout.seeds)))
     indices = _epoch_order(setup, 0)[0]
     active = np.ones(len(layout.seeds), bool)
-    if not layout.precompile(state, accum, setup.train_images, setup.train_labels, indices,
-                             active):
-        return False
+    layout.precompile(state, accum, setup.train_images, setup.train_labels, indices, active)
     seed_params = layout.abstract_seed(state).params
     _compile_evaluation(setup, state.params if layout.batched_seeds else seed_params,
                         seed_params)
