@@ -194,9 +194,10 @@ def _sweep(workdir, data_dir, *args, workers=2):
 @pytest.mark.slow
 def test_parallel_workers_give_the_one_at_a_time_results_and_report_a_failed_trial(
         tmp_path, synthetic_mnist_dir):
-    """Two worker processes, each pinned to a CPU: every trial's rows are bit-identical to
-    one-at-a-time training in one process. A trial that cannot run (its workdir locked by
-    another process) is one line at the end, the others finish, and the rerun completes it."""
+    """Two worker processes, each pinned to a CPU and serving trial after trial: every trial's
+    rows are bit-identical to one-at-a-time training in one process. A trial that cannot run
+    (its workdir locked by another process) is one line at the end, the others finish (its
+    worker serves on), and the rerun completes it."""
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("needs 2 CPUs")
     from agile.paper.workdir import Lock
@@ -211,6 +212,8 @@ def test_parallel_workers_give_the_one_at_a_time_results_and_report_a_failed_tri
     assert re.search(r"error: 1 of 3 trials did not finish \(combo_11: Workdir .*combo_11 is in "
                      r"use by process \d+", two.stderr)
     assert "combo_07 started on CPU" in two.stderr and "combo_12 started on CPU" in two.stderr
+    workers = re.findall(r"started on CPU \d \(worker (\d+);", two.stderr)
+    assert len(workers) == 3 and len(set(workers)) == 2  # 3 trials, 2 processes started once
     again = _sweep(tmp_path / "two", data)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stderr.count("already finished; skipping") == 2
@@ -259,3 +262,67 @@ def test_ctrl_c_stops_every_worker_and_the_rerun_resumes_them(tmp_path, syntheti
     for trial in ("combo_07", "combo_11", "combo_12"):
         assert (tmp_path / "run" / trial / "metrics.jsonl").read_text() == (
             tmp_path / "reference" / trial / "metrics.jsonl").read_text(), trial
+
+
+@pytest.mark.slow
+def test_a_killed_worker_fails_its_trial_only_and_a_fresh_worker_takes_the_next(
+        tmp_path, synthetic_mnist_dir):
+    """kill -9 of one worker mid-trial: that trial is one line at the end (its exit status), a
+    fresh worker on the same CPU trains the trial still waiting, and the rerun resumes the
+    killed one from its checkpoint to the one-at-a-time rows."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs 2 CPUs")
+    import signal
+    import time
+
+    data = str(synthetic_mnist_dir)
+    reference = _sweep(tmp_path / "reference", data, "--config.num_epochs=4", workers=1)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    run = tmp_path / "run"
+    command = [sys.executable, "scripts/sweep.py", f"--workdir={run}", "--seeds=2",
+               "--combos=7,12,11", "--workers=2", "--config.num_epochs=4",
+               "--config.batch_size=50", "--config.data.train_size=200",
+               "--config.data.val_size=100", "--config.data.test_size=100",
+               "--config.checkpoint_every_steps=2"]
+    sweep_process = subprocess.Popen(command, cwd=REPO_ROOT, env={**os.environ, "MNIST_DIR": data},
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not list((run / "combo_07").glob("checkpoints/2")):
+        time.sleep(0.1)
+    workers = subprocess.run(["pgrep", "-f", f"agile.paper.pool --serve {run}"],
+                             capture_output=True, text=True).stdout.split()
+    assert len(workers) == 2
+    # A worker's stdout is its trial's log while it trains the trial.
+    victim = next(pid for pid in workers
+                  if os.readlink(f"/proc/{pid}/fd/1") == str(run / "combo_07" / "worker.log"))
+    os.kill(int(victim), signal.SIGKILL)
+    _, stderr = sweep_process.communicate(timeout=600)
+    assert sweep_process.returncode == 2, stderr[-3000:]
+    assert re.search(r"error: 1 of 3 trials did not finish \(combo_07: exit status -9; see "
+                     r".*combo_07/worker\.log\)", stderr), stderr[-3000:]
+    started = re.findall(r"(combo_\d+) started on CPU \d \(worker (\d+);", stderr)
+    assert len({pid for _, pid in started}) == 3  # the two first workers and the fresh one
+    assert (run / "combo_11" / "summary.json").exists() and (run / "combo_12" / "summary.json"
+                                                             ).exists()
+    again = subprocess.run(command, cwd=REPO_ROOT, env={**os.environ, "MNIST_DIR": data},
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    for trial in ("combo_07", "combo_11", "combo_12"):
+        assert (run / trial / "metrics.jsonl").read_text() == (
+            tmp_path / "reference" / trial / "metrics.jsonl").read_text(), trial
+
+
+def test_user_error_message_gives_one_line_for_user_errors_and_none_for_bugs():
+    """What cli.run and a sweep's worker report for a trial: a UserError's text, a full or
+    read-only disk's path and errno; None (a bug, whose traceback is kept) for anything else."""
+    import errno
+
+    from agile.errors import ConfigError
+    from agile.paper import cli
+
+    assert cli.user_error_message(ConfigError("bad field")) == "bad field"
+    full = OSError(errno.ENOSPC, "No space left on device", "/runs/x/metrics.jsonl")
+    assert cli.user_error_message(full) == (
+        "Cannot write /runs/x/metrics.jsonl: [Errno 28] No space left on device.")
+    assert cli.user_error_message(OSError(errno.EBADF, "Bad file descriptor")) is None
+    assert cli.user_error_message(ValueError("a bug")) is None

@@ -181,6 +181,16 @@ def use_compilation_cache() -> Path | None:
     return folder
 
 
+def user_error_message(err: BaseException) -> str | None:
+    """The one line a user error is reported with (a :class:`UserError`, or a full or
+    read-only disk outside a run's own handling); None for anything else (a bug)."""
+    if isinstance(err, UserError):
+        return str(err)
+    if isinstance(err, OSError) and err.errno in _DISK_ERRNOS:
+        return f"Cannot write {err.filename or 'a file'}: [Errno {err.errno}] {err.strerror}."
+    return None
+
+
 def run(main: Callable[[list[str]], None]) -> None:
     """``absl.app.run(main)`` with one-line user errors (see the module docstring)."""
 
@@ -189,12 +199,11 @@ def run(main: Callable[[list[str]], None]) -> None:
         use_compilation_cache()
         try:
             main(argv)
-        except UserError as err:
-            fail(str(err))
-        except OSError as err:  # a full or read-only disk outside a run's own handling
-            if err.errno not in _DISK_ERRNOS:
+        except (UserError, OSError) as err:
+            message = user_error_message(err)
+            if message is None:
                 raise
-            fail(f"Cannot write {err.filename or 'a file'}: [Errno {err.errno}] {err.strerror}.")
+            fail(message)
         except KeyboardInterrupt:
             print("Interrupted. Rerun the same command to resume from the last checkpoint.",
                   file=sys.stderr)

@@ -2,21 +2,26 @@
 
 The in-process backend trains one trial after another, which leaves all but the cores XLA
 uses for one small CNN idle. :func:`run_parallel` keeps ``workers`` processes busy instead:
-each trains one trial (``python -m agile.paper.pool``, the trial pickled to it) on its own
-group of CPUs (``sched_setaffinity``), and the next unfinished trial starts as soon as one
-ends. The trials' folders, ``results.csv`` and ``results.md`` are those of the in-process
-backend, bit for bit: every worker sizes XLA:CPU's thread pool (``NPROC``) as a process of
-the whole machine does, because XLA splits its work (and its float sums) by that count.
+each is started once (``python -m agile.paper.pool --serve WORKDIR``) on its own group of
+CPUs (``sched_setaffinity``) and trains one trial after another, handed to it as a pickle,
+so that Python's and JAX's start-up is paid once per worker, not once per trial; the next
+unfinished trial goes to the first worker that is free. The trials' folders, ``results.csv``
+and ``results.md`` are those of the in-process backend, bit for bit: every worker sizes
+XLA:CPU's thread pool (``NPROC``) as a process of the whole machine does, because XLA splits
+its work (and its float sums) by that count.
 
-A worker's output goes to ``worker.log`` in its trial folder; the sweep logs one line when a
-trial starts and one when it ends. A trial that fails (a user error such as a NaN loss, or a
-crash) does not stop the others; the sweep then ends with one line naming each, and the same
-command continues them from their checkpoints. Ctrl-C interrupts every worker (each keeps its
-last checkpoint) and ends the sweep with the usual line.
+A trial's output goes to ``worker.log`` in its folder; the sweep logs one line when a trial
+starts and one when it ends. A trial that fails (a user error such as a NaN loss, or a crash)
+does not stop the others; a worker that crashed or hit a bug is replaced by a fresh one. The
+sweep then ends with one line naming each failed trial, and the same command continues them
+from their checkpoints. Ctrl-C interrupts every worker (each keeps its last checkpoint) and
+ends the sweep with the usual line.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import pickle
 import signal
@@ -24,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -31,7 +37,8 @@ from absl import logging
 
 from agile.errors import ConfigError, UserError
 
-WORKER_LOG = "worker.log"
+WORKER_LOG = "worker.log"  # in each trial's folder: what its training printed
+WORKERS_LOG = "workers.log"  # in the sweep's folder: what the workers printed between trials
 CPUS_ENV = "AGILE_WORKER_CPUS"  # the CPUs a worker pins itself to, e.g. "0,1"
 POLL_S = 0.2
 STOP_WAIT_S = 60.0
@@ -79,45 +86,70 @@ def _worker_env(cpus: Sequence[int], cache_dir: Path | None) -> dict[str, str]:
     return env
 
 
-class _Running:
-    """One worker process and the trial it trains."""
+class _Worker:
+    """One worker process on its CPUs, and the trial it trains (None: idle)."""
 
-    def __init__(self, trial, workdir: Path, cpus: list[int], cache_dir: Path | None):
-        self.trial, self.cpus, self.started = trial, cpus, time.perf_counter()
+    def __init__(self, workdir: Path, cpus: list[int], cache_dir: Path | None):
+        self.cpus, self.trial, self.job = cpus, None, None
+        Path(workdir).mkdir(parents=True, exist_ok=True)
+        with open(Path(workdir) / WORKERS_LOG, "a") as log:  # output between trials
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "agile.paper.pool", "--serve", str(workdir)],
+                stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, text=True,
+                env=_worker_env(cpus, cache_dir),
+                start_new_session=True)  # Ctrl-C reaches the sweep; the sweep stops workers
+
+    def start(self, trial, workdir: Path) -> None:
+        """Hands ``trial`` to the worker (a pickle of it and its folder)."""
         folder = Path(workdir) / trial.name
         folder.mkdir(parents=True, exist_ok=True)
-        self.log = folder / WORKER_LOG
         job = tempfile.NamedTemporaryFile(prefix="agile_trial_", suffix=".pkl", delete=False)
         with job:
             pickle.dump((trial, str(folder)), job)
-        self.job = Path(job.name)
-        with open(self.log, "a") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "agile.paper.pool", str(self.job)],
-                stdout=log, stderr=subprocess.STDOUT, env=_worker_env(cpus, cache_dir),
-                start_new_session=True)  # Ctrl-C reaches the sweep; the sweep stops workers
+        self.trial, self.job, self.started = trial, Path(job.name), time.perf_counter()
+        self.log = folder / WORKER_LOG
+        try:
+            self.process.stdin.write(f"{self.job}\n")
+            self.process.stdin.flush()
+        except BrokenPipeError:  # the worker has just died: outcome() reports its status
+            self.process.wait()
 
-    def failure(self) -> str | None:
-        """None if the trial finished, else why not (the worker's error line, or its status)."""
-        self.job.unlink(missing_ok=True)
-        if self.process.returncode == 0:
+    def outcome(self) -> tuple[bool, str | None] | None:
+        """None while the trial trains; else (done, why it did not finish: None if it did)."""
+        result = _result_path(self.job)
+        if result.exists():
+            outcome = json.loads(result.read_text())
+            error = outcome["error"]
+            if outcome["worker_ends"]:  # after a bug: a fresh worker takes the next trial
+                self.process.wait()
+        elif self.process.poll() is not None:  # crashed, or ended by a bug (traceback in log)
+            error = f"exit status {self.process.returncode}; see {self.log}"
+        else:
             return None
-        lines = [line for line in self.log.read_text(errors="replace").splitlines() if line]
-        errors = [line for line in lines if line.startswith("error: ")]
-        if errors:
-            return errors[-1].removeprefix("error: ")
-        return f"exit status {self.process.returncode}; see {self.log}"
+        self.job.unlink(missing_ok=True)
+        result.unlink(missing_ok=True)
+        self.trial = None
+        return error is None, error
 
     def stop(self) -> None:
-        """Ctrl-C to the worker (it keeps its last checkpoint), then waits; kills if stuck."""
+        """Ctrl-C to a busy worker (its trial keeps its last checkpoint), end of input to an
+        idle one; then waits, and kills it if stuck."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
+            if self.trial is not None:
+                self.process.send_signal(signal.SIGINT)
+            self.process.stdin.close()
             try:
                 self.process.wait(STOP_WAIT_S)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        self.job.unlink(missing_ok=True)
+        if self.job is not None:
+            self.job.unlink(missing_ok=True)
+            _result_path(self.job).unlink(missing_ok=True)
+
+
+def _result_path(job: Path) -> Path:
+    return job.with_suffix(".result.json")
 
 
 def run_parallel(workdir: Path, trials: Sequence, workers: int,
@@ -129,32 +161,35 @@ def run_parallel(workdir: Path, trials: Sequence, workers: int,
     after every other trial is done; KeyboardInterrupt after stopping the workers.
     """
     groups = cpu_groups(min(workers, max(len(trials), 1)))
-    pending, running, failures = list(trials), {}, {}
+    pending, failures = list(trials), {}
+    pool = [_Worker(workdir, cpus, cache_dir) for cpus in groups]
     try:
-        while pending or running:
-            for slot, cpus in enumerate(groups):
-                if slot not in running and pending:
-                    trial = pending.pop(0)
-                    running[slot] = _Running(trial, workdir, cpus, cache_dir)
-                    logging.info("%s started on CPU %s (%d left to start)", trial.name,
-                                 ",".join(map(str, cpus)), len(pending))
+        while pending or any(worker.trial is not None for worker in pool):
+            for slot, worker in enumerate(pool):
+                if worker.trial is None and pending:
+                    if worker.process.poll() is not None:  # replaces a crashed worker
+                        worker = pool[slot] = _Worker(workdir, worker.cpus, cache_dir)
+                    worker.start(pending.pop(0), workdir)
+                    logging.info("%s started on CPU %s (worker %d; %d left to start)",
+                                 worker.trial.name, ",".join(map(str, worker.cpus)),
+                                 worker.process.pid, len(pending))
             time.sleep(POLL_S)
-            for slot, job in list(running.items()):
-                if job.process.poll() is None:
+            for worker in pool:
+                trial = worker.trial
+                outcome = worker.outcome() if trial is not None else None
+                if outcome is None:
                     continue
-                del running[slot]
-                reason = job.failure()
-                seconds = time.perf_counter() - job.started
-                if reason is None:
-                    logging.info("%s finished in %.0f s", job.trial.name, seconds)
+                done, reason = outcome
+                if done:
+                    logging.info("%s finished in %.0f s", trial.name,
+                                 time.perf_counter() - worker.started)
                     after_trial()
                 else:
-                    failures[job.trial.name] = reason
-                    logging.error("%s did not finish: %s", job.trial.name, reason)
-    except KeyboardInterrupt:
-        for job in running.values():
-            job.stop()
-        raise
+                    failures[trial.name] = reason
+                    logging.error("%s did not finish: %s", trial.name, reason)
+    finally:  # idle workers end with their input; Ctrl-C (or a bug here) stops busy ones
+        for worker in pool:
+            worker.stop()
     if failures:
         reasons = "; ".join(f"{name}: {reason}" for name, reason in failures.items())
         raise UserError(f"{len(failures)} of {len(trials)} trials did not finish ({reasons}). "
@@ -162,23 +197,70 @@ def run_parallel(workdir: Path, trials: Sequence, workers: int,
                         "the others from their checkpoints.")
 
 
-def _work(job_path: str) -> None:
-    """A worker: pins itself to ``$AGILE_WORKER_CPUS`` and trains the pickled trial."""
+def _train_trial(job: Path) -> bool:
+    """Trains the pickled trial with its output in its folder's log; writes the outcome next
+    to the job (the trial's one error line, or none). Returns False after a bug (the worker
+    then ends, its traceback in the log, and the sweep starts a fresh one)."""
+    from agile.paper import cli, train
+
+    with open(job, "rb") as file:
+        trial, folder = pickle.load(file)
+    error, healthy = None, True
+    with _output_to(Path(folder) / WORKER_LOG):
+        try:
+            train.train_and_evaluate(trial.config, folder)
+        except (UserError, OSError) as err:
+            error = cli.user_error_message(err)
+            if error is None:
+                raise
+            print(f"error: {' '.join(error.split())}", file=sys.stderr)
+        except KeyboardInterrupt:
+            raise
+        except Exception:  # a bug: its traceback goes to the trial's log
+            traceback.print_exc()
+            error, healthy = f"a bug (traceback in {Path(folder) / WORKER_LOG})", False
+    partial = _result_path(job).with_suffix(".tmp")
+    partial.write_text(json.dumps({"error": error, "worker_ends": not healthy}))
+    partial.replace(_result_path(job))
+    return healthy
+
+
+@contextlib.contextmanager
+def _output_to(log: Path):
+    """Sends this process's stdout and stderr (Python's and the native libraries') to ``log``."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(log, "a") as file:
+        os.dup2(file.fileno(), 1)
+        os.dup2(file.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
+def _serve() -> None:
+    """A worker: pins itself to ``$AGILE_WORKER_CPUS``, then trains each trial whose pickle's
+    path arrives on stdin, until its input ends."""
     cpus = os.environ.get(CPUS_ENV)
     if cpus:  # before JAX starts its threads, which inherit this
         os.sched_setaffinity(0, {int(cpu) for cpu in cpus.split(",")})
-    from agile.paper import cli, train
-
-    with open(job_path, "rb") as job:
-        trial, folder = pickle.load(job)
+    from agile.paper import cli
 
     def main(argv: list[str]) -> None:
         del argv
-        train.train_and_evaluate(trial.config, folder)
+        for line in sys.stdin:
+            if not _train_trial(Path(line.strip())):
+                sys.exit(1)
 
     sys.argv = [sys.argv[0]]
     cli.run(main)
 
 
 if __name__ == "__main__":
-    _work(sys.argv[1])
+    _serve()
