@@ -180,13 +180,17 @@ def test_cpu_groups_split_the_cpus_evenly_and_refuse_more_workers_than_cpus(monk
     assert pool.xla_threads() == len(pool.available_cpus())
 
 
-def _sweep(workdir, data_dir, *args, workers=2):
-    command = [
+def _sweep_command(workdir, *args, workers=2):
+    return [
         sys.executable, "scripts/sweep.py", f"--workdir={workdir}", "--seeds=2",
         "--combos=7,12,11", f"--workers={workers}", "--config.num_epochs=2",
         "--config.batch_size=50", "--config.data.train_size=200", "--config.data.val_size=100",
         "--config.data.test_size=100", "--config.checkpoint_every_steps=2", *args,
     ]
+
+
+def _sweep(workdir, data_dir, *args, workers=2):
+    command = _sweep_command(workdir, *args, workers=workers)
     return subprocess.run(command, cwd=REPO_ROOT, env={**os.environ, "MNIST_DIR": data_dir},
                           capture_output=True, text=True, timeout=600)
 
@@ -239,11 +243,7 @@ def test_ctrl_c_stops_every_worker_and_the_rerun_resumes_them(tmp_path, syntheti
     data = str(synthetic_mnist_dir)
     reference = _sweep(tmp_path / "reference", data, "--config.num_epochs=4", workers=1)
     assert reference.returncode == 0, reference.stderr[-3000:]
-    command = [sys.executable, "scripts/sweep.py", f"--workdir={tmp_path / 'run'}", "--seeds=2",
-               "--combos=7,12,11", "--workers=2", "--config.num_epochs=4",
-               "--config.batch_size=50", "--config.data.train_size=200",
-               "--config.data.val_size=100", "--config.data.test_size=100",
-               "--config.checkpoint_every_steps=2"]
+    command = _sweep_command(tmp_path / 'run', "--config.num_epochs=4")
     sweep_process = subprocess.Popen(command, cwd=REPO_ROOT, env={**os.environ, "MNIST_DIR": data},
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
@@ -279,11 +279,7 @@ def test_a_killed_worker_fails_its_trial_only_and_a_fresh_worker_takes_the_next(
     reference = _sweep(tmp_path / "reference", data, "--config.num_epochs=4", workers=1)
     assert reference.returncode == 0, reference.stderr[-3000:]
     run = tmp_path / "run"
-    command = [sys.executable, "scripts/sweep.py", f"--workdir={run}", "--seeds=2",
-               "--combos=7,12,11", "--workers=2", "--config.num_epochs=4",
-               "--config.batch_size=50", "--config.data.train_size=200",
-               "--config.data.val_size=100", "--config.data.test_size=100",
-               "--config.checkpoint_every_steps=2"]
+    command = _sweep_command(run, "--config.num_epochs=4")
     sweep_process = subprocess.Popen(command, cwd=REPO_ROOT, env={**os.environ, "MNIST_DIR": data},
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
