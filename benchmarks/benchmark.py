@@ -14,7 +14,7 @@ Variants:
     (``nn.Conv`` + ``nn.max_pool``, i.e. ``CNN(implementation="reference")``)
     with a plain ``jax.jit(value_and_grad + optax.adam update)`` step.
   base_combo_N (with ``--baseline_rev=REV``): the same ``train_step`` and
-    optimizer, but the CNN of ``agile/paper/models.py`` and ``agile/paper/ops.py`` as they
+    optimizer, but the CNN of ``agile/paper/models/paper_cnn.py`` and ``ops.py`` as they
     were at git revision REV, timed in the same rounds (before/after figures).
 
 Usage: python benchmarks/benchmark.py [--rounds=15] [--output_dir=benchmark_results]
@@ -45,7 +45,7 @@ from agile.paper import parallel
 from agile.paper import steps as steps_lib
 from agile.paper.combos import COMBOS
 from agile.paper.config import create_model, get_config
-from agile.paper.models import CNN
+from agile.paper.models.paper_cnn import CNN
 
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "benchmark_results", "Where results go.")
 _ROUNDS = flags.DEFINE_integer("rounds", 15, "Timed rounds; each times every variant once.")
@@ -109,9 +109,12 @@ def baseline_cnn_class(rev: str) -> type:
     own (``baseline_ops``, ``baseline_models``) beside the installed ``agile``.
     """
     folder = Path(tempfile.mkdtemp(prefix="agile_baseline_"))
-    for name in ("ops", "models"):
-        source = _source_at(rev, f"agile/paper/{name}.py", f"agile/{name}.py")
-        for package in ("agile.paper", "agile"):  # the modules' home after and before 0.3
+    homes = {"ops": ("agile/paper/models/ops.py", "agile/paper/ops.py", "agile/ops.py"),
+             "models": ("agile/paper/models/paper_cnn.py", "agile/paper/models.py",
+                        "agile/models.py")}
+    for name, paths in homes.items():
+        source = _source_at(rev, *paths)
+        for package in ("agile.paper.models", "agile.paper", "agile"):  # homes over time
             source = source.replace(f"from {package}.ops import", "from baseline_ops import")
         (folder / f"baseline_{name}.py").write_text(source)
     sys.path.insert(0, str(folder))

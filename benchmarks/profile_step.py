@@ -296,7 +296,8 @@ def machine_ceilings() -> dict[str, float]:
 
 
 def nested_ops(entry: list[Op], computations: dict[str, list[Op]]) -> dict[str, list[Op]]:
-    """The ops inside each conditional's branches (``agile.paper.ops.stored``), by conditional."""
+    """The ops inside each conditional's branches (``agile.paper.models.ops.stored``), by
+    conditional."""
     return {op.name: [inner for branch in op.branches for inner in computations.get(branch, [])
                       if inner.opcode not in ("parameter", "get-tuple-element", "tuple")]
             for op in entry if op.branches}

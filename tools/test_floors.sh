@@ -6,9 +6,9 @@
 #   tools/test_floors.sh [VENV_DIR]        (default /tmp/agile-floors; needs the package index)
 #
 # Not part of .ci/run: it downloads a second jax/flax stack. Run it when a floor changes or a
-# library change may use a newer API. The tests need pytest, pytest-xdist and numpy, and
-# tests/conftest.py imports ml-collections (for agile.paper.config); test_plotting is left
-# out (it needs matplotlib and flax >= 0.12's nnx.List).
+# library change may use a newer API. The tests need pytest, pytest-xdist and numpy, nothing
+# of the experiments; test_plotting is left out (it needs matplotlib and flax >= 0.12's
+# nnx.List).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${1:-/tmp/agile-floors}"
@@ -25,9 +25,8 @@ PY
 )
 echo "floors: ${PINS[*]}"
 "$PYTHON" -m venv "$VENV"
-"$VENV/bin/pip" install -q "$PWD" "${PINS[@]}" pytest pytest-xdist numpy ml-collections
+"$VENV/bin/pip" install -q "$PWD" "${PINS[@]}" pytest pytest-xdist numpy
 "$VENV/bin/python" -c "import jax, jaxlib, flax, optax; print('installed: jax', jax.__version__,
     'jaxlib', jaxlib.__version__, 'flax', flax.__version__, 'optax', optax.__version__)"
 PYTHONPATH="$PWD" "$VENV/bin/python" -m pytest -q -p no:cacheprovider -n 0 \
-    tests/test_activations.py tests/test_layers.py tests/test_nnx.py tests/test_package.py \
-    tests/test_fold.py tests/test_readme.py
+    tests/library --ignore=tests/library/test_plotting.py

@@ -16,7 +16,7 @@ import ml_collections
 from agile.errors import ConfigError, unknown_value_error
 from agile.paper.combos import combo_activations
 from agile.paper.data import SOURCES as DATA_SOURCES
-from agile.paper.models import CNN
+from agile.paper.models.paper_cnn import CNN
 from agile.paper.parallel import validate_scaling_config
 
 OPTIMIZERS = ("sgd", "adam")

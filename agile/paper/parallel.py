@@ -304,8 +304,8 @@ class SeedBatch(SingleDevice):
     accelerator that one batch-100 CNN leaves idle. On XLA:CPU vmap turns the
     convolutions into grouped ones and multiplies every intermediate by K (~0.3x the
     per-model speed), so ``"scan"`` steps one seed per ``lax.scan`` iteration instead,
-    relying on :func:`agile.paper.ops.canonical_conv`, whose gradient convolutions XLA:CPU runs
-    fast inside a loop body too, and skipping stopped seeds.
+    relying on :func:`agile.paper.models.ops.canonical_conv`, whose gradient convolutions
+    XLA:CPU runs fast inside a loop body too, and skipping stopped seeds.
     """
 
     def __init__(self, step_fn: StepFn, seeds: Sequence[int], batching: str = "scan",

@@ -23,7 +23,7 @@ from agile.paper import data as data_lib
 from agile.paper import parallel as parallel_lib
 from agile.paper.config import create_model
 from agile.paper.evaluation import Batch, Metrics
-from agile.paper.models import CNN
+from agile.paper.models.paper_cnn import CNN
 
 
 def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:

@@ -3,7 +3,7 @@
 The report reads only the files ``scripts/study.py`` exports (``runs.csv``, ``curves.csv``,
 ``agile_ranges.csv``, ``combo12_seed0_params.npz``, ``machine.json``); every number in it is
 computed from them or from the code's own defaults (the config, the paper's Table 1 in
-``agile.paper.combos``, parameter counts of ``agile.paper.models.CNN``), so rerunning
+``agile.paper.combos``, parameter counts of ``agile.paper.models.paper_cnn.CNN``), so rerunning
 :func:`write_report` on the same files writes the same bytes. A group without rows in
 ``runs.csv`` is reported as not run; nothing fails for want of it.
 

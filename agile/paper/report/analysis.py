@@ -403,7 +403,7 @@ def parameter_counts(group: str, conv: str, dense: str) -> tuple[int, int] | Non
     """(all parameters, the activations' own) of the network ``group`` trains for (conv,
     dense): agile a and b, or a baseline's PReLU slopes, Swish betas, APL hinges.
 
-    Counted with ``agile.paper.models.count_params`` on the model's abstract parameters;
+    Counted with ``agile.paper.models.paper_cnn.count_params`` on the model's abstract parameters;
     None if the model cannot be built (e.g. a network this code base cannot construct).
     """
     import jax
@@ -411,7 +411,7 @@ def parameter_counts(group: str, conv: str, dense: str) -> tuple[int, int] | Non
     from flax import traverse_util
 
     from agile.paper.config import create_model
-    from agile.paper.models import count_params
+    from agile.paper.models.paper_cnn import count_params
 
     config = study.GROUPS_BY_NAME[group].base_config()
     config.model.conv_activation, config.model.dense_activation = conv, dense

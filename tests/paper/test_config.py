@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO_ROOT  # noqa: E402
+from agile_testing import REPO_ROOT  # noqa: E402
 
 from agile.errors import ConfigError
 from agile.paper import config as config_lib

@@ -17,7 +17,7 @@ import pytest
 
 matplotlib.use("Agg")
 
-from conftest import REPO_ROOT  # noqa: E402
+from agile_testing import REPO_ROOT  # noqa: E402
 from study_fakes import (  # noqa: E402
     MACHINE,
     fake_params,

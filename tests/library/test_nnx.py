@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from agile_testing import FAST_COMPILE
 from flax import nnx
 from flax.nnx import bridge
 
@@ -18,7 +19,6 @@ from agile import layers
 
 INPUT_SHAPES = {2: (3, 5), 4: (2, 3, 4, 5)}
 FNS = [*act.PLAIN_ACTIVATIONS, ("relu", "sigmoid")]  # every activation, and one combination
-FAST_COMPILE = {"xla_backend_optimization_level": 0}  # tiny test programs compile faster
 
 
 def _linen_and_nnx(fn, granularity, x_shape):

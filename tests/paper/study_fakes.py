@@ -1,6 +1,6 @@
 """Fake study results, built as the records of agile.paper.report.results and written by its
 writer (the one schema): runs with losses that drift with each pair's index, curves, a/b
-ranges and a combo-12 parameter file from agile.paper.models.CNN's shapes."""
+ranges and a combo-12 parameter file from agile.paper.models.paper_cnn.CNN's shapes."""
 
 import math
 
@@ -11,7 +11,7 @@ from flax import traverse_util
 
 from agile.paper import study
 from agile.paper.combos import COMBOS, combo_number
-from agile.paper.models import CNN
+from agile.paper.models.paper_cnn import CNN
 from agile.paper.report.results import Curve, Machine, Range, Results, Run, write_results
 
 MACHINE = Machine(cpu="Test CPU", logical_cpus=2, memory_gib=8.0, jax="0.0", backend="cpu")

@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import REPO_ROOT  # noqa: E402
+from agile_testing import REPO_ROOT  # noqa: E402
+from paper_testing import Interrupt, interrupt_after, strip_times
 
 from agile.paper import steps as steps_lib
 from agile.paper import train
@@ -20,7 +21,6 @@ from agile.paper.combos import COMBOS, combo_activations, combo_number
 from agile.paper.config import create_model, get_config
 from agile.paper.data import MissingDataError
 from agile.paper.evaluation import agile_parameter_ranges
-from agile.paper.summary import TIMING_FIELDS
 from agile.paper.workdir import WorkdirError, read_rows
 
 
@@ -144,24 +144,10 @@ def test_one_step_on_fixed_data_gives_the_recorded_loss_and_parameter_norm(combo
     assert float(optax.tree.norm(state.params)) == pytest.approx(norm, rel=1e-5)
 
 
-def _strip_times(summary):
-    """The summary without its timing fields (which differ from run to run)."""
-    summary = {k: v for k, v in summary.items() if k not in TIMING_FIELDS}
-    if "seeds" in summary:
-        summary["seeds"] = [_strip_times(seed) for seed in summary["seeds"]]
-    return summary
 
 
-class Interrupt(Exception):
-    """Stands in for Ctrl-C in the interrupted-resume tests."""
 
 
-def _interrupt_after(step: int):
-    def after_step(current: int) -> None:
-        if current == step:
-            raise Interrupt(f"after step {current}")
-
-    return after_step
 
 
 def test_train_and_evaluate_writes_outputs(tmp_path, tiny_config):
@@ -238,13 +224,13 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, tiny_conf
     with _compiled_programs() as first:
         reference = train.train_and_evaluate(tiny_config, tmp_path / "reference")
     with pytest.raises(Interrupt):
-        train.train_and_evaluate(tiny_config, tmp_path / "resumed", after_step=_interrupt_after(7))
+        train.train_and_evaluate(tiny_config, tmp_path / "resumed", after_step=interrupt_after(7))
     assert len(read_rows(tmp_path / "resumed/metrics.jsonl")) == num_seeds  # the rows at step 4
     with _compiled_programs() as again:
         resumed = train.train_and_evaluate(tiny_config, tmp_path / "resumed")
     assert first.count(step) == first.count(evaluate) == 1, first
     assert again.count(step) == again.count(evaluate) == again.count("jit(_chunk_sums)") == 0, again
-    assert _strip_times(resumed) == _strip_times(reference)
+    assert strip_times(resumed) == strip_times(reference)
     assert (tmp_path / "resumed/metrics.jsonl").read_text() == (
         tmp_path / "reference/metrics.jsonl"
     ).read_text()
@@ -265,7 +251,7 @@ def test_timing_counts_each_second_once_across_checkpoints_and_sessions(tmp_path
     tiny_config.checkpoint_every_steps = 1  # 12 checkpoints per run
     start = time.perf_counter()
     with pytest.raises(Interrupt):
-        train.train_and_evaluate(tiny_config, tmp_path, after_step=_interrupt_after(7))
+        train.train_and_evaluate(tiny_config, tmp_path, after_step=interrupt_after(7))
     summary = train.train_and_evaluate(tiny_config, tmp_path)
     elapsed = time.perf_counter() - start
     assert 0 < summary["wall_time_s"] <= elapsed

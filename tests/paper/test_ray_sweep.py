@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT  # noqa: E402
+from agile_testing import REPO_ROOT  # noqa: E402
 
 from agile.paper import ray_sweep, sweep
 from agile.paper.combos import COMBOS
@@ -241,7 +241,7 @@ def test_ray_sweep_survives_a_killed_worker_and_ctrl_c_and_equals_in_process(
     pytest.importorskip("ray")
     folder = tmp_path / "sweep"
     fault = {"RAY_FAULTS": "combo_07@7:kill,combo_12@5:interrupt",
-             "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "tests"), os.environ.get(
+             "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "tests" / "paper"), os.environ.get(
                  "PYTHONPATH", "")])}
     first = _cli(folder, synthetic_mnist_dir, "--max_concurrent=2", "--max_failures=1",
                  "--trial_hook=ray_faults:inject", env=fault)

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import BENCHMARKS, REPO_ROOT, load_module
+from agile_testing import BENCHMARKS, REPO_ROOT, load_module
 
 benchmarking = load_module(BENCHMARKS / "benchmarking.py")
 

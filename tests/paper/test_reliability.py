@@ -8,27 +8,11 @@ import sys
 import time
 
 import pytest
-from conftest import REPO_ROOT  # noqa: E402
+from agile_testing import REPO_ROOT  # noqa: E402
+from paper_testing import Interrupt, interrupt_after, strip_times
 
 from agile.paper import train
-from agile.paper.summary import TIMING_FIELDS
 from agile.paper.workdir import WorkdirError, read_rows
-
-
-def _strip_times(summary):
-    return {k: v for k, v in summary.items() if k not in TIMING_FIELDS}
-
-
-class Interrupt(Exception):
-    pass
-
-
-def _interrupt_after(step):
-    def after_step(current):
-        if current == step:
-            raise Interrupt
-
-    return after_step
 
 
 @pytest.fixture
@@ -86,7 +70,7 @@ def test_damaged_rows_mid_run_are_rebuilt_from_the_checkpoint(tmp_path, tiny_con
     ref_dir, ref_summary = reference
     workdir = tmp_path / "run"
     with pytest.raises(Interrupt):
-        train.train_and_evaluate(tiny_config, workdir, after_step=_interrupt_after(11))
+        train.train_and_evaluate(tiny_config, workdir, after_step=interrupt_after(11))
     rows_path = workdir / "metrics.jsonl"
     assert len(read_rows(rows_path)) == 2  # steps 4 and 8; the checkpoint is at step 10
     if damage == "delete":
@@ -96,7 +80,7 @@ def test_damaged_rows_mid_run_are_rebuilt_from_the_checkpoint(tmp_path, tiny_con
     else:
         rows_path.write_text(rows_path.read_text() + '{"step": 12, "train_lo')
     resumed = train.train_and_evaluate(tiny_config, workdir)
-    assert _strip_times(resumed) == _strip_times(ref_summary)
+    assert strip_times(resumed) == strip_times(ref_summary)
     assert rows_path.read_text() == (ref_dir / "metrics.jsonl").read_text()
     if damage != "delete":
         assert "rewritten from the checkpoint" in caplog.text
@@ -134,7 +118,7 @@ def test_checkpoints_without_config_json_are_refused_unless_allowed(tiny_config,
     with pytest.raises(WorkdirError, match="holds checkpoints but no config.json"):
         train.train_and_evaluate(tiny_config, ref_dir)
     tiny_config.allow_config_change = True
-    assert _strip_times(train.train_and_evaluate(tiny_config, ref_dir)) == _strip_times(
+    assert strip_times(train.train_and_evaluate(tiny_config, ref_dir)) == strip_times(
         ref_summary)
     assert (ref_dir / "config.json").exists()
 
@@ -145,14 +129,14 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path, tiny_con
     caplog.set_level("INFO")
     workdir = tmp_path / "run"
     with pytest.raises(Interrupt):
-        train.train_and_evaluate(tiny_config, workdir, after_step=_interrupt_after(11))
+        train.train_and_evaluate(tiny_config, workdir, after_step=interrupt_after(11))
     for path in (workdir / "checkpoints" / "10").rglob("*"):
         if path.is_file() and path.name != "_CHECKPOINT_METADATA":
             path.write_bytes(b"damaged")
     resumed = train.train_and_evaluate(tiny_config, workdir)
     assert "checkpoints/10 cannot be restored" in caplog.text
     assert "Resumed from the checkpoint at step 8" in caplog.text
-    assert _strip_times(resumed) == _strip_times(ref_summary)
+    assert strip_times(resumed) == strip_times(ref_summary)
     assert (workdir / "metrics.jsonl").read_text() == (ref_dir / "metrics.jsonl").read_text()
 
 
@@ -210,7 +194,7 @@ def test_resume_applies_a_changed_patience(tmp_path, tiny_config):
     assert uninterrupted["early_stopped"]
     tiny_config.patience = 0  # never stops
     with pytest.raises(Interrupt):
-        train.train_and_evaluate(tiny_config, tmp_path / "resumed", after_step=_interrupt_after(5))
+        train.train_and_evaluate(tiny_config, tmp_path / "resumed", after_step=interrupt_after(5))
     tiny_config.patience, tiny_config.allow_config_change = 2, True
     resumed = train.train_and_evaluate(tiny_config, tmp_path / "resumed")
     assert resumed["early_stopped"]

@@ -17,13 +17,11 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
-from conftest import (
-    REPO_ROOT,  # noqa: E402
-    idx_bytes,
-)
+from agile_testing import REPO_ROOT  # noqa: E402
 
 from agile.paper import data
 from agile.paper.config import get_config
+from agile.paper.data import idx_bytes
 
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801

@@ -17,7 +17,7 @@ from agile.paper.baselines import (
     is_baseline_name,
     validate_baseline_name,
 )
-from agile.paper.ops import (
+from agile.paper.models.ops import (
     act_max_pool,
     canonical_conv,
     conv_act_max_pool,
@@ -34,8 +34,8 @@ class SameConv(nn.Module):
 
     Same parameter names, shapes and initializers as ``nn.Conv``, so one
     parameter tree serves both. A single-channel input goes through
-    :func:`agile.paper.ops.patch_conv` (one matmul; XLA:CPU's convolution is slow for
-    it); wider inputs through :func:`agile.paper.ops.canonical_conv` (XLA's
+    :func:`agile.paper.models.ops.patch_conv` (one matmul; XLA:CPU's convolution is slow for
+    it); wider inputs through :func:`agile.paper.models.ops.canonical_conv` (XLA's
     convolution, with gradients XLA:CPU runs fast also inside loops, as the
     seed batches of ``agile.paper.parallel`` need), which beat patches @ kernel on
     XLA:CPU for the 16- and 8-channel layers.
@@ -51,7 +51,7 @@ class SameConv(nn.Module):
         """The convolution of ``x``; with ``block``, ``block(x, kernel, bias)`` instead.
 
         ``block`` lets a caller fuse the convolution with what follows it
-        (:func:`agile.paper.ops.conv_act_max_pool`) while the parameters stay this layer's.
+        (:func:`agile.paper.models.ops.conv_act_max_pool`) while the parameters stay this layer's.
         """
         kernel_shape = (*self.kernel_size, x.shape[-1], self.features)
         kernel = self.param("kernel", self.kernel_init, kernel_shape, jnp.float32)
@@ -72,7 +72,7 @@ class CNN(nn.Module):
 
     ``implementation="fast"`` computes the same function with the same
     parameters as ``"reference"`` (``nn.Conv`` and ``nn.max_pool``/``nn.avg_pool``)
-    through :mod:`agile.paper.ops`, several times faster to train on XLA:CPU.
+    through :mod:`agile.paper.models.ops`, several times faster to train on XLA:CPU.
     """
 
     conv_features: Sequence[int] = (16, 8, 4)
@@ -137,8 +137,8 @@ class CNN(nn.Module):
         """Block ``i`` (conv -> activation -> pooling) of the fast path.
 
         Max pooling after a plain or ``Agile`` activation runs fused with it
-        (:func:`agile.paper.ops.act_max_pool`), and with the convolution too for a
-        1-channel input (:func:`agile.paper.ops.conv_act_max_pool`); other activations
+        (:func:`agile.paper.models.ops.act_max_pool`), and with the convolution too for a
+        1-channel input (:func:`agile.paper.models.ops.conv_act_max_pool`); other activations
         and average pooling run one layer after the other.
         """
         kernel_size, pool_size = tuple(self.kernel_size), tuple(self.pool_size)
@@ -172,8 +172,9 @@ class CNN(nn.Module):
 
 
 def _fusable_activation(layer) -> bool:
-    """Whether :func:`agile.paper.ops.act_max_pool` can compute ``layer``: a plain function or an
-    ``Agile`` layer of a named activation with its parameters aligned to an NHWC map."""
+    """Whether :func:`agile.paper.models.ops.act_max_pool` can compute ``layer``: a plain
+    function or an ``Agile`` layer of a named activation with its parameters aligned to an NHWC
+    map."""
     if isinstance(layer, Agile):
         return (isinstance(layer.fn, str) and layer.feature_axes in (-1, (-1,))
                 and layer.dtype is None and layer.param_dtype == jnp.float32)

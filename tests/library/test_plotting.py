@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import matplotlib
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
+from agile_testing import REPO_ROOT
 
 matplotlib.use("Agg")
 

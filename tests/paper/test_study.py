@@ -16,7 +16,7 @@ from agile.paper import stats, study
 from agile.paper import steps as steps_lib
 from agile.paper.combos import COMBOS
 from agile.paper.config import create_model
-from agile.paper.models import CNN
+from agile.paper.models.paper_cnn import CNN
 from agile.paper.trials import trials_for_pairs
 
 

@@ -316,22 +316,6 @@ def test_param_labels_drive_linen_multi_transform():
     np.testing.assert_array_equal(new["Dense_0"]["kernel"], params["Dense_0"]["kernel"])
 
 
-def test_param_labels_of_the_paper_cnn():
-    """The call the training code makes: params from model.init(rng, x)["params"]."""
-    from agile.paper.models import CNN
-
-    model = CNN(conv_activation="combined:relu,sigmoid", dense_activation="agile_sigmoid")
-    images = jnp.zeros((1, 28, 28, 1))
-    params = jax.eval_shape(model.init, jax.random.key(0), images)["params"]  # shapes suffice
-    assert params["conv_act_0"]["a"].shape == (2, 28, 28, 16)  # CNN keeps "element"
-    labels = param_labels(params, model, images)
-    agile_paths = {
-        path for path, label in flax.traverse_util.flatten_dict(labels).items() if label == "agile"
-    }
-    layers = ("conv_act_0", "conv_act_1", "conv_act_2", "hidden_act")
-    assert agile_paths == {(layer, p) for layer in layers for p in "ab"}
-
-
 def test_param_labels_bad_arguments_are_clear_errors():
     model, x = _LabelModel(), jnp.zeros((2, 3))
     variables = jax.eval_shape(model.init, jax.random.key(0), x)
@@ -343,30 +327,6 @@ def test_param_labels_bad_arguments_are_clear_errors():
         ValueError, match=r"params has no a, b for .*act.*model.init\(...\)\['params'\]"
     ):
         param_labels(variables, model, x)
-
-
-def test_sample_config_gives_the_paper_cnn_a_combined_activation():
-    import importlib.util
-    from pathlib import Path
-
-    from agile.paper.models import CNN
-
-    path = Path(__file__).resolve().parents[1] / "configs" / "combined_relu_sigmoid.py"
-    spec = importlib.util.spec_from_file_location("combined_relu_sigmoid", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    m = module.get_config().model
-    assert (m.conv_activation, m.dense_activation) == ("combined:relu,sigmoid", "agile_sigmoid")
-    model = CNN(
-        conv_activation=m.conv_activation,
-        dense_activation=m.dense_activation,
-        granularity=m.granularity,
-    )
-    model.validate()
-    params = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
-    assert params["conv_act_1"]["b"].shape == (2, 14, 14, 8)
-    with pytest.raises(ValueError, match="In 'combined:relu,swish': Unknown activation 'swish'"):
-        CNN(conv_activation="combined:relu,swish").validate()
 
 
 def test_init_labels_gives_the_params_shapes_and_their_labels_from_one_trace():

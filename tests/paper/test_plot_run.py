@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
+from agile_testing import REPO_ROOT
 
 from agile.paper import config as config_lib
 from agile.paper import workdir as workdir_lib

@@ -1,6 +1,6 @@
 """agile.paper.report and scripts/study_report.py: the study's report from (fake) exported results.
 
-The fake results (tests/study_fakes.py) are records of agile.paper.report.results, written by
+The fake results (tests/paper/study_fakes.py) are records of agile.paper.report.results, written by
 its writer: the schema is defined once. Reading, writing and merging results files is tested
 in test_report_results.py.
 """
@@ -16,7 +16,7 @@ import pytest
 
 matplotlib.use("Agg")
 
-from conftest import REPO_ROOT  # noqa: E402
+from agile_testing import REPO_ROOT  # noqa: E402
 from study_fakes import (  # noqa: E402
     MACHINE,
     fake_params,

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO_ROOT  # noqa: E402
+from agile_testing import REPO_ROOT  # noqa: E402
 
 
 @pytest.mark.slow

@@ -1,20 +1,20 @@
 """The paper's CNN: fast path == reference path, parameter counts, shapes, errors; paper.ops."""
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from agile_testing import FAST_COMPILE, REPO_ROOT
 
+from agile import param_labels
 from agile.activations import get_activation
-from agile.paper import ops
 from agile.paper.combos import COMBOS
-from agile.paper.models import CNN, count_params
+from agile.paper.models import ops
+from agile.paper.models.paper_cnn import CNN, count_params
 
 TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
-# Small test programs compile several times faster without XLA's backend optimisation (as in
-# test_nnx.py); what they compute is the same.
-FAST_COMPILE = {"xla_backend_optimization_level": 0}
 
 
 def _normal(seed, shape, scale=1.0):
@@ -202,7 +202,7 @@ def test_fast_path_refuses_pool_window_larger_than_map():
         _init_shapes(model)  # model.init, traced: it refuses before computing anything
 
 
-# agile.paper.ops
+# agile.paper.models.ops
 
 
 @pytest.mark.parametrize("kernel_size", [(1, 1), (2, 2), (3, 3), (4, 5)])
@@ -312,7 +312,7 @@ def test_canonical_conv_matches_lax_values_and_gradients(kernel_size):
 
 
 
-# Fused conv -> activation -> max pooling (agile.paper.ops.act_max_pool, conv_act_max_pool)
+# Fused conv -> activation -> max pooling (agile.paper.models.ops.act_max_pool, conv_act_max_pool)
 
 ACTIVATIONS = ["relu", "sigmoid", "tanh"]
 POOL_CASES = [((3, 8, 8), (2, 2)), ((2, 7, 9), (2, 3)), ((2, 7, 7), (3, 3))]
@@ -484,3 +484,40 @@ def test_no_conv_features_is_a_network_of_dense_layers_only():
         assert set(params) == {"hidden", "hidden_act", "output"}
         assert params["hidden"]["kernel"].shape == (784, 30)
         assert _compiled(model.apply, {"params": params}, IMAGES).shape == (4, 10)
+
+
+def test_param_labels_of_the_paper_cnn():
+    """The call the training code makes: params from model.init(rng, x)["params"]."""
+    model = CNN(conv_activation="combined:relu,sigmoid", dense_activation="agile_sigmoid")
+    images = jnp.zeros((1, 28, 28, 1))
+    params = jax.eval_shape(model.init, jax.random.key(0), images)["params"]  # shapes suffice
+    assert params["conv_act_0"]["a"].shape == (2, 28, 28, 16)  # CNN keeps "element"
+    labels = param_labels(params, model, images)
+    agile_paths = {
+        path for path, label in flax.traverse_util.flatten_dict(labels).items() if label == "agile"
+    }
+    layers = ("conv_act_0", "conv_act_1", "conv_act_2", "hidden_act")
+    assert agile_paths == {(layer, p) for layer in layers for p in "ab"}
+
+
+def test_sample_config_gives_the_paper_cnn_a_combined_activation():
+    import importlib.util
+
+
+    path = REPO_ROOT / "configs" / "combined_relu_sigmoid.py"
+    spec = importlib.util.spec_from_file_location("combined_relu_sigmoid", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    m = module.get_config().model
+    assert (m.conv_activation, m.dense_activation) == ("combined:relu,sigmoid", "agile_sigmoid")
+    model = CNN(
+        conv_activation=m.conv_activation,
+        dense_activation=m.dense_activation,
+        granularity=m.granularity,
+    )
+    model.validate()
+    params = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
+    assert params["conv_act_1"]["b"].shape == (2, 14, 14, 8)
+    with pytest.raises(ValueError, match="In 'combined:relu,swish': Unknown activation 'swish'"):
+        CNN(conv_activation="combined:relu,swish").validate()
+

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 SNIPPETS = re.findall(r"```python\n(.*?)```", README, flags=re.DOTALL)
 # What each snippet shows, and a line only it contains.
 SHOWN = {
@@ -37,12 +37,12 @@ def test_readme_snippet_runs(snippet):
 
 def test_readme_figure_exists_and_is_small():
     for path in re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", README):
-        figure = Path(__file__).resolve().parents[1] / path
+        figure = Path(__file__).resolve().parents[2] / path
         assert figure.read_bytes().startswith(b"\x89PNG") and figure.stat().st_size < 300_000
 
 
 def test_ci_runs_the_readme_test_command():
     commands = re.findall(r"```bash\n(.*?)\n```", README)
     test_command = next(c for c in commands if "pytest" in c)
-    ci_script = (Path(__file__).resolve().parents[1] / ".ci/run").read_text()
+    ci_script = (Path(__file__).resolve().parents[2] / ".ci/run").read_text()
     assert test_command in ci_script

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT  # noqa: E402
+from agile_testing import REPO_ROOT  # noqa: E402
 
 from agile.paper import workdir as workdir_lib
 from agile.paper.workdir import WorkdirError

@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
+from agile_testing import REPO_ROOT
 from study_fakes import write_fake_results
 
 from agile.paper import study

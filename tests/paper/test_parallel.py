@@ -12,7 +12,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from conftest import REPO_ROOT  # noqa: E402
+from agile_testing import REPO_ROOT, assert_trees_close  # noqa: E402
 
 from agile.paper import config as config_lib
 from agile.paper import parallel, train
@@ -20,6 +20,7 @@ from agile.paper import steps as steps_lib
 
 RTOL = 1e-5
 ATOL = 2e-6  # Adam normalises tiny gradients, so near-zero weights differ by rounding.
+CLOSE = {"rtol": RTOL, "atol": ATOL}
 RUN_RTOL = 1e-4  # Whole runs at a high learning rate: rounding grows over the steps.
 SUMMARY_FIELDS = ("seed", "steps", "early_stopped", "best_step")
 SUMMARY_LOSSES = ("best_test_loss", "final_test_loss", "final_test_accuracy", "min_test_loss")
@@ -43,10 +44,6 @@ def _random_data(num: int = 120, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
     images = rng.uniform(0, 1, (num, 28, 28, 1)).astype(np.float32)
     return images, (np.arange(num) % 10).astype(np.int32)
 
-
-def _assert_trees_close(actual, expected) -> None:
-    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(e), rtol=RTOL, atol=ATOL)
 
 
 def test_seed_batches_cannot_be_combined_with_data_parallelism(tiny_config):
@@ -79,8 +76,8 @@ def test_seed_batch_steps_equal_separate_single_seed_steps(tiny_config, batching
                 singles[i], single_accums[i], images, labels, indices[i].astype(np.int32)
             )
     for i in range(len(seeds)):
-        _assert_trees_close(layout.seed_view(batched.params, i), singles[i].params)
-        _assert_trees_close(layout.seed_view(batched_accum, i), single_accums[i])
+        assert_trees_close(layout.seed_view(batched.params, i), singles[i].params, **CLOSE)
+        assert_trees_close(layout.seed_view(batched_accum, i), single_accums[i], **CLOSE)
 
 
 @pytest.mark.parametrize("batching", ["scan", "vmap", "map"])
@@ -96,7 +93,7 @@ def test_inactive_seed_keeps_its_state(tiny_config, batching):
     indices = np.zeros((2, 30), np.int32)
     state, _ = layout.step(state, accum, images, labels, indices, np.array([True, False]))
     assert np.asarray(state.step).tolist() == [1, 0]
-    _assert_trees_close(layout.seed_view(state.params, 1), layout.seed_view(before, 1))
+    assert_trees_close(layout.seed_view(state.params, 1), layout.seed_view(before, 1), **CLOSE)
     assert not np.allclose(layout.seed_view(state.params, 0)["output"]["kernel"],
                            layout.seed_view(before, 0)["output"]["kernel"])
 
@@ -220,7 +217,7 @@ def test_pmap_and_shard_map_on_four_devices_match_one_device(tmp_path, synthetic
     for mode in ("pmap", "shard_map"):
         np.testing.assert_allclose(out[mode]["losses"], reference["losses"], rtol=RTOL)
         for actual, expected in zip(out[mode]["params"], reference["params"], strict=True):
-            np.testing.assert_allclose(actual, expected, rtol=RTOL, atol=ATOL)
+            np.testing.assert_allclose(actual, expected, **CLOSE)
         _assert_rows_close(out[mode]["rows"], reference["rows"], RUN_RTOL)
 
 

@@ -1,0 +1,37 @@
+"""Helpers for every test (library and study): only the standard library, numpy and jax."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import types
+from pathlib import Path
+
+import jax
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]  # the checkout the tests run in
+BENCHMARKS = REPO_ROOT / "benchmarks"
+
+# XLA options for tiny test programs: they compile faster at level 0 (same results in tests
+# that compare against a reference computed the same way).
+FAST_COMPILE = {"xla_backend_optimization_level": 0}
+
+
+def load_module(path: Path) -> types.ModuleType:
+    """Imports the program at ``path`` (a script, not a package module) as a module of its
+    name, with its folder on ``sys.path`` as it has when run (benchmarks import their helper)."""
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def assert_trees_close(actual, expected, rtol: float = 1e-6, atol: float = 1e-6) -> None:
+    """Every leaf of ``actual`` close to the same leaf of ``expected`` (same structure)."""
+    assert jax.tree.structure(actual) == jax.tree.structure(expected)
+    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(e), rtol=rtol, atol=atol)
