@@ -39,7 +39,7 @@ from absl import app, flags
 from agile.paper import pool
 from agile.paper.combos import COMBOS
 from agile.paper.config import get_config
-from agile.paper.data import write_synthetic_mnist
+from agile.paper.data.images import write_synthetic_mnist
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "benchmark_results", "Where results go.")

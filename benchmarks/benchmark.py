@@ -40,12 +40,13 @@ import jax.numpy as jnp
 import optax
 from absl import app, flags
 
-from agile.paper import data as data_lib
 from agile.paper import parallel
 from agile.paper import steps as steps_lib
 from agile.paper.combos import COMBOS
-from agile.paper.config import create_model, get_config
+from agile.paper.config import get_config
+from agile.paper.data import images as data_lib
 from agile.paper.models.paper_cnn import CNN
+from agile.paper.tasks import create_model
 
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "benchmark_results", "Where results go.")
 _ROUNDS = flags.DEFINE_integer("rounds", 15, "Timed rounds; each times every variant once.")
@@ -67,8 +68,8 @@ def synthetic_batch(batch_size: int, key: jax.Array) -> dict[str, jax.Array]:
     """A batch in the training loop's format; timing does not depend on the values."""
     image_key, label_key = jax.random.split(key)
     return {
-        "image": jax.random.uniform(image_key, (batch_size, *data_lib.IMAGE_SHAPE)),
-        "label": jax.random.randint(label_key, (batch_size,), 0, 10, jnp.int32),
+        "inputs": jax.random.uniform(image_key, (batch_size, *data_lib.IMAGE_SHAPE)),
+        "targets": jax.random.randint(label_key, (batch_size,), 0, 10, jnp.int32),
     }
 
 
@@ -129,7 +130,7 @@ def baseline_runner(
     model = create_model(config)
     fields = {f.name for f in dataclasses.fields(cnn_class)} - {"parent", "name"}
     model = cnn_class(**{name: getattr(model, name) for name in fields if hasattr(model, name)})
-    params = model.init(jax.random.key(0), batch["image"][:1])["params"]
+    params = model.init(jax.random.key(0), batch["inputs"][:1])["params"]
     state = steps_lib.TrainState.create(
         apply_fn=model.apply, params=params, tx=steps_lib.create_optimizer(config))
     step = jax.jit(steps_lib.train_step, donate_argnums=0)  # as that revision's training did
@@ -139,12 +140,12 @@ def baseline_runner(
 def straightforward_runner(batch: dict[str, jax.Array], steps: int) -> benchmarking.Runner:
     """Combination 7's math in plain Flax (nn.Conv + nn.max_pool) with a plain optax step."""
     model = CNN(conv_activation="relu", dense_activation="relu", implementation="reference")
-    params = model.init(jax.random.key(0), batch["image"][:1])["params"]
+    params = model.init(jax.random.key(0), batch["inputs"][:1])["params"]
     optimizer = optax.adam(1e-3)
 
     def loss_fn(params, batch):
-        logits = model.apply({"params": params}, batch["image"])
-        return optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+        logits = model.apply({"params": params}, batch["inputs"])
+        return optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"]).mean()
 
     @jax.jit
     def step(params, opt_state, batch):

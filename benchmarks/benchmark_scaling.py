@@ -22,7 +22,8 @@ import benchmarking
 from absl import app, flags
 
 from agile.paper import parallel
-from agile.paper.config import create_model, get_config
+from agile.paper.config import get_config
+from agile.paper.tasks import create_model
 
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "benchmark_results", "Where results go.")
 _ROUNDS = flags.DEFINE_integer("rounds", 15, "Timed rounds; each times every variant once.")

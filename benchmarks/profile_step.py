@@ -34,10 +34,10 @@ import jax
 import jax.numpy as jnp
 from absl import app, flags
 
-from agile.paper import data as data_lib
 from agile.paper import steps as steps_lib
 from agile.paper.combos import COMBOS
 from agile.paper.config import get_config
+from agile.paper.data import images as data_lib
 
 _COMBOS = flags.DEFINE_list("combos", ["7", "12"], "Combinations to profile.")
 _STEPS = flags.DEFINE_integer("steps", 50, "Steps recorded under the profiler.")
@@ -228,8 +228,8 @@ def thunk_times_ms(trace_dir: str, names: set[str]) -> dict[str, float]:
 
 def _batch() -> dict[str, jax.Array]:
     image_key, label_key = jax.random.split(jax.random.key(0))
-    return {"image": jax.random.uniform(image_key, (BATCH, *data_lib.IMAGE_SHAPE)),
-            "label": jax.random.randint(label_key, (BATCH,), 0, 10, jnp.int32)}
+    return {"inputs": jax.random.uniform(image_key, (BATCH, *data_lib.IMAGE_SHAPE)),
+            "targets": jax.random.randint(label_key, (BATCH,), 0, 10, jnp.int32)}
 
 
 def profile_combo(combo: int, steps: int, wall_rounds: int, implementation: str = "fast") -> dict:

@@ -20,15 +20,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import jax.numpy as jnp
 import ml_collections
 from absl import flags
 
 from agile import plotting
 from agile.errors import UserError
-from agile.paper import cli, progress
-from agile.paper import config as config_lib
-from agile.paper import data as data_lib
+from agile.paper import cli, progress, tasks
 from agile.paper.sweep import SETTINGS_FILE as SWEEP_FILE
 from agile.paper.workdir import CHECKPOINT_DIR, CONFIG_FILE, read_json
 
@@ -100,12 +97,11 @@ def run_layers(workdir: Path, config: ml_collections.ConfigDict,
                params: dict[str, Any]) -> dict[str, plotting.AgileLayer]:
     """``{layer: AgileLayer}`` of the run's agile layers, from the model its config describes."""
     try:
-        model = config_lib.create_model(config)
+        task = tasks.build(config)
     except (AttributeError, KeyError, TypeError) as err:
         raise UserError(f"{workdir / CONFIG_FILE} does not describe a model this version "
                         f"builds ({type(err).__name__}: {err}).") from None
-    example = jnp.zeros((1, *data_lib.IMAGE_SHAPE), jnp.float32)
-    layers = plotting.agile_layers(params, model, example)
+    layers = plotting.agile_layers(params, task.model, task.example())
     if not layers:
         m = config.model
         raise UserError(

@@ -1,5 +1,8 @@
 """The experiment config, defined once: the paper's MNIST study, one (conv, dense) combination.
 
+A config names its task: ``config.data.name`` (``mnist``, ``fashion_mnist``) and
+``config.model.name`` (``paper_cnn``), resolved by :mod:`agile.paper.tasks`.
+
 ``configs/default.py`` and ``configs/combo_NN.py`` (the files ``--config=`` takes) are thin
 wrappers over :func:`get_config`; tests and scripts build their configs from it too, so
 there is one set of defaults. Every field can be overridden on the command line, e.g.
@@ -9,14 +12,11 @@ picks Table 1's row 12.
 
 from __future__ import annotations
 
-import functools
-
 import ml_collections
 
 from agile.errors import ConfigError, unknown_value_error
+from agile.paper import tasks
 from agile.paper.combos import combo_activations
-from agile.paper.data import SOURCES as DATA_SOURCES
-from agile.paper.models.paper_cnn import CNN
 from agile.paper.parallel import validate_scaling_config
 
 OPTIMIZERS = ("sgd", "adam")
@@ -53,6 +53,7 @@ def get_config(combo: str | int | None = None) -> ml_collections.ConfigDict:
     config.seed_chunk_size = 1  # "map": seeds stepped together in one chunk.
 
     config.model = ml_collections.ConfigDict()
+    config.model.name = "paper_cnn"  # agile.paper.tasks.MODELS: the paper's CNN.
     config.model.conv_activation = "relu"  # Any name agile.get_activation knows.
     config.model.dense_activation = "relu"  # Likewise, for the hidden dense layer.
     config.model.granularity = "element"  # Agile (a, b) per "element" (paper), "channel", "scalar".
@@ -65,7 +66,9 @@ def get_config(combo: str | int | None = None) -> ml_collections.ConfigDict:
     config.model.implementation = "fast"  # "fast" (paper.ops) or "reference" (nn.Conv, max_pool).
 
     config.data = ml_collections.ConfigDict()
-    config.data.source = "auto"  # "idx" (files in dir or $MNIST_DIR), "tfds", or "auto".
+    config.data.name = "mnist"  # agile.paper.tasks.DATA_SOURCES: "mnist" or "fashion_mnist".
+    # "idx" (files in dir, or $MNIST_DIR / $FASHION_MNIST_DIR), "tfds", or "auto".
+    config.data.source = "auto"
     config.data.dir = ml_collections.FieldReference(None, field_type=str)  # IDX folder.
     config.data.tfds_data_dir = ml_collections.FieldReference(None, field_type=str)  # TFDS dir.
     config.data.train_size = 5000  # Balanced training subset (500 per digit); 0 = all 60,000.
@@ -76,7 +79,7 @@ def get_config(combo: str | int | None = None) -> ml_collections.ConfigDict:
     # sees the same batches (a seed then varies the initialisation only), which keeps vmap's
     # first convolution dense on an accelerator.
     config.data.order_seed = ml_collections.FieldReference(None, field_type=int)
-    config.data.standardize = False  # Scale to [0, 1] (False) or standardise (mean/std of MNIST).
+    config.data.standardize = False  # Scale to [0, 1] (False) or standardise (the set's mean/std).
     config.data.drop_remainder = True  # Drop an epoch's last partial batch; else wrap around.
     config.data.eval_batch_size = 1000  # Examples per evaluation call (memory, not results).
 
@@ -100,41 +103,14 @@ RESUMABLE_FIELDS = (
 )
 
 
-def create_model(config: ml_collections.ConfigDict) -> CNN:
-    """The paper's CNN as described by ``config.model``.
-
-    Equal configs give the same module object, so ``jax.jit`` reuses the code it compiled
-    for one run (whose state carries ``model.apply``) in the next.
-    """
-    m = config.model
-    return _cached_model(
-        conv_features=tuple(m.conv_features),
-        kernel_size=tuple(m.kernel_size),
-        pool_size=tuple(m.pool_size),
-        pooling=m.pooling,
-        dense_features=m.dense_features,
-        num_classes=m.num_classes,
-        conv_activation=m.conv_activation,
-        dense_activation=m.dense_activation,
-        granularity=m.granularity,
-        implementation=m.implementation,
-    )
-
-
-@functools.lru_cache(maxsize=64)
-def _cached_model(**fields) -> CNN:
-    return CNN(**fields)
-
-
 # ---------------------------------------------------------------------------------------------
 # Validation: every field's type and range, checked before any data is read or code compiled.
 
-MNIST_TRAIN_SIZE, MNIST_TEST_SIZE, MNIST_CLASSES, MNIST_SIDE = 60_000, 10_000, 10, 28
 MAX_SEED = 2**63 - 1  # jax.random.key takes a signed 64-bit seed
 _INTEGERS = {  # field: smallest valid value
     "seed": 0, "batch_size": 1, "num_epochs": 1, "eval_every_steps": 0, "test_every": 0,
     "log_every_steps": 1, "checkpoint_every_steps": 1, "patience": 0, "num_seeds": 1,
-    "model.dense_features": 1, "data.subset_seed": 0, "data.eval_batch_size": 1,
+    "data.subset_seed": 0, "data.eval_batch_size": 1,
 }
 _POSITIVE_NUMBERS = ("learning_rate", "agile_learning_rate")
 _BOOLEANS = ("allow_config_change", "data.standardize", "data.drop_remainder")
@@ -190,64 +166,15 @@ def _check_scalars(config: ml_collections.ConfigDict) -> None:
         raise unknown_value_error("optimizer", config.optimizer, OPTIMIZERS)
 
 
-def _check_pairs_and_features(model: ml_collections.ConfigDict) -> None:
-    """Shapes and sizes; names (activations, pooling, implementation) are the model's to check
-    (``CNN.validate``, called by :func:`validate`)."""
-    for name in ("kernel_size", "pool_size"):
-        value = model[name]
-        if not isinstance(value, (tuple, list)) or len(value) != 2 or not all(
-                _is_int(v) and v >= 1 for v in value):
-            raise ConfigError(f"config.model.{name} must be a pair of positive integers, "
-                              f"got {value!r}.")
-    features = model.conv_features
-    if not isinstance(features, (tuple, list)) or not all(_is_int(f) and f >= 1 for f in features):
-        raise ConfigError("config.model.conv_features must be a list of positive integers "
-                          f"(empty for a network of dense layers only), got {features!r}.")
-    if model.num_classes != MNIST_CLASSES:
-        raise ConfigError(f"config.model.num_classes must be {MNIST_CLASSES} (MNIST's digits), "
-                          f"got {model.num_classes!r}.")
-    side = MNIST_SIDE
-    for layer in range(len(features)):
-        if side < model.pool_size[0] or side < model.pool_size[1]:
-            raise ConfigError(
-                f"config.model: the {side}x{side} map before pooling {layer} is smaller than "
-                f"pool_size {tuple(model.pool_size)}; use fewer conv_features or a smaller pool.")
-        side = min(side // model.pool_size[0], side // model.pool_size[1])
-
-
-def _check_data(config: ml_collections.ConfigDict) -> None:
-    data = config.data
-    if data.source not in DATA_SOURCES:
-        raise unknown_value_error("data.source", data.source, DATA_SOURCES)
-    for name in ("train_size", "val_size", "test_size"):
-        value = data[name]
-        optional = value is None and name == "test_size"
-        if not optional and (not _is_int(value) or value < 0 or value % MNIST_CLASSES):
-            raise ConfigError(f"config.data.{name} must be a non-negative multiple of "
-                              f"{MNIST_CLASSES} (a class-balanced subset), got {value!r}.")
-    if data.train_size + data.val_size > MNIST_TRAIN_SIZE:
-        raise ConfigError(f"config.data.train_size + val_size = {data.train_size + data.val_size}"
-                          f" exceeds MNIST's {MNIST_TRAIN_SIZE} training images.")
-    if (data.test_size or 0) > MNIST_TEST_SIZE:
-        raise ConfigError(f"config.data.test_size = {data.test_size} exceeds MNIST's "
-                          f"{MNIST_TEST_SIZE} test images.")
-    train_images = data.train_size or MNIST_TRAIN_SIZE - data.val_size
-    if config.batch_size > train_images:
-        raise ConfigError(f"config.batch_size = {config.batch_size} exceeds the "
-                          f"{train_images} training images.")
-
-
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raises :class:`~agile.errors.ConfigError` naming the first bad field and what is valid.
 
-    Checks every field's type and range, the model (activation names, granularity,
-    pooling, implementation; that the maps stay at least one pooling window wide), the
-    data sizes against MNIST's, and the parallel settings (device counts, seed batching):
-    everything that can be known before data is read or code compiled.
+    Checks every field's type and range, the task (``agile.paper.tasks.validate``: the data
+    source's sizes, the model's names and shapes against the data), and the parallel
+    settings (device counts, seed batching): everything that can be known before data is
+    read or code compiled.
     """
     _check_fields_known(config, get_config())
     _check_scalars(config)
-    _check_pairs_and_features(config.model)
-    _check_data(config)
-    create_model(config).validate()
+    tasks.validate(config)
     validate_scaling_config(config)

@@ -35,6 +35,9 @@ class Progress:
     best_params: list[Any]  # Host copies of each seed's parameters at its best row.
     best_tests: list[dict[str, float] | None]  # Test metrics of that model, once it stopped.
     timing: dict[str, Any]
+    # Each seed's mutable collections (BatchNorm's statistics) at its best row; {} for a
+    # model without (and then not in the checkpoint, whose layout stays as it was).
+    best_model_states: list[Any] = dataclasses.field(default_factory=list)
 
     @property
     def step(self) -> int:
@@ -44,8 +47,11 @@ class Progress:
 
 def checkpoint_arrays(layout, progress: Progress) -> dict[str, Any]:
     """The arrays of ``progress`` as a checkpoint saves them (``layout``: the run's layout)."""
-    return {"state": layout.to_checkpoint(progress.state),
-            "accum": layout.to_checkpoint(progress.accum), "best_params": progress.best_params}
+    arrays = {"state": layout.to_checkpoint(progress.state),
+              "accum": layout.to_checkpoint(progress.accum), "best_params": progress.best_params}
+    if any(progress.best_model_states):
+        arrays["best_model_states"] = progress.best_model_states
+    return arrays
 
 
 def restore(checkpoints: workdir_lib.Checkpoints, layout, patience: int,
@@ -70,6 +76,8 @@ def restore(checkpoints: workdir_lib.Checkpoints, layout, patience: int,
         histories=[dataclasses.replace(History.from_json(h), patience=patience)
                    for h in meta["histories"]],
         best_params=[jax.device_get(params) for params in arrays["best_params"]],
+        best_model_states=[jax.device_get(states) for states in
+                           arrays.get("best_model_states", progress.best_model_states)],
         best_tests=meta["best_tests"],
         timing=meta["timing"],
     )

@@ -1,9 +1,12 @@
-"""The training state and the pure, jit-compiled training step of the paper's CNN.
+"""The training state and the pure, jit-compiled training step of any task's model.
 
 ``train_step(state, batch)`` is a pure function of arrays; ``step_on_device_data`` gathers
 its batch from device-resident data first (the step every layout of
-:mod:`agile.paper.parallel` wraps). Agile ``a`` and ``b`` get their own learning rate through
-:func:`agile.param_labels`. The experiment loop around them is :mod:`agile.paper.train`.
+:mod:`agile.paper.parallel` wraps). The model comes in a :class:`agile.paper.tasks.Task`,
+built once by the loop; its apply function travels in the state. Agile ``a`` and ``b`` get
+their own learning rate through :func:`agile.param_labels`. A model with mutable collections
+(BatchNorm's ``batch_stats``) keeps them in :class:`TrainState`'s ``model_state``, updated by
+every training step. The experiment loop around them is :mod:`agile.paper.train`.
 """
 
 from __future__ import annotations
@@ -16,43 +19,58 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
-from flax.training.train_state import TrainState
+from flax.training import train_state
 
 from agile.labels import AGILE_LABEL, WEIGHTS_LABEL, init_labels
 from agile.paper import data as data_lib
 from agile.paper import parallel as parallel_lib
-from agile.paper.config import create_model
-from agile.paper.evaluation import Batch, Metrics
-from agile.paper.models.paper_cnn import CNN
+from agile.paper import tasks
+from agile.paper.evaluation import Batch, Metrics, losses_and_correct, model_variables
 
 
-def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+class TrainState(train_state.TrainState):
+    """flax's ``TrainState`` plus the model's mutable collections (``{"batch_stats": ...}``).
+
+    Only models with such collections use it; the others keep flax's ``TrainState``, whose
+    checkpoints keep their layout."""
+
+    model_state: Any = None
+
+
+def create_optimizer(config: ml_collections.ConfigDict,
+                     task: tasks.Task | None = None) -> optax.GradientTransformation:
     """SGD (optional momentum) or Adam; agile a and b get ``agile_learning_rate``.
 
-    :func:`model_labels` picks exactly the agile layers' a and b. Like ``create_model``,
-    equal settings give the same optimizer object (so compiled steps are reused).
+    :func:`model_labels` picks exactly the agile layers' a and b. Equal settings give the
+    same optimizer object (so compiled steps are reused). ``task``: the config's, if built.
     """
-    return _cached_optimizer(create_model(config), config.optimizer, config.learning_rate,
+    task = task or tasks.build(config)
+    return _cached_optimizer(task, config.optimizer, config.learning_rate,
                              config.agile_learning_rate, config.momentum)
 
 
 @functools.lru_cache(maxsize=64)
-def model_labels(model: CNN) -> Any:
-    """``agile.param_labels`` of ``model``'s parameters: ``"agile"`` or ``"weights"`` each.
+def model_labels(task: tasks.Task) -> Any:
+    """``agile.param_labels`` of the task model's parameters: ``"agile"`` or ``"weights"``.
 
-    Traced once per model (a CNN is hashable; equal configs give the same one)."""
-    return _abstract_init(model)[1]
+    Traced once per task (equal configs give equal tasks)."""
+    return _abstract_init(task)[1]
 
 
 @functools.lru_cache(maxsize=64)
-def _abstract_init(model: CNN) -> tuple[Any, Any]:
-    """``(params shapes, labels)`` of ``model`` on one MNIST image, from one abstract trace."""
-    return init_labels(model, jnp.zeros((1, *data_lib.IMAGE_SHAPE), jnp.float32))
+def _abstract_init(task: tasks.Task) -> tuple[Any, Any]:
+    """``(variables shapes, labels)`` of the task's model on one example (one trace, and one
+    more for the mutable collections of a model that has them)."""
+    params, labels = init_labels(task.model, task.example())
+    if not task.collections:
+        return {"params": params}, labels
+    return jax.eval_shape(task.model.init, jax.random.key(0), task.example()), labels
 
 
 @functools.lru_cache(maxsize=64)
 def _cached_optimizer(
-    model: CNN, optimizer: str, learning_rate: float, agile_learning_rate: float, momentum: float
+    task: tasks.Task, optimizer: str, learning_rate: float, agile_learning_rate: float,
+    momentum: float
 ) -> optax.GradientTransformation:
     def make(learning_rate: float) -> optax.GradientTransformation:
         if optimizer == "sgd":
@@ -60,7 +78,7 @@ def _cached_optimizer(
         return optax.adam(learning_rate)
 
     transforms = {WEIGHTS_LABEL: make(learning_rate), AGILE_LABEL: make(agile_learning_rate)}
-    return optax.multi_transform(transforms, model_labels(model))
+    return optax.multi_transform(transforms, model_labels(task))
 
 
 # XLA's optimisation level for the parameter init: it runs once per seed, and at the default
@@ -70,55 +88,61 @@ INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled_init(model: CNN, tx: optax.GradientTransformation,
-                   image_shape: tuple[int, ...]) -> Callable[[jax.Array], TrainState]:
-    """The fresh train state (``model.init``'s parameters, the optimizer's initial state) as one
-    compiled call: eagerly, init and ``tx.init`` compile each of their ~100 ops on their own
-    (seconds of start-up). The parameters are ``model.init``'s bit for bit."""
-    example = jnp.zeros((1, *image_shape), jnp.float32)
+def _compiled_init(task: tasks.Task,
+                   tx: optax.GradientTransformation) -> Callable[[jax.Array], TrainState]:
+    """The fresh train state (``model.init``'s variables, the optimizer's initial state) as
+    one compiled call: eagerly, init and ``tx.init`` compile each of their ~100 ops on their
+    own (seconds of start-up). The parameters are ``model.init``'s bit for bit."""
 
     def init(rng: jax.Array) -> TrainState:
-        return _fresh_state(model, tx, model.init(rng, example)["params"])
+        return _fresh_state(task, tx, task.model.init(rng, task.example()))
 
     return jax.jit(init, compiler_options=INIT_COMPILER_OPTIONS)
 
 
-def _fresh_state(model: CNN, tx: optax.GradientTransformation, params: Any) -> TrainState:
-    """A step-0 TrainState; its step strongly typed as a restored checkpoint's is, so fresh and
-    resumed runs share one compiled step."""
-    state = TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+def _fresh_state(task: tasks.Task, tx: optax.GradientTransformation, variables: Any):
+    """A step-0 train state; its step strongly typed as a restored checkpoint's is, so fresh
+    and resumed runs share one compiled step."""
+    params = variables["params"]
+    if task.collections:
+        state = TrainState.create(apply_fn=task.model.apply, params=params, tx=tx,
+                                  model_state={c: variables[c] for c in task.collections})
+    else:
+        state = train_state.TrainState.create(apply_fn=task.model.apply, params=params, tx=tx)
     return state.replace(step=jnp.zeros((), jnp.int32))
 
 
-def create_train_state(
-    config: ml_collections.ConfigDict, rng: jax.Array, image_shape=data_lib.IMAGE_SHAPE
-) -> TrainState:
-    """Initialises the model from ``rng`` and wraps it with its optimizer."""
-    return _compiled_init(create_model(config), create_optimizer(config), tuple(image_shape))(rng)
+def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array,
+                       task: tasks.Task | None = None) -> TrainState:
+    """Initialises the model from ``rng`` and wraps it with its optimizer. ``task``: the
+    config's, if the caller built it already (the loop does, once)."""
+    task = task or tasks.build(config)
+    return _compiled_init(task, create_optimizer(config, task))(rng)
 
 
-def abstract_train_state(config: ml_collections.ConfigDict, place: Callable = lambda s: s[0],
-                         count: int = 1, image_shape=data_lib.IMAGE_SHAPE) -> TrainState:
+def abstract_train_state(config: ml_collections.ConfigDict, task: tasks.Task,
+                         place: Callable = lambda s: s[0], count: int = 1) -> TrainState:
     """The shapes and dtypes (``jax.ShapeDtypeStruct``) of ``place([count fresh states])``,
     as :func:`create_train_state` makes them, without computing (``jax.eval_shape``)."""
-    params = _abstract_init(create_model(config))[0]
-    if tuple(image_shape) != data_lib.IMAGE_SHAPE:
-        example = jnp.zeros((1, *image_shape), jnp.float32)
-        params = jax.eval_shape(create_model(config).init, jax.random.key(0), example)["params"]
+    variables, tx = _abstract_init(task)[0], create_optimizer(config, task)
 
-    def states(params):
-        model, tx = create_model(config), create_optimizer(config)
-        return place([_fresh_state(model, tx, params) for _ in range(count)])
+    def states(variables):
+        return place([_fresh_state(task, tx, variables) for _ in range(count)])
 
-    return jax.eval_shape(states, params)
+    return jax.eval_shape(states, variables)
 
 
-def _loss_and_metrics(params, apply_fn: Callable, batch: Batch) -> tuple[jax.Array, Metrics]:
-    logits = apply_fn({"params": params}, batch["image"])
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
-    correct = jnp.argmax(logits, -1) == batch["label"]
+def _loss_and_metrics(params, state, batch: Batch) -> tuple[jax.Array, tuple[Metrics, Any]]:
+    variables = model_variables(params, getattr(state, "model_state", None))
+    model_state = {}
+    if len(variables) > 1:  # mutable collections: the step updates them
+        logits, model_state = state.apply_fn(variables, batch["inputs"], train=True,
+                                             mutable=[k for k in variables if k != "params"])
+    else:
+        logits = state.apply_fn(variables, batch["inputs"], train=True)
+    losses, correct = losses_and_correct(logits, batch["targets"])
     loss = losses.mean()
-    return loss, {"loss": loss, "accuracy": correct.mean()}
+    return loss, ({"loss": loss, "accuracy": correct.mean()}, model_state)
 
 
 def train_step(
@@ -126,8 +150,10 @@ def train_step(
 ) -> tuple[TrainState, Metrics]:
     """One optimizer step on ``batch``; returns the new state and the batch's metrics.
 
-    With ``axis_name`` (inside pmap/shard_map) gradients and metrics are
-    averaged over that axis, so every replica takes the same step.
+    With ``axis_name`` (inside pmap/shard_map) gradients and metrics are averaged over that
+    axis, so every replica takes the same step; so are the updated batch statistics of a
+    model with BatchNorm (each device normalises by its own part of the batch, and the
+    running averages are then the mean over devices, as in flax's ImageNet example).
     """
     params = state.params
     if axis_name is not None:
@@ -135,10 +161,11 @@ def train_step(
         # them device-varying gives each device its own batch's gradient, averaged below.
         params = jax.lax.pcast(params, axis_name, to="varying")
     grad_fn = jax.grad(_loss_and_metrics, has_aux=True)
-    grads, metrics = grad_fn(params, state.apply_fn, batch)
+    grads, (metrics, model_state) = grad_fn(params, state, batch)
     if axis_name is not None:
-        grads, metrics = jax.lax.pmean((grads, metrics), axis_name)
-    return state.apply_gradients(grads=grads), metrics
+        grads, metrics, model_state = jax.lax.pmean((grads, metrics, model_state), axis_name)
+    state = state.apply_gradients(grads=grads)
+    return (state.replace(model_state=model_state) if model_state else state), metrics
 
 
 jit_train_step = jax.jit(train_step, static_argnames="axis_name",
@@ -170,13 +197,13 @@ def _accumulate(accum: Metrics, metrics: Metrics, step: jax.Array) -> Metrics:
     }
 
 
-def step_on_device_data(state, accum, images, labels, indices, axis_name=None):
+def step_on_device_data(state, accum, inputs, targets, indices, axis_name=None):
     """Gathers the batch from device-resident data and takes one step: one compiled call.
 
     The per-device step of every layout in ``agile.paper.parallel``; with ``axis_name``
     gradients and metrics are averaged over that device axis.
     """
-    batch = data_lib.gather_batch(images, labels, indices)
+    batch = data_lib.gather_batch(inputs, targets, indices)
     state, metrics = train_step(state, batch, axis_name)
     return state, _accumulate(accum, metrics, state.step)
 
@@ -186,6 +213,6 @@ compiled_step = jax.jit(step_on_device_data, donate_argnums=(0, 1),
 """``step_on_device_data`` under ``jax.jit``, donating state and accumulator."""
 
 
-def make_layout(config: ml_collections.ConfigDict) -> parallel_lib.SingleDevice:
+def make_layout(config: ml_collections.ConfigDict) -> parallel_lib.Layout:
     """The layout ``config`` asks for (``agile.paper.parallel``) around this module's step."""
     return parallel_lib.make_layout(config, step_on_device_data, compiled_step)

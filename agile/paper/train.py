@@ -1,6 +1,7 @@
-"""Training the paper's CNN: the resumable experiment loop around :mod:`agile.paper.steps`.
+"""The resumable experiment loop around :mod:`agile.paper.steps`, for any task.
 
-``train_and_evaluate(config, workdir)`` runs a whole experiment: the data subset lives on the
+``train_and_evaluate(config, workdir)`` builds the config's task once (its data source and
+model, :mod:`agile.paper.tasks`) and runs a whole experiment: the training split lives on the
 device, every step is one compiled call that gathers its batch from it, and the loop
 evaluates (``agile.paper.evaluation``), keeps the evaluation history
 (``agile.paper.history``), checkpoints and guards its workdir (``agile.paper.workdir``) and
@@ -30,12 +31,11 @@ from agile.errors import UserError
 from agile.labels import AGILE_LABEL
 from agile.paper import config as config_lib
 from agile.paper import data as data_lib
-from agile.paper import evaluation
+from agile.paper import evaluation, tasks
 from agile.paper import parallel as parallel_lib
 from agile.paper import progress as progress_lib
 from agile.paper import workdir as workdir_lib
-from agile.paper.combos import combo_number
-from agile.paper.config import create_model
+from agile.paper.evaluation import model_variables
 from agile.paper.history import History
 from agile.paper.progress import Progress
 from agile.paper.steps import (
@@ -65,11 +65,12 @@ class _Setup:
 
     config: ml_collections.ConfigDict
     workdir: Path
-    layout: parallel_lib.SingleDevice
+    task: tasks.Task  # The data source and the model, built once.
+    layout: parallel_lib.Layout
     apply_fn: Callable  # One model's apply, created once: jit caches compiled code on it.
     labels: Any  # agile.param_labels of one model's parameters.
-    train_images: jax.Array
-    train_labels: jax.Array
+    train_inputs: jax.Array
+    train_targets: jax.Array
     num_train: int
     val: evaluation.DeviceSplit | None
     test: evaluation.DeviceSplit
@@ -124,23 +125,26 @@ class _Clock:
                 "time_breakdown_s": breakdown, "steps_timed": steps_timed}
 
 
-def _setup(config: ml_collections.ConfigDict, workdir: Path) -> _Setup:
-    """Loads and places the data, and works out the schedule."""
+def _setup(config: ml_collections.ConfigDict, workdir: Path, task: tasks.Task) -> _Setup:
+    """Loads and places the data (refusing other data than the workdir's checkpoints were
+    trained on), and works out the schedule."""
     layout = make_layout(config)
-    datasets = data_lib.load_datasets(config.data)
-    num_train = len(datasets.train.labels)
+    datasets = task.data.load(config.data)
+    workdir_lib.check_data(workdir, data_lib.fingerprint(datasets), task.data.title,
+                           is_main=jax.process_index() == 0)
+    num_train = len(datasets.train.targets)
     steps_per_epoch = len(
         data_lib.epoch_indices(0, 0, num_train, config.batch_size, config.data.drop_remainder)
     )
     chunk = config.data.eval_batch_size
     place = lambda split: (  # noqa: E731
-        None if split is None else evaluation.place_split(split.images, split.labels, chunk)
+        None if split is None else evaluation.place_split(split.inputs, split.targets, chunk)
     )
     return _Setup(
-        config=config, workdir=workdir, layout=layout, apply_fn=create_model(config).apply,
-        labels=model_labels(create_model(config)),
-        train_images=layout.place_data(datasets.train.images),
-        train_labels=layout.place_data(datasets.train.labels),
+        config=config, workdir=workdir, task=task, layout=layout, apply_fn=task.model.apply,
+        labels=model_labels(task),
+        train_inputs=layout.place_data(datasets.train.inputs),
+        train_targets=layout.place_data(datasets.train.targets),
         num_train=num_train, val=place(datasets.val), test=place(datasets.test),
         steps_per_epoch=steps_per_epoch, total_steps=steps_per_epoch * config.num_epochs,
         eval_every=config.eval_every_steps or steps_per_epoch,
@@ -152,12 +156,14 @@ def _setup(config: ml_collections.ConfigDict, workdir: Path) -> _Setup:
 
 def _initial_progress(setup: _Setup) -> Progress:
     config, layout = setup.config, setup.layout
-    states = [create_train_state(config, jax.random.key(seed)) for seed in layout.seeds]
+    states = [create_train_state(config, jax.random.key(seed), setup.task)
+              for seed in layout.seeds]
     return Progress(
         state=layout.place(states),
         accum=layout.place([new_train_accumulator()] * len(layout.seeds)),
         histories=[History(setup.select_on, config.patience) for _ in layout.seeds],
         best_params=[jax.device_get(state.params) for state in states],
+        best_model_states=[jax.device_get(_model_state(state)) for state in states],
         best_tests=[None] * len(states),
         timing={},
     )
@@ -194,31 +200,42 @@ def _check_finite(setup: _Setup, accum) -> None:
             f"Training loss{of_seed} became NaN or inf at step {bad}; stopping: {where}.")
 
 
-def _params_view(setup: _Setup, state) -> Any:
-    """Parameters to evaluate: the seed stack, or the one model (one device's copy)."""
+def _model_state(state) -> dict[str, Any]:
+    """The state's mutable collections (BatchNorm's statistics), ``{}`` for a model without."""
+    return getattr(state, "model_state", None) or {}
+
+
+def _variables(state) -> dict[str, Any]:
+    """What a model is evaluated with: its parameters and mutable collections."""
+    return model_variables(state.params, _model_state(state))
+
+
+def _variables_view(setup: _Setup, state) -> Any:
+    """Variables to evaluate: the seed stack, or the one model (one device's copy)."""
     if setup.layout.batched_seeds:
-        return state.params
-    return setup.layout.seed_view(state.params, 0)
+        return _variables(state)
+    return setup.layout.seed_view(_variables(state), 0)
 
 
-def _evaluate_split(setup: _Setup, params, split) -> list[dict[str, float]]:
+def _evaluate_split(setup: _Setup, variables, split) -> list[dict[str, float]]:
     if setup.layout.batched_seeds:
-        return evaluation.evaluate_seeds(params, setup.apply_fn, split, setup.layout.eval_batching)
-    return [evaluation.evaluate(params, setup.apply_fn, split)]
+        return evaluation.evaluate_seeds(variables, setup.apply_fn, split,
+                                         setup.layout.eval_batching)
+    return [evaluation.evaluate(variables, setup.apply_fn, split)]
 
 
-def _compile_evaluation(setup: _Setup, params, seed_params) -> None:
+def _compile_evaluation(setup: _Setup, variables, seed_variables) -> None:
     """Compiles the evaluations ``_evaluate`` and ``_best_test`` will run, without running them.
 
-    ``params`` are what ``_evaluate`` evaluates (:func:`_params_view`), ``seed_params`` one
-    seed's; either may be abstract (``jax.ShapeDtypeStruct`` trees).
+    ``variables`` are what ``_evaluate`` evaluates (:func:`_variables_view`),
+    ``seed_variables`` one seed's; either may be abstract (``jax.ShapeDtypeStruct`` trees).
     """
     layout = setup.layout
     selection = setup.val if setup.val is not None else setup.test
-    evaluation.compile_for(params, setup.apply_fn, selection,
+    evaluation.compile_for(variables, setup.apply_fn, selection,
                            layout.eval_batching if layout.batched_seeds else None)
     if setup.val is not None:  # Test rows and best models: one seed at a time.
-        evaluation.compile_for(seed_params, setup.apply_fn, setup.test)
+        evaluation.compile_for(seed_variables, setup.apply_fn, setup.test)
 
 
 def _precompile(setup: _Setup) -> bool:
@@ -229,14 +246,14 @@ def _precompile(setup: _Setup) -> bool:
     layout, config = setup.layout, setup.config
     if not layout.precompiles:
         return False
-    state = abstract_train_state(config, layout.place, len(layout.seeds))
+    state = abstract_train_state(config, setup.task, layout.place, len(layout.seeds))
     accum = jax.eval_shape(lambda: layout.place([new_train_accumulator()] * len(layout.seeds)))
     indices = _epoch_order(setup, 0)[0]
     active = np.ones(len(layout.seeds), bool)
-    layout.precompile(state, accum, setup.train_images, setup.train_labels, indices, active)
-    seed_params = layout.abstract_seed(state).params
-    _compile_evaluation(setup, state.params if layout.batched_seeds else seed_params,
-                        seed_params)
+    layout.precompile(state, accum, setup.train_inputs, setup.train_targets, indices, active)
+    seed_variables = _variables(layout.abstract_seed(state))
+    _compile_evaluation(setup, _variables(state) if layout.batched_seeds else seed_variables,
+                        seed_variables)
     return True
 
 
@@ -250,9 +267,8 @@ def _needs_test(setup: _Setup, history: History, step: int) -> bool:
 def _evaluate(setup: _Setup, progress: Progress, active: np.ndarray) -> list[dict[str, Any]]:
     """Evaluates every active seed, records its row, and returns the rows as stored."""
     layout, state = setup.layout, progress.state
-    params = _params_view(setup, state)
     split = setup.val if setup.val is not None else setup.test
-    selected = _evaluate_split(setup, params, split)
+    selected = _evaluate_split(setup, _variables_view(setup, state), split)
     prefix = "val" if setup.val is not None else "test"
     recorded = []
     for i in np.flatnonzero(active):
@@ -267,9 +283,9 @@ def _evaluate(setup: _Setup, progress: Progress, active: np.ndarray) -> list[dic
         history = progress.histories[i]
         if history.record(row):
             progress.best_params[i] = host_params
+            progress.best_model_states[i] = jax.device_get(_model_state(seed_state))
         if setup.val is not None and _needs_test(setup, history, step):
-            test = evaluation.evaluate(seed_state.params, setup.apply_fn,
-                                       setup.test)
+            test = evaluation.evaluate(_variables(seed_state), setup.apply_fn, setup.test)
             row.update(test_loss=test["loss"], test_accuracy=test["accuracy"])
         row["agile"] = evaluation.agile_parameter_ranges(host_params, setup.labels)
         recorded.append(setup.row_key(i, row))
@@ -309,15 +325,15 @@ def _best_test(setup: _Setup, progress: Progress, index: int) -> dict[str, float
         return None
     if "test_loss" in best:
         return {"loss": best["test_loss"], "accuracy": best["test_accuracy"]}
-    params = jax.device_put(progress.best_params[index])
-    test = evaluation.evaluate(params, setup.apply_fn, setup.test)
+    variables = jax.device_put(model_variables(progress.best_params[index],
+                                               progress.best_model_states[index]))
+    test = evaluation.evaluate(variables, setup.apply_fn, setup.test)
     setup.writer.write_scalars(best["step"], {"best_test_loss": test["loss"]})
     return test
 
 
 def _summary(setup: _Setup, progress: Progress) -> dict[str, Any]:
-    config, layout = setup.config, setup.layout
-    conv, dense = config.model.conv_activation, config.model.dense_activation
+    layout = setup.layout
     per_seed = [
         seed_summary(
             history, seed=seed, steps=int(layout.seed_view(progress.state, i).step),
@@ -327,8 +343,7 @@ def _summary(setup: _Setup, progress: Progress) -> dict[str, Any]:
         )
         for i, (seed, history) in enumerate(zip(layout.seeds, progress.histories, strict=True))
     ]
-    run_fields = {"combo": combo_number(conv, dense), "conv_activation": conv,
-                  "dense_activation": dense}
+    run_fields = tasks.model_spec(setup.config).summary_fields(setup.config.model)
     timing = {k: v for k, v in progress.timing.items() if k != "steps_timed"}
     return run_summary(run_fields, per_seed, timing, layout.batched_seeds)
 
@@ -382,7 +397,8 @@ def train_and_evaluate(
     """
     config_lib.validate(config)
     clock = _Clock()
-    data_lib.check_available(config.data)  # A wrong MNIST folder leaves no workdir behind.
+    task = tasks.build(config)
+    task.data.check_available(config.data)  # A wrong data folder leaves no workdir behind.
     workdir = workdir_lib.prepare(workdir)
     config_dict = run_config(config)
     saved_devices = _saved_devices(workdir)
@@ -395,7 +411,7 @@ def train_and_evaluate(
         if jax.process_index() == 0:
             stack.enter_context(workdir_lib.Lock(workdir))
         with clock.phase("setup"):
-            setup = _setup(config, workdir)
+            setup = _setup(config, workdir, task)
             stack.push(workdir_lib.quietly(setup.checkpoints.close))
             stack.push(workdir_lib.quietly(setup.writer.close))
             precompiled = None
@@ -407,6 +423,7 @@ def train_and_evaluate(
                 setup.checkpoints.remove_unfinished()
             progress = progress_lib.restore(setup.checkpoints, setup.layout, config.patience,
                                             _initial_progress(setup))
+        _check_schedule(setup, progress)
         _warn_device_change(saved_devices, config_dict.get("devices"), progress.step)
         if setup.is_main:
             workdir_lib.save_config(workdir, config_dict)
@@ -433,6 +450,21 @@ def run_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
 def _saved_devices(workdir: Path) -> int | None:
     path = workdir / workdir_lib.CONFIG_FILE
     return workdir_lib.read_json(path).get("devices") if path.is_file() else None
+
+
+def _check_schedule(setup: _Setup, progress: Progress) -> None:
+    """Refuses a resume whose schedule ends at or before its checkpoint while a seed has not
+    finished (``num_epochs`` shrunk under ``allow_config_change``): nothing would train or be
+    evaluated, and the summary would have no final or best test loss."""
+    unfinished = [seed for seed, best in zip(setup.layout.seeds, progress.best_tests,
+                                             strict=True) if best is None]
+    if progress.step >= setup.total_steps and unfinished:
+        epochs = -(-(progress.step + 1) // setup.steps_per_epoch)
+        raise workdir_lib.WorkdirError(
+            f"{setup.workdir} holds a checkpoint at step {progress.step}, at or past the end of "
+            f"this schedule (num_epochs={setup.config.num_epochs}: {setup.total_steps} steps), "
+            "so nothing would train or be evaluated: a resume cannot end a run before its "
+            f"checkpoint. Use num_epochs >= {epochs} to continue it, or a new --workdir.")
 
 
 def _warn_device_change(saved: int | None, now: int | None, step: int) -> None:
@@ -494,14 +526,14 @@ def _loop(
     if step < setup.total_steps and active.any():
         with clock.phase("compile"):
             if precompiled is None or not precompiled.result():
-                _compile_evaluation(setup, _params_view(setup, progress.state),
-                                    layout.seed_view(progress.state, 0).params)
+                _compile_evaluation(setup, _variables_view(setup, progress.state),
+                                    _variables(layout.seed_view(progress.state, 0)))
     while step < setup.total_steps and active.any():
         epoch, offset = divmod(step, setup.steps_per_epoch)
         for indices in _epoch_order(setup, epoch)[offset:]:
             with clock.phase("compile" if step == first_step else "steps"):
                 progress.state, progress.accum = layout.step(
-                    progress.state, progress.accum, setup.train_images, setup.train_labels,
+                    progress.state, progress.accum, setup.train_inputs, setup.train_targets,
                     layout.place_indices(indices), active)
                 step += 1
                 if step == first_step + 1:

@@ -339,6 +339,32 @@ def check_config(workdir: Path, config: dict[str, Any], allow_change: bool,
         )
 
 
+DATA_FILE = "data.json"  # which data a run's checkpoints were trained on: {"data", "fingerprint"}
+
+
+def check_data(workdir: Path, fingerprint: str, title: str, is_main: bool = True) -> None:
+    """Refuses to resume ``workdir`` on other data than its checkpoints were trained on.
+
+    ``fingerprint`` (:func:`agile.paper.data.fingerprint`) identifies the arrays this run
+    loaded, ``title`` names the data set. The first run (process 0) records both in
+    ``data.json``; a later run whose data differ (another ``data.dir``, ``MNIST_DIR`` pointed
+    elsewhere, a changed file) stops with one line naming both, before anything is restored.
+    """
+    path = workdir / DATA_FILE
+    recorded = {"data": title, "fingerprint": fingerprint}
+    if path.is_file():
+        saved = read_json(path)
+        if saved.get("fingerprint") != fingerprint:
+            raise WorkdirError(
+                f"{workdir} was trained on other data ({saved.get('data')}, fingerprint "
+                f"{saved.get('fingerprint')}) than this run loaded ({title}, fingerprint "
+                f"{fingerprint}): the data folder (data.dir or its environment variable) or "
+                "its files changed. Point it at the data the run trained on, or use a new "
+                "--workdir.")
+    elif is_main:
+        write_text_atomically(path, json.dumps(recorded, indent=2) + "\n")
+
+
 def read_json(path: Path, remedy: str = "restore or delete it") -> Any:
     """The JSON document in ``path``; a damaged one raises :class:`WorkdirError` naming it."""
     try:

@@ -6,7 +6,7 @@ import ml_collections
 import pytest
 
 from agile.paper.config import get_config
-from agile.paper.data import write_synthetic_mnist
+from agile.paper.data.images import write_synthetic_mnist
 
 
 @pytest.fixture(scope="session")

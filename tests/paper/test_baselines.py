@@ -7,7 +7,8 @@ import pytest
 
 from agile.errors import ConfigError
 from agile.paper import baselines, steps
-from agile.paper.config import create_model, get_config, validate
+from agile.paper.config import get_config, validate
+from agile.paper.tasks import build
 
 X = jnp.linspace(-3.0, 3.0, 13).reshape(1, 13)
 
@@ -75,10 +76,10 @@ def test_the_paper_cnn_trains_with_each_baseline_as_weights(name):
     config.model.granularity = "channel"
     validate(config)
     state = steps.create_train_state(config, jax.random.key(0))
-    labels = steps.model_labels(create_model(config))
+    labels = steps.model_labels(build(config))
     assert set(jax.tree.leaves(labels["hidden_act"])) == {"weights"}
-    batch = {"image": jax.random.uniform(jax.random.key(2), (8, 28, 28, 1)),
-             "label": jnp.arange(8) % 10}
+    batch = {"inputs": jax.random.uniform(jax.random.key(2), (8, 28, 28, 1)),
+             "targets": jnp.arange(8) % 10}
     new, metrics = steps.jit_train_step(state, batch)
     assert np.isfinite(float(metrics["loss"]))
     before, after = state.params["hidden_act"], new.params["hidden_act"]

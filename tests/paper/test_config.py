@@ -9,7 +9,7 @@ from agile_testing import REPO_ROOT  # noqa: E402
 
 from agile.errors import ConfigError
 from agile.paper import config as config_lib
-from agile.paper import train
+from agile.paper import tasks, train
 from agile.paper.combos import COMBOS
 
 
@@ -23,9 +23,9 @@ def test_defaults_are_valid_and_combos_pick_their_row():
 
 def test_create_model_gives_one_object_per_model_config():
     a, b = config_lib.get_config(12), config_lib.get_config(12)
-    assert config_lib.create_model(a) is config_lib.create_model(b)  # jit caches compile once
+    assert tasks.create_model(a) is tasks.create_model(b)  # jit caches compile once
     b.model.dense_features = 31
-    assert config_lib.create_model(a) is not config_lib.create_model(b)
+    assert tasks.create_model(a) is not tasks.create_model(b)
 
 
 BAD_FIELDS = [
@@ -64,11 +64,13 @@ BAD_FIELDS = [
     ("model.kernel_size", (3,), r"config.model.kernel_size must be a pair of positive integers"),
     ("model.pool_size", (0, 2), r"config.model.pool_size must be a pair of positive integers"),
     ("model.dense_features", 0, r"config.model.dense_features must be an integer >= 1"),
-    ("model.num_classes", 5, r"config.model.num_classes must be 10 \(MNIST's digits\), got 5"),
+    ("model.num_classes", 5, r"config.model.num_classes must be 10 \(the data's classes\), got 5"),
     ("data.source", "csv", r"Unknown data.source 'csv'. Valid: auto, idx, tfds."),
     ("data.train_size", 5005, r"config.data.train_size must be a non-negative multiple of 10"),
     ("data.val_size", -10, r"config.data.val_size must be a non-negative multiple of 10"),
     ("data.test_size", 10_010, r"config.data.test_size = 10010 exceeds MNIST's 10000 test"),
+    ("data.name", "cifar10", r"Unknown config.data.name 'cifar10'. Valid: mnist, fashion_mnist"),
+    ("model.name", "vgg", r"Unknown config.model.name 'vgg'. Valid: paper_cnn"),
     ("data.train_size", 59_990, r"train_size \+ val_size = 60990 exceeds MNIST's 60000"),
     ("data.eval_batch_size", 0, r"config.data.eval_batch_size must be an integer >= 1"),
     ("data.subset_seed", -3, r"config.data.subset_seed must be an integer >= 0"),

@@ -1,4 +1,5 @@
-"""Tests for the MNIST input pipeline (agile/paper/data.py).
+"""Tests for the image data sources (agile/paper/data/images.py: MNIST, Fashion-MNIST) and
+the batching every source shares (agile/paper/data/__init__.py).
 
 Synthetic IDX files cover decoding and every kind of damage; tests on real
 MNIST run only when MNIST_DIR points at the four IDX files.
@@ -19,9 +20,10 @@ import numpy as np
 import pytest
 from agile_testing import REPO_ROOT  # noqa: E402
 
-from agile.paper import data
+from agile.paper import data as data_lib
 from agile.paper.config import get_config
-from agile.paper.data import idx_bytes
+from agile.paper.data import images as data
+from agile.paper.data.images import idx_bytes
 
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
@@ -265,7 +267,8 @@ def test_idx_source_does_not_import_tensorflow(tmp_path):
     code = textwrap.dedent(
         f"""
         import sys
-        from agile.paper import data
+        from agile.paper import data as data_lib
+        from agile.paper.data import images as data
         from agile.paper.config import get_config
         config = get_config().data
         config.update(source="idx", dir={str(tmp_path)!r}, train_size=40, val_size=0,
@@ -291,40 +294,40 @@ def test_load_datasets_balanced_disjoint_reproducible(tmp_path):
     config = idx_config(tmp_path, val_size=20, test_size=30)
     datasets = data.load_datasets(config)
     for split, size in ((datasets.train, 40), (datasets.val, 20), (datasets.test, 30)):
-        assert split.images.shape == (size, 28, 28, 1) and split.images.dtype == np.float32
-        assert split.labels.dtype == np.int32
-        np.testing.assert_array_equal(np.bincount(split.labels, minlength=10), [size // 10] * 10)
-        assert 0.0 <= split.images.min() and split.images.max() <= 1.0
-    assert not image_ids(datasets.train.images) & image_ids(datasets.val.images)
-    assert image_ids(datasets.test.images) <= set(range(100, 150))
+        assert split.inputs.shape == (size, 28, 28, 1) and split.inputs.dtype == np.float32
+        assert split.targets.dtype == np.int32
+        np.testing.assert_array_equal(np.bincount(split.targets, minlength=10), [size // 10] * 10)
+        assert 0.0 <= split.inputs.min() and split.inputs.max() <= 1.0
+    assert not image_ids(datasets.train.inputs) & image_ids(datasets.val.inputs)
+    assert image_ids(datasets.test.inputs) <= set(range(100, 150))
 
     again = data.load_datasets(config)
     for split, same in zip(datasets, again, strict=True):
-        np.testing.assert_array_equal(split.images, same.images)
-        np.testing.assert_array_equal(split.labels, same.labels)
+        np.testing.assert_array_equal(split.inputs, same.inputs)
+        np.testing.assert_array_equal(split.targets, same.targets)
     config.subset_seed = 1
     other = data.load_datasets(config)
-    assert image_ids(other.train.images) != image_ids(datasets.train.images)
+    assert image_ids(other.train.inputs) != image_ids(datasets.train.inputs)
 
 
 def test_full_splits_and_no_val(tmp_path):
     write_mnist(tmp_path)
     datasets = data.load_datasets(idx_config(tmp_path, train_size=0))
     assert datasets.val is None
-    assert image_ids(datasets.train.images) == set(range(100))
-    assert image_ids(datasets.test.images) == set(range(100, 150))
+    assert image_ids(datasets.train.inputs) == set(range(100))
+    assert image_ids(datasets.test.inputs) == set(range(100, 150))
 
     held_out = data.load_datasets(idx_config(tmp_path, train_size=None, val_size=30))
-    assert len(held_out.train.labels) == 70 and len(held_out.val.labels) == 30
-    assert not image_ids(held_out.train.images) & image_ids(held_out.val.images)
+    assert len(held_out.train.targets) == 70 and len(held_out.val.targets) == 30
+    assert not image_ids(held_out.train.inputs) & image_ids(held_out.val.inputs)
 
 
 def test_standardize(tmp_path):
     arrays = write_mnist(tmp_path)
     datasets = data.load_datasets(idx_config(tmp_path, train_size=0, standardize=True))
     expected = (arrays[TRAIN_IMAGES][..., None] / 255 - data.MNIST_MEAN) / data.MNIST_STD
-    assert datasets.train.images.dtype == np.float32
-    np.testing.assert_allclose(datasets.train.images, expected, rtol=1e-5, atol=1e-5)
+    assert datasets.train.inputs.dtype == np.float32
+    np.testing.assert_allclose(datasets.train.inputs, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_train_subset_independent_of_val_size():
@@ -361,20 +364,20 @@ def test_subset_larger_than_available(tmp_path, overrides, message):
 
 @pytest.mark.parametrize("num_examples", [120, 125])
 def test_epoch_indices_permute_each_epoch(num_examples):
-    batches = [data.epoch_indices(7, epoch, num_examples, 20) for epoch in range(3)]
+    batches = [data_lib.epoch_indices(7, epoch, num_examples, 20) for epoch in range(3)]
     for indices in batches:
         assert indices.shape == (6, 20) and indices.dtype == np.int32
         flat = indices.ravel()
         assert len(set(flat.tolist())) == 120 and flat.min() >= 0 and flat.max() < num_examples
     assert not np.array_equal(batches[0], batches[1])
     assert not np.array_equal(batches[1], batches[2])
-    np.testing.assert_array_equal(batches[1], data.epoch_indices(7, 1, num_examples, 20))
-    assert not np.array_equal(batches[1], data.epoch_indices(8, 1, num_examples, 20))
+    np.testing.assert_array_equal(batches[1], data_lib.epoch_indices(7, 1, num_examples, 20))
+    assert not np.array_equal(batches[1], data_lib.epoch_indices(8, 1, num_examples, 20))
 
 
 def test_epoch_indices_pad_by_wrapping_around():
-    dropped = data.epoch_indices(0, 4, 125, 20)
-    padded = data.epoch_indices(0, 4, 125, 20, drop_remainder=False)
+    dropped = data_lib.epoch_indices(0, 4, 125, 20)
+    padded = data_lib.epoch_indices(0, 4, 125, 20, drop_remainder=False)
     assert padded.shape == (7, 20)
     np.testing.assert_array_equal(padded[:6], dropped)
     order = padded.ravel()
@@ -384,18 +387,18 @@ def test_epoch_indices_pad_by_wrapping_around():
 
 def test_epoch_indices_rejects_bad_batch_size():
     with pytest.raises(ValueError, match=r"batch_size must be in 1\.\.num_examples=10"):
-        data.epoch_indices(0, 0, 10, 11)
+        data_lib.epoch_indices(0, 0, 10, 11)
 
 
 def test_gather_batch_under_jit_matches_numpy():
     rng = np.random.default_rng(0)
     images = rng.random((50, 28, 28, 1), dtype=np.float32)
     labels = rng.integers(0, 10, 50).astype(np.int32)
-    indices = data.epoch_indices(0, 0, 50, 16)[1]
-    batch = jax.jit(data.gather_batch)(jax.device_put(images), jax.device_put(labels), indices)
-    assert batch["image"].dtype == np.float32 and batch["label"].dtype == np.int32
-    np.testing.assert_array_equal(np.asarray(batch["image"]), images[indices])
-    np.testing.assert_array_equal(np.asarray(batch["label"]), labels[indices])
+    indices = data_lib.epoch_indices(0, 0, 50, 16)[1]
+    batch = jax.jit(data_lib.gather_batch)(jax.device_put(images), jax.device_put(labels), indices)
+    assert batch["inputs"].dtype == np.float32 and batch["targets"].dtype == np.int32
+    np.testing.assert_array_equal(np.asarray(batch["inputs"]), images[indices])
+    np.testing.assert_array_equal(np.asarray(batch["targets"]), labels[indices])
 
 
 # --- tensorflow_datasets source (offline: mocked, or the real builder on local files) ---
@@ -463,8 +466,8 @@ def test_tfds_source_with_mock_data():
         datasets = data.load_datasets(config)
     assert images.dtype == np.uint8 and images.shape == (30, 28, 28, 1)
     assert labels.dtype == np.int32 and labels.min() >= 0 and labels.max() <= 9
-    assert datasets.train.images.shape == (30, 28, 28, 1)
-    assert datasets.train.images.dtype == np.float32 and datasets.test.labels.dtype == np.int32
+    assert datasets.train.inputs.shape == (30, 28, 28, 1)
+    assert datasets.train.inputs.dtype == np.float32 and datasets.test.targets.dtype == np.int32
 
 
 @pytest.mark.slow
@@ -485,7 +488,8 @@ TFDS_LOAD_WITHOUT_NETWORK = textwrap.dedent(
     """
     import socket, sys
     from urllib3.util.retry import Retry
-    from agile.paper import data
+    from agile.paper import data as data_lib
+    from agile.paper.data import images as data
 
     lookups = []
 
@@ -588,13 +592,13 @@ def test_real_mnist_splits(real_config):
 @needs_mnist
 def test_real_mnist_default_subset(real_config):
     datasets = data.load_datasets(real_config)
-    np.testing.assert_array_equal(np.bincount(datasets.train.labels), [500] * 10)
-    assert datasets.val is None and len(datasets.test.labels) == 10_000
+    np.testing.assert_array_equal(np.bincount(datasets.train.targets), [500] * 10)
+    assert datasets.val is None and len(datasets.test.targets) == 10_000
     np.testing.assert_array_equal(
-        datasets.train.images, data.load_datasets(real_config).train.images
+        datasets.train.inputs, data.load_datasets(real_config).train.inputs
     )
     real_config.subset_seed = 1
-    assert not np.array_equal(datasets.train.images, data.load_datasets(real_config).train.images)
+    assert not np.array_equal(datasets.train.inputs, data.load_datasets(real_config).train.inputs)
 
 
 @needs_mnist

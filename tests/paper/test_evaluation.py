@@ -10,12 +10,14 @@ import pytest
 
 from agile.paper import evaluation
 from agile.paper.config import get_config
-from agile.paper.train import create_model, create_train_state, model_labels
+from agile.paper.steps import create_train_state, model_labels
+from agile.paper.tasks import build
 
 CONFIG = get_config(12)
 STATE = create_train_state(CONFIG, jax.random.key(0))
 # Compiled once each: op by op, the model's every op would compile on its own.
 APPLY = jax.jit(STATE.apply_fn)
+VARIABLES = {"params": STATE.params}  # what the evaluation applies the model with
 EVAL_STEP = jax.jit(evaluation.eval_step, static_argnums=1)
 
 
@@ -34,12 +36,12 @@ def _direct(params, images, labels):
 
 def test_eval_step_masks_padding():
     images, labels = _split(6)
-    full = EVAL_STEP(STATE.params, STATE.apply_fn,
-                     {"image": images, "label": labels, "mask": np.ones(6)})
-    padded = {"image": np.concatenate([images, images[:2]]),
-              "label": np.concatenate([labels, labels[:2]]),
+    full = EVAL_STEP(VARIABLES, STATE.apply_fn,
+                     {"inputs": images, "targets": labels, "mask": np.ones(6)})
+    padded = {"inputs": np.concatenate([images, images[:2]]),
+              "targets": np.concatenate([labels, labels[:2]]),
               "mask": np.array([1, 1, 1, 1, 1, 1, 0, 0], np.float32)}
-    masked = EVAL_STEP(STATE.params, STATE.apply_fn, padded)
+    masked = EVAL_STEP(VARIABLES, STATE.apply_fn, padded)
     for key in full:
         np.testing.assert_allclose(masked[key], full[key], rtol=1e-6)
 
@@ -47,16 +49,16 @@ def test_eval_step_masks_padding():
 def test_place_split_pads_to_whole_chunks():
     images, labels = _split(25)
     split = evaluation.place_split(images, labels, chunk_size=10)
-    assert split.images.shape == (3, 10, 28, 28, 1) and split.labels.shape == (3, 10)
+    assert split.inputs.shape == (3, 10, 28, 28, 1) and split.targets.shape == (3, 10)
     np.testing.assert_array_equal(np.asarray(split.mask).ravel(), [1] * 25 + [0] * 5)
-    np.testing.assert_array_equal(np.asarray(split.labels).ravel()[:25], labels)
+    np.testing.assert_array_equal(np.asarray(split.targets).ravel()[:25], labels)
     small = evaluation.place_split(images, labels, chunk_size=1000)  # one chunk of 25
-    assert small.images.shape == (1, 25, 28, 28, 1)
+    assert small.inputs.shape == (1, 25, 28, 28, 1)
 
 
 def test_evaluate_a_padded_split_equals_one_direct_batch():
     images, labels = _split(25)
-    result = evaluation.evaluate(STATE.params, STATE.apply_fn,
+    result = evaluation.evaluate(VARIABLES, STATE.apply_fn,
                                  evaluation.place_split(images, labels, chunk_size=10))
     loss, accuracy = _direct(STATE.params, images, labels)
     assert result["loss"] == pytest.approx(loss, rel=1e-5)
@@ -69,8 +71,8 @@ def test_evaluate_seeds_equals_each_seed_alone(batching):
     split = evaluation.place_split(images, labels, chunk_size=10)
     params = [create_train_state(CONFIG, jax.random.key(seed)).params for seed in range(3)]
     stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *params)
-    together = evaluation.evaluate_seeds(stacked, STATE.apply_fn, split, batching)
-    alone = [evaluation.evaluate(p, STATE.apply_fn, split) for p in params]
+    together = evaluation.evaluate_seeds({"params": stacked}, STATE.apply_fn, split, batching)
+    alone = [evaluation.evaluate({"params": p}, STATE.apply_fn, split) for p in params]
     assert len(together) == 3
     for t, a in zip(together, alone, strict=True):
         assert t["loss"] == pytest.approx(a["loss"], rel=1e-5)
@@ -81,7 +83,7 @@ def test_evaluate_seeds_rejects_unknown_batching():
     images, labels = _split(10)
     split = evaluation.place_split(images, labels, chunk_size=10)
     with pytest.raises(ValueError, match=r"Unknown seed batching 'pmap'. Valid: scan, vmap."):
-        evaluation.evaluate_seeds(STATE.params, STATE.apply_fn, split, "pmap")
+        evaluation.evaluate_seeds(VARIABLES, STATE.apply_fn, split, "pmap")
 
 
 @pytest.mark.parametrize("batching", [None, "scan"])
@@ -89,7 +91,7 @@ def test_compile_for_leaves_the_evaluation_nothing_to_compile(batching, caplog):
     """After compile_for, evaluate / evaluate_seeds on those shapes compile nothing more."""
     images, labels = _split(30, seed=3)  # shapes no other test uses
     split = evaluation.place_split(images, labels, chunk_size=15)
-    params = STATE.params
+    params = VARIABLES
     if batching:
         params = jax.tree.map(lambda leaf: jnp.stack([leaf, leaf]), params)
     name = "_seed_chunk_sums" if batching else "_chunk_sums"
@@ -108,7 +110,7 @@ def test_compile_for_leaves_the_evaluation_nothing_to_compile(batching, caplog):
 def test_agile_parameter_ranges_cover_each_agile_layer():
     params = jax.device_get(STATE.params)
     params["hidden_act"]["a"] = np.array([0.5] * 29 + [2.0], np.float32)
-    ranges = evaluation.agile_parameter_ranges(params, model_labels(create_model(CONFIG)))
+    ranges = evaluation.agile_parameter_ranges(params, model_labels(build(CONFIG)))
     assert set(ranges) == {f"{layer}/{p}" for layer in
                            ("conv_act_0", "conv_act_1", "conv_act_2", "hidden_act") for p in "ab"}
     assert ranges["hidden_act/a"] == pytest.approx({"min": 0.5, "max": 2.0, "mean": 0.55})

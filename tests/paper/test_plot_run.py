@@ -19,6 +19,7 @@ import pytest
 from agile_testing import REPO_ROOT
 
 from agile.paper import config as config_lib
+from agile.paper import tasks
 from agile.paper import workdir as workdir_lib
 
 pytestmark = pytest.mark.slow  # every test spawns the script
@@ -39,7 +40,7 @@ def write_run(workdir, *, conv="agile_relu", dense="agile_tanh", granularity="el
     config.num_seeds = seeds
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / workdir_lib.CONFIG_FILE).write_text(json.dumps(config.to_dict()))
-    model = config_lib.create_model(config)
+    model = tasks.create_model(config)
     example = jnp.zeros((1, 28, 28, 1), jnp.float32)
     rng = np.random.default_rng(0)
 

@@ -15,8 +15,8 @@ from agile.paper import config as config_lib
 from agile.paper import stats, study
 from agile.paper import steps as steps_lib
 from agile.paper.combos import COMBOS
-from agile.paper.config import create_model
 from agile.paper.models.paper_cnn import CNN
+from agile.paper.tasks import create_model
 from agile.paper.trials import trials_for_pairs
 
 
@@ -93,8 +93,8 @@ def test_trained_agile_dense_network_equals_its_folded_plain_twin():
     state = steps_lib.create_train_state(config, jax.random.key(0))
     rng = np.random.default_rng(0)
     for _ in range(5):
-        batch = {"image": rng.uniform(0, 1, (32, 28, 28, 1)).astype(np.float32),
-                 "label": rng.integers(0, 10, 32).astype(np.int32)}
+        batch = {"inputs": rng.uniform(0, 1, (32, 28, 28, 1)).astype(np.float32),
+                 "targets": rng.integers(0, 10, 32).astype(np.int32)}
         state, _ = steps_lib.jit_train_step(state, batch)
     params = jax.device_get(state.params)
     assert np.abs(params["hidden_act"]["a"] - 1).max() > 0.05

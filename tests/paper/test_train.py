@@ -18,17 +18,18 @@ from paper_testing import Interrupt, interrupt_after, strip_times
 from agile.paper import steps as steps_lib
 from agile.paper import train
 from agile.paper.combos import COMBOS, combo_activations, combo_number
-from agile.paper.config import create_model, get_config
+from agile.paper.config import get_config
 from agile.paper.data import MissingDataError
 from agile.paper.evaluation import agile_parameter_ranges
+from agile.paper.tasks import build, create_model
 from agile.paper.workdir import WorkdirError, read_rows
 
 
 def _batch(n=8, seed=0):
     rng = np.random.default_rng(seed)
     return {
-        "image": rng.uniform(0, 1, (n, 28, 28, 1)).astype(np.float32),
-        "label": rng.integers(0, 10, n).astype(np.int32),
+        "inputs": rng.uniform(0, 1, (n, 28, 28, 1)).astype(np.float32),
+        "targets": rng.integers(0, 10, n).astype(np.int32),
     }
 
 
@@ -52,7 +53,7 @@ def test_every_combo_config_builds_and_takes_two_steps(combo):
         losses.append(float(metrics["loss"]))
     assert int(state.step) == 2 and np.all(np.isfinite(losses))
     has_agile = any("agile" in name for name in COMBOS[combo])
-    labels = steps_lib.model_labels(create_model(config))
+    labels = steps_lib.model_labels(build(config))
     assert bool(agile_parameter_ranges(state.params, labels)) == has_agile
 
 
@@ -81,12 +82,12 @@ def test_combo_config_files_pick_their_row():
 
 
 def test_loss_falls_on_synthetic_data(synthetic_mnist_dir, tiny_config):
-    from agile.paper import data as data_lib
+    from agile.paper.data import images as data_lib
 
     tiny_config.learning_rate = tiny_config.agile_learning_rate = 0.01
     datasets = data_lib.load_datasets(tiny_config.data)
     state = steps_lib.create_train_state(tiny_config, jax.random.key(0))
-    batch = {"image": datasets.train.images[:100], "label": datasets.train.labels[:100]}
+    batch = {"inputs": datasets.train.inputs[:100], "targets": datasets.train.targets[:100]}
     first = None
     for _ in range(30):
         state, metrics = steps_lib.jit_train_step(state, batch)
@@ -136,8 +137,8 @@ def test_one_step_on_fixed_data_gives_the_recorded_loss_and_parameter_norm(combo
     """Pinned: init from key 0, Adam 1e-3, one step on a fixed batch (catches silent changes
     to the model, its initialisation, the loss or the optimizer)."""
     rng = np.random.default_rng(0)
-    batch = {"image": rng.uniform(0, 1, (8, 28, 28, 1)).astype(np.float32),
-             "label": (np.arange(8) % 10).astype(np.int32)}
+    batch = {"inputs": rng.uniform(0, 1, (8, 28, 28, 1)).astype(np.float32),
+             "targets": (np.arange(8) % 10).astype(np.int32)}
     state = steps_lib.create_train_state(get_config(combo), jax.random.key(0))
     state, metrics = steps_lib.jit_train_step(state, batch)
     assert float(metrics["loss"]) == pytest.approx(loss, rel=1e-5)

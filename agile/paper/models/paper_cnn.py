@@ -116,8 +116,10 @@ class CNN(nn.Module):
             )
 
     @nn.compact
-    def __call__(self, images: jax.Array) -> jax.Array:
-        """Maps images (N, H, W, C) to logits (N, num_classes)."""
+    def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
+        """Maps images (N, H, W, C) to logits (N, num_classes); ``train`` (the experiment
+        loop's flag for models with batch statistics or dropout) changes nothing here."""
+        del train
         self.validate()
         x = images
         kernel_size, pool_size = tuple(self.kernel_size), tuple(self.pool_size)

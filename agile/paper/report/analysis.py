@@ -19,7 +19,7 @@ import numpy as np
 from agile.fold import Link, fold
 from agile.paper import stats, study
 from agile.paper.combos import COMBOS, PAPER_TABLE1
-from agile.paper.config import MNIST_SIDE
+from agile.paper.data.images import SIDE as MNIST_SIDE
 from agile.paper.report.results import Curve, Range, Results, Run
 from agile.paper.trials import trial_name
 
@@ -410,8 +410,8 @@ def parameter_counts(group: str, conv: str, dense: str) -> tuple[int, int] | Non
     import jax.numpy as jnp
     from flax import traverse_util
 
-    from agile.paper.config import create_model
     from agile.paper.models.paper_cnn import count_params
+    from agile.paper.tasks import create_model
 
     config = study.GROUPS_BY_NAME[group].base_config()
     config.model.conv_activation, config.model.dense_activation = conv, dense
@@ -485,7 +485,8 @@ def fold_check(flat: Mapping[str, np.ndarray], inputs: int = 64, seed: int = 0) 
     import jax
 
     from agile.activations import plain_name
-    from agile.paper.config import create_model, get_config
+    from agile.paper.config import get_config
+    from agile.paper.tasks import create_model
 
     params = params_tree(flat)
     agile_config, plain_config = get_config(12), get_config(12)

@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 
 from agile.paper import stats, study
-from agile.paper.config import MNIST_CLASSES, MNIST_SIDE, MNIST_TEST_SIZE
+from agile.paper.data.images import NUM_CLASSES as MNIST_CLASSES
+from agile.paper.data.images import SIDE as MNIST_SIDE
+from agile.paper.data.images import TEST_SIZE as MNIST_TEST_SIZE
 from agile.paper.report.analysis import (
     ALPHA,
     CONFIDENCE,

@@ -1,19 +1,18 @@
-"""MNIST input pipeline: small balanced subsets that live on the device.
+"""Image classification data (MNIST, Fashion-MNIST): small balanced subsets that live on the
+device.
 
-The paper trains on a few thousand MNIST images, so the whole subset fits in
-device memory. Training puts the arrays from :func:`load_datasets` on the device
-once (``jax.device_put``), draws per-epoch batch indices on the host with
-:func:`epoch_indices`, and gathers each batch inside compiled code with
-:func:`gather_batch`. No input pipeline runs during training.
+Both data sets come as the four standard IDX files (``train-images-idx3-ubyte`` ...), read with
+numpy alone (the ``idx`` source, offline), or from tensorflow-datasets (``tfds``). An
+:class:`ImageSet` describes one of them: its tfds name, the environment variable that names its
+offline folder (``MNIST_DIR``, ``FASHION_MNIST_DIR``) and its training pixels' mean and std.
 
-Every loader takes the ``data`` sub-config (an ``ml_collections.ConfigDict``,
-defined in :mod:`agile.paper.config`) with these fields:
+Every loader takes the ``data`` sub-config (defined in :mod:`agile.paper.config`):
 
-- ``source``: ``"auto"`` (``"idx"`` when ``dir`` or env ``MNIST_DIR`` is set,
-  else ``"tfds"``), ``"idx"`` (the four standard IDX files, raw or ``.gz``,
-  read with numpy only; never touches the network or imports TensorFlow) or
-  ``"tfds"`` (tensorflow_datasets ``"mnist"``).
-- ``dir``: folder with the IDX files; ``None`` or empty means env ``MNIST_DIR``.
+- ``name``: ``"mnist"`` or ``"fashion_mnist"`` (:data:`IMAGE_SETS`).
+- ``source``: ``"auto"`` (``"idx"`` when ``dir`` or the set's environment variable is set,
+  else ``"tfds"``), ``"idx"`` (numpy only; never touches the network or imports TensorFlow)
+  or ``"tfds"``.
+- ``dir``: folder with the IDX files; ``None`` or empty means the environment variable.
 - ``tfds_data_dir``: ``data_dir`` passed to ``tfds.load`` (``None``: its default).
 - ``train_size``: balanced training subset size (multiple of 10); 0 or ``None``
   means the full training split (minus the validation images).
@@ -21,8 +20,8 @@ defined in :mod:`agile.paper.config`) with these fields:
   disjoint from the training subset (multiple of 10; 0 means none).
 - ``test_size``: balanced test subset size; ``None`` or 0 means the full split.
 - ``subset_seed``: seed of the numpy RNG that draws the subsets.
-- ``standardize``: scale to [0, 1] and then standardise with the MNIST
-  training mean and std; if False only scale to [0, 1].
+- ``standardize``: scale to [0, 1] and then standardise with the set's training mean and
+  std; if False only scale to [0, 1].
 """
 
 from __future__ import annotations
@@ -37,18 +36,40 @@ import zlib
 from pathlib import Path
 from typing import NamedTuple
 
-import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from agile.errors import ConfigError, UserError, unknown_value_error
+from agile.errors import ConfigError, unknown_value_error
+from agile.paper.data import DataError, Datasets, DataUnavailableError, MissingDataError, Split
 
 NUM_CLASSES = 10
-IMAGE_SHAPE = (28, 28, 1)
-# Mean and std of the 60,000 MNIST training pixels, scaled to [0, 1].
-MNIST_MEAN = 0.1307
-MNIST_STD = 0.3081
+SIDE = 28  # images are SIDE x SIDE, one channel
+IMAGE_SHAPE = (SIDE, SIDE, 1)
+TRAIN_SIZE, TEST_SIZE = 60_000, 10_000  # both sets' standard splits
+
+
+class ImageSet(NamedTuple):
+    """One 28x28 grey 10-class data set in the IDX layout: how to find it and standardise it."""
+
+    name: str  # config.data.name, and the name tensorflow-datasets gives it
+    title: str  # as messages and the report write it
+    env: str  # environment variable naming the offline IDX folder
+    mean: float  # mean and std of the 60,000 training pixels, scaled to [0, 1]
+    std: float
+
+    @property
+    def hint(self) -> str:
+        return (f"Set {self.env} (or data.dir) to a folder with the four {self.title} IDX files "
+                "(train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+                "t10k-labels-idx1-ubyte, each optionally .gz).")
+
+
+IMAGE_SETS = {
+    "mnist": ImageSet("mnist", "MNIST", "MNIST_DIR", 0.1307, 0.3081),
+    "fashion_mnist": ImageSet("fashion_mnist", "Fashion-MNIST", "FASHION_MNIST_DIR",
+                              0.2860, 0.3530),
+}
+MNIST = IMAGE_SETS["mnist"]
 SOURCES = ("auto", "idx", "tfds")
 SPLITS = ("train", "test")
 
@@ -59,47 +80,22 @@ _IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-_SET_MNIST_DIR_HINT = (
-    "Set MNIST_DIR (or data.dir) to a folder with the four MNIST IDX files "
-    "(train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
-    "t10k-labels-idx1-ubyte, each optionally .gz)."
-)
 
-
-class DataError(UserError, ValueError):
-    """A data file or setting that cannot give the asked-for data (names the file)."""
-
-
-class MissingDataError(UserError, FileNotFoundError):
-    """The MNIST folder or one of its files is not there."""
-
-
-class DataUnavailableError(UserError, RuntimeError):
-    """tensorflow_datasets could not provide MNIST (no network, a broken download)."""
-
-
-class Split(NamedTuple):
-    """One split as numpy arrays: float32 images (N, 28, 28, 1), int32 labels (N,)."""
-
-    images: np.ndarray
-    labels: np.ndarray
-
-
-class Datasets(NamedTuple):
-    """The splits for one run; ``val`` is None when ``val_size`` is 0."""
-
-    train: Split
-    val: Split | None
-    test: Split
+def image_set(data_config: ml_collections.ConfigDict) -> ImageSet:
+    """The :class:`ImageSet` that ``data_config.name`` names."""
+    if data_config.name not in IMAGE_SETS:
+        raise unknown_value_error("data.name", data_config.name, tuple(IMAGE_SETS))
+    return IMAGE_SETS[data_config.name]
 
 
 def resolve_source(data_config: ml_collections.ConfigDict) -> str:
-    """Returns ``"idx"`` or ``"tfds"``, resolving ``"auto"`` from ``dir``/``MNIST_DIR``."""
+    """Returns ``"idx"`` or ``"tfds"``, resolving ``"auto"`` from ``dir`` or the set's
+    environment variable (``MNIST_DIR``, ``FASHION_MNIST_DIR``)."""
     source = data_config.source
     if source not in SOURCES:
         raise unknown_value_error("data.source", source, SOURCES)
     if source == "auto":
-        return "idx" if data_config.dir or os.environ.get("MNIST_DIR") else "tfds"
+        return "idx" if data_config.dir or os.environ.get(image_set(data_config).env) else "tfds"
     return source
 
 
@@ -110,9 +106,10 @@ def load_split(data_config: ml_collections.ConfigDict, split: str) -> tuple[np.n
     for both sources.
     """
     _check_split(split)
+    dataset = image_set(data_config)
     if resolve_source(data_config) == "idx":
-        return read_idx_split(_idx_directory(data_config), split)
-    return read_tfds_split(split, data_config.tfds_data_dir)
+        return read_idx_split(_idx_directory(data_config), split, dataset)
+    return read_tfds_split(split, data_config.tfds_data_dir, dataset)
 
 
 def check_available(data_config: ml_collections.ConfigDict) -> None:
@@ -120,43 +117,46 @@ def check_available(data_config: ml_collections.ConfigDict) -> None:
     reading any file: cheap enough to run before anything is written. (A damaged file, and
     the tfds source, fail when they load.)"""
     if resolve_source(data_config) == "idx":
-        directory = _checked_idx_folder(_idx_directory(data_config))
+        dataset = image_set(data_config)
+        directory = _checked_idx_folder(_idx_directory(data_config), dataset)
         for names in _IDX_FILES.values():
             for name in names:
-                _find_idx_file(directory, name)
+                _find_idx_file(directory, name, dataset)
 
 
 def _idx_directory(data_config: ml_collections.ConfigDict) -> str:
-    directory = data_config.dir or os.environ.get("MNIST_DIR")
+    dataset = image_set(data_config)
+    directory = data_config.dir or os.environ.get(dataset.env)
     if not directory:
-        raise ConfigError(f"data.source='idx' needs a folder. {_SET_MNIST_DIR_HINT}")
+        raise ConfigError(f"data.source='idx' needs a folder. {dataset.hint}")
     return directory
 
 
-def _checked_idx_folder(directory: str | os.PathLike) -> Path:
+def _checked_idx_folder(directory: str | os.PathLike, dataset: ImageSet = MNIST) -> Path:
     """``directory`` as a Path; MissingDataError unless it is an existing folder."""
     directory = Path(directory).expanduser()
     if directory.exists() and not directory.is_dir():
-        raise MissingDataError(f"MNIST directory {directory} is a file, not a folder. "
-                               f"{_SET_MNIST_DIR_HINT}")
+        raise MissingDataError(f"{dataset.title} directory {directory} is a file, not a folder. "
+                               f"{dataset.hint}")
     if not directory.is_dir():
         raise MissingDataError(
-            f"MNIST directory {directory} does not exist. {_SET_MNIST_DIR_HINT}"
+            f"{dataset.title} directory {directory} does not exist. {dataset.hint}"
         )
     return directory
 
 
-def read_idx_split(directory: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
+def read_idx_split(directory: str | os.PathLike, split: str,
+                   dataset: ImageSet = MNIST) -> tuple[np.ndarray, np.ndarray]:
     """Reads one split from the standard IDX files in ``directory`` (raw or ``.gz``).
 
     Uses numpy only. Raises MissingDataError (a FileNotFoundError) for a missing folder
     or file and DataError (a ValueError), naming the file, for a damaged or inconsistent one.
     """
     _check_split(split)
-    directory = _checked_idx_folder(directory)
+    directory = _checked_idx_folder(directory, dataset)
     images_name, labels_name = _IDX_FILES[split]
-    images_path = _find_idx_file(directory, images_name)
-    labels_path = _find_idx_file(directory, labels_name)
+    images_path = _find_idx_file(directory, images_name, dataset)
+    labels_path = _find_idx_file(directory, labels_name, dataset)
     images = _read_idx(images_path, _IMAGES_MAGIC)
     labels = _read_idx(labels_path, _LABELS_MAGIC)
     if images.shape[1:] != IMAGE_SHAPE[:2]:
@@ -172,8 +172,9 @@ def read_idx_split(directory: str | os.PathLike, split: str) -> tuple[np.ndarray
     return images[..., None], labels.astype(np.int32)
 
 
-def read_tfds_split(split: str, data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Loads one split of tensorflow_datasets ``"mnist"`` (downloading it if needed).
+def read_tfds_split(split: str, data_dir: str | None = None,
+                    dataset: ImageSet = MNIST) -> tuple[np.ndarray, np.ndarray]:
+    """Loads one split of tensorflow_datasets ``dataset.name`` (downloading it if needed).
 
     Returns the same arrays as :func:`read_idx_split` on the IDX files, in the same
     order (see :func:`_tfds_mnist_order`), so both sources draw the same subsets.
@@ -191,28 +192,30 @@ def read_tfds_split(split: str, data_dir: str | None = None) -> tuple[np.ndarray
     except RuntimeError:
         pass  # TensorFlow already initialised its devices; they can no longer change.
     load = functools.partial(
-        tfds.load, "mnist", split=split, data_dir=data_dir, as_supervised=True,
+        tfds.load, dataset.name, split=split, data_dir=data_dir, as_supervised=True,
         shuffle_files=False,
         read_config=tfds.ReadConfig(interleave_cycle_length=1),  # Shards in order.
     )
     try:
-        dataset = load(download=False)  # prepared already: no network at all
+        dataset_ = load(download=False)  # prepared already: no network at all
     except Exception:  # noqa: BLE001 - not prepared (or unreadable): tfds must download.
         unreachable = download_host_error()  # tfds would retry for minutes first
         if unreachable is not None:
-            raise _tfds_error(unreachable) from None
+            raise _tfds_error(unreachable, dataset) from None
         try:
-            dataset = load()
+            stored = load()
         except Exception as err:
-            raise _tfds_error(err) from err
-    batches = list(tfds.as_numpy(dataset.batch(10_000)))
+            raise _tfds_error(err, dataset) from err
+    else:
+        stored = dataset_
+    batches = list(tfds.as_numpy(stored.batch(10_000)))
     stored_images = np.concatenate([batch_images for batch_images, _ in batches])
     stored_labels = np.concatenate([batch_labels for _, batch_labels in batches])
     images = np.empty_like(stored_images, np.uint8)
     labels = np.empty_like(stored_labels, np.int32)
     order = _tfds_mnist_order(split, len(stored_labels))
     images[order], labels[order] = stored_images, stored_labels
-    _check_labels(labels, f"tfds mnist {split!r}")
+    _check_labels(labels, f"tfds {dataset.name} {split!r}")
     return images.reshape(-1, *IMAGE_SHAPE), labels
 
 
@@ -244,17 +247,17 @@ def _tfds_mnist_order(split: str, num_examples: int) -> np.ndarray:
     return np.array(sorted(range(num_examples), key=stored_position), dtype=np.int64)
 
 
-def _tfds_error(err: Exception) -> DataUnavailableError:
+def _tfds_error(err: Exception, dataset: ImageSet = MNIST) -> DataUnavailableError:
     """One line for a failed ``tfds.load``; a download without network says so."""
     network_error = _network_error_in_chain(err)
     if network_error is None:
         return DataUnavailableError(
-            f"could not load MNIST with tensorflow_datasets ({type(err).__name__}: {err}). "
-            f"{_SET_MNIST_DIR_HINT}"
+            f"could not load {dataset.title} with tensorflow_datasets ({type(err).__name__}: "
+            f"{err}). {dataset.hint}"
         )
     return DataUnavailableError(
-        "tensorflow_datasets could not download MNIST: no network connection "
-        f"({type(network_error).__name__}: {network_error}). Offline? {_SET_MNIST_DIR_HINT}"
+        f"tensorflow_datasets could not download {dataset.title}: no network connection "
+        f"({type(network_error).__name__}: {network_error}). Offline? {dataset.hint}"
     )
 
 
@@ -313,12 +316,38 @@ def balanced_split_indices(
     return np.sort(np.concatenate(subset)), np.sort(np.concatenate(held_out))
 
 
-def scale_images(images: np.ndarray, standardize: bool) -> np.ndarray:
-    """Maps uint8 pixels to float32 in [0, 1], then optionally to zero mean, unit std."""
+def scale_images(images: np.ndarray, standardize: bool, dataset: ImageSet = MNIST) -> np.ndarray:
+    """Maps uint8 pixels to float32 in [0, 1], then optionally to zero mean, unit std (the
+    set's own training mean and std)."""
     scaled = images.astype(np.float32) / np.float32(255)
     if standardize:
-        scaled = (scaled - np.float32(MNIST_MEAN)) / np.float32(MNIST_STD)
+        scaled = (scaled - np.float32(dataset.mean)) / np.float32(dataset.std)
     return scaled
+
+
+def check_sizes(config: ml_collections.ConfigDict) -> None:
+    """ConfigError for subset sizes the set cannot give, or a batch larger than the training
+    subset: before anything is read."""
+    data, title = config.data, image_set(config.data).title
+    if data.source not in SOURCES:
+        raise unknown_value_error("data.source", data.source, SOURCES)
+    for name in ("train_size", "val_size", "test_size"):
+        value = data[name]
+        optional = value is None and name == "test_size"
+        if not optional and (isinstance(value, bool) or not isinstance(value, int) or value < 0
+                             or value % NUM_CLASSES):
+            raise ConfigError(f"config.data.{name} must be a non-negative multiple of "
+                              f"{NUM_CLASSES} (a class-balanced subset), got {value!r}.")
+    if data.train_size + data.val_size > TRAIN_SIZE:
+        raise ConfigError(f"config.data.train_size + val_size = {data.train_size + data.val_size}"
+                          f" exceeds {title}'s {TRAIN_SIZE} training images.")
+    if (data.test_size or 0) > TEST_SIZE:
+        raise ConfigError(f"config.data.test_size = {data.test_size} exceeds {title}'s "
+                          f"{TEST_SIZE} test images.")
+    train_images = data.train_size or TRAIN_SIZE - data.val_size
+    if config.batch_size > train_images:
+        raise ConfigError(f"config.batch_size = {config.batch_size} exceeds the "
+                          f"{train_images} training images.")
 
 
 def load_datasets(data_config: ml_collections.ConfigDict) -> Datasets:
@@ -349,7 +378,8 @@ def load_datasets(data_config: ml_collections.ConfigDict) -> Datasets:
     )
 
     def subset(images: np.ndarray, labels: np.ndarray, indices: np.ndarray) -> Split:
-        return Split(scale_images(images[indices], data_config.standardize), labels[indices])
+        return Split(scale_images(images[indices], data_config.standardize,
+                                  image_set(data_config)), labels[indices])
 
     return Datasets(
         train=subset(train_images, train_labels, train_indices),
@@ -358,51 +388,14 @@ def load_datasets(data_config: ml_collections.ConfigDict) -> Datasets:
     )
 
 
-def epoch_indices(
-    seed: int, epoch: int, num_examples: int, batch_size: int, drop_remainder: bool = True
-) -> np.ndarray:
-    """Returns int32 batch indices (steps_per_epoch, batch_size) for one epoch.
-
-    The order is a fresh permutation for every epoch and a function of
-    ``(seed, epoch)`` only, so a run resumed at any epoch sees the same batches.
-    With ``drop_remainder`` the last ``num_examples % batch_size`` examples of
-    the permutation are skipped this epoch. Without it the last batch is padded
-    by wrapping around to the start of the same permutation, so every example
-    appears at least once and the first few appear twice.
-    """
-    if not 1 <= batch_size <= num_examples:
-        raise ConfigError(
-            f"batch_size must be in 1..num_examples={num_examples}, got {batch_size}"
-        )
-    order = np.random.default_rng([seed, epoch]).permutation(num_examples).astype(np.int32)
-    steps, remainder = divmod(num_examples, batch_size)
-    if remainder and not drop_remainder:
-        order = np.concatenate([order, order[: batch_size - remainder]])
-        steps += 1
-    return order[: steps * batch_size].reshape(steps, batch_size)
-
-
-def gather_batch(
-    images: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, indices: jax.typing.ArrayLike
-) -> dict[str, jax.Array]:
-    """Gathers one batch: ``{"image": float32 (B, 28, 28, 1), "label": int32 (B,)}``.
-
-    Pure, so it runs inside ``jax.jit`` on device-resident arrays. ``images``
-    should already be scaled, as :func:`load_datasets` returns them.
-    """
-    return {
-        "image": jnp.asarray(images)[indices].astype(jnp.float32),
-        "label": jnp.asarray(labels)[indices].astype(jnp.int32),
-    }
-
-
-def _find_idx_file(directory: Path, name: str) -> Path:
+def _find_idx_file(directory: Path, name: str, dataset: ImageSet = MNIST) -> Path:
     """Returns ``directory/name`` or, failing that, ``directory/name.gz``."""
     for candidate in (directory / name, directory / f"{name}.gz"):
         if candidate.is_file():
             return candidate
     raise MissingDataError(
-        f"missing MNIST file: neither {name} nor {name}.gz is in {directory}. {_SET_MNIST_DIR_HINT}"
+        f"missing {dataset.title} file: neither {name} nor {name}.gz is in {directory}. "
+        f"{dataset.hint}"
     )
 
 
