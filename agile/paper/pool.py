@@ -1,7 +1,7 @@
 """A sweep's trials trained in parallel worker processes, each pinned to its own CPUs.
 
 The in-process backend trains one trial after another, which leaves all but the cores XLA
-uses for one small CNN idle. :func:`run_parallel` keeps ``workers`` processes busy instead:
+uses for one small model idle. :func:`run_parallel` keeps ``workers`` processes busy instead:
 each is started once (``python -m agile.paper.pool --serve WORKDIR``) on its own group of
 CPUs (``sched_setaffinity``) and trains one trial after another, handed to it as a pickle,
 so that Python's and JAX's start-up is paid once per worker, not once per trial; the next

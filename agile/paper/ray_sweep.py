@@ -34,7 +34,7 @@ from typing import Any
 from absl import logging
 
 from agile.errors import ConfigError
-from agile.paper import sweep
+from agile.paper import sweep, tasks
 from agile.paper.trials import Trial
 from agile.paper.workdir import Lock, WorkdirError, prepare
 
@@ -411,7 +411,7 @@ def run(sweep_dir: Path, trials: list[Trial], options: Options) -> None:
         ray = require_ray()
         largest = check_resources(ray, options)
         cpu_only = options.gpus_per_trial == 0 and largest["GPU"] > 0
-        setup = {"env": {k: os.environ[k] for k in ("MNIST_DIR",) if k in os.environ},
+        setup = {"env": {k: os.environ[k] for k in tasks.DATA_ENV_VARS if k in os.environ},
                  "cwd": os.getcwd(), "gpus_per_trial": options.gpus_per_trial,
                  "cpu_only": cpu_only, "trial_hook": options.trial_hook,
                  "driver_pid": os.getpid(),

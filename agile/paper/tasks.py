@@ -88,6 +88,8 @@ def _image_source(name: str) -> DataSource:
 
 
 DATA_SOURCES: dict[str, DataSource] = {name: _image_source(name) for name in images_lib.IMAGE_SETS}
+# Environment variables naming the sources' offline folders: passed on to sweep workers.
+DATA_ENV_VARS = tuple(image_set.env for image_set in images_lib.IMAGE_SETS.values())
 
 
 # ---------------------------------------------------------------------------------------------
