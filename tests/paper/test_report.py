@@ -110,28 +110,28 @@ def test_compare_pairs_by_seed_and_says_why_a_side_is_missing():
     rows += [fake_run("table1", *COMBOS[9], seed, loss, 1.0)
              for seed, loss in [(0, 0.16), (1, 0.16), (2, 0.17)]]
     runs = rows
-    comparison = analysis.Comparison(analysis.combo_arm(12), analysis.combo_arm(9), -0.01)
+    comparison = study.Comparison(study.combo_arm(12), study.combo_arm(9), -0.01)
     result = analysis.compare(runs, comparison)
     expected = stats.paired_comparison([0.15, 0.14, 0.13], [0.16, 0.16, 0.17])  # seeds 0, 1, 2
     assert result.seeds == 3
     assert result.mean_difference == pytest.approx(expected["mean_difference"])
     assert result.p_value == pytest.approx(expected["p_value"])
-    missing_trial = analysis.compare(runs, analysis.Comparison(analysis.combo_arm(12),
-                                                               analysis.combo_arm(7)))
+    missing_trial = analysis.compare(runs, study.Comparison(study.combo_arm(12),
+                                                            study.combo_arm(7)))
     assert missing_trial.missing == "trial combo_07 of group table1 has no results"
-    missing_group = analysis.compare(runs, analysis.Comparison(analysis.combo_arm(12, "sgd"),
-                                                               analysis.combo_arm(7, "sgd")))
+    missing_group = analysis.compare(runs, study.Comparison(study.combo_arm(12, "sgd"),
+                                                            study.combo_arm(7, "sgd")))
     assert missing_group.missing == "group sgd was not run"
 
 
 def test_compare_family_applies_holm_over_the_available_comparisons():
     runs = fake_runs({"table1"}, 5)
-    results = analysis.compare_family(runs, analysis.table1_comparisons())
+    results = analysis.compare_family(runs, study.FAMILIES_BY_NAME["table1"].comparisons)
     assert len(results) == len(study.PAIRED_COMPARISONS)
     assert [r.holm_p for r in results] == pytest.approx(
         stats.holm([r.p_value for r in results]))
     assert all(r.significant == (r.holm_p < analysis.ALPHA) for r in results)
-    ablations = analysis.compare_family(runs, analysis.ablation_comparisons())
+    ablations = analysis.compare_family(runs, study.FAMILIES_BY_NAME["ablations"].comparisons)
     available = [r for r in ablations if r.available]
     assert [(r.comparison.first.trial, r.comparison.second.trial) for r in available] == [
         ("combo_12", "combo_07")]  # Table 1's own 12 vs 7; the other groups were not run
@@ -139,7 +139,7 @@ def test_compare_family_applies_holm_over_the_available_comparisons():
 
 
 def _result(difference, significant, paper):
-    comparison = analysis.Comparison(analysis.combo_arm(12), analysis.combo_arm(9), paper)
+    comparison = study.Comparison(study.combo_arm(12), study.combo_arm(9), paper)
     return analysis.PairedResult(comparison, seeds=10, mean_difference=difference,
                                  ci_low=difference - 0.01, ci_high=difference + 0.01,
                                  p_value=0.001, holm_p=0.004 if significant else 0.2,
@@ -165,10 +165,10 @@ def test_paper_agreement_and_the_verdict_sentence():
 
 def test_ablation_findings_give_one_sentence_per_theme_run_or_not():
     runs = fake_runs({"table1", "tanh_gelu"}, 4)
-    findings = text.ablation_findings(analysis.compare_family(runs,
-                                                              analysis.ablation_comparisons()))
-    assert [f.split(":")[0] for f in findings] == [opening for opening, _ in
-                                                   text.ABLATION_THEMES]
+    ablations = study.FAMILIES_BY_NAME["ablations"]
+    findings = questions.family_findings(analysis.analyse_family(runs, ablations))
+    assert [f.split(":")[0] for f in findings] == list(dict.fromkeys(
+        c.theme for c in ablations.comparisons))
     assert "combo 12 (per channel) − combo 12 (per element): no result (group " \
            "granularity_channel was not run)" in findings[0]
     assert "agile tanh / agile tanh − tanh / tanh: " in findings[1] and "Holm p = " in findings[1]
@@ -240,10 +240,7 @@ def test_fold_check_finds_the_folded_twin_equal_and_the_unfolded_one_not():
 def test_markdown_reports_missing_groups_instead_of_failing():
     runs = fake_runs({"table1", "tanh_gelu"}, 3)
     results = Results(runs)
-    analysed = analysis.Analysis(analysis.table1_rows(runs),
-                                 analysis.compare_family(runs, analysis.table1_comparisons()),
-                                 analysis.compare_family(runs, analysis.ablation_comparisons()),
-                                 None)
+    analysed = report.analyse(results)
     markdown = report.build_markdown(results, analysed, {}, counts=lambda *_: (100, 10))
     for section in SECTIONS:
         assert section in markdown
@@ -345,7 +342,7 @@ def test_selection_helpers_pick_rows_by_group_trial_and_seed():
     assert analysis.seed_values(runs, "table1", "combo_12") == {1: 0.1}  # seed 2 has no loss
     assert analysis.seed_values(runs, "table1", "combo_12", "best_step") == {1: 1000.0, 2: 1000.0}
     assert analysis.combo_trial(7) == "combo_07"
-    arm = analysis.pair_arm("dense_only", "relu", "agile_sigmoid", "label")
+    arm = study.pair_arm("dense_only", "relu", "agile_sigmoid", "label")
     assert (arm.group, arm.trial, arm.label) == ("dense_only", "agile_sigmoid", "label")
     lower, higher, neither = (_result(-0.02, True, None), _result(0.02, True, None),
                               _result(0.01, False, None))
@@ -463,9 +460,9 @@ def test_power_rows_say_what_each_comparison_resolves_and_what_is_settled():
                                       + 0.001 * (seed % 2), 1.0),
                  fake_run("table1", "relu", "agile_relu", seed,
                                       0.20 + 0.01 * ((seed * 3) % 4 - 1.5), 1.0)]
-    results = an.compare_family(runs, [an.Comparison(an.combo_arm(10), an.combo_arm(7)),
-                                       an.Comparison(an.combo_arm(8), an.combo_arm(7)),
-                                       an.Comparison(an.combo_arm(12), an.combo_arm(7))])
+    results = an.compare_family(runs, [study.Comparison(study.combo_arm(10), study.combo_arm(7)),
+                                       study.Comparison(study.combo_arm(8), study.combo_arm(7)),
+                                       study.Comparison(study.combo_arm(12), study.combo_arm(7))])
     steady, noisy, absent = an.power_rows(runs, results)
     assert steady.settled and steady.seeds == 10 and steady.correlation > 0.9
     assert steady.mde < steady.mde_holm < an.RESOLUTION
@@ -482,23 +479,24 @@ def test_power_rows_say_what_each_comparison_resolves_and_what_is_settled():
 def test_the_new_families_and_their_sections():
     """The a/b learning-rate family (verdicts at each rate, each rate against 1x) and the
     baselines family (each against combos 7 and 12); sections say when a group was not run."""
-    from agile.paper.report import analysis as an
-
-    lr = an.lr_comparisons()
+    lr = study.FAMILIES_BY_NAME["lr"].comparisons
     assert len(lr) == 15 and lr[0].name == "combo 10 (a, b at 0.1x) − combo 7"
     assert lr[-1].name == "combo 12 (a, b at 10x) − combo 12 (a, b at 1x)"
-    baselines = an.baseline_comparisons()
+    baselines = study.FAMILIES_BY_NAME["baselines"].comparisons
     assert [c.name for c in baselines[:2]] == ["PReLU per channel − combo 7",
                                                "PReLU per channel − combo 12"]
     assert {c.first.trial for c in baselines} == {t.name for g in ("baselines", "capacity")
                                                   for t in study.GROUPS_BY_NAME[g].trials()}
     results = fake_results({"table1"})
     analysed = report.analyse(results)
-    markdown = questions.lr_section(results.runs, analysed, lambda *_: (100, 10))
+    markdown = questions.family_section(analysed.family("lr"), results.runs,
+                                        lambda *_: (100, 10))
     assert "Group `agile_lr_0.1x` was not run" in markdown
     full = fake_results()
     analysed = report.analyse(full)
-    assert all(r.available for r in analysed.lr_results + analysed.baseline_results)
-    section = questions.baselines_section(full.runs, analysed, lambda *_: (31_702, 0))
+    assert all(r.available for r in analysed.family("lr").results
+               + analysed.family("baselines").results)
+    section = questions.family_section(analysed.family("baselines"), full.runs,
+                                       lambda *_: (31_702, 0))
     assert "| `combo_07_dense640` |" in section and "31,702 (0)" in section
     assert "PReLU per channel − combo 7:" in section
