@@ -500,3 +500,115 @@ def test_the_new_families_and_their_sections():
                                        lambda *_: (31_702, 0))
     assert "| `combo_07_dense640` |" in section and "31,702 (0)" in section
     assert "PReLU per channel − combo 7:" in section
+
+
+def test_each_family_is_one_holm_family_over_exactly_its_comparisons():
+    """analyse() follows study.FAMILIES: every family's results and power rows are its
+    comparisons in order, Holm's correction runs over its available ones only, and a
+    comparison in two families (combo 12 − combo 7 on Table 1's runs) has one p-value and a
+    Holm p from each family."""
+    analysed = report.analyse(Results(fake_runs(None, 5)))
+    assert [result.family for result in analysed.families] == list(study.FAMILIES)
+    for result in analysed.families:
+        assert [r.comparison for r in result.results] == list(result.family.comparisons)
+        assert [row.comparison for row in result.power] == list(result.family.comparisons)
+        available = [r for r in result.results if r.available]
+        assert available and [r.holm_p for r in available] == pytest.approx(
+            stats.holm([r.p_value for r in available]))
+    lr = {r.comparison.name: r for r in analysed.family("lr").results}
+    ablations = {r.comparison.name: r for r in analysed.family("ablations").results}
+    at_1x = lr["combo 12 (a, b at 1x) − combo 7"]
+    adam = ablations["combo 12 (Adam) − combo 7 (Adam)"]
+    assert at_1x.p_value == adam.p_value
+    family_ps = {name: [r.p_value for r in analysed.family(name).results if r.available]
+                 for name in ("lr", "ablations")}
+    assert at_1x.holm_p == pytest.approx(stats.holm(family_ps["lr"])[
+        family_ps["lr"].index(at_1x.p_value)])
+    assert adam.holm_p == pytest.approx(stats.holm(family_ps["ablations"])[
+        family_ps["ablations"].index(adam.p_value)])
+
+
+def test_one_renderer_writes_every_familys_section(monkeypatch):
+    """build_markdown renders each family with questions.family_section, in study.FAMILIES'
+    order, numbered around the power section (after the last family it shows)."""
+    rendered = []
+    original = questions.family_section
+
+    def spy(result, *args, **kwargs):
+        rendered.append(result.family.name)
+        return original(result, *args, **kwargs)
+
+    monkeypatch.setattr(questions, "family_section", spy)
+    results = Results(fake_runs({"table1", "sgd"}, 3))
+    markdown = report.build_markdown(results, report.analyse(results), {},
+                                     counts=lambda *_: (100, 10))
+    assert rendered == [family.name for family in study.FAMILIES]
+    for number, family in zip((4, 6, 7, 8), study.FAMILIES, strict=True):
+        assert f"\n## {number}. {family.title}\n" in markdown
+    assert ("Sections: 1 command and wall time, 2 setup, 3 Table 1, 4 paired comparisons, "
+            "5 power, 6 the learning rate of a and b, 7 the field's learnable activations, "
+            "8 what the paper did not run, 9 figures, 10 expressivity, 11 conclusion.") in markdown
+
+
+def test_a_family_not_run_yet_is_a_section_that_says_so():
+    """A future family (issue #30: Table 1 on Fashion-MNIST beside MNIST's) whose groups have
+    no rows: its section and conclusion say "Not run yet", the sections after it move on by
+    one, and nothing else changes."""
+    future = study.Family("fashion_table1", "Table 1 on Fashion-MNIST",
+                          study.table1_comparisons("fashion_table1", paper=False),
+                          question="Table 1's comparisons on Fashion-MNIST.", beside="table1")
+    results = Results(fake_runs({"table1"}, 3))
+    analysed = report.analyse(results, (*study.FAMILIES, future))
+    markdown = report.build_markdown(results, analysed, {}, counts=lambda *_: (100, 10))
+    absent = ("Not run yet: no comparison of this family can be made (`runs.csv` has no rows "
+              "for `fashion_table1`).")
+    assert (f"## 9. Table 1 on Fashion-MNIST\n\nTable 1's comparisons on Fashion-MNIST.\n\n"
+            f"{absent}\n") in markdown
+    assert "## 10. Figures like the paper's" in markdown and "## 12. Conclusion" in markdown
+    assert f"### Table 1 on Fashion-MNIST\n\n- {absent}" in markdown
+    before = report.build_markdown(results, report.analyse(results), {},
+                                   counts=lambda *_: (100, 10))
+    contents = "9 table 1 on Fashion-MNIST, 10 figures, 11 expressivity, 12 conclusion"
+    assert markdown.split("## 9.")[0] == before.split("## 9.")[0].replace(
+        "9 figures, 10 expressivity, 11 conclusion", contents)
+
+
+def test_a_family_beside_another_says_whether_each_verdict_agrees():
+    """The `beside` column: the same comparisons, by name, in the family named; the same
+    verdict (both significant the same way, or both not) agrees, another one differs."""
+    runs = fake_runs({"table1"}, 5)
+    again = study.Family("table1_again", "Table 1 again", study.table1_comparisons(paper=False),
+                         beside="table1", power=None)
+    results = Results(runs)
+    analysed = report.analyse(results, (study.FAMILIES_BY_NAME["table1"], again))
+    section = questions.family_section(analysed.family("table1_again"), runs,
+                                       lambda *_: (100, 10), beside=analysed.family("table1"))
+    assert "| vs the paper | vs `table1` |" in section
+    rows = [line for line in section.splitlines() if line.startswith("| combo ")]
+    assert len(rows) == len(study.PAIRED_COMPARISONS)
+    assert all(row.endswith("| - | agrees |") for row in rows)
+    same, flipped = _result(-0.02, True, None), _result(0.02, True, None)
+    assert analysis.beside_agreement(same, _result(0.001, False, None)) == "differs"
+    assert analysis.beside_agreement(same, flipped) == "differs"
+    assert analysis.beside_agreement(flipped, _result(0.03, True, None)) == "agrees"
+    assert analysis.beside_agreement(same, None) is None
+
+
+def test_a_family_in_bits_on_some_seeds_scales_its_loss_and_keeps_its_p_values():
+    """A family's unit scales its differences, power and group tables (a language model's
+    loss in bits); its seeds rule limits the pairs; neither changes what is significant."""
+    runs = fake_runs({"table1"}, 6)
+    comparisons = study.FAMILIES_BY_NAME["table1"].comparisons[:3]
+    nats = analysis.analyse_family(runs, study.Family("nats", "Nats", comparisons))
+    bits = analysis.analyse_family(runs, study.Family("bits", "Bits", comparisons,
+                                                      groups=("table1",), unit=study.BITS))
+    for n, b in zip(nats.results, bits.results, strict=True):
+        assert b.mean_difference == pytest.approx(n.mean_difference / math.log(2))
+        assert (b.p_value, b.holm_p) == pytest.approx((n.p_value, n.holm_p))
+    assert bits.power[0].std == pytest.approx(nats.power[0].std / math.log(2))
+    section = questions.family_section(bits, runs, lambda *_: (100, 10))
+    assert "| ours: mean difference (bits) |" in section
+    assert "| best test loss (bits) (mean ± std) |" in section
+    first = analysis.analyse_family(runs, study.Family("first", "First", comparisons,
+                                                       seeds=range(3)))
+    assert [r.seeds for r in first.results] == [3, 3, 3]
