@@ -384,7 +384,13 @@ BASELINE_ARMS = (Arm("baselines", "prelu", "PReLU per channel"),
                  Arm("baselines", "agile_relu_channel", "agile ReLU per channel"),
                  Arm("capacity", "combo_07_dense640", "ReLU, dense 640 (combo 12's size)"))
 
-FAMILIES: tuple[Family, ...] = (  # in the report's order
+# In the report's order. A new question is one more entry: e.g. (issue #30) Table 1 on
+# Fashion-MNIST beside MNIST's, once a group "fashion_table1" (task "fashion_mnist") trains it:
+#   Family("fashion_table1", "Table 1 on Fashion-MNIST", table1_comparisons("fashion_table1",
+#          paper=False), question="...", groups=("fashion_table1",), beside="table1"),
+# the a/b-rate curve: Family("lr_curve", ..., rate_comparisons(<(group, label) per rate>));
+# a language model's question reports bits: Family(..., unit=BITS, resolution=<in bits>).
+FAMILIES: tuple[Family, ...] = (
     Family(
         "table1", "Paired comparisons on the same seeds", table1_comparisons(),
         question="The comparisons of `agile.paper.study.PAIRED_COMPARISONS`: each agile variant "

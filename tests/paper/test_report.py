@@ -543,6 +543,7 @@ def test_one_renderer_writes_every_familys_section(monkeypatch):
     markdown = report.build_markdown(results, report.analyse(results), {},
                                      counts=lambda *_: (100, 10))
     assert rendered == [family.name for family in study.FAMILIES]
+    assert all(f.figure is None or f.figure in figures.FIGURES for f in study.FAMILIES)
     for number, family in zip((4, 6, 7, 8), study.FAMILIES, strict=True):
         assert f"\n## {number}. {family.title}\n" in markdown
     assert ("Sections: 1 command and wall time, 2 setup, 3 Table 1, 4 paired comparisons, "

@@ -289,6 +289,9 @@ def test_every_family_compares_trials_of_declared_groups_within_one_task(family)
     assert all(name in study.GROUPS_BY_NAME for name in family.groups)
     assert family.power in (study.IN_SECTION, study.POWER_SECTION, None)
     assert family.findings in ("themes", "table1")
+    if family.findings == "table1":  # the paper's table: its rows, its differences
+        assert all(c.paper_difference is not None and c.first.group == c.second.group ==
+                   "table1" for c in family.comparisons)
     if family.beside is not None:
         assert set(names) <= {c.name for c in study.FAMILIES_BY_NAME[family.beside].comparisons}
 
