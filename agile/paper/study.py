@@ -1,10 +1,17 @@
-"""The reproduction study: its experiment groups, and the analysis of their results.
+"""The reproduction study as data: its experiment groups and its comparison families.
 
 Each :class:`Group` is one sweep (``agile.paper.sweep``) in its own folder under the study's
 workdir: a set of (conv, dense) activation pairs, each trained with the same seeds, on the
 default config with a few overrides. ``table1`` is the paper's experiment; the others are
 what the paper did not run (granularity, other activations, all training images, a
-combined activation, another optimizer) and its Fig. 11 (a network of dense layers only).
+combined activation, another optimizer), its Fig. 11 (a network of dense layers only) and
+the questions it left open (the a/b learning rate, the field's learnable activations).
+
+Each :class:`Family` is one question asked of those groups: a list of paired comparisons,
+each one arm (a trial of a group) against another on the seeds both have, corrected with
+Holm's method over exactly that list, with the words the report says about it. The report
+(:mod:`agile.paper.report`) loops over :data:`FAMILIES`, one section per family, so a new
+question is one entry here (and a new experiment one more :class:`Group`).
 
 The analysis is elsewhere: the statistics in :mod:`agile.paper.stats`, the fold of an agile
 layer into its neighbours in :mod:`agile.fold`. :func:`select_groups` and :func:`parse_overrides`
@@ -15,13 +22,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import ml_collections
 
 from agile.errors import ConfigError
-from agile.paper.combos import COMBOS
+from agile.paper.combos import COMBOS, PAPER_TABLE1
 from agile.paper.config import get_config
 from agile.paper.trials import Trial, settings, trial_name, trials_for_pairs
 
@@ -38,7 +46,8 @@ class Group:
     Seeds ``0 .. seeds - 1`` train in blocks of ``block`` (one trial, one program each):
     block 0 in the trial's folder (its name), later ones in ``<name>.seeds<first>-<last>``,
     so a group's seeds can be trained in parts and one block's results never depend on
-    another's.
+    another's. ``task`` names the data set its trials train on (the paper's MNIST, for every
+    group so far); comparisons pair seeds only within a task (a test checks every family).
     """
 
     name: str
@@ -48,6 +57,7 @@ class Group:
     seeds: int = SEEDS
     names: tuple[str, ...] | None = None  # Trial names, if not trials.trial_name of each pair.
     block: int = BLOCK
+    task: str = "mnist"
 
     def trial_name(self, conv: str, dense: str) -> str:
         """The name of the trial that trains (conv, dense) in this group (its results' name)."""
@@ -174,6 +184,259 @@ PAIRED_COMPARISONS: tuple[tuple[int, int], ...] = (
     (2, 1), (5, 4), (8, 7), (11, 10),  # dense layer agile relu
     (3, 1),  # the paper's: sigmoid / agile sigmoid against sigmoid / relu
 )
+
+
+# ---------------------------------------------------------------------------------------------
+# The comparison families: which arm against which, on which seeds, in which Holm family.
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+    """One side of a comparison: a trial of a group, and the name the report gives it."""
+
+    group: str
+    trial: str
+    label: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """``first - second`` in its family's loss on the seeds both arms have (negative: first
+    is lower).
+
+    ``paper_difference`` is the same difference in the paper's Table 1, where it has both.
+    ``theme`` and ``clause`` place the comparison in its family's findings: the comparisons
+    of one theme make one sentence, ``"<theme><family.theme_end><clause>: <outcome>; ..."``
+    (an empty ``clause`` is the comparison's :attr:`name`).
+    """
+
+    first: Arm
+    second: Arm
+    paper_difference: float | None = None
+    theme: str = ""
+    clause: str = ""
+
+    @property
+    def name(self) -> str:
+        """``"first − second"`` in the arms' labels."""
+        return f"{self.first.label} − {self.second.label}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Unit:
+    """How a family reports its loss: ``scale`` times the loss in nats, called ``name`` in the
+    report's headers ("" for nats, the study's default, which the headers leave unsaid)."""
+
+    name: str = ""
+    scale: float = 1.0
+
+
+NATS = Unit()
+BITS = Unit("bits", 1 / math.log(2))  # e.g. a language model's loss in bits per character
+RESOLUTION = 0.006  # the best-test-loss difference the study sets out to resolve (issue #21)
+IN_SECTION, POWER_SECTION = "section", "power"  # where a family's power table is shown
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """One question of the study: paired comparisons, one Holm family, and its report section.
+
+    The numbers: each of ``comparisons`` pairs its arms on the seeds both have (of ``seeds``
+    only, if given) in ``metric`` times ``unit.scale``; Holm's correction runs over exactly
+    these comparisons (one in two families has a Holm p in each). ``power`` says where the
+    report shows what the seeds resolve (:data:`IN_SECTION`, :data:`POWER_SECTION` or None),
+    against a difference of ``resolution``. ``beside`` names a family with comparisons of the
+    same names (e.g. Table 1 on another data set beside MNIST's): the report then says, per
+    comparison, whether the two verdicts agree or differ.
+
+    The words: the family's section is headed ``title`` (``contents`` in the report's list of
+    sections); under it ``question``, the tables of ``groups``, under "Comparisons" ``note``,
+    the comparisons, the figure ``figure`` (a key of ``report.figures.FIGURES``) and, if
+    ``findings_in_section``, its findings. ``{m}`` (the family's size), ``{confidence}`` and
+    ``{alpha}`` in the texts are filled in. Findings are one sentence per theme of the
+    comparisons (``findings="themes"``) or Table 1's counts, ranks and one verdict per
+    comparison (``"table1"``); the conclusion shows them under ``conclusion_title`` after
+    ``conclusion_lead``, among the first if ``conclusion_first`` (the paper's own questions).
+    Empty titles are ``title``.
+    """
+
+    name: str
+    title: str
+    comparisons: tuple[Comparison, ...]
+    question: str = ""
+    groups: tuple[str, ...] = ()
+    note: str = ""
+    contents: str = ""
+    figure: str | None = None
+    figure_title: str = ""
+    power: str | None = IN_SECTION
+    power_title: str = ""
+    findings: str = "themes"
+    findings_in_section: bool = True
+    theme_end: str = ": "
+    conclusion_title: str = ""
+    conclusion_lead: str = ""
+    conclusion_first: bool = False
+    seeds: range | None = None
+    metric: str = "best_test_loss"
+    unit: Unit = NATS
+    resolution: float = RESOLUTION
+    beside: str | None = None
+
+    def __post_init__(self):
+        for field in ("figure_title", "power_title", "conclusion_title"):
+            if not getattr(self, field):
+                object.__setattr__(self, field, self.title)
+        if not self.contents:
+            object.__setattr__(self, "contents", self.title[:1].lower() + self.title[1:])
+
+    def arm_groups(self) -> list[str]:
+        """The groups of the comparisons' arms, first seen first."""
+        return list(dict.fromkeys(arm.group for c in self.comparisons
+                                  for arm in (c.first, c.second)))
+
+
+def combo_arm(combo: int, group: str = "table1", setting: str = "") -> Arm:
+    """Table 1's row ``combo`` as trained in ``group`` (``setting`` qualifies its label)."""
+    return Arm(group, trial_name(*COMBOS[combo]),
+               f"combo {combo}{f' ({setting})' if setting else ''}")
+
+
+def pair_arm(group: str, conv: str, dense: str, label: str) -> Arm:
+    """The trial of ``group`` that trains the pair (conv, dense)."""
+    return Arm(group, GROUPS_BY_NAME[group].trial_name(conv, dense), label)
+
+
+def paper_difference(first: int, second: int) -> float:
+    """Table 1's loss of row ``first`` less that of row ``second``, as the paper prints them."""
+    return PAPER_TABLE1[first][0] - PAPER_TABLE1[second][0]
+
+
+def table1_comparisons(group: str = "table1", paper: bool = True) -> tuple[Comparison, ...]:
+    """:data:`PAIRED_COMPARISONS` on Table 1's combos as trained in ``group`` (labelled
+    ``combo N`` whatever the group, so another data set's family can sit ``beside`` MNIST's),
+    with the paper's difference if ``paper`` (it measured MNIST only), a theme each: which
+    layer was made agile, or the paper's own comparison."""
+    def theme(agile: int, plain: int) -> str:
+        (conv, dense), (plain_conv, plain_dense) = COMBOS[agile], COMBOS[plain]
+        if conv != plain_conv:
+            return "Agile conv layers, the rest equal"
+        if dense == f"agile_{plain_dense}":
+            return "Agile ReLU in the dense layer, the rest equal"
+        return "The paper's own comparison (agile sigmoid for ReLU in the dense layer)"
+
+    return tuple(Comparison(combo_arm(agile, group), combo_arm(plain, group),
+                            paper_difference(agile, plain) if paper else None,
+                            theme=theme(agile, plain))
+                 for agile, plain in PAIRED_COMPARISONS)
+
+
+def rate_comparisons(settings: Sequence[tuple[str, str]], combos: Sequence[int] = (10, 11, 12),
+                     plain: int = 7, reference: str = "table1") -> tuple[Comparison, ...]:
+    """The verdict of each agile combo against plain ``plain`` (Table 1's runs) in each group
+    of ``settings`` (``(group, label)``: one a/b learning rate each), then each rate against
+    the ``reference`` group's (Table 1's 1x), one sentence per rate and one for the latter."""
+    labels = dict(settings)
+    out = [Comparison(combo_arm(combo, group, setting), combo_arm(plain),
+                      theme=f"With {setting}", clause=f"combo {combo} − combo {plain}")
+           for group, setting in settings for combo in combos]
+    out += [Comparison(combo_arm(combo, group, setting),
+                       combo_arm(combo, reference, labels[reference]),
+                       theme="Against Table 1's rate")
+            for group, setting in settings if group != reference for combo in combos]
+    return tuple(out)
+
+
+def _ablation_comparisons() -> tuple[Comparison, ...]:
+    """The natural comparison of each group the paper did not run, a theme per question."""
+    theme = "Granularity (fewer a and b than one per element)"
+    out = [Comparison(combo_arm(combo, f"granularity_{granularity}", setting),
+                      combo_arm(combo, setting="per element"), theme=theme)
+           for combo in (11, 12)
+           for granularity, setting in (("channel", "per channel"), ("scalar", "one per layer"))]
+    theme = "Agile against plain tanh and gelu in both layers"
+    out += [Comparison(pair_arm("tanh_gelu", f"agile_{name}", f"agile_{name}",
+                                f"agile {name} / agile {name}"),
+                       pair_arm("tanh_gelu", name, name, f"{name} / {name}"), theme=theme)
+            for name in ("tanh", "gelu")]
+    (_, plain), (_, agile) = GROUPS_BY_NAME["dense_only"].pairs
+    out.append(Comparison(pair_arm("dense_only", "relu", agile, f"dense-only {agile}"),
+                          pair_arm("dense_only", "relu", plain, f"dense-only {plain}"),
+                          theme="The paper's Fig. 11 shows agile sigmoid better than sigmoid in "
+                          "a dense-only network; ours"))
+    theme = "Combo 12 against combo 7 (does the verdict depend on the optimiser or the data size?)"
+    out += [Comparison(combo_arm(12, group, setting), combo_arm(7, group, setting),
+                       paper_difference(12, 7) if group == "table1" else None, theme=theme)
+            for group, setting in (("table1", "Adam"), ("sgd", "SGD with momentum"),
+                                   ("full_data", "all training images"))]
+    conv, dense = GROUPS_BY_NAME["combined"].pairs[0]
+    combined = pair_arm("combined", conv, dense, f"{conv} / {dense}")
+    theme = "The combined activation in the conv layers"
+    out += [Comparison(combined, combo_arm(combo), theme=theme) for combo in (12, 6)]
+    return tuple(out)
+
+
+LR_SETTINGS = (("agile_lr_0.1x", "a, b at 0.1x"), ("table1", "a, b at 1x"),
+               ("agile_lr_10x", "a, b at 10x"))
+BASELINE_ARMS = (Arm("baselines", "prelu", "PReLU per channel"),
+                 Arm("baselines", "swish_beta", "Swish-β per channel"),
+                 Arm("baselines", "apl2", "APL (2 hinges) per channel"),
+                 Arm("baselines", "agile_relu_channel", "agile ReLU per channel"),
+                 Arm("capacity", "combo_07_dense640", "ReLU, dense 640 (combo 12's size)"))
+
+# In the report's order. A new question is one more entry: e.g. (issue #30) Table 1 on
+# Fashion-MNIST beside MNIST's, once a group "fashion_table1" (task "fashion_mnist") trains it:
+#   Family("fashion_table1", "Table 1 on Fashion-MNIST", table1_comparisons("fashion_table1",
+#          paper=False), question="...", groups=("fashion_table1",), beside="table1"),
+# the a/b-rate curve: Family("lr_curve", ..., rate_comparisons(<(group, label) per rate>));
+# a language model's question reports bits: Family(..., unit=BITS, resolution=<in bits>).
+FAMILIES: tuple[Family, ...] = (
+    Family(
+        "table1", "Paired comparisons on the same seeds", table1_comparisons(),
+        question="The comparisons of `agile.paper.study.PAIRED_COMPARISONS`: each agile variant "
+        "against its plain counterpart (one layer's activation made agile, the rest equal), and "
+        "the paper's own comparison of sigmoid / agile sigmoid with sigmoid / relu, on the seeds "
+        "both have: the mean of the per-seed differences in best test loss (negative: the first "
+        "has the lower loss), its {confidence:.0%} t-interval (not adjusted), the paired "
+        "t-test's p-value and Holm's correction over the {m} comparisons of this family, which "
+        "decides significance. 'vs the paper': agrees (significant, same direction as the "
+        "paper's difference), contradicts (significant, opposite direction) or not confirmed "
+        "(no significant difference).",
+        contents="paired comparisons", figure="differences",
+        figure_title="Table 1: agile variant − plain counterpart", power=POWER_SECTION,
+        power_title="Table 1's comparisons", findings="table1", findings_in_section=False,
+        conclusion_title="Table 1", conclusion_first=True),
+    Family(
+        "lr", "The learning rate of a and b", rate_comparisons(LR_SETTINGS),
+        question="The paper trains a and b with their own rate (ρ3); Table 1 here uses the "
+        "weights' rate for them (Adam 1e-3). Combos 10, 11 and 12 (the ReLU family: agile conv "
+        "layers) again with a and b at 0.1x and at 10x that rate, on Table 1's seeds, against "
+        "plain combo 7 at each rate, and each rate against 1x. One Holm family.",
+        groups=("agile_lr_0.1x", "agile_lr_10x")),
+    Family(
+        "baselines", "The field's learnable activations",
+        tuple(Comparison(arm, combo_arm(plain), theme=arm.label, clause=f"− combo {plain}")
+              for arm in BASELINE_ARMS for plain in (7, 12)),
+        question="The learnable activations the field already uses, in both layers of the same "
+        "CNN with one set of parameters per channel, and agile ReLU per channel; then a plain "
+        "ReLU network with as many parameters as combo 12 (its per-element a and b add about "
+        "28,700): each against plain ReLU (combo 7) and against combo 12 (Table 1's runs). The "
+        "parameters column counts all and, in brackets, the activations' own. One Holm family.",
+        groups=("baselines", "capacity"), theme_end=" "),
+    Family(
+        "ablations", "What the paper did not run", _ablation_comparisons(),
+        groups=("dense_only", "granularity_channel", "granularity_scalar", "tanh_gelu",
+                "combined", "sgd", "full_data"),
+        note="The natural comparison of each group, paired on common seeds: granularity against "
+        "the per-element default (Table 1's runs), agile against plain tanh and gelu, agile "
+        "against plain sigmoid in the dense-only network, combo 12 against combo 7 with each "
+        "optimizer and data size, and the combined activation against combos 12 and 6. Holm's "
+        "correction runs over these {m} comparisons (a family of their own).",
+        power=None, findings_in_section=False, conclusion_first=True,
+        conclusion_lead="Differences are first − second in best test loss, with their "
+        "{confidence:.0%} CI (not adjusted) and Holm's correction over this family."),
+)
+FAMILIES_BY_NAME = {family.name: family for family in FAMILIES}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -110,28 +110,28 @@ def test_compare_pairs_by_seed_and_says_why_a_side_is_missing():
     rows += [fake_run("table1", *COMBOS[9], seed, loss, 1.0)
              for seed, loss in [(0, 0.16), (1, 0.16), (2, 0.17)]]
     runs = rows
-    comparison = analysis.Comparison(analysis.combo_arm(12), analysis.combo_arm(9), -0.01)
+    comparison = study.Comparison(study.combo_arm(12), study.combo_arm(9), -0.01)
     result = analysis.compare(runs, comparison)
     expected = stats.paired_comparison([0.15, 0.14, 0.13], [0.16, 0.16, 0.17])  # seeds 0, 1, 2
     assert result.seeds == 3
     assert result.mean_difference == pytest.approx(expected["mean_difference"])
     assert result.p_value == pytest.approx(expected["p_value"])
-    missing_trial = analysis.compare(runs, analysis.Comparison(analysis.combo_arm(12),
-                                                               analysis.combo_arm(7)))
+    missing_trial = analysis.compare(runs, study.Comparison(study.combo_arm(12),
+                                                            study.combo_arm(7)))
     assert missing_trial.missing == "trial combo_07 of group table1 has no results"
-    missing_group = analysis.compare(runs, analysis.Comparison(analysis.combo_arm(12, "sgd"),
-                                                               analysis.combo_arm(7, "sgd")))
+    missing_group = analysis.compare(runs, study.Comparison(study.combo_arm(12, "sgd"),
+                                                            study.combo_arm(7, "sgd")))
     assert missing_group.missing == "group sgd was not run"
 
 
 def test_compare_family_applies_holm_over_the_available_comparisons():
     runs = fake_runs({"table1"}, 5)
-    results = analysis.compare_family(runs, analysis.table1_comparisons())
+    results = analysis.compare_family(runs, study.FAMILIES_BY_NAME["table1"].comparisons)
     assert len(results) == len(study.PAIRED_COMPARISONS)
     assert [r.holm_p for r in results] == pytest.approx(
         stats.holm([r.p_value for r in results]))
     assert all(r.significant == (r.holm_p < analysis.ALPHA) for r in results)
-    ablations = analysis.compare_family(runs, analysis.ablation_comparisons())
+    ablations = analysis.compare_family(runs, study.FAMILIES_BY_NAME["ablations"].comparisons)
     available = [r for r in ablations if r.available]
     assert [(r.comparison.first.trial, r.comparison.second.trial) for r in available] == [
         ("combo_12", "combo_07")]  # Table 1's own 12 vs 7; the other groups were not run
@@ -139,7 +139,7 @@ def test_compare_family_applies_holm_over_the_available_comparisons():
 
 
 def _result(difference, significant, paper):
-    comparison = analysis.Comparison(analysis.combo_arm(12), analysis.combo_arm(9), paper)
+    comparison = study.Comparison(study.combo_arm(12), study.combo_arm(9), paper)
     return analysis.PairedResult(comparison, seeds=10, mean_difference=difference,
                                  ci_low=difference - 0.01, ci_high=difference + 0.01,
                                  p_value=0.001, holm_p=0.004 if significant else 0.2,
@@ -165,10 +165,10 @@ def test_paper_agreement_and_the_verdict_sentence():
 
 def test_ablation_findings_give_one_sentence_per_theme_run_or_not():
     runs = fake_runs({"table1", "tanh_gelu"}, 4)
-    findings = text.ablation_findings(analysis.compare_family(runs,
-                                                              analysis.ablation_comparisons()))
-    assert [f.split(":")[0] for f in findings] == [opening for opening, _ in
-                                                   text.ABLATION_THEMES]
+    ablations = study.FAMILIES_BY_NAME["ablations"]
+    findings = questions.family_findings(analysis.analyse_family(runs, ablations))
+    assert [f.split(":")[0] for f in findings] == list(dict.fromkeys(
+        c.theme for c in ablations.comparisons))
     assert "combo 12 (per channel) − combo 12 (per element): no result (group " \
            "granularity_channel was not run)" in findings[0]
     assert "agile tanh / agile tanh − tanh / tanh: " in findings[1] and "Holm p = " in findings[1]
@@ -240,10 +240,7 @@ def test_fold_check_finds_the_folded_twin_equal_and_the_unfolded_one_not():
 def test_markdown_reports_missing_groups_instead_of_failing():
     runs = fake_runs({"table1", "tanh_gelu"}, 3)
     results = Results(runs)
-    analysed = analysis.Analysis(analysis.table1_rows(runs),
-                                 analysis.compare_family(runs, analysis.table1_comparisons()),
-                                 analysis.compare_family(runs, analysis.ablation_comparisons()),
-                                 None)
+    analysed = report.analyse(results)
     markdown = report.build_markdown(results, analysed, {}, counts=lambda *_: (100, 10))
     for section in SECTIONS:
         assert section in markdown
@@ -345,7 +342,7 @@ def test_selection_helpers_pick_rows_by_group_trial_and_seed():
     assert analysis.seed_values(runs, "table1", "combo_12") == {1: 0.1}  # seed 2 has no loss
     assert analysis.seed_values(runs, "table1", "combo_12", "best_step") == {1: 1000.0, 2: 1000.0}
     assert analysis.combo_trial(7) == "combo_07"
-    arm = analysis.pair_arm("dense_only", "relu", "agile_sigmoid", "label")
+    arm = study.pair_arm("dense_only", "relu", "agile_sigmoid", "label")
     assert (arm.group, arm.trial, arm.label) == ("dense_only", "agile_sigmoid", "label")
     lower, higher, neither = (_result(-0.02, True, None), _result(0.02, True, None),
                               _result(0.01, False, None))
@@ -463,9 +460,9 @@ def test_power_rows_say_what_each_comparison_resolves_and_what_is_settled():
                                       + 0.001 * (seed % 2), 1.0),
                  fake_run("table1", "relu", "agile_relu", seed,
                                       0.20 + 0.01 * ((seed * 3) % 4 - 1.5), 1.0)]
-    results = an.compare_family(runs, [an.Comparison(an.combo_arm(10), an.combo_arm(7)),
-                                       an.Comparison(an.combo_arm(8), an.combo_arm(7)),
-                                       an.Comparison(an.combo_arm(12), an.combo_arm(7))])
+    results = an.compare_family(runs, [study.Comparison(study.combo_arm(10), study.combo_arm(7)),
+                                       study.Comparison(study.combo_arm(8), study.combo_arm(7)),
+                                       study.Comparison(study.combo_arm(12), study.combo_arm(7))])
     steady, noisy, absent = an.power_rows(runs, results)
     assert steady.settled and steady.seeds == 10 and steady.correlation > 0.9
     assert steady.mde < steady.mde_holm < an.RESOLUTION
@@ -482,23 +479,137 @@ def test_power_rows_say_what_each_comparison_resolves_and_what_is_settled():
 def test_the_new_families_and_their_sections():
     """The a/b learning-rate family (verdicts at each rate, each rate against 1x) and the
     baselines family (each against combos 7 and 12); sections say when a group was not run."""
-    from agile.paper.report import analysis as an
-
-    lr = an.lr_comparisons()
+    lr = study.FAMILIES_BY_NAME["lr"].comparisons
     assert len(lr) == 15 and lr[0].name == "combo 10 (a, b at 0.1x) − combo 7"
     assert lr[-1].name == "combo 12 (a, b at 10x) − combo 12 (a, b at 1x)"
-    baselines = an.baseline_comparisons()
+    baselines = study.FAMILIES_BY_NAME["baselines"].comparisons
     assert [c.name for c in baselines[:2]] == ["PReLU per channel − combo 7",
                                                "PReLU per channel − combo 12"]
     assert {c.first.trial for c in baselines} == {t.name for g in ("baselines", "capacity")
                                                   for t in study.GROUPS_BY_NAME[g].trials()}
     results = fake_results({"table1"})
     analysed = report.analyse(results)
-    markdown = questions.lr_section(results.runs, analysed, lambda *_: (100, 10))
+    markdown = questions.family_section(analysed.family("lr"), results.runs,
+                                        lambda *_: (100, 10))
     assert "Group `agile_lr_0.1x` was not run" in markdown
     full = fake_results()
     analysed = report.analyse(full)
-    assert all(r.available for r in analysed.lr_results + analysed.baseline_results)
-    section = questions.baselines_section(full.runs, analysed, lambda *_: (31_702, 0))
+    assert all(r.available for r in analysed.family("lr").results
+               + analysed.family("baselines").results)
+    section = questions.family_section(analysed.family("baselines"), full.runs,
+                                       lambda *_: (31_702, 0))
     assert "| `combo_07_dense640` |" in section and "31,702 (0)" in section
     assert "PReLU per channel − combo 7:" in section
+
+
+def test_each_family_is_one_holm_family_over_exactly_its_comparisons():
+    """analyse() follows study.FAMILIES: every family's results and power rows are its
+    comparisons in order, Holm's correction runs over its available ones only, and a
+    comparison in two families (combo 12 − combo 7 on Table 1's runs) has one p-value and a
+    Holm p from each family."""
+    analysed = report.analyse(Results(fake_runs(None, 5)))
+    assert [result.family for result in analysed.families] == list(study.FAMILIES)
+    for result in analysed.families:
+        assert [r.comparison for r in result.results] == list(result.family.comparisons)
+        assert [row.comparison for row in result.power] == list(result.family.comparisons)
+        available = [r for r in result.results if r.available]
+        assert available and [r.holm_p for r in available] == pytest.approx(
+            stats.holm([r.p_value for r in available]))
+    lr = {r.comparison.name: r for r in analysed.family("lr").results}
+    ablations = {r.comparison.name: r for r in analysed.family("ablations").results}
+    at_1x = lr["combo 12 (a, b at 1x) − combo 7"]
+    adam = ablations["combo 12 (Adam) − combo 7 (Adam)"]
+    assert at_1x.p_value == adam.p_value
+    family_ps = {name: [r.p_value for r in analysed.family(name).results if r.available]
+                 for name in ("lr", "ablations")}
+    assert at_1x.holm_p == pytest.approx(stats.holm(family_ps["lr"])[
+        family_ps["lr"].index(at_1x.p_value)])
+    assert adam.holm_p == pytest.approx(stats.holm(family_ps["ablations"])[
+        family_ps["ablations"].index(adam.p_value)])
+
+
+def test_one_renderer_writes_every_familys_section(monkeypatch):
+    """build_markdown renders each family with questions.family_section, in study.FAMILIES'
+    order, numbered around the power section (after the last family it shows)."""
+    rendered = []
+    original = questions.family_section
+
+    def spy(result, *args, **kwargs):
+        rendered.append(result.family.name)
+        return original(result, *args, **kwargs)
+
+    monkeypatch.setattr(questions, "family_section", spy)
+    results = Results(fake_runs({"table1", "sgd"}, 3))
+    markdown = report.build_markdown(results, report.analyse(results), {},
+                                     counts=lambda *_: (100, 10))
+    assert rendered == [family.name for family in study.FAMILIES]
+    assert all(f.figure is None or f.figure in figures.FIGURES for f in study.FAMILIES)
+    for number, family in zip((4, 6, 7, 8), study.FAMILIES, strict=True):
+        assert f"\n## {number}. {family.title}\n" in markdown
+    assert ("Sections: 1 command and wall time, 2 setup, 3 Table 1, 4 paired comparisons, "
+            "5 power, 6 the learning rate of a and b, 7 the field's learnable activations, "
+            "8 what the paper did not run, 9 figures, 10 expressivity, 11 conclusion.") in markdown
+
+
+def test_a_family_not_run_yet_is_a_section_that_says_so():
+    """A future family (issue #30: Table 1 on Fashion-MNIST beside MNIST's) whose groups have
+    no rows: its section and conclusion say "Not run yet", the sections after it move on by
+    one, and nothing else changes."""
+    future = study.Family("fashion_table1", "Table 1 on Fashion-MNIST",
+                          study.table1_comparisons("fashion_table1", paper=False),
+                          question="Table 1's comparisons on Fashion-MNIST.", beside="table1")
+    results = Results(fake_runs({"table1"}, 3))
+    analysed = report.analyse(results, (*study.FAMILIES, future))
+    markdown = report.build_markdown(results, analysed, {}, counts=lambda *_: (100, 10))
+    absent = ("Not run yet: no comparison of this family can be made (`runs.csv` has no rows "
+              "for `fashion_table1`).")
+    assert (f"## 9. Table 1 on Fashion-MNIST\n\nTable 1's comparisons on Fashion-MNIST.\n\n"
+            f"{absent}\n") in markdown
+    assert "## 10. Figures like the paper's" in markdown and "## 12. Conclusion" in markdown
+    assert f"### Table 1 on Fashion-MNIST\n\n- {absent}" in markdown
+    before = report.build_markdown(results, report.analyse(results), {},
+                                   counts=lambda *_: (100, 10))
+    contents = "9 table 1 on Fashion-MNIST, 10 figures, 11 expressivity, 12 conclusion"
+    assert markdown.split("## 9.")[0] == before.split("## 9.")[0].replace(
+        "9 figures, 10 expressivity, 11 conclusion", contents)
+
+
+def test_a_family_beside_another_says_whether_each_verdict_agrees():
+    """The `beside` column: the same comparisons, by name, in the family named; the same
+    verdict (both significant the same way, or both not) agrees, another one differs."""
+    runs = fake_runs({"table1"}, 5)
+    again = study.Family("table1_again", "Table 1 again", study.table1_comparisons(paper=False),
+                         beside="table1", power=None)
+    results = Results(runs)
+    analysed = report.analyse(results, (study.FAMILIES_BY_NAME["table1"], again))
+    section = questions.family_section(analysed.family("table1_again"), runs,
+                                       lambda *_: (100, 10), beside=analysed.family("table1"))
+    assert "| vs the paper | vs `table1` |" in section
+    rows = [line for line in section.splitlines() if line.startswith("| combo ")]
+    assert len(rows) == len(study.PAIRED_COMPARISONS)
+    assert all(row.endswith("| - | agrees |") for row in rows)
+    same, flipped = _result(-0.02, True, None), _result(0.02, True, None)
+    assert analysis.beside_agreement(same, _result(0.001, False, None)) == "differs"
+    assert analysis.beside_agreement(same, flipped) == "differs"
+    assert analysis.beside_agreement(flipped, _result(0.03, True, None)) == "agrees"
+    assert analysis.beside_agreement(same, None) is None
+
+
+def test_a_family_in_bits_on_some_seeds_scales_its_loss_and_keeps_its_p_values():
+    """A family's unit scales its differences, power and group tables (a language model's
+    loss in bits); its seeds rule limits the pairs; neither changes what is significant."""
+    runs = fake_runs({"table1"}, 6)
+    comparisons = study.FAMILIES_BY_NAME["table1"].comparisons[:3]
+    nats = analysis.analyse_family(runs, study.Family("nats", "Nats", comparisons))
+    bits = analysis.analyse_family(runs, study.Family("bits", "Bits", comparisons,
+                                                      groups=("table1",), unit=study.BITS))
+    for n, b in zip(nats.results, bits.results, strict=True):
+        assert b.mean_difference == pytest.approx(n.mean_difference / math.log(2))
+        assert (b.p_value, b.holm_p) == pytest.approx((n.p_value, n.holm_p))
+    assert bits.power[0].std == pytest.approx(nats.power[0].std / math.log(2))
+    section = questions.family_section(bits, runs, lambda *_: (100, 10))
+    assert "| ours: mean difference (bits) |" in section
+    assert "| best test loss (bits) (mean ± std) |" in section
+    first = analysis.analyse_family(runs, study.Family("first", "First", comparisons,
+                                                       seeds=range(3)))
+    assert [r.seeds for r in first.results] == [3, 3, 3]

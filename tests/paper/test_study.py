@@ -264,3 +264,75 @@ def test_paired_power_matches_the_standard_tables():
         stats.seeds_needed(float("nan"), 1.0)
     with pytest.raises(ValueError, match="n >= 2 and std > 0"):
         stats.min_detectable_effect(0.0, 10)
+
+
+# ---------------------------------------------------------------------------------------------
+# The comparison families: data beside the groups.
+
+
+@pytest.mark.parametrize("family", study.FAMILIES, ids=lambda f: f.name)
+def test_every_family_compares_trials_of_declared_groups_within_one_task(family):
+    """Each arm is a trial a declared group trains; a comparison's arms differ and share a task
+    (seeds pair only within one), and have the seeds the family's rule asks for; names are
+    unique within a family (the report and the `beside` column find comparisons by name)."""
+    for comparison in family.comparisons:
+        arms = (comparison.first, comparison.second)
+        groups = [study.GROUPS_BY_NAME[arm.group] for arm in arms]
+        assert arms[0] != arms[1]
+        for arm, group in zip(arms, groups, strict=True):
+            assert arm.trial in {group.trial_name(*pair) for pair in group.pairs}, arm
+        assert groups[0].task == groups[1].task
+        if family.seeds is not None:
+            assert all(set(family.seeds) <= set(range(group.seeds)) for group in groups)
+    names = [comparison.name for comparison in family.comparisons]
+    assert len(set(names)) == len(names) and names
+    assert all(name in study.GROUPS_BY_NAME for name in family.groups)
+    assert family.power in (study.IN_SECTION, study.POWER_SECTION, None)
+    assert family.findings in ("themes", "table1")
+    if family.findings == "table1":  # the paper's table: its rows, its differences
+        assert all(c.paper_difference is not None and c.first.group == c.second.group ==
+                   "table1" for c in family.comparisons)
+    if family.beside is not None:
+        assert set(names) <= {c.name for c in study.FAMILIES_BY_NAME[family.beside].comparisons}
+
+
+def test_the_families_show_every_group_once_in_the_reports_order():
+    """Every group but table1 (Table 1's own section) has its tables in exactly one family's
+    section; Table 1's family is PAIRED_COMPARISONS with the paper's differences; empty
+    titles default to the section's."""
+    shown = [name for family in study.FAMILIES for name in family.groups]
+    assert sorted(shown) == sorted(group.name for group in study.GROUPS if group.name != "table1")
+    assert [family.name for family in study.FAMILIES] == ["table1", "lr", "baselines",
+                                                          "ablations"]
+    assert len(study.FAMILIES_BY_NAME) == len(study.FAMILIES)
+    table1 = study.FAMILIES_BY_NAME["table1"]
+    assert [(c.first.trial, c.second.trial) for c in table1.comparisons] == [
+        (f"combo_{agile:02d}", f"combo_{plain:02d}") for agile, plain in study.PAIRED_COMPARISONS]
+    assert table1.comparisons[0].paper_difference == pytest.approx(0.16259 - 0.18850)
+    assert {c.first.group for c in table1.comparisons} == {"table1"}
+    lr = study.FAMILIES_BY_NAME["lr"]
+    assert lr.conclusion_title == lr.power_title == lr.figure_title == lr.title
+    assert lr.contents == "the learning rate of a and b" and lr.unit == study.NATS
+    assert all(group.task == "mnist" for group in study.GROUPS)
+
+
+def test_a_new_question_is_one_entry_of_data():
+    """Issue #30's questions fit the same types: Table 1 on another group, beside MNIST's
+    (the same comparison names, no paper difference); the a/b-rate curve at more rates; a
+    language model's loss in bits."""
+    fashion = study.table1_comparisons("fashion_table1", paper=False)
+    assert [c.name for c in fashion] == [c.name for c in
+                                         study.FAMILIES_BY_NAME["table1"].comparisons]
+    assert all(c.paper_difference is None and c.first.group == c.second.group ==
+               "fashion_table1" for c in fashion)
+    assert [c.theme for c in fashion] == [c.theme for c in study.table1_comparisons()]
+    curve = study.rate_comparisons((("lr_0.01x", "a, b at 0.01x"), ("table1", "a, b at 1x"),
+                                    ("lr_0.3x", "a, b at 0.3x")))
+    assert len(curve) == 3 * 3 + 2 * 3
+    assert curve[0].name == "combo 10 (a, b at 0.01x) − combo 7"
+    assert curve[-1].name == "combo 12 (a, b at 0.3x) − combo 12 (a, b at 1x)"
+    family = study.Family("curve", "The a/b learning-rate curve", curve, unit=study.BITS,
+                          beside="lr")
+    assert family.arm_groups() == ["lr_0.01x", "table1", "lr_0.3x"]
+    assert family.unit.scale == pytest.approx(1 / math.log(2))
+    assert family.contents == "the a/b learning-rate curve"

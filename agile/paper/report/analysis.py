@@ -1,10 +1,12 @@
 """What the report computes from the results: tables, paired comparisons, the fold check.
 
 Pure functions of the records of :mod:`agile.paper.report.results` (and of the code's own
-defaults: the groups of :mod:`agile.paper.study`, the paper's Table 1, the CNN's parameter
-counts). Every statistic comes from :mod:`agile.paper.stats`. A comparison that cannot be
-made (an arm without results) is a :class:`PairedResult` that is not ``available`` and says
-why, so nothing fails for want of a group.
+defaults: the groups and comparison families of :mod:`agile.paper.study`, the paper's Table
+1, the CNN's parameter counts). :func:`analyse_family` computes any family the same way: its
+comparisons on their common seeds, Holm's correction over exactly them, their power. Every
+statistic comes from :mod:`agile.paper.stats`. A comparison that cannot be made (an arm
+without results) is a :class:`PairedResult` that is not ``available`` and says why, so
+nothing fails for want of a group.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from agile.paper import stats, study
 from agile.paper.combos import COMBOS, PAPER_TABLE1
 from agile.paper.data.images import SIDE as MNIST_SIDE
 from agile.paper.report.results import Curve, Range, Results, Run
+from agile.paper.study import RESOLUTION, Arm, Comparison, Family
 from agile.paper.trials import trial_name
 
 ALPHA = 0.05  # Family-wise error rate of the Holm-corrected tests.
@@ -144,38 +147,13 @@ def curve_band(curves: Iterable[Curve], group: str, trial: str, column: str = "t
 
 
 # ---------------------------------------------------------------------------------------------
-# Paired comparisons on the same seeds.
-
-
-@dataclasses.dataclass(frozen=True)
-class Arm:
-    """One side of a comparison: a trial of a group, and the name the report gives it."""
-
-    group: str
-    trial: str
-    label: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Comparison:
-    """``first - second`` in best test loss on the seeds both have (negative: first is lower).
-
-    ``paper_difference`` is the same difference in the paper's Table 1, where it has both.
-    """
-
-    first: Arm
-    second: Arm
-    paper_difference: float | None = None
-
-    @property
-    def name(self) -> str:
-        """``"first − second"`` in the arms' labels."""
-        return f"{self.first.label} − {self.second.label}"
+# Paired comparisons on the same seeds, a family at a time (the families: study.FAMILIES).
 
 
 @dataclasses.dataclass(frozen=True)
 class PairedResult:
-    """The outcome of one :class:`Comparison`: its numbers, or why it could not be made.
+    """The outcome of one :class:`~agile.paper.study.Comparison`: its numbers, or why it
+    could not be made.
 
     Available (``missing`` is None): the mean of the per-seed differences, its t-interval
     (not adjusted), the paired t-test's p-value and, once its family is corrected
@@ -199,48 +177,6 @@ class PairedResult:
         return self.missing is None
 
 
-def combo_arm(combo: int, group: str = "table1", setting: str = "") -> Arm:
-    """Table 1's row ``combo`` as trained in ``group`` (``setting`` qualifies its label)."""
-    return Arm(group, combo_trial(combo), f"combo {combo}{f' ({setting})' if setting else ''}")
-
-
-def pair_arm(group: str, conv: str, dense: str, label: str) -> Arm:
-    """The trial of ``group`` that trains the pair (conv, dense)."""
-    return Arm(group, study.GROUPS_BY_NAME[group].trial_name(conv, dense), label)
-
-
-def table1_comparisons() -> list[Comparison]:
-    """``study.PAIRED_COMPARISONS``: each agile variant against its plain counterpart."""
-    return [Comparison(combo_arm(agile), combo_arm(plain),
-                       PAPER_TABLE1[agile][0] - PAPER_TABLE1[plain][0])
-            for agile, plain in study.PAIRED_COMPARISONS]
-
-
-def ablation_comparisons() -> list[Comparison]:
-    """The natural comparisons of the groups the paper did not run (one Holm family)."""
-    out = []
-    for combo in (11, 12):
-        for granularity, setting in (("channel", "per channel"), ("scalar", "one per layer")):
-            out.append(Comparison(combo_arm(combo, f"granularity_{granularity}", setting),
-                                  combo_arm(combo, setting="per element")))
-    for name in ("tanh", "gelu"):
-        out.append(Comparison(pair_arm("tanh_gelu", f"agile_{name}", f"agile_{name}",
-                                       f"agile {name} / agile {name}"),
-                              pair_arm("tanh_gelu", name, name, f"{name} / {name}")))
-    (_, plain), (_, agile) = study.GROUPS_BY_NAME["dense_only"].pairs
-    out.append(Comparison(pair_arm("dense_only", "relu", agile, f"dense-only {agile}"),
-                          pair_arm("dense_only", "relu", plain, f"dense-only {plain}")))
-    for group, setting in (("table1", "Adam"), ("sgd", "SGD with momentum"),
-                           ("full_data", "all training images")):
-        out.append(Comparison(combo_arm(12, group, setting), combo_arm(7, group, setting),
-                              PAPER_TABLE1[12][0] - PAPER_TABLE1[7][0] if group == "table1"
-                              else None))
-    conv, dense = study.GROUPS_BY_NAME["combined"].pairs[0]
-    combined = pair_arm("combined", conv, dense, f"{conv} / {dense}")
-    out += [Comparison(combined, combo_arm(12)), Comparison(combined, combo_arm(6))]
-    return out
-
-
 def _missing_reason(runs: Sequence[Run], arms: Sequence[Arm]) -> str:
     """Why a comparison has fewer than two common seeds: which group or trial has no rows."""
     present = set(groups_present(runs))
@@ -253,29 +189,41 @@ def _missing_reason(runs: Sequence[Run], arms: Sequence[Arm]) -> str:
     return "; ".join(dict.fromkeys(reasons)) or "fewer than 2 seeds in common"
 
 
-def compare(runs: Sequence[Run], comparison: Comparison, field: str = METRIC) -> PairedResult:
+def paired_values(runs: Sequence[Run], comparison: Comparison, field: str = METRIC,
+                  scale: float = 1.0, seeds: range | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """``field`` times ``scale`` of the first and the second arm on the seeds both have (of
+    ``seeds`` only, if given), in seed order: the pairs a comparison is made of."""
+    first = seed_values(runs, comparison.first.group, comparison.first.trial, field)
+    second = seed_values(runs, comparison.second.group, comparison.second.trial, field)
+    common = sorted(set(first) & set(second) & (set(seeds) if seeds is not None else set(first)))
+    return (np.array([first[s] * scale for s in common], np.float64),
+            np.array([second[s] * scale for s in common], np.float64))
+
+
+def compare(runs: Sequence[Run], comparison: Comparison, field: str = METRIC,
+            scale: float = 1.0, seeds: range | None = None) -> PairedResult:
     """The paired comparison (``stats.paired_comparison``) on the seeds both arms have.
 
     Not available (``missing`` says why) with fewer than two seeds in common; Holm's
     correction is :func:`compare_family`'s.
     """
-    first = seed_values(runs, comparison.first.group, comparison.first.trial, field)
-    second = seed_values(runs, comparison.second.group, comparison.second.trial, field)
-    seeds = sorted(set(first) & set(second))
-    if len(seeds) < 2:
-        return PairedResult(comparison, len(seeds),
+    first, second = paired_values(runs, comparison, field, scale, seeds)
+    if len(first) < 2:
+        return PairedResult(comparison, len(first),
                             _missing_reason(runs, (comparison.first, comparison.second)))
-    result = stats.paired_comparison([first[s] for s in seeds], [second[s] for s in seeds],
-                                     CONFIDENCE)
-    return PairedResult(comparison, **result)
+    return PairedResult(comparison, **stats.paired_comparison(first.tolist(), second.tolist(),
+                                                              CONFIDENCE))
 
 
-def compare_family(runs: Sequence[Run], comparisons: Sequence[Comparison]) -> list[PairedResult]:
-    """Each comparison, with Holm's correction over those that could be made.
+def compare_family(runs: Sequence[Run], comparisons: Sequence[Comparison],
+                   **options: Any) -> list[PairedResult]:
+    """Each comparison (:func:`compare` with ``options``), with Holm's correction over
+    those that could be made: one Holm family.
 
     Every available result gets ``holm_p`` and ``significant`` (``holm_p < ALPHA``).
     """
-    results = [compare(runs, comparison) for comparison in comparisons]
+    results = [compare(runs, comparison, **options) for comparison in comparisons]
     adjusted = iter(stats.holm([r.p_value for r in results if r.available]))
     return [dataclasses.replace(r, holm_p=(p := next(adjusted)), significant=p < ALPHA)
             if r.available else r for r in results]
@@ -292,6 +240,18 @@ def paper_agreement(result: PairedResult) -> str | None:
     return "agrees" if (result.mean_difference < 0) == (paper < 0) else "contradicts"
 
 
+def beside_agreement(result: PairedResult, other: PairedResult | None) -> str | None:
+    """``"agrees"`` or ``"differs"``: this verdict against the same comparison's in the family
+    it is shown beside (the same verdict: both not significant, or both significant in the
+    same direction); None where either has no result."""
+    if other is None or not (result.available and other.available):
+        return None
+    same = (not result.significant and not other.significant) or (
+        result.significant and other.significant
+        and (result.mean_difference < 0) == (other.mean_difference < 0))
+    return "agrees" if same else "differs"
+
+
 def family_counts(results: Sequence[PairedResult]) -> dict[str, list[PairedResult]]:
     """The available results split into significantly lower, significantly higher, neither."""
     available = [r for r in results if r.available]
@@ -302,37 +262,7 @@ def family_counts(results: Sequence[PairedResult]) -> dict[str, list[PairedResul
 
 
 # ---------------------------------------------------------------------------------------------
-# The questions the paper leaves open: the a/b learning rate, the field's baselines, power.
-
-LR_GROUPS = (("agile_lr_0.1x", "a, b at 0.1x"), ("table1", "a, b at 1x"),
-             ("agile_lr_10x", "a, b at 10x"))
-BASELINE_TRIALS = (("baselines", "prelu", "PReLU per channel"),
-                   ("baselines", "swish_beta", "Swish-β per channel"),
-                   ("baselines", "apl2", "APL (2 hinges) per channel"),
-                   ("baselines", "agile_relu_channel", "agile ReLU per channel"),
-                   ("capacity", "combo_07_dense640", "ReLU, dense 640 (combo 12's size)"))
-RESOLUTION = 0.006  # the best-test-loss difference the study sets out to resolve (issue #21)
-
-
-def lr_comparisons() -> list[Comparison]:
-    """The ReLU family's verdicts at each a/b learning rate (agile combos 10, 11, 12 against
-    plain combo 7, Table 1's), and each rate against Table 1's 1x (one Holm family)."""
-    out = []
-    for group, setting in LR_GROUPS:
-        for combo in (10, 11, 12):
-            out.append(Comparison(combo_arm(combo, group, setting), combo_arm(7)))
-    for group, setting in (LR_GROUPS[0], LR_GROUPS[2]):
-        for combo in (10, 11, 12):
-            out.append(Comparison(combo_arm(combo, group, setting),
-                                  combo_arm(combo, setting=LR_GROUPS[1][1])))
-    return out
-
-
-def baseline_comparisons() -> list[Comparison]:
-    """Each baseline (and the plain network of combo 12's size) against plain ReLU (combo 7)
-    and against combo 12, both Table 1's (one Holm family)."""
-    return [Comparison(Arm(group, trial, label), combo_arm(plain))
-            for group, trial, label in BASELINE_TRIALS for plain in (7, 12)]
+# Power: what each family's seeds can resolve.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -344,9 +274,10 @@ class PowerRow:
     smallest true difference the paired t-test finds with 80% power at these seeds (α =
     0.05), ``mde_holm`` at Holm's strictest level (α / family size); ``needed``: seeds to
     find the observed mean difference with 80% power (α = 0.05; ``needed_holm`` at α / m);
-    ``for_resolution``: seeds for an mde_holm of :data:`RESOLUTION`; ``settled``: the
-    difference is significant after Holm, or mde_holm <= RESOLUTION (no difference of that
-    size is there to find); ``missing``: why there are no numbers.
+    ``for_resolution``: seeds for an mde_holm of the family's resolution (:data:`RESOLUTION`
+    by default); ``settled``: the difference is significant after Holm, or mde_holm <= the
+    resolution (no difference of that size is there to find); ``missing``: why there are
+    no numbers.
     """
 
     comparison: Comparison
@@ -362,37 +293,48 @@ class PowerRow:
     settled: bool | None = None
 
 
-def power_row(runs: Sequence[Run], result: PairedResult, family_size: int) -> PowerRow:
-    """The :class:`PowerRow` of one available (or not) paired result of a family."""
+def power_row(runs: Sequence[Run], result: PairedResult, family_size: int,
+              resolution: float = RESOLUTION, **options: Any) -> PowerRow:
+    """The :class:`PowerRow` of one available (or not) paired result of a family
+    (``options``: :func:`paired_values`'s, as the result was computed with)."""
     comparison = result.comparison
     if not result.available or result.seeds < 3:
         return PowerRow(comparison, result.seeds, result.missing or "fewer than 3 seeds")
-    first = seed_values(runs, comparison.first.group, comparison.first.trial)
-    second = seed_values(runs, comparison.second.group, comparison.second.trial)
-    seeds = sorted(set(first) & set(second))
-    x, y = np.array([first[s] for s in seeds]), np.array([second[s] for s in seeds])
+    x, y = paired_values(runs, comparison, **options)
     std = float(np.std(x - y, ddof=1))
     if std == 0:
-        return PowerRow(comparison, len(seeds), "the differences do not vary")
+        return PowerRow(comparison, len(x), "the differences do not vary")
     strict = ALPHA / family_size
-    mde_holm = stats.min_detectable_effect(std, len(seeds), strict)
+    mde_holm = stats.min_detectable_effect(std, len(x), strict)
     return PowerRow(
-        comparison, len(seeds), None, stats.pair_correlation(x, y), std,
-        stats.min_detectable_effect(std, len(seeds)), mde_holm,
+        comparison, len(x), None, stats.pair_correlation(x, y), std,
+        stats.min_detectable_effect(std, len(x)), mde_holm,
         stats.seeds_needed(result.mean_difference, std),
         stats.seeds_needed(result.mean_difference, std, strict),
-        _seeds_for_resolution(std, strict, len(seeds)),
-        bool(result.significant) or mde_holm <= RESOLUTION)
+        stats.seeds_needed(resolution, std, strict),
+        bool(result.significant) or mde_holm <= resolution)
 
 
-def _seeds_for_resolution(std: float, alpha: float, start: int) -> int:
-    """The fewest seeds whose minimum detectable effect at ``alpha`` is :data:`RESOLUTION`."""
-    return stats.seeds_needed(RESOLUTION, std, alpha) if std > 0 else start
-
-
-def power_rows(runs: Sequence[Run], results: Sequence[PairedResult]) -> list[PowerRow]:
+def power_rows(runs: Sequence[Run], results: Sequence[PairedResult],
+               resolution: float = RESOLUTION, **options: Any) -> list[PowerRow]:
     """:func:`power_row` of each result of one Holm family."""
-    return [power_row(runs, result, len(results)) for result in results]
+    return [power_row(runs, result, len(results), resolution, **options) for result in results]
+
+
+@dataclasses.dataclass(frozen=True)
+class FamilyResult:
+    """One family of :data:`agile.paper.study.FAMILIES`, its paired results and their power."""
+
+    family: Family
+    results: list[PairedResult]
+    power: list[PowerRow]
+
+
+def analyse_family(runs: Sequence[Run], family: Family) -> FamilyResult:
+    """A family's comparisons (one Holm family) on its seeds, metric and unit, with power."""
+    options = {"field": family.metric, "scale": family.unit.scale, "seeds": family.seeds}
+    results = compare_family(runs, family.comparisons, **options)
+    return FamilyResult(family, results, power_rows(runs, results, family.resolution, **options))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -517,26 +459,22 @@ def fold_check(flat: Mapping[str, np.ndarray], inputs: int = 64, seed: int = 0) 
 
 @dataclasses.dataclass(frozen=True)
 class Analysis:
-    """Everything the report computes from the results before writing."""
+    """Everything the report computes from the results before writing: Table 1's rows, each
+    family's results in the order of ``families`` (:data:`agile.paper.study.FAMILIES`), the
+    fold check."""
 
     table: list[Table1Row]
-    table1_results: list[PairedResult]
-    ablation_results: list[PairedResult]
+    families: tuple[FamilyResult, ...]
     fold: FoldCheck | None
-    lr_results: list[PairedResult] = dataclasses.field(default_factory=list)
-    baseline_results: list[PairedResult] = dataclasses.field(default_factory=list)
-    table1_power: list[PowerRow] = dataclasses.field(default_factory=list)
-    lr_power: list[PowerRow] = dataclasses.field(default_factory=list)
-    baseline_power: list[PowerRow] = dataclasses.field(default_factory=list)
+
+    def family(self, name: str) -> FamilyResult:
+        """The results of the family called ``name``."""
+        return {result.family.name: result for result in self.families}[name]
 
 
-def analyse(results: Results) -> Analysis:
-    """Table 1's rows, the families of paired comparisons with their power, the fold check."""
+def analyse(results: Results, families: Sequence[Family] = study.FAMILIES) -> Analysis:
+    """Table 1's rows, each family of paired comparisons with its power, the fold check."""
     params = results.params or {}
     fold = fold_check(params) if "hidden_act/a" in params else None
-    runs = results.runs
-    table1, lr, baselines = (compare_family(runs, comparisons) for comparisons in (
-        table1_comparisons(), lr_comparisons(), baseline_comparisons()))
-    return Analysis(table1_rows(runs), table1, compare_family(runs, ablation_comparisons()),
-                    fold, lr, baselines, power_rows(runs, table1), power_rows(runs, lr),
-                    power_rows(runs, baselines))
+    return Analysis(table1_rows(results.runs),
+                    tuple(analyse_family(results.runs, family) for family in families), fold)

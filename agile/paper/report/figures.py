@@ -274,8 +274,9 @@ def figure_differences(families: Sequence[tuple[str, Sequence[PairedResult]]]):
 class FigureSpec:
     """One figure of the report, everything about it in one place.
 
-    ``section`` is where the report shows it (``"table1"``: section 3, ``"comparisons"``:
-    section 4, ``"figures"``: section 6, under its caption as a heading). ``missing`` is
+    ``section`` is where the report shows it (``"table1"``: section 3, ``"comparisons"``: the
+    section of the family whose ``figure`` it is, ``"figures"``: the figures section, under
+    its caption as a heading). ``missing`` is
     what the results lack when ``draw`` returns None (printed as "Not drawn: ..."); None
     leaves an undrawn figure out without a word (its section says why).
     """
@@ -299,11 +300,8 @@ SPECS: tuple[FigureSpec, ...] = (
         "differences", "study_paired_differences.png", "Paired differences",
         "Mean paired difference with its interval per comparison (left of zero: the first has "
         "the lower loss); the cross is the paper's difference.", None, "comparisons",
-        lambda results, analysis: figure_differences((
-            ("Table 1: agile variant − plain counterpart", analysis.table1_results),
-            ("The learning rate of a and b", analysis.lr_results),
-            ("The field's learnable activations", analysis.baseline_results),
-            ("What the paper did not run", analysis.ablation_results)))),
+        lambda results, analysis: figure_differences(
+            [(r.family.figure_title, r.results) for r in analysis.families])),
     FigureSpec(
         "fig12", "study_fig12_test_loss_curves.png",
         "Test loss of the 12 combinations during training (Fig. 12)",

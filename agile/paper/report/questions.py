@@ -1,35 +1,46 @@
-"""The report's sections on the questions the first study left open: power, the a/b
-learning rate, and the field's learnable activations as baselines (issue #21).
+"""The study's questions in the report: one section renderer for every comparison family of
+:data:`agile.paper.study.FAMILIES`, the power section, and each family's findings.
 
-Numbers from :mod:`agile.paper.report.analysis` (``PowerRow``s, the lr and baseline
-families); the sentences are generated from them, as in :mod:`agile.paper.report.text`.
+A family's section (:func:`family_section`) is its question, the tables of its groups, its
+comparisons (with the family it is shown beside, if any), its figure, its power table and
+its findings, each where the family's data put it; a family none of whose comparisons has
+results says it was not run yet. The numbers come from :mod:`agile.paper.report.analysis`
+(``FamilyResult``: the paired results and their ``PowerRow``s); the sentences are generated
+from them, as in :mod:`agile.paper.report.text`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from agile.paper import study
 from agile.paper.report.analysis import (
     ALPHA,
-    LR_GROUPS,
-    RESOLUTION,
+    CONFIDENCE,
     Analysis,
+    FamilyResult,
     PairedResult,
     PowerRow,
+    Table1Row,
 )
-from agile.paper.report.results import Run
+from agile.paper.report.figures import SPECS_BY_KEY
+from agile.paper.report.results import RUNS, Run
 from agile.paper.report.text import (
     Counts,
     comparisons_markdown,
+    figure_lines,
     group_markdown,
     markdown_table,
     not_run_line,
     short_outcome,
+    table1_findings,
+    verdict,
 )
 from agile.paper.stats import MAX_SEEDS, POWER
+from agile.paper.study import POWER_SECTION, RESOLUTION, Family
 
-NEW_GROUPS = ("agile_lr_0.1x", "agile_lr_10x", "baselines", "capacity")
+POWER_TITLE = "Power: what the seeds can resolve"
+POWER_CONCLUSION = "Power: which comparisons are settled"
 
 
 def _seeds(count: int | None) -> str:
@@ -38,7 +49,16 @@ def _seeds(count: int | None) -> str:
     return f"> {MAX_SEEDS:,}" if count > MAX_SEEDS else f"{count:,}"
 
 
-def power_markdown(rows: Sequence[PowerRow]) -> str:
+def _fill(text: str, family: Family) -> str:
+    """A family's text with ``{m}``, ``{confidence}`` and ``{alpha}`` filled in."""
+    return text.format(m=len(family.comparisons), confidence=CONFIDENCE, alpha=ALPHA)
+
+
+# ---------------------------------------------------------------------------------------------
+# Power.
+
+
+def power_markdown(rows: Sequence[PowerRow], resolution: float = RESOLUTION) -> str:
     """One row per comparison: seeds, pairing, spread, what it resolves, what would."""
     table = []
     for row in rows:
@@ -53,11 +73,12 @@ def power_markdown(rows: Sequence[PowerRow]) -> str:
     header = ("first − second", "seeds", "r within pairs", "std of differences",
               f"MDE (α = {ALPHA:g})", "MDE (Holm: α / m)",
               "seeds to find the observed difference (α / Holm)",
-              f"seeds for MDE ≤ {RESOLUTION:g} (Holm)", "settled")
+              f"seeds for MDE ≤ {resolution:g} (Holm)", "settled")
     return markdown_table(header, table)
 
 
-def power_findings(rows: Sequence[PowerRow], results: Sequence[PairedResult]) -> list[str]:
+def power_findings(rows: Sequence[PowerRow], results: Sequence[PairedResult],
+                   resolution: float = RESOLUTION) -> list[str]:
     """Sentences: whether pairing helps, which comparisons are settled and how, which not."""
     made = [row for row in rows if row.missing is None]
     if not made:
@@ -74,20 +95,25 @@ def power_findings(rows: Sequence[PowerRow], results: Sequence[PairedResult]) ->
     open_ = [row for row in made if not row.settled]
     out.append("Settled as a difference (significant after Holm): "
                + ("; ".join(as_difference) or "none") + ".")
-    out.append(f"Settled as no difference of {RESOLUTION:g} or more (not significant, and "
-               f"{POWER:.0%} power to find {RESOLUTION:g} at Holm's strictest level): "
+    out.append(f"Settled as no difference of {resolution:g} or more (not significant, and "
+               f"{POWER:.0%} power to find {resolution:g} at Holm's strictest level): "
                + ("; ".join(as_bound) or "none") + ".")
     if open_:
         out.append("Not resolved at this resolution: " + "; ".join(
             f"{row.comparison.name} (MDE {row.mde_holm:.4f} with {row.seeds} seeds; "
-            f"{_seeds(row.for_resolution)} seeds for {RESOLUTION:g})" for row in open_) + ".")
+            f"{_seeds(row.for_resolution)} seeds for {resolution:g})" for row in open_) + ".")
     return out
 
 
-def power_section(analysis: Analysis) -> str:
-    """Section 5: what the seeds of each family can resolve."""
+def _power_findings(result: FamilyResult) -> list[str]:
+    return power_findings(result.power, result.results, result.family.resolution)
+
+
+def power_section(families: Sequence[FamilyResult], number: int = 5) -> str:
+    """Section ``number``: what the seeds of each family shown here (``power`` is
+    ``POWER_SECTION``) can resolve."""
     lines = [
-        "## 5. Power: what the seeds can resolve", "",
+        f"## {number}. {POWER_TITLE}", "",
         "For each paired comparison: the correlation of the two arms over the common seeds "
         "(pairing by seed removes the variance the arms share only where it is positive), the "
         "std of the per-seed differences, the minimum detectable effect (MDE: the smallest true "
@@ -97,72 +123,111 @@ def power_section(analysis: Analysis) -> str:
         f"and the seeds for an MDE of {RESOLUTION:g}. A comparison is settled when it is "
         f"significant after Holm, or when its MDE at α / m is at most {RESOLUTION:g} (then "
         "no difference that large is there to find). Noncentral t, from the spread these runs "
-        "show.", "", "### Table 1's comparisons", "", power_markdown(analysis.table1_power)]
-    lines += [f"- {s}" for s in power_findings(analysis.table1_power, analysis.table1_results)]
+        "show.", ""]
+    for index, result in enumerate(r for r in families if r.family.power == POWER_SECTION):
+        lines += [""] if index else []
+        lines += [f"### {result.family.power_title}", "",
+                  power_markdown(result.power, result.family.resolution)]
+        lines += [f"- {s}" for s in _power_findings(result)]
     return "\n".join(lines) + "\n"
 
 
-def _groups_tables(runs: Sequence[Run], names: Sequence[str], counts: Counts) -> list[str]:
+# ---------------------------------------------------------------------------------------------
+# A family's section.
+
+
+def not_run(result: FamilyResult, runs: Sequence[Run]) -> str | None:
+    """"Not run yet: ..." for a family none of whose comparisons has results, else None."""
+    if any(r.available for r in result.results):
+        return None
+    present = {row.group for row in runs}
+    missing = [f"`{g}`" for g in result.family.arm_groups() if g not in present]
+    why = (f"`{RUNS.name}` has no rows for {', '.join(missing)}" if missing
+           else "no comparison has two seeds in common")
+    return f"Not run yet: no comparison of this family can be made ({why})."
+
+
+def _groups_tables(runs: Sequence[Run], family: Family, counts: Counts) -> list[str]:
     present = {row.group for row in runs}
     lines = []
-    for name in names:
+    for name in family.groups:
         group = study.GROUPS_BY_NAME[name]
         lines += [f"### `{name}`", "", group.question, ""]
-        lines.append(group_markdown(runs, group, counts) if name in present
+        lines.append(group_markdown(runs, group, counts, family.unit) if name in present
                      else not_run_line(name) + "\n")
     return lines
 
 
-def lr_section(runs: Sequence[Run], analysis: Analysis, counts: Counts) -> str:
-    """Section 6: the paper's separate rate for a and b, at 0.1x and 10x the weights'."""
-    lines = ["## 6. The learning rate of a and b", "",
-             "The paper trains a and b with their own rate (ρ3); Table 1 here uses the weights' "
-             "rate for them (Adam 1e-3). Combos 10, 11 and 12 (the ReLU family: agile conv "
-             "layers) again with a and b at 0.1x and at 10x that rate, on Table 1's seeds, "
-             "against plain combo 7 at each rate, and each rate against 1x. One Holm family.", ""]
-    lines += _groups_tables(runs, ("agile_lr_0.1x", "agile_lr_10x"), counts)
-    lines += ["### Comparisons", "", comparisons_markdown(analysis.lr_results),
-              power_markdown(analysis.lr_power)]
-    lines += [f"- {s}" for s in lr_findings(analysis.lr_results)]
-    return "\n".join(lines) + "\n"
+def family_section(result: FamilyResult, runs: Sequence[Run], counts: Counts,
+                   drawn: Mapping[str, bool] | None = None, number: int = 4,
+                   beside: FamilyResult | None = None) -> str:
+    """Section ``number``: one family of paired comparisons, laid out as its data say
+    (``drawn[key]``: whether figure ``key`` exists; ``beside``: the results of the family
+    named in ``family.beside``)."""
+    family = result.family
+    lines = [f"## {number}. {family.title}", ""]
+    lines += [_fill(family.question, family), ""] if family.question else []
+    absent = not_run(result, runs)
+    if absent is not None:
+        return "\n".join([*lines, absent, ""])
+    lines += _groups_tables(runs, family, counts)
+    lines += ["### Comparisons", ""] if family.groups else []
+    lines += [_fill(family.note, family), ""] if family.note else []
+    lines.append(comparisons_markdown(
+        result.results, family.unit,
+        None if beside is None else {r.comparison.name: r for r in beside.results},
+        family.beside or ""))
+    if family.figure is not None:
+        lines += figure_lines(SPECS_BY_KEY[family.figure], bool((drawn or {}).get(family.figure)))
+    if family.power == study.IN_SECTION:
+        lines.append(power_markdown(result.power, family.resolution))
+    if family.findings_in_section:
+        lines += [f"- {s}" for s in family_findings(result)]
+    text = "\n".join(lines)
+    return text if text.endswith("\n") else text + "\n"
 
 
-def lr_findings(results: Sequence[PairedResult]) -> list[str]:
-    """Sentences: the verdict against combo 7 at each rate, and the rates against 1x."""
-    out = []
-    for group, setting in LR_GROUPS:
-        parts = [f"{r.comparison.first.label.split(' (')[0]} − combo 7: {short_outcome(r)}"
-                 for r in results if r.comparison.first.group == group
-                 and r.comparison.second.trial == "combo_07"]
-        out.append(f"With {setting}: " + "; ".join(parts) + ".")
-    rate = [f"{r.comparison.name}: {short_outcome(r)}" for r in results
-            if r.comparison.second.trial != "combo_07"]
-    out.append("Against Table 1's rate: " + "; ".join(rate) + ".")
-    return out
+# ---------------------------------------------------------------------------------------------
+# Findings, and the conclusion's blocks.
 
 
-def baselines_section(runs: Sequence[Run], analysis: Analysis, counts: Counts) -> str:
-    """Section 7: PReLU, Swish-β, APL and agile per channel; a plain net of combo 12's size."""
-    lines = ["## 7. The field's learnable activations", "",
-             "The learnable activations the field already uses, in both layers of the same CNN "
-             "with one set of parameters per channel, and agile ReLU per channel; then a plain "
-             "ReLU network with as many parameters as combo 12 (its per-element a and b add "
-             "about 28,700): each against plain ReLU (combo 7) and against combo 12 (Table 1's "
-             "runs). The parameters column counts all and, in brackets, the activations' own. "
-             "One Holm family.", ""]
-    lines += _groups_tables(runs, ("baselines", "capacity"), counts)
-    lines += ["### Comparisons", "", comparisons_markdown(analysis.baseline_results),
-              power_markdown(analysis.baseline_power)]
-    lines += [f"- {s}" for s in baseline_findings(analysis.baseline_results)]
-    return "\n".join(lines) + "\n"
+def family_findings(result: FamilyResult) -> list[str]:
+    """One sentence per theme of the family's comparisons, in order: ``"<theme><theme_end>
+    <clause>: <outcome>; ..."`` (a comparison's clause defaults to its name)."""
+    family, themes = result.family, {}
+    for r in result.results:
+        clause = r.comparison.clause or r.comparison.name
+        themes.setdefault(r.comparison.theme, []).append(f"{clause}: {short_outcome(r)}")
+    return [f"{theme}{family.theme_end}" + "; ".join(parts) + "."
+            for theme, parts in themes.items()]
 
 
-def baseline_findings(results: Sequence[PairedResult]) -> list[str]:
-    """One sentence per baseline: against combo 7 and against combo 12."""
-    out = []
-    labels = list(dict.fromkeys(r.comparison.first.label for r in results))
-    for label in labels:
-        parts = [f"− {r.comparison.second.label}: {short_outcome(r)}" for r in results
-                 if r.comparison.first.label == label]
-        out.append(f"{label} " + "; ".join(parts) + ".")
-    return out
+def conclusion_block(result: FamilyResult, table: Sequence[Table1Row],
+                     runs: Sequence[Run]) -> tuple[str, list[str]]:
+    """``(heading, lines)`` of a family's findings in the conclusion: Table 1's counts,
+    ranks and one verdict per comparison (``findings="table1"``), or the themes' sentences."""
+    family = result.family
+    lead = [_fill(family.conclusion_lead, family), ""] if family.conclusion_lead else []
+    absent = not_run(result, runs)
+    if absent is not None and family.findings != "table1":
+        return family.conclusion_title, [*lead, f"- {absent}"]
+    if family.findings == "table1":
+        body = [f"- {s}" for s in table1_findings(table, result.results)]
+        body += ["", "Each comparison:", ""] + [f"- {verdict(r)}" for r in result.results]
+    else:
+        body = [f"- {s}" for s in family_findings(result)]
+    return family.conclusion_title, [*lead, *body]
+
+
+def conclusion_blocks(analysis: Analysis, runs: Sequence[Run]) -> list[tuple[str, list[str]]]:
+    """The conclusion's blocks: the families marked ``conclusion_first``, the power of those
+    in the power section, then the other families, each in ``analysis.families``' order."""
+    families = analysis.families
+    blocks = [conclusion_block(r, analysis.table, runs) for r in families
+              if r.family.conclusion_first]
+    power = [s for r in families if r.family.power == POWER_SECTION for s in _power_findings(r)]
+    if power:
+        blocks.append((POWER_CONCLUSION, [f"- {s}" for s in power]))
+    blocks += [conclusion_block(r, analysis.table, runs) for r in families
+               if not r.family.conclusion_first]
+    return blocks

@@ -3,7 +3,8 @@
 Every number in the text comes from the results (:mod:`agile.paper.report.results`), their
 analysis (:mod:`agile.paper.report.analysis`) or the code's defaults (the config, the
 groups); the conclusion's sentences are generated from the same numbers, so they stay
-true when the study is rerun. :func:`build_markdown` puts the sections together.
+true when the study is rerun. The families' sections are :mod:`.questions`'; the document
+(:mod:`.document`) puts the sections together.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from agile.paper.report.analysis import (
     PairedResult,
     Summary,
     Table1Row,
-    combo_trial,
+    beside_agreement,
     family_counts,
     paper_agreement,
     rank_agreement,
@@ -36,6 +37,7 @@ from agile.paper.report.analysis import (
 )
 from agile.paper.report.figures import SPECS, SPECS_BY_KEY, FigureSpec
 from agile.paper.report.results import PARAMS, RUNS, Machine, Range, Run
+from agile.paper.study import NATS, Unit
 
 STUDY_COMMAND = ("MNIST_DIR=../shared/data/mnist python scripts/study.py --workdir=runs/study "
                  "--publish")
@@ -289,51 +291,53 @@ def _table1_section(table: Sequence[Table1Row], drawn: bool) -> str:
     return "\n".join(lines + figure_lines(SPECS_BY_KEY["table1_losses"], drawn))
 
 
-def comparisons_markdown(results: Sequence[PairedResult]) -> str:
-    """One row per comparison: the paper's difference, ours with CI, p, Holm p, verdicts."""
+def comparisons_markdown(results: Sequence[PairedResult], unit: Unit = NATS,
+                         beside: Mapping[str, PairedResult] | None = None,
+                         beside_name: str = "") -> str:
+    """One row per comparison: the paper's difference, ours with CI, p, Holm p, verdicts.
+
+    ``unit``: the differences' unit (named in the header unless nats); ``beside``: the same
+    comparisons' results, by name, in the family ``beside_name`` this one is shown beside (a
+    column says whether each verdict agrees with that one or differs).
+    """
     rows = []
     for result in results:
         paper = result.comparison.paper_difference
         paper = "-" if paper is None else f"{paper:+.5f}"
+        extra = () if beside is None else (
+            beside_agreement(result, beside.get(result.comparison.name)) or "-",)
         if not result.available:
             rows.append((result.comparison.name, paper, f"not available: {result.missing}", "",
-                         "", "", "", "", ""))
+                         "", "", "", "", "", *extra))
             continue
         rows.append((result.comparison.name, paper, f"{result.mean_difference:+.4f}",
                      f"[{result.ci_low:+.4f}, {result.ci_high:+.4f}]", result.seeds,
                      format_p(result.p_value), format_p(result.holm_p),
-                     "yes" if result.significant else "no", paper_agreement(result) or "-"))
-    header = ("first − second", "paper", "ours: mean difference", f"{CONFIDENCE:.0%} CI",
-              "seeds", "p", "Holm p", f"significant (α = {ALPHA:g})", "vs the paper")
+                     "yes" if result.significant else "no", paper_agreement(result) or "-",
+                     *extra))
+    header = ("first − second", "paper", f"ours: mean difference{_unit_suffix(unit)}",
+              f"{CONFIDENCE:.0%} CI", "seeds", "p", "Holm p", f"significant (α = {ALPHA:g})",
+              "vs the paper", *(() if beside is None else (f"vs `{beside_name}`",)))
     return markdown_table(header, rows)
 
 
-def _comparisons_section(results: Sequence[PairedResult], drawn: bool) -> str:
-    """Section 4: the Table 1 family of paired comparisons, and its figure (if ``drawn``)."""
-    lines = [
-        "## 4. Paired comparisons on the same seeds", "",
-        "The comparisons of `agile.paper.study.PAIRED_COMPARISONS`: each agile variant against its "
-        "plain counterpart (one layer's activation made agile, the rest equal), and the paper's "
-        "own comparison of sigmoid / agile sigmoid with sigmoid / relu, on the seeds both "
-        "have: the mean of the per-seed differences in best test loss (negative: the first has "
-        f"the lower loss), its {CONFIDENCE:.0%} t-interval (not adjusted), the paired t-test's "
-        f"p-value and Holm's correction over the {len(results)} comparisons of this family, "
-        "which decides significance. 'vs the paper': "
-        "agrees (significant, same direction as the paper's difference), contradicts "
-        "(significant, opposite direction) or not confirmed (no significant difference).", "",
-        comparisons_markdown(results),
-    ]
-    return "\n".join(lines + figure_lines(SPECS_BY_KEY["differences"], drawn))
+def _unit_suffix(unit: Unit) -> str:
+    """`` (bits)`` after a loss column's name, or nothing for the default unit (nats)."""
+    return f" ({unit.name})" if unit.name else ""
 
 
-def group_markdown(runs: Sequence[Run], group: study.Group, counts: Counts) -> str:
-    """One row per trial of ``group``: parameters, seeds, loss, CI, accuracy, best step."""
+def group_markdown(runs: Sequence[Run], group: study.Group, counts: Counts,
+                   unit: Unit = NATS) -> str:
+    """One row per trial of ``group``: parameters, seeds, loss (in ``unit``), CI, accuracy,
+    best step."""
     rows = []
     for conv, dense in group.pairs:
         trial = group.trial_name(conv, dense)
         loss, accuracy, best = (
-            stats.summarize(seed_values(runs, group.name, trial, field).values())
-            for field in (METRIC, "best_test_accuracy", "best_step"))
+            stats.summarize([value * scale for value in
+                             seed_values(runs, group.name, trial, field).values()])
+            for field, scale in ((METRIC, unit.scale), ("best_test_accuracy", 1.0),
+                                 ("best_step", 1.0)))
         count = counts(group.name, conv, dense)
         conv_layers = tuple(group.base_config().model.conv_features)
         rows.append((f"`{trial}`", conv if conv_layers else "none (dense only)", dense,
@@ -341,51 +345,29 @@ def group_markdown(runs: Sequence[Run], group: study.Group, counts: Counts) -> s
                      loss["n"] if loss else 0, format_mean_std(loss), format_ci(loss),
                      format_mean_std(accuracy, 2, 100.0), format_mean_std(best, 0)))
     header = ("trial", "conv", "dense", "parameters (agile a, b)", "seeds",
-              "best test loss (mean ± std)", f"{CONFIDENCE:.0%} CI", "test accuracy %",
-              "best step")
+              f"best test loss{_unit_suffix(unit)} (mean ± std)", f"{CONFIDENCE:.0%} CI",
+              "test accuracy %", "best step")
     return markdown_table(header, rows)
 
 
-def _ablations_section(runs: Sequence[Run], results: Sequence[PairedResult],
-                      counts: Counts, skip: Sequence[str] = ()) -> str:
-    """Section 8: each group the paper did not run (but those in ``skip``, which have sections
-    of their own), and their comparisons (one Holm family)."""
-    present = {row.group for row in runs}
-    lines = ["## 8. What the paper did not run", ""]
-    for group in study.GROUPS:
-        if group.name == "table1" or group.name in skip:
-            continue
-        lines += [f"### `{group.name}`", "", group.question, ""]
-        lines.append(group_markdown(runs, group, counts) if group.name in present
-                     else not_run_line(group.name) + "\n")
-    lines += [
-        "### Comparisons", "",
-        "The natural comparison of each group, paired on common seeds: granularity against "
-        "the per-element default (Table 1's runs), agile against plain tanh and gelu, agile "
-        "against plain sigmoid in the dense-only network, combo 12 against combo 7 with each "
-        "optimizer and data size, and the combined activation against combos 12 and 6. Holm's "
-        f"correction runs over these {len(results)} comparisons (a family of their own).", "",
-        comparisons_markdown(results),
-    ]
-    return "\n".join(lines)
-
-
 # ---------------------------------------------------------------------------------------------
-# Sections 9 and 10: the figures like the paper's, expressivity.
+# After the families' sections: the figures like the paper's, expressivity.
 
 
-def figures_section(drawn: Mapping[str, bool]) -> str:
-    """Section 9: the paper's figures, redrawn, and the learned activations."""
-    lines = ["## 9. Figures like the paper's", ""]
+def figures_section(drawn: Mapping[str, bool], number: int = 9) -> str:
+    """Section ``number``: the paper's figures, redrawn, and the learned activations."""
+    lines = [f"## {number}. Figures like the paper's", ""]
     for spec in SPECS:
         if spec.section == "figures":
             lines += [f"### {spec.caption}\n", *figure_lines(spec, bool(drawn.get(spec.key)))]
     return "\n".join(lines)
 
 
-def expressivity_section(fold: FoldCheck | None, ranges: Sequence[Range]) -> str:
-    """Section 10: the dense fold, numerically, and what it means for the results."""
-    lines = ["## 10. Expressivity: agile dense layers fold away, per-element conv ones do not",
+def expressivity_section(fold: FoldCheck | None, ranges: Sequence[Range],
+                         number: int = 10) -> str:
+    """Section ``number``: the dense fold, numerically, and what it means for the results."""
+    lines = [f"## {number}. Expressivity: agile dense layers fold away, per-element conv ones "
+             "do not",
              "",
              "In a dense layer, `z = a ⊙ f(W x + c − b)` feeds `V z + d`. Per node, `b` folds "
              "into the layer's bias (`c − b`) and `a` into the next layer's kernel "
@@ -429,7 +411,7 @@ def expressivity_section(fold: FoldCheck | None, ranges: Sequence[Range]) -> str
 
 
 # ---------------------------------------------------------------------------------------------
-# Section 11: the conclusion, sentences generated from the numbers.
+# The conclusion, sentences generated from the numbers.
 
 
 def verdict(result: PairedResult) -> str:
@@ -528,48 +510,16 @@ def table1_findings(table: Sequence[Table1Row], results: Sequence[PairedResult])
     return out
 
 
-ABLATION_THEMES = (  # (sentence opening, which comparisons it covers)
-    ("Granularity (fewer a and b than one per element)",
-     lambda c: c.first.group.startswith("granularity")),
-    ("Agile against plain tanh and gelu in both layers", lambda c: c.first.group == "tanh_gelu"),
-    ("The paper's Fig. 11 shows agile sigmoid better than sigmoid in a dense-only network; "
-     "ours", lambda c: c.first.group == "dense_only"),
-    ("Combo 12 against combo 7 (does the verdict depend on the optimiser or the data size?)",
-     lambda c: c.second.trial == combo_trial(7) and c.first.trial == combo_trial(12)),
-    ("The combined activation in the conv layers", lambda c: c.first.group == "combined"),
-)
-
-
-def ablation_findings(results: Sequence[PairedResult]) -> list[str]:
-    """One sentence per theme of the ablations: each comparison's outcome, with numbers."""
-    out = []
-    for opening, covers in ABLATION_THEMES:
-        parts = [f"{r.comparison.name}: {short_outcome(r)}" for r in results
-                 if covers(r.comparison)]
-        if parts:
-            out.append(f"{opening}: " + "; ".join(parts) + ".")
-    return out
-
-
-def _conclusion_section(table: Sequence[Table1Row], table1_results: Sequence[PairedResult],
-                       ablation_results: Sequence[PairedResult], fold: FoldCheck | None,
-                       more: Sequence[tuple[str, Sequence[str]]] = ()) -> str:
-    """Section 11: the verdicts, every number generated from the results; ``more``: further
-    ``(heading, sentences)`` before the closing paragraph."""
-    lines = ["## 11. Conclusion", "",
+def conclusion_section(blocks: Sequence[tuple[str, Sequence[str]]], fold: FoldCheck | None,
+                       number: int = 11) -> str:
+    """Section ``number``: the verdicts, every number generated from the results; ``blocks``:
+    ``(heading, lines)`` of the families' findings, in order, before the closing paragraph."""
+    lines = [f"## {number}. Conclusion", "",
              "Every sentence with a number below is generated from the results, so it stays "
              "true when the study is rerun. A difference that is not significant is not shown "
-             "to exist in either direction; its interval bounds how large it can plausibly be.",
-             "", "### Table 1", ""]
-    lines += [f"- {sentence}" for sentence in table1_findings(table, table1_results)]
-    lines += ["", "Each comparison:", ""]
-    lines += [f"- {verdict(result)}" for result in table1_results]
-    lines += ["", "### What the paper did not run", "",
-              "Differences are first − second in best test loss, with their "
-              f"{CONFIDENCE:.0%} CI (not adjusted) and Holm's correction over this family.", ""]
-    lines += [f"- {sentence}" for sentence in ablation_findings(ablation_results)]
-    for heading, sentences in more:
-        lines += ["", f"### {heading}", ""] + [f"- {sentence}" for sentence in sentences]
+             "to exist in either direction; its interval bounds how large it can plausibly be."]
+    for heading, body in blocks:
+        lines += ["", f"### {heading}", "", *body]
     if fold is not None:
         lines += ["", "### Expressivity", "",
                   f"- The agile dense layer of combo 12 folds into a plain one: the logits differ "
