@@ -431,13 +431,19 @@ def test_setup_section_reads_the_config_and_counts_early_stops():
     assert "Table 1: none run yet" in text.setup_section(config, [])
 
 
+def test_fold_difference_is_a_bound_below_rounding_and_the_number_above():
+    """Rounding differs between CPUs, so it is reported as a bound; a real mismatch as is."""
+    assert text.fold_difference(9.5e-7) == text.fold_difference(1.9e-6) == "under 1e-05"
+    assert text.fold_difference(0.0123) == "1.2e-02"
+
+
 def test_expressivity_section_reports_the_fold_and_the_smallest_conv_a():
     fold = analysis.FoldCheck(inputs=8, seed=0, plain="sigmoid", max_abs_difference=2e-7,
                               max_abs_logit=12.5, dropped_difference=3.25, dense_agile=60,
                               conv_agile=1234)
     ranges = fake_ranges(fake_runs({"granularity_scalar"}, 2))
     section = text.expressivity_section(fold, ranges)
-    assert "is **2.0e-07** (float32 rounding), for logits up to 12.50" in section
+    assert "is **under 1e-05** (float32 rounding), for logits up to 12.50" in section
     assert "changes the logits by up to 3.25" in section
     assert "(60 here)" in section and "(1,234 in combo 12)" in section
     assert ("In group `granularity_scalar` the smallest learned a in a conv layer is 0.9000 "
