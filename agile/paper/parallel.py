@@ -2,7 +2,7 @@
 
 A *layout* decides where the training state, the device-resident data and each
 batch's indices live, and wraps the one per-device step function
-(``step_fn(state, accum, images, labels, indices, axis_name=None)``) for that
+(``step_fn(state, accum, inputs, targets, indices, axis_name=None)``) for that
 placement:
 
 - ``"none"`` with one seed: the step under ``jax.jit``, exactly as before.
@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -138,11 +138,51 @@ def _uncommitted(tree: Any) -> Any:
     )
 
 
+class Layout(Protocol):
+    """Where a run's state, data and batches live, and its step for that placement.
+
+    The loop (:mod:`agile.paper.train`) sees only this: :class:`SingleDevice`,
+    :class:`SeedBatch`, :class:`Pmap` and :class:`ShardMap` implement it, each on its own.
+    """
+
+    seeds: tuple[int, ...]  # The training seeds, one per model in the state.
+    batched_seeds: bool  # Whether the state stacks several seeds on a leading axis.
+    max_steps_in_flight: int | None  # Compiled steps the host may dispatch ahead (None: any).
+    precompiles: bool  # Whether :meth:`precompile` compiles the step ahead of its first call.
+
+    def place(self, per_seed: Sequence[Any]) -> Any:
+        """Device layout of a tree given once per seed (state or accumulator)."""
+
+    def place_data(self, array: np.ndarray) -> jax.Array:
+        """Puts a whole training array where every step can gather from it."""
+
+    def place_indices(self, indices: np.ndarray) -> Any:
+        """One step's indices: (batch,), or (num_seeds, batch) for a seed batch."""
+
+    def step(self, state, accum, inputs, targets, indices, active: np.ndarray):
+        """One compiled step; ``active`` (one bool per seed) only matters for seed batches."""
+
+    def seed_view(self, tree: Any, index: int) -> Any:
+        """Seed ``index``'s copy of a placed tree, addressable by this process."""
+
+    def precompile(self, state, accum, inputs, targets, indices, active) -> None:
+        """Compiles :meth:`step` for these (possibly abstract) arguments without running it."""
+
+    def abstract_seed(self, tree: Any) -> Any:
+        """:meth:`seed_view` of an abstract (``jax.ShapeDtypeStruct``) placed tree."""
+
+    def to_checkpoint(self, tree: Any) -> Any:
+        """The tree as it is saved (and the template it is restored into)."""
+
+    def from_checkpoint(self, tree: Any) -> Any:
+        """Inverse of :meth:`to_checkpoint`, placed as :meth:`place` places a fresh tree."""
+
+
 class SingleDevice:
     """One model on the default device: the step under ``jax.jit``, as in plain training."""
 
-    max_steps_in_flight: int | None = None  # Compiled steps the host may dispatch ahead.
-    precompiles = True  # Whether :meth:`precompile` compiles the step ahead of its first call.
+    max_steps_in_flight: int | None = None
+    precompiles = True
 
     def __init__(self, compiled_step: StepFn, seed: int):
         self.seeds = (seed,)
@@ -161,22 +201,22 @@ class SingleDevice:
         """One step's indices: (batch,), or (num_seeds, batch) for a seed batch."""
         return indices
 
-    def step(self, state, accum, images, labels, indices, active: np.ndarray):
+    def step(self, state, accum, inputs, targets, indices, active: np.ndarray):
         """One compiled step; ``active`` (one bool per seed) only matters for seed batches."""
         del active
-        return self._step(state, accum, images, labels, indices)
+        return self._step(state, accum, inputs, targets, indices)
 
     def seed_view(self, tree: Any, index: int) -> Any:
         """Seed ``index``'s copy of a placed tree, addressable by this process."""
         del index
         return tree
 
-    def precompile(self, state, accum, images, labels, indices, active) -> None:
+    def precompile(self, state, accum, inputs, targets, indices, active) -> None:
         """Compiles :meth:`step` for these arguments (``state`` and ``accum`` may be abstract,
         ``jax.ShapeDtypeStruct`` trees shaped as :meth:`place` places them) without running it;
         the first real step then finds it compiled."""
         del active
-        self._step.lower(state, accum, images, labels, indices).compile()
+        self._step.lower(state, accum, inputs, targets, indices).compile()
 
     def abstract_seed(self, tree: Any) -> Any:
         """:meth:`seed_view` of an abstract (``jax.ShapeDtypeStruct``) placed tree."""
@@ -191,13 +231,13 @@ class SingleDevice:
         return _uncommitted(tree)
 
 
-def _masked_step(step_fn: StepFn, state, accum, images, labels, indices, active):
+def _masked_step(step_fn: StepFn, state, accum, inputs, targets, indices, active):
     """``step_fn`` for one seed, or its inputs unchanged where ``active`` is False."""
-    new = step_fn(state, accum, images, labels, indices)
+    new = step_fn(state, accum, inputs, targets, indices)
     return jax.tree.map(partial(jnp.where, active), new, (state, accum))
 
 
-def _scan_seeds(step_fn: StepFn, state, accum, images, labels, indices, active):
+def _scan_seeds(step_fn: StepFn, state, accum, inputs, targets, indices, active):
     """Steps the seeds one after another: a ``lax.scan`` that rotates the stack by one.
 
     Each iteration steps the seed at index 0 (a static offset: a dynamically sliced
@@ -209,7 +249,7 @@ def _scan_seeds(step_fn: StepFn, state, accum, images, labels, indices, active):
         seed_state, seed_accum, seed_indices, seed_active = jax.tree.map(lambda x: x[0], carry)
         stepped = jax.lax.cond(
             seed_active,
-            lambda: step_fn(seed_state, seed_accum, images, labels, seed_indices),
+            lambda: step_fn(seed_state, seed_accum, inputs, targets, seed_indices),
             lambda: (seed_state, seed_accum),
         )
         head = (*stepped, seed_indices, seed_active)
@@ -226,7 +266,7 @@ def _per_seed(indices: jax.Array, seeds: int) -> jax.Array:
     return indices if indices.ndim == 2 else jnp.broadcast_to(indices, (seeds, *indices.shape))
 
 
-def _vmap_seeds(step_fn: StepFn, state, accum, images, labels, indices, active, chunk=1):
+def _vmap_seeds(step_fn: StepFn, state, accum, inputs, targets, indices, active, chunk=1):
     """Steps the seeds as one batched model (``jax.vmap``): what fills a GPU or TPU.
 
     With one batch order shared by every seed (``indices`` of shape (batch,)) the batch is
@@ -235,10 +275,10 @@ def _vmap_seeds(step_fn: StepFn, state, accum, images, labels, indices, active, 
     del chunk
     index_axis = None if indices.ndim == 1 else 0
     batched = jax.vmap(partial(_masked_step, step_fn), in_axes=(0, 0, None, None, index_axis, 0))
-    return batched(state, accum, images, labels, indices, active)
+    return batched(state, accum, inputs, targets, indices, active)
 
 
-def _map_seeds(step_fn: StepFn, state, accum, images, labels, indices, active, chunk=1):
+def _map_seeds(step_fn: StepFn, state, accum, inputs, targets, indices, active, chunk=1):
     """Steps the seeds ``chunk`` at a time (``lax.map``): one after another for chunk 1,
     skipping stopped seeds (``lax.cond``); vmapped within each chunk otherwise (a middle way
     between scan's memory and vmap's parallelism on an accelerator)."""
@@ -246,20 +286,20 @@ def _map_seeds(step_fn: StepFn, state, accum, images, labels, indices, active, c
     def one(args):
         seed_state, seed_accum, seed_indices, seed_active = args
         if chunk > 1:  # vmapped inside lax.map: a cond would compute both branches anyway
-            return _masked_step(step_fn, seed_state, seed_accum, images, labels, seed_indices,
+            return _masked_step(step_fn, seed_state, seed_accum, inputs, targets, seed_indices,
                                 seed_active)
         return jax.lax.cond(
             seed_active,
-            lambda: step_fn(seed_state, seed_accum, images, labels, seed_indices),
+            lambda: step_fn(seed_state, seed_accum, inputs, targets, seed_indices),
             lambda: (seed_state, seed_accum))
 
     xs = (state, accum, _per_seed(indices, len(active)), active)
     return jax.lax.map(one, xs, batch_size=chunk if chunk > 1 else None)
 
 
-def _scan_rows(step_fn: StepFn, state, accum, images, labels, indices, active, chunk=1):
+def _scan_rows(step_fn: StepFn, state, accum, inputs, targets, indices, active, chunk=1):
     del chunk
-    return _scan_seeds(step_fn, state, accum, images, labels, _per_seed(indices, len(active)),
+    return _scan_seeds(step_fn, state, accum, inputs, targets, _per_seed(indices, len(active)),
                        active)
 
 
@@ -294,7 +334,7 @@ def resolve_seed_batching(seed_batching: str, shared_order: bool = False) -> str
     return seed_batching
 
 
-class SeedBatch(SingleDevice):
+class SeedBatch:
     """K independent models stacked on a leading axis, stepped together by one compiled call.
 
     A seed whose ``active`` flag is False (it stopped early) keeps its state and
@@ -307,6 +347,9 @@ class SeedBatch(SingleDevice):
     relying on :func:`agile.paper.models.ops.canonical_conv`, whose gradient convolutions
     XLA:CPU runs fast inside a loop body too, and skipping stopped seeds.
     """
+
+    max_steps_in_flight: int | None = None
+    precompiles = True
 
     def __init__(self, step_fn: StepFn, seeds: Sequence[int], batching: str = "scan",
                  chunk: int = 1):
@@ -324,23 +367,35 @@ class SeedBatch(SingleDevice):
     def place(self, per_seed: Sequence[Any]) -> Any:
         return _stack(per_seed)
 
-    def step(self, state, accum, images, labels, indices, active: np.ndarray):
-        return _seed_step(self.batching, self.chunk, self._step_fn, state, accum, images,
-                          labels, indices, active)
+    def place_data(self, array: np.ndarray) -> jax.Array:
+        return jax.device_put(array)
+
+    def place_indices(self, indices: np.ndarray) -> Any:
+        return indices
+
+    def step(self, state, accum, inputs, targets, indices, active: np.ndarray):
+        return _seed_step(self.batching, self.chunk, self._step_fn, state, accum, inputs,
+                          targets, indices, active)
 
     def seed_view(self, tree: Any, index: int) -> Any:
         return jax.tree.map(lambda leaf: leaf[index], tree)
 
-    def precompile(self, state, accum, images, labels, indices, active) -> None:
-        _seed_step.lower(self.batching, self.chunk, self._step_fn, state, accum, images,
-                         labels, indices, active).compile()
+    def precompile(self, state, accum, inputs, targets, indices, active) -> None:
+        _seed_step.lower(self.batching, self.chunk, self._step_fn, state, accum, inputs,
+                         targets, indices, active).compile()
 
     def abstract_seed(self, tree: Any) -> Any:
         return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype,
                                                               weak_type=leaf.weak_type), tree)
 
+    def to_checkpoint(self, tree: Any) -> Any:
+        return tree
 
-class DataParallel(SingleDevice):
+    def from_checkpoint(self, tree: Any) -> Any:
+        return _uncommitted(tree)
+
+
+class DataParallel:
     """Shared part of the data-parallel layouts: one model, checkpointed as host arrays.
 
     ``max_steps_in_flight``: the loop waits for the devices at least this often. XLA:CPU
@@ -354,6 +409,19 @@ class DataParallel(SingleDevice):
     # Not precompiled: the replicated and sharded arguments are placed per device (their
     # placement cannot be traced abstractly), so the step compiles at its first call.
     precompiles = False
+
+    batched_seeds = False
+    _step: StepFn
+
+    def step(self, state, accum, inputs, targets, indices, active: np.ndarray):
+        del active
+        return self._step(state, accum, inputs, targets, indices)
+
+    def precompile(self, state, accum, inputs, targets, indices, active) -> None:
+        raise NotImplementedError("data-parallel steps compile at their first call")
+
+    def abstract_seed(self, tree: Any) -> Any:
+        return tree
 
     def to_checkpoint(self, tree: Any) -> Any:
         return _to_host(self.seed_view(tree, 0))
@@ -430,7 +498,7 @@ class ShardMap(DataParallel):
 
 def make_layout(
     config: ml_collections.ConfigDict, step_fn: StepFn, compiled_step: StepFn
-) -> SingleDevice:
+) -> Layout:
     """The layout for ``config.parallel``, ``num_seeds`` and ``seed_batching`` around ``step_fn``.
 
     ``compiled_step`` is ``step_fn`` under ``jax.jit`` (donating state and

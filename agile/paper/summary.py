@@ -1,11 +1,15 @@
 """A run's ``summary.json``: per-seed results from the evaluation history, mean and std over seeds.
 
 Pure functions of a :class:`~agile.paper.history.History`, the best model's test metrics and the
-run's timing, so they are tested without training.
+run's timing (measured by :class:`Clock`, whose fields are :data:`TIMING_FIELDS`), so they are
+tested without training.
 """
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,7 +26,38 @@ SEED_STATISTIC_FIELDS = (
     "best_step",
     "steps",
 )
-TIMING_FIELDS = ("wall_time_s", "steps_per_second", "time_breakdown_s")
+TIMING_FIELDS = WALL_TIME, STEPS_PER_SECOND, BREAKDOWN = (
+    "wall_time_s", "steps_per_second", "time_breakdown_s")
+
+
+class Clock:
+    """Wall time of a session, split into named phases."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.phases: dict[str, float] = defaultdict(float)
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases[name] += time.perf_counter() - start
+
+    def timing(self, previous: dict[str, Any], steps: int) -> dict[str, Any]:
+        """``previous`` (earlier sessions' timing) plus this session's, if it trained."""
+        if steps == 0:
+            return previous
+        wall = previous.get(WALL_TIME, 0.0) + time.perf_counter() - self.start
+        breakdown = dict(previous.get(BREAKDOWN, {}))
+        for name, seconds in self.phases.items():
+            breakdown[name] = breakdown.get(name, 0.0) + seconds
+        loop = breakdown.get("steps", 0.0) + breakdown.get("evaluation", 0.0) + breakdown.get(
+            "checkpoint", 0.0) + breakdown.get("logging", 0.0)
+        steps_timed = previous.get("steps_timed", 0) + steps
+        return {WALL_TIME: wall, STEPS_PER_SECOND: steps_timed / loop if loop else None,
+                BREAKDOWN: breakdown, "steps_timed": steps_timed}
 
 
 def seed_summary(

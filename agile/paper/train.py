@@ -16,7 +16,6 @@ import dataclasses
 import json
 import os
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,7 @@ from agile.paper.steps import (
     model_labels,
     new_train_accumulator,
 )
-from agile.paper.summary import run_summary, seed_summary
+from agile.paper.summary import Clock, run_summary, seed_summary
 
 AfterStep = Callable[[int], None]
 AfterEvaluation = Callable[[list[dict[str, Any]]], None]
@@ -93,36 +92,6 @@ class _Setup:
         """A row as ``metrics.jsonl`` stores it: with its seed when seeds are batched."""
         seed = self.layout.seeds[index]
         return {"seed": seed, **row} if self.layout.batched_seeds else row
-
-
-class _Clock:
-    """Wall time of a session, split into named phases."""
-
-    def __init__(self):
-        self.start = time.perf_counter()
-        self.phases: dict[str, float] = defaultdict(float)
-
-    @contextlib.contextmanager
-    def phase(self, name: str):
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.phases[name] += time.perf_counter() - start
-
-    def timing(self, previous: dict[str, Any], steps: int) -> dict[str, Any]:
-        """``previous`` (earlier sessions' timing) plus this session's, if it trained."""
-        if steps == 0:
-            return previous
-        wall = previous.get("wall_time_s", 0.0) + time.perf_counter() - self.start
-        breakdown = dict(previous.get("time_breakdown_s", {}))
-        for name, seconds in self.phases.items():
-            breakdown[name] = breakdown.get(name, 0.0) + seconds
-        loop = breakdown.get("steps", 0.0) + breakdown.get("evaluation", 0.0) + breakdown.get(
-            "checkpoint", 0.0) + breakdown.get("logging", 0.0)
-        steps_timed = previous.get("steps_timed", 0) + steps
-        return {"wall_time_s": wall, "steps_per_second": steps_timed / loop if loop else None,
-                "time_breakdown_s": breakdown, "steps_timed": steps_timed}
 
 
 def _setup(config: ml_collections.ConfigDict, workdir: Path, task: tasks.Task) -> _Setup:
@@ -396,7 +365,7 @@ def train_and_evaluate(
     Returns the summary (``agile.paper.summary.run_summary``).
     """
     config_lib.validate(config)
-    clock = _Clock()
+    clock = Clock()
     task = tasks.build(config)
     task.data.check_available(config.data)  # A wrong data folder leaves no workdir behind.
     workdir = workdir_lib.prepare(workdir)
@@ -480,7 +449,7 @@ def _evaluation_point(
     progress: Progress,
     active: np.ndarray,
     step: int,
-    clock: _Clock,
+    clock: Clock,
     after_evaluation: AfterEvaluation | None,
 ) -> np.ndarray:
     """Evaluates the active seeds and writes their rows; returns which of them stop here.
@@ -509,7 +478,7 @@ def _evaluation_point(
 def _loop(
     setup: _Setup,
     progress: Progress,
-    clock: _Clock,
+    clock: Clock,
     after_step: AfterStep | None,
     after_evaluation: AfterEvaluation | None,
     precompiled: concurrent.futures.Future | None = None,
