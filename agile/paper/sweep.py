@@ -26,18 +26,13 @@ from absl import logging
 from agile.errors import UserError
 from agile.paper.combos import PAPER_TABLE1
 from agile.paper.config import get_config
+from agile.paper.files import SUMMARY_FILE, SWEEP_FILE, read_json, write_text_atomically
 from agile.paper.stats import mean_std_ci
 from agile.paper.train import train_and_evaluate
 from agile.paper.trials import CSV_FIELDS, Trial, seed_results, settings
-from agile.paper.workdir import (
-    SUMMARY_FILE,
-    config_differences,
-    prepare,
-    read_json,
-    write_text_atomically,
-)
+from agile.paper.workdir import config_differences, prepare
 
-SETTINGS_FILE = "sweep.json"
+SETTINGS_FILE = SWEEP_FILE  # sweep.json, named in agile.paper.files
 RESULTS_CSV, RESULTS_MD = "results.csv", "results.md"  # the tables, over every finished trial
 TABLE_FIELDS = (
     ("best_test_loss", "best test loss"),

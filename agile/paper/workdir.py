@@ -5,7 +5,8 @@ Everything that keeps a workdir consistent lives here, apart from the training l
 - :class:`Lock`: one run per workdir at a time (``fcntl.flock``, released by the kernel
   when the process dies, so a killed run never blocks the next one).
 - :func:`check_config` / :func:`save_config`: a workdir belongs to one config.
-- :func:`write_rows` / :func:`append_rows` / :func:`read_rows`: ``metrics.jsonl``.
+- file names and plain file I/O (``metrics.jsonl`` rows, atomic writes) come from
+  :mod:`agile.paper.files` (standard library only), re-exported here for the loop.
 - :class:`Checkpoints`: orbax checkpoints of the arrays together with the run's JSON
   state (evaluation histories, timing), so rows and model can never disagree.
 - :class:`MetricWriter`: TensorBoard scalars, written without importing TensorFlow.
@@ -16,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import logging as std_logging
 import os
 import shutil
@@ -35,19 +35,31 @@ from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.hparams import summary_v2 as hparams_summary
 from tensorboard.summary.writer.record_writer import RecordWriter
 
-from agile.errors import UserError
+from agile.paper.files import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    DEPENDENCY_LOG,
+    LOCK_FILE,
+    ROWS_FILE,
+    SUMMARY_FILE,
+    SWEEP_FILE,
+    WorkdirError,
+    append_rows,
+    read_json,
+    read_rows,
+    write_json,
+    write_rows,
+    write_text_atomically,
+)
 
-CONFIG_FILE = "config.json"
-ROWS_FILE = "metrics.jsonl"
-SUMMARY_FILE = "summary.json"
-LOCK_FILE = ".lock"
-CHECKPOINT_DIR = "checkpoints"
-DEPENDENCY_LOG = "orbax.log"  # orbax's and TensorStore's own messages, kept out of the terminal
+# The loop reads these as workdir.<name>; they are defined once, in agile.paper.files.
+__all__ = ["CHECKPOINT_DIR", "CONFIG_FILE", "DEPENDENCY_LOG", "LOCK_FILE", "ROWS_FILE",
+           "SUMMARY_FILE", "SWEEP_FILE", "WorkdirError", "append_rows", "read_json", "read_rows",
+           "write_json", "write_rows", "write_text_atomically",
+           "Checkpoints", "Lock", "MetricWriter", "check_config", "config_differences",
+           "dependency_output", "disk_error", "disk_errors", "finished_checkpoints", "prepare",
+           "quietly", "save_config"]
 UNCHECKED_CONFIG_FIELDS = ("allow_config_change",)
-
-
-class WorkdirError(UserError, RuntimeError):
-    """A workdir that cannot be used as asked: in use, another config, damaged."""
 
 
 def prepare(workdir: str | os.PathLike) -> Path:
@@ -339,73 +351,9 @@ def check_config(workdir: Path, config: dict[str, Any], allow_change: bool,
         )
 
 
-def read_json(path: Path, remedy: str = "restore or delete it") -> Any:
-    """The JSON document in ``path``; a damaged one raises :class:`WorkdirError` naming it."""
-    try:
-        return json.loads(Path(path).read_text())
-    except json.JSONDecodeError as err:
-        raise WorkdirError(f"{path} is not valid JSON ({err}); {remedy}.") from err
-
-
 def save_config(workdir: Path, config: dict[str, Any]) -> None:
     """Writes ``config.json`` atomically."""
-    text = json.dumps(config, indent=2, sort_keys=True) + "\n"
-    write_text_atomically(workdir / CONFIG_FILE, text)
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    """Writes ``text`` to ``path`` through a temporary file and a rename: all or nothing."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "w") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
-
-
-def _row_lines(rows: Iterable[dict[str, Any]]) -> str:
-    return "".join(json.dumps(row) + "\n" for row in rows)
-
-
-def write_rows(path: Path, rows: Iterable[dict[str, Any]]) -> bool:
-    """Replaces ``metrics.jsonl`` with ``rows``, atomically; returns whether an existing file
-    held anything else (a file that already holds exactly these rows is left as it is). A
-    folder in the file's place is refused with one line."""
-    if path.is_dir():
-        raise WorkdirError(f"{path} is a folder, not the run's rows file; move it away and rerun "
-                           "(the rows are rebuilt from the checkpoint).")
-    text = _row_lines(rows)
-    old = path.read_text() if path.exists() else None
-    if old != text:
-        write_text_atomically(path, text)
-    return old is not None and old != text
-
-
-def append_rows(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    """Appends ``rows`` with one write, flushed: a crash can tear at most the last line."""
-    with open(path, "a") as file:
-        file.write(_row_lines(rows))
-        file.flush()
-
-
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """Reads ``metrics.jsonl``; a torn last line (a crash mid-write) is dropped with a warning.
-
-    A damaged line anywhere else raises :class:`WorkdirError` naming file and line.
-    """
-    lines = Path(path).read_text().splitlines()
-    rows = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            if number == len(lines):
-                logging.warning("%s: dropped the torn last line %d (%s).", path, number, err)
-                break
-            raise WorkdirError(f"{path}, line {number}: not a JSON row ({err}).") from err
-    return rows
+    write_json(workdir / CONFIG_FILE, config)
 
 
 def _short_reason(err: Exception, limit: int = 160) -> str:

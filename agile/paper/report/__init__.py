@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from agile.paper.files import write_text_atomically
 from agile.paper.report.analysis import analyse
 from agile.paper.report.document import build_markdown
 from agile.paper.report.figures import DPI, FIGURES, draw_figures
@@ -41,8 +42,6 @@ def write_report(results_dir: Path, docs_dir: Path, dpi: int = DPI) -> list[Path
     is touched: a figure file an earlier report drew stays, unlinked. Returns the paths
     written.
     """
-    from agile.paper.workdir import write_text_atomically
-
     results = load_results(Path(results_dir))
     analysis = analyse(results)
     drawn = draw_figures(results, analysis, Path(docs_dir) / "figures", dpi)

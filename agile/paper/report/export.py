@@ -19,6 +19,7 @@ from typing import Any
 
 from agile.paper import study
 from agile.paper import trials as trials_lib
+from agile.paper.files import CHECKPOINT_DIR, ROWS_FILE, SUMMARY_FILE, read_json, read_rows
 from agile.paper.report.results import (
     Curve,
     Machine,
@@ -27,12 +28,6 @@ from agile.paper.report.results import (
     Results,
     Run,
     write_results,
-)
-from agile.paper.workdir import (
-    ROWS_FILE,
-    SUMMARY_FILE,
-    read_json,
-    read_rows,
 )
 
 CURVE_GROUPS = ("table1", "dense_only")  # groups whose evaluation curves the report draws
@@ -101,7 +96,7 @@ def _seed0_params(trial_dir: Path) -> dict[str, Any] | None:
 
     from agile.paper.progress import read_params
 
-    if not (trial_dir / SUMMARY_FILE).is_file() or not (trial_dir / "checkpoints").is_dir():
+    if not (trial_dir / SUMMARY_FILE).is_file() or not (trial_dir / CHECKPOINT_DIR).is_dir():
         return None
     _, params, _ = read_params(trial_dir, "last", 0)
     return {name: np.asarray(value)

@@ -37,6 +37,7 @@ import numpy as np
 from absl import logging
 
 from agile.errors import UserError
+from agile.paper.files import write_text_atomically
 from agile.paper.trials import CSV_FIELDS, SeedResult, column_types, columns, optional_columns
 
 PARAMS = "combo12_seed0_params.npz"
@@ -302,8 +303,6 @@ def write_results(results: Results, results_dir: Path) -> list[Path]:
     The folder then holds exactly these results: a parameter or machine file that
     ``results`` lacks is removed, so no file of another study stays beside them.
     """
-    from agile.paper.workdir import write_text_atomically
-
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     written = []

@@ -1,0 +1,103 @@
+"""The study's file names and plain file I/O: atomic writes, JSON documents, JSON rows.
+
+Standard library only (and :mod:`agile.errors`): the report (:mod:`agile.paper.report`) and
+``scripts/plot_run.py`` read a run's or a sweep's files through this module without importing
+orbax, TensorBoard or the trainer. :mod:`agile.paper.workdir` (locks, the config guard,
+checkpoints) builds on it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from agile.errors import UserError
+
+# A run's folder (a workdir of agile.paper.train.train_and_evaluate).
+CONFIG_FILE = "config.json"
+ROWS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+LOCK_FILE = ".lock"
+CHECKPOINT_DIR = "checkpoints"
+DEPENDENCY_LOG = "orbax.log"  # orbax's and TensorStore's own messages, kept out of the terminal
+# A sweep's folder (agile.paper.sweep): the settings every trial shares.
+SWEEP_FILE = "sweep.json"
+
+_log = logging.getLogger(__name__)  # propagates to absl's handler on the root logger
+
+
+class WorkdirError(UserError, RuntimeError):
+    """A workdir that cannot be used as asked: in use, another config, damaged."""
+
+
+def read_json(path: Path, remedy: str = "restore or delete it") -> Any:
+    """The JSON document in ``path``; a damaged one raises :class:`WorkdirError` naming it."""
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise WorkdirError(f"{path} is not valid JSON ({err}); {remedy}.") from err
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Writes ``text`` to ``path`` through a temporary file and a rename: all or nothing."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "w") as file:
+        file.write(text)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+
+
+def write_json(path: Path, document: Any) -> None:
+    """``document`` as indented JSON with sorted keys, written atomically."""
+    write_text_atomically(path, json.dumps(document, indent=2, sort_keys=True) + "\n")
+
+
+def _row_lines(rows: Iterable[dict[str, Any]]) -> str:
+    return "".join(json.dumps(row) + "\n" for row in rows)
+
+
+def write_rows(path: Path, rows: Iterable[dict[str, Any]]) -> bool:
+    """Replaces ``metrics.jsonl`` with ``rows``, atomically; returns whether an existing file
+    held anything else (a file that already holds exactly these rows is left as it is). A
+    folder in the file's place is refused with one line."""
+    if path.is_dir():
+        raise WorkdirError(f"{path} is a folder, not the run's rows file; move it away and rerun "
+                           "(the rows are rebuilt from the checkpoint).")
+    text = _row_lines(rows)
+    old = path.read_text() if path.exists() else None
+    if old != text:
+        write_text_atomically(path, text)
+    return old is not None and old != text
+
+
+def append_rows(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    """Appends ``rows`` with one write, flushed: a crash can tear at most the last line."""
+    with open(path, "a") as file:
+        file.write(_row_lines(rows))
+        file.flush()
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """Reads ``metrics.jsonl``; a torn last line (a crash mid-write) is dropped with a warning.
+
+    A damaged line anywhere else raises :class:`WorkdirError` naming file and line.
+    """
+    lines = Path(path).read_text().splitlines()
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if number == len(lines):
+                _log.warning("%s: dropped the torn last line %d (%s).", path, number, err)
+                break
+            raise WorkdirError(f"{path}, line {number}: not a JSON row ({err}).") from err
+    return rows
