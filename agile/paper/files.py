@@ -1,4 +1,5 @@
-"""The study's file names and plain file I/O: atomic writes, JSON documents, JSON rows.
+"""The study's file names and plain file I/O: atomic writes, JSON documents, JSON rows, and
+the comparison of two saved configs (:func:`config_differences`).
 
 Standard library only (and :mod:`agile.errors`): the report (:mod:`agile.paper.report`) and
 ``scripts/plot_run.py`` read a run's or a sweep's files through this module without importing
@@ -27,11 +28,39 @@ DEPENDENCY_LOG = "orbax.log"  # orbax's and TensorStore's own messages, kept out
 # A sweep's folder (agile.paper.sweep): the settings every trial shares.
 SWEEP_FILE = "sweep.json"
 
+UNCHECKED_CONFIG_FIELDS = ("allow_config_change",)  # a resume may always change these
+
 _log = logging.getLogger(__name__)  # propagates to absl's handler on the root logger
 
 
 class WorkdirError(UserError, RuntimeError):
     """A workdir that cannot be used as asked: in use, another config, damaged."""
+
+
+def flat_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"model.pooling": "max", ...}``: a nested config dict with dotted field names."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(flat_config(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_differences(saved: dict[str, Any], config: dict[str, Any],
+                       defaults: dict[str, Any] | None = None) -> list[str]:
+    """Dotted names of the fields in which ``config`` differs from ``saved``.
+
+    A field ``saved`` lacks that ``config`` holds at its default value (``defaults``) is no
+    difference: code that added the field with a default reproduces what trained ``saved``.
+    """
+    old, new, default = flat_config(saved), flat_config(config), flat_config(defaults or {})
+    return sorted(
+        key for key in set(old) | set(new)
+        if key not in UNCHECKED_CONFIG_FIELDS and old.get(key) != new.get(key)
+        and not (key not in old and key in default and new.get(key) == default[key])
+    )
 
 
 def read_json(path: Path, remedy: str = "restore or delete it") -> Any:

@@ -45,6 +45,7 @@ from agile.paper.files import (
     SWEEP_FILE,
     WorkdirError,
     append_rows,
+    config_differences,
     read_json,
     read_rows,
     write_json,
@@ -55,19 +56,72 @@ from agile.paper.files import (
 # The loop reads these as workdir.<name>; they are defined once, in agile.paper.files.
 __all__ = ["CHECKPOINT_DIR", "CONFIG_FILE", "DEPENDENCY_LOG", "LOCK_FILE", "ROWS_FILE",
            "SUMMARY_FILE", "SWEEP_FILE", "WorkdirError", "append_rows", "read_json", "read_rows",
-           "write_json", "write_rows", "write_text_atomically",
-           "Checkpoints", "Lock", "MetricWriter", "check_config", "config_differences",
+           "write_json", "write_rows", "write_text_atomically", "config_differences",
+           "Checkpoints", "Lock", "MetricWriter", "check_config",
            "dependency_output", "disk_error", "disk_errors", "finished_checkpoints", "prepare",
-           "quietly", "save_config"]
-UNCHECKED_CONFIG_FIELDS = ("allow_config_change",)
+           "quietly", "save_config", "check_path"]
+
+
+# orbax merges a checkpoint's per-process parts with ``glob(<checkpoint path>/ocdbt.process_*)``
+# on the full path (orbax/_src/serialization/ocdbt_utils.py): in a path holding one of these, the
+# pattern misses the parts (``[1]`` is a character class) or may match another folder's, the
+# merge is skipped without an error, and every checkpoint is written without its arrays.
+GLOB_CHARACTERS = "[*?"
+# Characters the longest file of a checkpoint adds to the workdir's path while it is written:
+# checkpoints/<step>.orbax-checkpoint-tmp-<time>/arrays.orbax-checkpoint-tmp-<time>/
+# ocdbt.process_<i>/d/<32 hex digits> is about 160.
+CHECKPOINT_PATH_RESERVE = 200
+
+
+def _limits(path: Path) -> tuple[int, int]:
+    """The filesystem's longest file name and path (``NAME_MAX``, ``PATH_MAX``) at ``path``'s
+    nearest existing folder."""
+    existing = next((p for p in (path, *path.parents) if os.path.isdir(p)), Path("/"))
+    limits = []
+    for name, default in (("PC_NAME_MAX", 255), ("PC_PATH_MAX", 4096)):
+        try:
+            limits.append(os.pathconf(existing, name))
+        except (OSError, ValueError):
+            limits.append(default)
+    return limits[0], limits[1]
+
+
+def check_path(workdir: str | os.PathLike) -> Path:
+    """Refuses, in one line and before anything is written, a workdir path its checkpoints
+    cannot be written under: one holding a glob character (see :data:`GLOB_CHARACTERS`), a
+    folder name longer than the filesystem allows, or a path so long that the checkpoint files
+    inside it would pass the filesystem's path limit. Returns the path as given."""
+    path = Path(workdir)
+    full = path.resolve()  # what orbax is given (agile.paper.workdir.Checkpoints)
+    found = sorted({c for c in str(full) if c in GLOB_CHARACTERS})
+    if found:
+        raise WorkdirError(
+            f"The workdir's full path {full} holds {' '.join(found)}: orbax reads a checkpoint's "
+            "path as a glob pattern when it merges its parts, so the checkpoints would be written "
+            f"without their arrays. Use a --workdir whose full path has none of "
+            f"{' '.join(GLOB_CHARACTERS)}.")
+    name_max, path_max = _limits(full)
+    long_names = [part for part in full.parts if len(os.fsencode(part)) > name_max]
+    if long_names:
+        raise WorkdirError(
+            f"The workdir {path} has a folder name of {len(os.fsencode(long_names[0]))} bytes "
+            f"({long_names[0][:40]}…); this filesystem allows {name_max}. Use shorter names.")
+    needed = len(os.fsencode(str(full))) + CHECKPOINT_PATH_RESERVE
+    if needed >= path_max:
+        raise WorkdirError(
+            f"The workdir's full path is {len(os.fsencode(str(full)))} bytes long; its checkpoint "
+            f"files add up to {CHECKPOINT_PATH_RESERVE}, past the {path_max} bytes this "
+            "filesystem allows in a path. Use a --workdir with a shorter path.")
+    return path
 
 
 def prepare(workdir: str | os.PathLike) -> Path:
-    """Creates ``workdir`` (and its parents) or says in one line why it cannot."""
-    path = Path(workdir)
-    if path.exists() and not path.is_dir():
-        raise WorkdirError(f"Workdir {path} exists and is not a folder.")
+    """Creates ``workdir`` (and its parents) or says in one line why it cannot
+    (:func:`check_path` first: nothing is created for a path checkpoints cannot use)."""
+    path = check_path(workdir)
     try:
+        if path.exists() and not path.is_dir():
+            raise WorkdirError(f"Workdir {path} exists and is not a folder.")
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise WorkdirError(f"Cannot create workdir {path}: {err.strerror or err}.") from err
@@ -286,32 +340,6 @@ class Lock:
             self._file = None
 
 
-def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"model.pooling": "max", ...}``: a nested config dict with dotted field names."""
-    flat = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def config_differences(saved: dict[str, Any], config: dict[str, Any],
-                       defaults: dict[str, Any] | None = None) -> list[str]:
-    """Dotted names of the fields in which ``config`` differs from ``saved``.
-
-    A field ``saved`` lacks that ``config`` holds at its default value (``defaults``) is no
-    difference: code that added the field with a default reproduces what trained ``saved``.
-    """
-    old, new, default = _flat(saved), _flat(config), _flat(defaults or {})
-    return sorted(
-        key for key in set(old) | set(new)
-        if key not in UNCHECKED_CONFIG_FIELDS and old.get(key) != new.get(key)
-        and not (key not in old and key in default and new.get(key) == default[key])
-    )
-
-
 def _has_checkpoints(workdir: Path) -> bool:
     directory = workdir / CHECKPOINT_DIR
     return directory.is_dir() and any(directory.iterdir())
@@ -324,9 +352,15 @@ def check_config(workdir: Path, config: dict[str, Any], allow_change: bool,
     With ``allow_change`` only the fields in ``resumable`` (dotted names) may differ from
     the checkpoints' config; another field (the model, the data, the seeds) is refused with
     its name even then, since a resume cannot apply it. Checkpoints without a saved config
-    are refused unless ``allow_change``: nothing says what trained them. Writes nothing;
+    are refused unless ``allow_change``: nothing says what trained them, and so is a sweep's
+    folder (``sweep.json``): a run and a sweep never share a folder. Writes nothing;
     :func:`save_config` does, once the run has restored successfully.
     """
+    if (workdir / SWEEP_FILE).exists():
+        raise WorkdirError(
+            f"{workdir} is a sweep's folder (it has {SWEEP_FILE}): a run there would mix its "
+            "files with the sweep's. Give the run a folder of its own (a new --workdir), or "
+            "continue the sweep with scripts/sweep.py.")
     path = workdir / CONFIG_FILE
     if not path.exists():
         if _has_checkpoints(workdir) and not allow_change:
