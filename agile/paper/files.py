@@ -9,6 +9,7 @@ checkpoints) builds on it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -72,14 +73,25 @@ def read_json(path: Path, remedy: str = "restore or delete it") -> Any:
 
 
 def write_text_atomically(path: Path, text: str) -> None:
-    """Writes ``text`` to ``path`` through a temporary file and a rename: all or nothing."""
+    """Writes ``text`` to ``path`` through a temporary file and a rename: all or nothing.
+
+    A failure (a full or read-only disk, an immutable file) raises the OSError of its errno
+    naming ``path`` (a full disk fails ``write`` with no file name at all) and leaves no
+    temporary file behind."""
     path = Path(path)
     temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "w") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "w") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+        if err.errno is None:
+            raise
+        raise OSError(err.errno, err.strerror, str(path)) from err
 
 
 def write_json(path: Path, document: Any) -> None:

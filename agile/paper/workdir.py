@@ -143,7 +143,8 @@ def disk_error(err: BaseException) -> BaseException | None:
     seen = set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
-        if isinstance(err, OSError) and err.errno in DISK_ERRNOS:
+        if isinstance(err, OSError) and (err.errno in DISK_ERRNOS or (
+                err.errno == errno.EPERM and err.filename)):  # an immutable file (chattr +i)
             return err
         if any(marker in str(err) for marker in _DISK_MARKERS):
             return err
@@ -183,19 +184,20 @@ def disk_errors(workdir: Path) -> Iterator[None]:
 
 
 class _Divert(std_logging.Filter):
-    """Writes orbax's and TensorStore's records (warnings and errors) to a file, drops them
-    from the terminal; lets every other record through."""
+    """Writes orbax's and TensorStore's records (warnings and errors; ``everything``: every
+    record of the logger it filters) to a file, drops them from the terminal; lets every other
+    record through."""
 
     PATHS = ("/orbax/", "/tensorstore/", "/etils/")
 
-    def __init__(self, file):
+    def __init__(self, file, everything: bool = False):
         super().__init__()
-        self._file = file
+        self._file, self._everything = file, everything
         self._format = std_logging.Formatter("%(levelname)s %(asctime)s %(pathname)s:%(lineno)d "
                                              "%(message)s")
 
     def filter(self, record: std_logging.LogRecord) -> bool:
-        if not any(part in record.pathname for part in self.PATHS):
+        if not self._everything and not any(part in record.pathname for part in self.PATHS):
             return True
         if record.levelno >= std_logging.WARNING:
             _write(self._file, self._format.format(record) + "\n")
@@ -237,7 +239,9 @@ def dependency_output(path: Path) -> Iterator[None]:
     from C++ reaches), go to the file while the context is active: a damaged checkpoint or a
     full disk then shows the run's one line, not thousands. The project's own messages say
     when the file is worth reading. The file is opened on the first message; what cannot be
-    written there (a full or read-only disk) is dropped.
+    written there (a full or read-only disk) is dropped. After Ctrl-C (KeyboardInterrupt) the
+    diversion stays for the rest of the process, which is ending: orbax's threads still fail
+    as Python shuts down ("cannot schedule new futures after shutdown", #57).
     """
     file = _LazyFile(path)
     logger = logging.get_absl_logger()
@@ -256,14 +260,24 @@ def dependency_output(path: Path) -> Iterator[None]:
             traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback)))
 
     logger.filters.insert(0, divert)  # before agile.paper.cli's, which drops orbax's warnings
+    # orbax's event loops log "Future exception was never retrieved" to asyncio's logger.
+    asyncio_logger, asyncio_divert = std_logging.getLogger("asyncio"), _Divert(file, True)
+    asyncio_logger.addFilter(asyncio_divert)
     sys.excepthook, threading.excepthook, sys.unraisablehook = (excepthook, thread_hook,
                                                                   unraisable_hook)
+    interrupted = False
     try:
         yield
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
     finally:
-        sys.excepthook, threading.excepthook, sys.unraisablehook = saved
-        logger.removeFilter(divert)
-        file.close()
+        sys.excepthook = saved[0]
+        if not interrupted:
+            threading.excepthook, sys.unraisablehook = saved[1:]
+            logger.removeFilter(divert)
+            asyncio_logger.removeFilter(asyncio_divert)
+        file.close()  # reopened by a later write (after Ctrl-C)
 
 
 def quietly(close: Callable[[], None]) -> Callable[..., None]:
