@@ -26,8 +26,7 @@ from absl import flags
 from agile import plotting
 from agile.errors import UserError
 from agile.paper import cli, progress, tasks
-from agile.paper.sweep import SETTINGS_FILE as SWEEP_FILE
-from agile.paper.workdir import CHECKPOINT_DIR, CONFIG_FILE, read_json
+from agile.paper.files import CHECKPOINT_DIR, CONFIG_FILE, SWEEP_FILE, read_json
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's output folder.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "docs/figures", "Where the figures go.")

@@ -117,6 +117,8 @@ def main(argv: list[str]) -> None:
         workdir = Path(_WORKDIR.value)
     else:
         planned = planned_trials(groups)
+        if _PUBLISH.value:  # refused now, not after training: other settings than published
+            report.check_publishable(Path(_DOCS_DIR.value), {n: s for n, s, _ in planned})
         workdir = prepare(_WORKDIR.value)
         train(workdir, planned)
     results_dir = Path(_RESULTS_DIR.value) if _RESULTS_DIR.value else workdir / "results"

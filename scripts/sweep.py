@@ -27,7 +27,7 @@ from agile.paper import cli, pool, ray_sweep, sweep
 from agile.paper import config as config_lib
 from agile.paper import trials as trials_lib
 from agile.paper.combos import COMBOS
-from agile.paper.workdir import prepare
+from agile.paper.workdir import check_path
 
 _CONFIG = cli.define_config_file(
     "config", str(Path(__file__).resolve().parents[1] / "configs" / "default.py"),
@@ -55,11 +55,10 @@ _MAX_FAILURES = flags.DEFINE_integer(
     "max_failures", 3, "--backend=ray: retries of a failed trial (it resumes from its "
     "checkpoint).")
 _TRIAL_HOOK = flags.DEFINE_string(
-    "trial_hook", None, "--backend=ray: module:function called in each trial's worker with an "
-    "agile.paper.ray_sweep.TrialContext; returns an after_step(step) callable or None (used "
+    "trial_hook", None, "module:function called in each trial's process with an "
+    "agile.paper.sweep.TrialContext; returns an after_step(step) callable or None (used "
     "for fault injection in the tests; monitoring is another use).")
-RAY_FLAGS = ("cpus_per_trial", "gpus_per_trial", "max_concurrent", "ray_address", "max_failures",
-             "trial_hook")
+RAY_FLAGS = ("cpus_per_trial", "gpus_per_trial", "max_concurrent", "ray_address", "max_failures")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -83,6 +82,8 @@ def main(argv: list[str]) -> None:
     options = ray_options() if _BACKEND.value == "ray" else None
     if options is not None and _WORKERS.present:
         cli.fail("--workers applies to --backend=in_process only (Ray: --max_concurrent).")
+    if _TRIAL_HOOK.value:
+        sweep.hook_function(_TRIAL_HOOK.value)  # importable here, so in the workers too
     workers = pool.default_workers() if _WORKERS.value is None else _WORKERS.value
     pool.cpu_groups(workers)  # one line now if the machine cannot run that many
     combos = trials_lib.parse_combos(_COMBOS.value)
@@ -92,12 +93,19 @@ def main(argv: list[str]) -> None:
     trials = trials_lib.trials_for_pairs(base, [COMBOS[c] for c in combos], _SEEDS.value)
     for trial in trials:
         config_lib.validate(trial.config)
-    workdir = prepare(_WORKDIR.value)
-    sweep.claim_folder(workdir, trials_lib.settings(base, _SEEDS.value))
+    workdir, sweep_settings = Path(_WORKDIR.value), trials_lib.settings(base, _SEEDS.value)
+    for trial in trials:  # every trial's folder can hold checkpoints
+        check_path(workdir / trial.name)
+    sweep.check_folder(workdir, sweep_settings)  # nothing is written before all is checked
+
+    def claim() -> None:
+        sweep.claim_folder(workdir, sweep_settings)
+
     if options is None:
-        sweep.run_trials(workdir, trials, workers)
-    else:
-        ray_sweep.run(workdir, trials, options)
+        claim()
+        sweep.run_trials(workdir, trials, workers, _TRIAL_HOOK.value)
+    else:  # claimed once Ray runs and has the resources a trial asks for
+        ray_sweep.run(workdir, trials, options, claim)
     sweep.write_tables(workdir)
     print((workdir / sweep.RESULTS_MD).read_text())
     print(f"Results are in {workdir.resolve()}")

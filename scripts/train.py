@@ -10,6 +10,7 @@ Without --workdir, results go to a new folder runs/<combo>_<time>/. Several proc
 from __future__ import annotations
 
 import json
+import socket
 import time
 from pathlib import Path
 
@@ -27,6 +28,9 @@ _COORDINATOR = flags.DEFINE_string(
 )
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process: process count.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process: this process, 0-based.")
+_COORDINATOR_WAIT = flags.DEFINE_float(
+    "coordinator_wait_s", 60.0, "Multi-process: how long a process other than 0 waits for "
+    "process 0's service at --coordinator_address to answer before it gives up.")
 flags.mark_flags_as_required(["config"])
 
 
@@ -36,9 +40,32 @@ def default_workdir(config) -> Path:
     return Path("runs") / f"{name}_{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def wait_for_coordinator(address: str | None, process_id: int | None, wait_s: float) -> None:
+    """One line, within ``wait_s``, when nothing answers at ``address`` for a process other than
+    0 (JAX would wait 5 minutes, then abort with a C++ stack trace); process 0 serves there."""
+    if not address or not process_id:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        cli.fail(f"--coordinator_address takes host:port, got {address!r}.")
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=2.0).close()
+            return
+        except OSError as err:
+            if time.monotonic() >= deadline:
+                cli.fail(f"Nothing answers at --coordinator_address={address} "
+                         f"({err.strerror or type(err).__name__}) after {wait_s:g} s: start "
+                         "process 0 (--process_id=0) on that host first, or check the host and "
+                         "port (--coordinator_wait_s waits longer).")
+            time.sleep(0.5)
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         cli.fail(f"Unexpected arguments: {' '.join(argv[1:])}")
+    wait_for_coordinator(_COORDINATOR.value, _PROCESS_ID.value, _COORDINATOR_WAIT.value)
     parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     config = _CONFIG.value
     config_lib.validate(config)

@@ -64,6 +64,20 @@ def _override_error(argv: Sequence[str], err: Exception) -> str:
     return f"Bad config override{where}: {err}"
 
 
+def _flag_error(err: flags.Error) -> str:
+    """One line for a flag absl refused; a config file that raised while loading
+    (``--config=configs/default.py:13``) is named with its exception's last line, not the
+    traceback ml_collections puts in the message."""
+    text = str(err)
+    if "Traceback (most recent call last)" not in text:
+        return text
+    flag = re.match(r"flag (--\S+?): ", text)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    cause = re.sub(r"^ValueError: ", "", lines[-1]).rstrip(".")
+    return (f"Cannot load {flag.group(1) if flag else 'a config file'}: {cause} (the text after "
+            "':' is passed to the config file's get_config).")
+
+
 def _config_file_error(name: str, path: str | None, err: Exception) -> str:
     """One line for a config file ml_collections could not load (missing, or failing)."""
     cause = err.__cause__ or err
@@ -91,7 +105,7 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
     try:
         rest = flags.FLAGS(list(argv))
     except flags.Error as err:
-        fail(str(err))
+        fail(_flag_error(err))
     except (AttributeError, KeyError, TypeError, ValueError) as err:  # --config.x overrides
         fail(_override_error(argv, err))
     _check_config_files()
@@ -186,7 +200,8 @@ def user_error_message(err: BaseException) -> str | None:
     read-only disk outside a run's own handling); None for anything else (a bug)."""
     if isinstance(err, UserError):
         return str(err)
-    if isinstance(err, OSError) and err.errno in _DISK_ERRNOS:
+    if isinstance(err, OSError) and (err.errno in _DISK_ERRNOS or (
+            err.errno == errno.EPERM and err.filename)):  # EPERM on a file: an immutable one
         return f"Cannot write {err.filename or 'a file'}: [Errno {err.errno}] {err.strerror}."
     return None
 

@@ -99,13 +99,14 @@ class _Worker:
                 env=_worker_env(cpus, cache_dir),
                 start_new_session=True)  # Ctrl-C reaches the sweep; the sweep stops workers
 
-    def start(self, trial, workdir: Path) -> None:
-        """Hands ``trial`` to the worker (a pickle of it and its folder)."""
+    def start(self, trial, workdir: Path, hook: tuple[str, object] | None = None) -> None:
+        """Hands ``trial`` to the worker (a pickle of it, its folder and its trial hook:
+        ``(spec, context)``, see ``agile.paper.sweep.load_trial_hook``)."""
         folder = Path(workdir) / trial.name
         folder.mkdir(parents=True, exist_ok=True)
         job = tempfile.NamedTemporaryFile(prefix="agile_trial_", suffix=".pkl", delete=False)
         with job:
-            pickle.dump((trial, str(folder)), job)
+            pickle.dump((trial, str(folder), hook), job)
         self.trial, self.job, self.started = trial, Path(job.name), time.perf_counter()
         self.log = folder / WORKER_LOG
         try:
@@ -153,13 +154,17 @@ def _result_path(job: Path) -> Path:
 
 
 def run_parallel(workdir: Path, trials: Sequence, workers: int,
-                 after_trial: Callable[[], None], cache_dir: Path | None = None) -> None:
+                 after_trial: Callable[[], None], cache_dir: Path | None = None,
+                 trial_hook: str | None = None) -> None:
     """Trains ``trials`` (unfinished ones only: the caller skips the rest) in ``workers``
-    processes, one trial each at a time; ``after_trial()`` runs after each that finished.
+    processes, one trial each at a time; ``after_trial()`` runs after each that finished;
+    ``trial_hook`` (``module:function``) makes each trial's ``after_step`` in its worker.
 
     Raises :class:`UserError` (one line) naming the trials that did not finish and why,
     after every other trial is done; KeyboardInterrupt after stopping the workers.
     """
+    from agile.paper import sweep
+
     groups = cpu_groups(min(workers, max(len(trials), 1)))
     pending, failures = list(trials), {}
     pool = [_Worker(workdir, cpus, cache_dir) for cpus in groups]
@@ -169,7 +174,10 @@ def run_parallel(workdir: Path, trials: Sequence, workers: int,
                 if worker.trial is None and pending:
                     if worker.process.poll() is not None:  # replaces a crashed worker
                         worker = pool[slot] = _Worker(workdir, worker.cpus, cache_dir)
-                    worker.start(pending.pop(0), workdir)
+                    trial = pending.pop(0)
+                    hook = (trial_hook, sweep.trial_context(workdir, trial, trials)
+                            ) if trial_hook else None
+                    worker.start(trial, workdir, hook)
                     logging.info("%s started on CPU %s (worker %d; %d left to start)",
                                  worker.trial.name, ",".join(map(str, worker.cpus)),
                                  worker.process.pid, len(pending))
@@ -201,14 +209,15 @@ def _train_trial(job: Path) -> bool:
     """Trains the pickled trial with its output in its folder's log; writes the outcome next
     to the job (the trial's one error line, or none). Returns False after a bug (the worker
     then ends, its traceback in the log, and the sweep starts a fresh one)."""
-    from agile.paper import cli, train
+    from agile.paper import cli, sweep, train
 
     with open(job, "rb") as file:
-        trial, folder = pickle.load(file)
+        trial, folder, hook = pickle.load(file)
     error, healthy = None, True
     with _output_to(Path(folder) / WORKER_LOG):
         try:
-            train.train_and_evaluate(trial.config, folder)
+            after_step = sweep.load_trial_hook(*hook) if hook else None
+            train.train_and_evaluate(trial.config, folder, after_step=after_step)
         except (UserError, OSError) as err:
             error = cli.user_error_message(err)
             if error is None:

@@ -21,7 +21,6 @@ Ray runs without network: no dashboard, no usage reporting.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging as std_logging
 import os
 import socket
@@ -35,6 +34,7 @@ from absl import logging
 
 from agile.errors import ConfigError
 from agile.paper import sweep, tasks
+from agile.paper.sweep import TrialContext, hook_function, load_trial_hook
 from agile.paper.trials import Trial
 from agile.paper.workdir import Lock, WorkdirError, prepare
 
@@ -148,6 +148,28 @@ def _connect_error(address: str, err: ConnectionError) -> str:
             "--head` prints it; port 6379 by default).")
 
 
+SOCKET_PATH_MAX = 107  # AF_UNIX socket paths: 108 bytes with the final NUL (Linux)
+# What a local Ray adds to its temp dir for its longest socket:
+# /ray/session_<date>_<time>_<microseconds>_<pid>/sockets/plasma_store
+RAY_SOCKET_SUFFIX = len("/ray/session_2026-12-07_13-04-26_123456_4194304/sockets/plasma_store")
+
+
+def _check_temp_dir() -> None:
+    """One line, before Ray starts, when the sockets a local Ray makes in its temp dir
+    (``$RAY_TMPDIR``, else ``$TMPDIR`` or /tmp) would pass the socket path limit."""
+    try:
+        from ray._common.utils import get_default_system_temp_dir
+    except ImportError:  # Another Ray version: it checks the path itself.
+        return
+    folder = get_default_system_temp_dir()
+    longest = len(os.fsencode(folder)) + RAY_SOCKET_SUFFIX
+    if longest > SOCKET_PATH_MAX:
+        raise sweep.SweepError(
+            f"A local Ray keeps its sockets in {folder}/ray/session_…/sockets/, {longest} bytes "
+            f"long, and a socket path may have at most {SOCKET_PATH_MAX}; set RAY_TMPDIR to a "
+            f"folder of at most {SOCKET_PATH_MAX - RAY_SOCKET_SUFFIX} characters (e.g. /tmp).")
+
+
 def connect(options: Options) -> Callable[[], None]:
     """Starts a local Ray or joins ``options.address``; returns the function that leaves it.
 
@@ -163,6 +185,7 @@ def connect(options: Options) -> Callable[[], None]:
     with warnings.catch_warnings():  # Ray starts its processes by fork+exec: safe with JAX.
         warnings.filterwarnings("ignore", r"os\.fork\(\) was called", RuntimeWarning)
         if options.address is None:
+            _check_temp_dir()
             ray.init(address="local", **common)
         else:
             address = _resolve(options.address)
@@ -234,39 +257,6 @@ def _wait_for_lock(workdir: Path, timeout_s: float = LOCK_WAIT_S) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(1.0)
-
-
-@dataclasses.dataclass(frozen=True)
-class TrialContext:
-    """What a trial hook (``--trial_hook``) is told about the trial it runs in."""
-
-    trial: str  # the trial's name (its folder in the sweep)
-    workdir: Path  # the trial's workdir
-    trials: tuple[str, ...]  # every trial of this Tune experiment
-    sweep_dir: Path
-    driver_pid: int  # the process of scripts/sweep.py
-
-
-def load_trial_hook(spec: str | None, context: TrialContext) -> Callable[[int], None] | None:
-    """The ``after_step(step)`` hook that ``spec`` (``"module:function"``) makes for a trial.
-
-    ``function(context)`` is called in the trial's worker before training and returns a
-    callable run after every step (or None: no hook). Workers import ``module`` as the driver
-    would, so it must be importable there (``PYTHONPATH``). The tests inject faults with it
-    (kill a worker, interrupt the driver); monitoring or profiling a trial is another use.
-    """
-    return hook_function(spec)(context) if spec else None
-
-
-def hook_function(spec: str) -> Callable[[TrialContext], Callable[[int], None] | None]:
-    """The function ``"module:function"`` names; one line if it cannot be imported."""
-    module_name, sep, function_name = spec.partition(":")
-    if not sep or not module_name or not function_name:
-        raise ConfigError(f"--trial_hook takes module:function, got {spec!r}.")
-    try:
-        return getattr(importlib.import_module(module_name), function_name)
-    except (ImportError, AttributeError) as err:
-        raise ConfigError(f"--trial_hook={spec} cannot be loaded ({err}).") from None
 
 
 def jax_config_value(name: str):
@@ -389,11 +379,15 @@ def _unfinished_line(sweep_dir: Path, trials: list[Trial], results) -> str | Non
             "checkpoints.")
 
 
-def run(sweep_dir: Path, trials: list[Trial], options: Options) -> None:
+def run(sweep_dir: Path, trials: list[Trial], options: Options,
+        claim: Callable[[], None] = lambda: None) -> None:
     """Runs the unfinished ``trials`` as Ray Tune trials and rewrites the tables.
 
-    Raises :class:`agile.paper.sweep.SweepError` (one line) if a trial did not finish: it failed
-    more than ``options.max_failures`` times, hit a user error, or the sweep was interrupted.
+    ``claim()`` (creating the sweep folder and its ``sweep.json``) is called once Ray runs
+    and has what a trial asks for: a cluster that is missing, unreachable or too small, or a
+    Ray that cannot start, leaves nothing behind. Raises :class:`agile.paper.sweep.SweepError`
+    (one line) if a trial did not finish: it failed more than ``options.max_failures`` times,
+    hit a user error, or the sweep was interrupted.
     """
     options.validate()
     sweep_dir = Path(sweep_dir).resolve()
@@ -405,11 +399,13 @@ def run(sweep_dir: Path, trials: list[Trial], options: Options) -> None:
         else:
             pending.append(trial)
     if not pending:
+        claim()
         return
     leave = connect(options)
     try:
         ray = require_ray()
         largest = check_resources(ray, options)
+        claim()
         cpu_only = options.gpus_per_trial == 0 and largest["GPU"] > 0
         setup = {"env": {k: os.environ[k] for k in tasks.DATA_ENV_VARS if k in os.environ},
                  "cwd": os.getcwd(), "gpus_per_trial": options.gpus_per_trial,

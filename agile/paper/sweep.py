@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import importlib
 import io
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,21 +25,25 @@ from typing import Any
 import jax
 from absl import logging
 
-from agile.errors import UserError
+from agile.errors import ConfigError, UserError
 from agile.paper.combos import PAPER_TABLE1
 from agile.paper.config import get_config
-from agile.paper.stats import mean_std_ci
-from agile.paper.train import train_and_evaluate
-from agile.paper.trials import CSV_FIELDS, Trial, seed_results, settings
-from agile.paper.workdir import (
+from agile.paper.files import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    ROWS_FILE,
     SUMMARY_FILE,
+    SWEEP_FILE,
     config_differences,
-    prepare,
     read_json,
     write_text_atomically,
 )
+from agile.paper.stats import mean_std_ci
+from agile.paper.train import train_and_evaluate
+from agile.paper.trials import CSV_FIELDS, Trial, seed_results, settings
+from agile.paper.workdir import check_path, prepare
 
-SETTINGS_FILE = "sweep.json"
+SETTINGS_FILE = SWEEP_FILE  # sweep.json, named in agile.paper.files
 RESULTS_CSV, RESULTS_MD = "results.csv", "results.md"  # the tables, over every finished trial
 TABLE_FIELDS = (
     ("best_test_loss", "best test loss"),
@@ -94,29 +100,83 @@ def results_markdown(rows: Sequence[dict[str, Any]]) -> str:
 # Trials and the sweep folder.
 
 
+@dataclasses.dataclass(frozen=True)
+class TrialContext:
+    """What a trial hook (``--trial_hook``) is told about the trial it runs in."""
+
+    trial: str  # the trial's name (its folder in the sweep)
+    workdir: Path  # the trial's workdir
+    trials: tuple[str, ...]  # every trial the sweep trains now
+    sweep_dir: Path
+    driver_pid: int  # the process of scripts/sweep.py
+
+
+def load_trial_hook(spec: str | None, context: TrialContext) -> Callable[[int], None] | None:
+    """The ``after_step(step)`` hook that ``spec`` (``"module:function"``) makes for a trial.
+
+    ``function(context)`` is called in the trial's worker before training and returns a
+    callable run after every step (or None: no hook). Workers import ``module`` as the driver
+    would, so it must be importable there (``PYTHONPATH``). The tests inject faults with it
+    (kill a worker, hold a trial, interrupt the driver); monitoring or profiling a trial is
+    another use. Both backends take it (``scripts/sweep.py --trial_hook``).
+    """
+    return hook_function(spec)(context) if spec else None
+
+
+def hook_function(spec: str) -> Callable[[TrialContext], Callable[[int], None] | None]:
+    """The function ``"module:function"`` names; one line if it cannot be imported."""
+    module_name, sep, function_name = spec.partition(":")
+    if not sep or not module_name or not function_name:
+        raise ConfigError(f"--trial_hook takes module:function, got {spec!r}.")
+    try:
+        return getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError) as err:
+        raise ConfigError(f"--trial_hook={spec} cannot be loaded ({err}).") from None
+
+
+
+
 class SweepError(UserError, RuntimeError):
     """A sweep folder or trial list that cannot be used as asked."""
 
 
-def claim_folder(workdir: Path, sweep_settings: dict[str, Any]) -> None:
-    """Records the sweep's settings in ``sweep.json``, or refuses a folder holding others.
+RUN_FILES = (CONFIG_FILE, CHECKPOINT_DIR, ROWS_FILE, SUMMARY_FILE)  # what marks a run's folder
+
+
+def check_folder(workdir: Path, sweep_settings: dict[str, Any]) -> bool:
+    """Refuses (one line, writing nothing) a folder this sweep cannot claim: a training run's
+    folder, or a sweep folder with other settings; returns whether ``sweep.json`` is there.
 
     A config field the saved settings lack is no difference while this sweep has it at its
     default value (code that added the field reproduces the folder's sweep).
     """
-    path = Path(workdir) / SETTINGS_FILE
-    if path.exists():
-        saved = read_json(path, f"delete it to let this sweep claim {workdir} (its trials are "
-                                "kept) or use a new --workdir")
-        defaults = settings(get_config(), sweep_settings.get("seeds", 1))
-        differences = config_differences(saved, sweep_settings, defaults)
-        if differences:
-            raise SweepError(
-                f"{workdir} holds a sweep with other settings ({', '.join(differences)}); its "
-                "tables would mix two experiments. Use a new --workdir or the same settings."
-            )
-        return
-    write_text_atomically(path, json.dumps(sweep_settings, indent=2, sort_keys=True) + "\n")
+    workdir = check_path(workdir)
+    run_files = [name for name in RUN_FILES if (workdir / name).exists()]
+    if run_files:
+        raise SweepError(
+            f"{workdir} is a training run's folder (it has {', '.join(run_files)}): a sweep there "
+            "would mix its trials with the run's files. Use a new --workdir for the sweep.")
+    path = workdir / SETTINGS_FILE
+    if not path.exists():
+        return False
+    saved = read_json(path, f"delete it to let this sweep claim {workdir} (its trials are "
+                            "kept) or use a new --workdir")
+    defaults = settings(get_config(), sweep_settings.get("seeds", 1))
+    differences = config_differences(saved, sweep_settings, defaults)
+    if differences:
+        raise SweepError(
+            f"{workdir} holds a sweep with other settings ({', '.join(differences)}); its "
+            "tables would mix two experiments. Use a new --workdir or the same settings."
+        )
+    return True
+
+
+def claim_folder(workdir: Path, sweep_settings: dict[str, Any]) -> None:
+    """Records the sweep's settings in ``sweep.json`` (creating the folder), or refuses a
+    folder :func:`check_folder` refuses."""
+    if not check_folder(workdir, sweep_settings):
+        write_text_atomically(prepare(workdir) / SETTINGS_FILE,
+                              json.dumps(sweep_settings, indent=2, sort_keys=True) + "\n")
 
 
 _SUMMARY_REMEDY = "delete it and rerun: the trial restores its last checkpoint and rewrites it"
@@ -139,16 +199,17 @@ def write_tables(workdir: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def run_trials(workdir: Path, trials: Sequence[Trial], workers: int = 1) -> None:
+def run_trials(workdir: Path, trials: Sequence[Trial], workers: int = 1,
+               trial_hook: str | None = None) -> None:
     """Trains the unfinished trials (the in-process backend): one after another in this
     process (``workers=1``), or ``workers`` at a time in worker processes, each pinned to its
     own CPUs (:mod:`agile.paper.pool`; same results bit for bit).
 
     Finished trials are skipped, so an interrupted sweep continues where it stopped; the
-    tables are rewritten after each trial.
+    tables are rewritten after each trial. ``trial_hook``: see :func:`load_trial_hook`.
     """
     _train(Path(workdir), _unfinished(Path(workdir), trials), workers,
-           lambda: write_tables(workdir))
+           lambda: write_tables(workdir), trial_hook)
 
 
 def run_groups(workdir: Path, groups: Sequence[tuple[str, dict[str, Any], Sequence[Trial]]],
@@ -182,13 +243,21 @@ def _unfinished(workdir: Path, trials: Sequence[Trial]) -> list[Trial]:
     return pending
 
 
+def trial_context(workdir: Path, trial: Trial, trials: Sequence[Trial]) -> TrialContext:
+    """What a trial hook is told about ``trial`` of the sweep in ``workdir`` (this process
+    drives it)."""
+    return TrialContext(trial.name, Path(workdir) / trial.name, tuple(t.name for t in trials),
+                        Path(workdir), os.getpid())
+
+
 def _train(workdir: Path, pending: Sequence[Trial], workers: int,
-           after_trial: Callable[[], None]) -> None:
+           after_trial: Callable[[], None], trial_hook: str | None = None) -> None:
     if workers > 1 and len(pending) > 1:
         from agile.paper import pool
 
         cache = jax.config.jax_compilation_cache_dir
-        pool.run_parallel(workdir, pending, workers, after_trial, Path(cache) if cache else None)
+        pool.run_parallel(workdir, pending, workers, after_trial, Path(cache) if cache else None,
+                          trial_hook)
         return
     started = time.perf_counter()
     for done, trial in enumerate(pending):
@@ -196,5 +265,6 @@ def _train(workdir: Path, pending: Sequence[Trial], workers: int,
         logging.info("[%d/%d] %s (%s / %s), %d seeds%s", done + 1, len(pending), trial.name,
                      trial.config.model.conv_activation, trial.config.model.dense_activation,
                      trial.config.num_seeds, f", ~{eta:.0f} s left" if eta is not None else "")
-        train_and_evaluate(trial.config, workdir / trial.name)
+        after_step = load_trial_hook(trial_hook, trial_context(workdir, trial, pending))
+        train_and_evaluate(trial.config, workdir / trial.name, after_step=after_step)
         after_trial()

@@ -5,7 +5,8 @@ Everything that keeps a workdir consistent lives here, apart from the training l
 - :class:`Lock`: one run per workdir at a time (``fcntl.flock``, released by the kernel
   when the process dies, so a killed run never blocks the next one).
 - :func:`check_config` / :func:`save_config`: a workdir belongs to one config.
-- :func:`write_rows` / :func:`append_rows` / :func:`read_rows`: ``metrics.jsonl``.
+- file names and plain file I/O (``metrics.jsonl`` rows, atomic writes) come from
+  :mod:`agile.paper.files` (standard library only), re-exported here for the loop.
 - :class:`Checkpoints`: orbax checkpoints of the arrays together with the run's JSON
   state (evaluation histories, timing), so rows and model can never disagree.
 - :class:`MetricWriter`: TensorBoard scalars, written without importing TensorFlow.
@@ -16,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import logging as std_logging
 import os
 import shutil
@@ -35,27 +35,94 @@ from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.hparams import summary_v2 as hparams_summary
 from tensorboard.summary.writer.record_writer import RecordWriter
 
-from agile.errors import UserError
+from agile.paper.files import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    DATA_FILE,
+    DEPENDENCY_LOG,
+    LOCK_FILE,
+    ROWS_FILE,
+    SUMMARY_FILE,
+    SWEEP_FILE,
+    WorkdirError,
+    append_rows,
+    config_differences,
+    read_json,
+    read_rows,
+    write_json,
+    write_rows,
+    write_text_atomically,
+)
 
-CONFIG_FILE = "config.json"
-ROWS_FILE = "metrics.jsonl"
-SUMMARY_FILE = "summary.json"
-LOCK_FILE = ".lock"
-CHECKPOINT_DIR = "checkpoints"
-DEPENDENCY_LOG = "orbax.log"  # orbax's and TensorStore's own messages, kept out of the terminal
-UNCHECKED_CONFIG_FIELDS = ("allow_config_change",)
+# The loop reads these as workdir.<name>; they are defined once, in agile.paper.files.
+__all__ = ["CHECKPOINT_DIR", "CONFIG_FILE", "DEPENDENCY_LOG", "LOCK_FILE", "ROWS_FILE",
+           "SUMMARY_FILE", "SWEEP_FILE", "WorkdirError", "append_rows", "read_json", "read_rows",
+           "write_json", "write_rows", "write_text_atomically", "config_differences",
+           "Checkpoints", "Lock", "MetricWriter", "check_config",
+           "dependency_output", "disk_error", "disk_errors", "finished_checkpoints", "prepare",
+           "quietly", "save_config", "check_path", "check_data", "DATA_FILE"]
 
 
-class WorkdirError(UserError, RuntimeError):
-    """A workdir that cannot be used as asked: in use, another config, damaged."""
+# orbax merges a checkpoint's per-process parts with ``glob(<checkpoint path>/ocdbt.process_*)``
+# on the full path (orbax/_src/serialization/ocdbt_utils.py): in a path holding one of these, the
+# pattern misses the parts (``[1]`` is a character class) or may match another folder's, the
+# merge is skipped without an error, and every checkpoint is written without its arrays.
+GLOB_CHARACTERS = "[*?"
+# Characters the longest file of a checkpoint adds to the workdir's path while it is written:
+# checkpoints/<step>.orbax-checkpoint-tmp-<time>/arrays.orbax-checkpoint-tmp-<time>/
+# ocdbt.process_<i>/d/<32 hex digits> is about 160.
+CHECKPOINT_PATH_RESERVE = 200
+
+
+def _limits(path: Path) -> tuple[int, int]:
+    """The filesystem's longest file name and path (``NAME_MAX``, ``PATH_MAX``) at ``path``'s
+    nearest existing folder."""
+    existing = next((p for p in (path, *path.parents) if os.path.isdir(p)), Path("/"))
+    limits = []
+    for name, default in (("PC_NAME_MAX", 255), ("PC_PATH_MAX", 4096)):
+        try:
+            limits.append(os.pathconf(existing, name))
+        except (OSError, ValueError):
+            limits.append(default)
+    return limits[0], limits[1]
+
+
+def check_path(workdir: str | os.PathLike) -> Path:
+    """Refuses, in one line and before anything is written, a workdir path its checkpoints
+    cannot be written under: one holding a glob character (see :data:`GLOB_CHARACTERS`), a
+    folder name longer than the filesystem allows, or a path so long that the checkpoint files
+    inside it would pass the filesystem's path limit. Returns the path as given."""
+    path = Path(workdir)
+    full = path.resolve()  # what orbax is given (agile.paper.workdir.Checkpoints)
+    found = sorted({c for c in str(full) if c in GLOB_CHARACTERS})
+    if found:
+        raise WorkdirError(
+            f"The workdir's full path {full} holds {' '.join(found)}: orbax reads a checkpoint's "
+            "path as a glob pattern when it merges its parts, so the checkpoints would be written "
+            f"without their arrays. Use a --workdir whose full path has none of "
+            f"{' '.join(GLOB_CHARACTERS)}.")
+    name_max, path_max = _limits(full)
+    long_names = [part for part in full.parts if len(os.fsencode(part)) > name_max]
+    if long_names:
+        raise WorkdirError(
+            f"The workdir {path} has a folder name of {len(os.fsencode(long_names[0]))} bytes "
+            f"({long_names[0][:40]}…); this filesystem allows {name_max}. Use shorter names.")
+    needed = len(os.fsencode(str(full))) + CHECKPOINT_PATH_RESERVE
+    if needed >= path_max:
+        raise WorkdirError(
+            f"The workdir's full path is {len(os.fsencode(str(full)))} bytes long; its checkpoint "
+            f"files add up to {CHECKPOINT_PATH_RESERVE}, past the {path_max} bytes this "
+            "filesystem allows in a path. Use a --workdir with a shorter path.")
+    return path
 
 
 def prepare(workdir: str | os.PathLike) -> Path:
-    """Creates ``workdir`` (and its parents) or says in one line why it cannot."""
-    path = Path(workdir)
-    if path.exists() and not path.is_dir():
-        raise WorkdirError(f"Workdir {path} exists and is not a folder.")
+    """Creates ``workdir`` (and its parents) or says in one line why it cannot
+    (:func:`check_path` first: nothing is created for a path checkpoints cannot use)."""
+    path = check_path(workdir)
     try:
+        if path.exists() and not path.is_dir():
+            raise WorkdirError(f"Workdir {path} exists and is not a folder.")
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise WorkdirError(f"Cannot create workdir {path}: {err.strerror or err}.") from err
@@ -77,7 +144,8 @@ def disk_error(err: BaseException) -> BaseException | None:
     seen = set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
-        if isinstance(err, OSError) and err.errno in DISK_ERRNOS:
+        if isinstance(err, OSError) and (err.errno in DISK_ERRNOS or (
+                err.errno == errno.EPERM and err.filename)):  # an immutable file (chattr +i)
             return err
         if any(marker in str(err) for marker in _DISK_MARKERS):
             return err
@@ -117,19 +185,20 @@ def disk_errors(workdir: Path) -> Iterator[None]:
 
 
 class _Divert(std_logging.Filter):
-    """Writes orbax's and TensorStore's records (warnings and errors) to a file, drops them
-    from the terminal; lets every other record through."""
+    """Writes orbax's and TensorStore's records (warnings and errors; ``everything``: every
+    record of the logger it filters) to a file, drops them from the terminal; lets every other
+    record through."""
 
     PATHS = ("/orbax/", "/tensorstore/", "/etils/")
 
-    def __init__(self, file):
+    def __init__(self, file, everything: bool = False):
         super().__init__()
-        self._file = file
+        self._file, self._everything = file, everything
         self._format = std_logging.Formatter("%(levelname)s %(asctime)s %(pathname)s:%(lineno)d "
                                              "%(message)s")
 
     def filter(self, record: std_logging.LogRecord) -> bool:
-        if not any(part in record.pathname for part in self.PATHS):
+        if not self._everything and not any(part in record.pathname for part in self.PATHS):
             return True
         if record.levelno >= std_logging.WARNING:
             _write(self._file, self._format.format(record) + "\n")
@@ -171,7 +240,9 @@ def dependency_output(path: Path) -> Iterator[None]:
     from C++ reaches), go to the file while the context is active: a damaged checkpoint or a
     full disk then shows the run's one line, not thousands. The project's own messages say
     when the file is worth reading. The file is opened on the first message; what cannot be
-    written there (a full or read-only disk) is dropped.
+    written there (a full or read-only disk) is dropped. After Ctrl-C (KeyboardInterrupt) the
+    diversion stays for the rest of the process, which is ending: orbax's threads still fail
+    as Python shuts down ("cannot schedule new futures after shutdown", #57).
     """
     file = _LazyFile(path)
     logger = logging.get_absl_logger()
@@ -190,14 +261,24 @@ def dependency_output(path: Path) -> Iterator[None]:
             traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback)))
 
     logger.filters.insert(0, divert)  # before agile.paper.cli's, which drops orbax's warnings
+    # orbax's event loops log "Future exception was never retrieved" to asyncio's logger.
+    asyncio_logger, asyncio_divert = std_logging.getLogger("asyncio"), _Divert(file, True)
+    asyncio_logger.addFilter(asyncio_divert)
     sys.excepthook, threading.excepthook, sys.unraisablehook = (excepthook, thread_hook,
                                                                   unraisable_hook)
+    interrupted = False
     try:
         yield
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
     finally:
-        sys.excepthook, threading.excepthook, sys.unraisablehook = saved
-        logger.removeFilter(divert)
-        file.close()
+        sys.excepthook = saved[0]
+        if not interrupted:
+            threading.excepthook, sys.unraisablehook = saved[1:]
+            logger.removeFilter(divert)
+            asyncio_logger.removeFilter(asyncio_divert)
+        file.close()  # reopened by a later write (after Ctrl-C)
 
 
 def quietly(close: Callable[[], None]) -> Callable[..., None]:
@@ -274,32 +355,6 @@ class Lock:
             self._file = None
 
 
-def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"model.pooling": "max", ...}``: a nested config dict with dotted field names."""
-    flat = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def config_differences(saved: dict[str, Any], config: dict[str, Any],
-                       defaults: dict[str, Any] | None = None) -> list[str]:
-    """Dotted names of the fields in which ``config`` differs from ``saved``.
-
-    A field ``saved`` lacks that ``config`` holds at its default value (``defaults``) is no
-    difference: code that added the field with a default reproduces what trained ``saved``.
-    """
-    old, new, default = _flat(saved), _flat(config), _flat(defaults or {})
-    return sorted(
-        key for key in set(old) | set(new)
-        if key not in UNCHECKED_CONFIG_FIELDS and old.get(key) != new.get(key)
-        and not (key not in old and key in default and new.get(key) == default[key])
-    )
-
-
 def _has_checkpoints(workdir: Path) -> bool:
     directory = workdir / CHECKPOINT_DIR
     return directory.is_dir() and any(directory.iterdir())
@@ -312,9 +367,15 @@ def check_config(workdir: Path, config: dict[str, Any], allow_change: bool,
     With ``allow_change`` only the fields in ``resumable`` (dotted names) may differ from
     the checkpoints' config; another field (the model, the data, the seeds) is refused with
     its name even then, since a resume cannot apply it. Checkpoints without a saved config
-    are refused unless ``allow_change``: nothing says what trained them. Writes nothing;
+    are refused unless ``allow_change``: nothing says what trained them, and so is a sweep's
+    folder (``sweep.json``): a run and a sweep never share a folder. Writes nothing;
     :func:`save_config` does, once the run has restored successfully.
     """
+    if (workdir / SWEEP_FILE).exists():
+        raise WorkdirError(
+            f"{workdir} is a sweep's folder (it has {SWEEP_FILE}): a run there would mix its "
+            "files with the sweep's. Give the run a folder of its own (a new --workdir), or "
+            "continue the sweep with scripts/sweep.py.")
     path = workdir / CONFIG_FILE
     if not path.exists():
         if _has_checkpoints(workdir) and not allow_change:
@@ -339,9 +400,6 @@ def check_config(workdir: Path, config: dict[str, Any], allow_change: bool,
         )
 
 
-DATA_FILE = "data.json"  # which data a run's checkpoints were trained on: {"data", "fingerprint"}
-
-
 def check_data(workdir: Path, fingerprint: str, title: str, is_main: bool = True) -> None:
     """Refuses to resume ``workdir`` on other data than its checkpoints were trained on.
 
@@ -362,76 +420,12 @@ def check_data(workdir: Path, fingerprint: str, title: str, is_main: bool = True
                 "its files changed. Point it at the data the run trained on, or use a new "
                 "--workdir.")
     elif is_main:
-        write_text_atomically(path, json.dumps(recorded, indent=2) + "\n")
-
-
-def read_json(path: Path, remedy: str = "restore or delete it") -> Any:
-    """The JSON document in ``path``; a damaged one raises :class:`WorkdirError` naming it."""
-    try:
-        return json.loads(Path(path).read_text())
-    except json.JSONDecodeError as err:
-        raise WorkdirError(f"{path} is not valid JSON ({err}); {remedy}.") from err
+        write_json(path, recorded)
 
 
 def save_config(workdir: Path, config: dict[str, Any]) -> None:
     """Writes ``config.json`` atomically."""
-    text = json.dumps(config, indent=2, sort_keys=True) + "\n"
-    write_text_atomically(workdir / CONFIG_FILE, text)
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    """Writes ``text`` to ``path`` through a temporary file and a rename: all or nothing."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "w") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
-
-
-def _row_lines(rows: Iterable[dict[str, Any]]) -> str:
-    return "".join(json.dumps(row) + "\n" for row in rows)
-
-
-def write_rows(path: Path, rows: Iterable[dict[str, Any]]) -> bool:
-    """Replaces ``metrics.jsonl`` with ``rows``, atomically; returns whether an existing file
-    held anything else (a file that already holds exactly these rows is left as it is). A
-    folder in the file's place is refused with one line."""
-    if path.is_dir():
-        raise WorkdirError(f"{path} is a folder, not the run's rows file; move it away and rerun "
-                           "(the rows are rebuilt from the checkpoint).")
-    text = _row_lines(rows)
-    old = path.read_text() if path.exists() else None
-    if old != text:
-        write_text_atomically(path, text)
-    return old is not None and old != text
-
-
-def append_rows(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    """Appends ``rows`` with one write, flushed: a crash can tear at most the last line."""
-    with open(path, "a") as file:
-        file.write(_row_lines(rows))
-        file.flush()
-
-
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """Reads ``metrics.jsonl``; a torn last line (a crash mid-write) is dropped with a warning.
-
-    A damaged line anywhere else raises :class:`WorkdirError` naming file and line.
-    """
-    lines = Path(path).read_text().splitlines()
-    rows = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            if number == len(lines):
-                logging.warning("%s: dropped the torn last line %d (%s).", path, number, err)
-                break
-            raise WorkdirError(f"{path}, line {number}: not a JSON row ({err}).") from err
-    return rows
+    write_json(workdir / CONFIG_FILE, config)
 
 
 def _short_reason(err: Exception, limit: int = 160) -> str:

@@ -144,6 +144,13 @@ def test_cli_user_errors_are_one_line_with_status_2(args, message):
      "error: Cannot load --config=configs/nope.py: [Errno 2] No such file or directory"),
     ("sweep.py", ["--seeds=0"], True,  # the default config is found from any folder
      "error: --seeds must be a positive integer, got 0."),
+    # N113: a config file that raises was a 754-character line holding its traceback.
+    ("train.py", ["--config=configs/default.py:13"], False,
+     "error: Cannot load --config=configs/default.py:13: Unknown combination 13: the paper's "
+     "Table 1 has rows 1..12 (the text after ':' is passed to the config file's get_config)."),
+    ("sweep.py", ["--config=configs/default.py:abc"], False,
+     "error: Cannot load --config=configs/default.py:abc: invalid literal for int() with base "
+     "10: 'abc' (the text after ':' is passed to the config file's get_config)."),
 ])
 def test_config_file_errors_are_one_line_in_both_scripts(tmp_path, script, args, outside_repo,
                                                          message):

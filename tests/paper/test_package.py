@@ -157,3 +157,29 @@ def test_dependency_floors_are_declared_and_tested_by_the_floors_script():
     ci = (REPO_ROOT / ".ci" / "run").read_text()
     assert "test_floors" not in ci
     assert "tools/test_floors.sh" in (REPO_ROOT / "README.md").read_text()
+
+
+def test_the_report_and_plot_run_read_files_without_the_trainer_or_orbax():
+    """agile.paper.files (file names, atomic writes, JSON rows) imports only the standard
+    library; the report reads and writes results through it without loading orbax or the
+    trainer, and plot_run (which reads checkpoints, so orbax) without the trainer or sweeps."""
+    files = REPO_ROOT / "agile" / "paper" / "files.py"
+    imported = set(re.findall(r"^(?:from|import) ([\w.]+)", files.read_text(), re.MULTILINE))
+    assert imported <= {"__future__", "json", "logging", "os", "collections.abc", "pathlib",
+                        "typing", "agile.errors"}, imported
+    program = """
+import sys
+import agile.paper.files, agile.paper.report
+loaded = sorted(m for m in sys.modules
+                if m.split(".")[0] == "orbax" or m in ("agile.paper.train", "agile.paper.workdir"))
+assert not loaded, loaded
+import importlib.util
+spec = importlib.util.spec_from_file_location("plot_run", "scripts/plot_run.py")
+spec.loader.exec_module(importlib.util.module_from_spec(spec))
+loaded = sorted(m for m in sys.modules if m in ("agile.paper.train", "agile.paper.sweep"))
+assert not loaded, loaded
+print("ok")
+"""
+    result = _python(program)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "ok"

@@ -242,7 +242,7 @@ def test_two_processes_match_one(tmp_path, synthetic_mnist_dir, mode):
         subprocess.Popen(
             [sys.executable, "scripts/train.py", *flags, f"--config.parallel={mode}",
              f"--workdir={tmp_path / 'two'}", f"--coordinator_address={address}",
-             "--num_processes=2", f"--process_id={i}"],
+             "--num_processes=2", f"--process_id={i}", "--coordinator_wait_s=600"],
             cwd=REPO_ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, text=True,
         )
@@ -257,6 +257,23 @@ def test_two_processes_match_one(tmp_path, synthetic_mnist_dir, mode):
     summary = json.loads((tmp_path / "two/summary.json").read_text())
     assert summary["steps"] == 10
     assert sorted(p.name for p in (tmp_path / "two/checkpoints").iterdir()) == ["10", "9"]
+
+
+def test_an_unreachable_coordinator_is_one_line_within_the_wait(tmp_path):
+    """N125: the README's multi-host command with nothing at --coordinator_address waited 5
+    minutes, then aborted with a C++ stack trace. A process other than 0 now gives up after
+    --coordinator_wait_s with one line, and no workdir is made."""
+    address = f"127.0.0.1:{_free_port()}"
+    result = _run([sys.executable, "scripts/train.py", "--config=configs/combo_07.py",
+                   f"--workdir={tmp_path / 'w'}", f"--coordinator_address={address}",
+                   "--num_processes=2", "--process_id=1", "--coordinator_wait_s=1"], {},
+                  timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: Nothing answers at --coordinator_address={address} (Connection refused) after "
+        "1 s: start process 0 (--process_id=0) on that host first, or check the host and port "
+        "(--coordinator_wait_s waits longer).")
+    assert not (tmp_path / "w").exists()
 
 
 def test_auto_seed_batching_is_scan_on_cpu_and_map_or_vmap_on_accelerators(monkeypatch):

@@ -240,11 +240,11 @@ def test_ray_sweep_survives_a_killed_worker_and_ctrl_c_and_equals_in_process(
     (timing aside)."""
     pytest.importorskip("ray")
     folder = tmp_path / "sweep"
-    fault = {"RAY_FAULTS": "combo_07@7:kill,combo_12@5:interrupt",
+    fault = {"TRIAL_FAULTS": "combo_07@7:kill,combo_12@5:interrupt",
              "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "tests" / "paper"), os.environ.get(
                  "PYTHONPATH", "")])}
     first = _cli(folder, synthetic_mnist_dir, "--max_concurrent=2", "--max_failures=1",
-                 "--trial_hook=ray_faults:inject", env=fault)
+                 "--trial_hook=trial_faults:inject", env=fault)
     assert first.returncode == 130, first.stderr[-3000:]  # Ctrl-C (#133)
     assert re.search(r"Ray Tune: 2 trials \(combo_07, combo_12\), 1 CPUs and 0 GPUs each, "
                      r"largest node \d+ CPUs and 0 GPUs", first.stderr)

@@ -3,6 +3,7 @@ checkpoints, NaN stops naming a finished checkpoint, one run per workdir."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -167,16 +168,19 @@ def test_second_run_on_a_workdir_in_use_exits_at_once_naming_the_first(tmp_path,
     first = subprocess.Popen([sys.executable, "scripts/train.py", *flags], cwd=REPO_ROOT,
                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 300
+        guard = time.monotonic() + 300  # bounds a hang only
         while not (workdir / "metrics.jsonl").exists():  # written once the lock is held
-            assert first.poll() is None and time.monotonic() < deadline
+            assert first.poll() is None and time.monotonic() < guard
             time.sleep(0.2)
-        start = time.monotonic()
+        # Frozen, the first run holds its lock for as long as the second takes (it could not
+        # finish first on a fast machine); the second can only return by not waiting for it.
+        first.send_signal(signal.SIGSTOP)
         second = subprocess.run([sys.executable, "scripts/train.py", *flags], cwd=REPO_ROOT,
                                 env=env, capture_output=True, text=True, timeout=300)
         assert second.returncode == 2
         assert f"is in use by process {first.pid} on" in second.stderr
-        assert "Traceback" not in second.stderr and time.monotonic() - start < 60
+        assert "Traceback" not in second.stderr
+        first.send_signal(signal.SIGCONT)
         assert first.poll() is None  # the first run goes on
     finally:
         first.kill()

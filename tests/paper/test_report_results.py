@@ -112,16 +112,18 @@ def test_load_results_needs_runs_csv_and_its_columns_but_not_the_rest(tmp_path):
 
 
 def test_written_results_load_as_the_same_records(tmp_path):
-    written = fake_results({"table1", "dense_only"}, 2)
+    settings = {"table1": {"config": {"num_epochs": 200}, "seed": 0, "seeds": 2}}
+    written = dataclasses.replace(fake_results({"table1", "dense_only"}, 2), settings=settings)
     paths = results.write_results(written, tmp_path)
     assert sorted(p.name for p in paths) == sorted(results.FILES)
     loaded = results.load_results(tmp_path)
-    assert (loaded.runs, loaded.curves, loaded.ranges, loaded.machine) == (
-        written.runs, written.curves, written.ranges, MACHINE)
+    assert (loaded.runs, loaded.curves, loaded.ranges, loaded.machine, loaded.settings) == (
+        written.runs, written.curves, written.ranges, MACHINE, settings)
     assert loaded.params.keys() == written.params.keys()
     assert all(np.array_equal(loaded.params[k], written.params[k]) for k in written.params)
-    results.write_results(dataclasses.replace(written, params=None), tmp_path)
+    results.write_results(dataclasses.replace(written, params=None, settings=None), tmp_path)
     assert not (tmp_path / results.PARAMS).exists()  # no parameter file of another study stays
+    assert not (tmp_path / results.SETTINGS).exists()  # nor settings of another study
 
 
 def test_committed_results_are_written_back_byte_for_byte(tmp_path):
@@ -293,3 +295,112 @@ def test_importing_the_report_imports_neither_the_trainer_nor_the_sweeps():
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings of the published rows (#28, N107) and advice for the committed study (N108).
+
+
+def _table1_settings(**config):
+    """A study's settings of group table1 (the study's own, with ``config`` fields changed)."""
+    from agile.paper import study
+
+    overrides = {name.replace("__", "."): value for name, value in config.items()}
+    return study.GROUPS_BY_NAME["table1"].settings(2, **overrides)
+
+
+def _later_seeds(results_, first):
+    """``results_`` as if trained on seeds ``first``.. (its rows' seeds shifted)."""
+    shift = [dataclasses.replace(r, seed=r.seed + first) for r in results_.runs]
+    return dataclasses.replace(
+        results_, runs=shift, params=None,
+        curves=[dataclasses.replace(c, seed=c.seed + first) for c in results_.curves],
+        ranges=[dataclasses.replace(r, seed=r.seed + first) for r in results_.ranges])
+
+
+def test_publish_refuses_rows_trained_with_other_settings_naming_group_and_fields(tmp_path):
+    """N107: seeds 2-3 of table1 trained with a smoke test's --overrides were merged into
+    committed seeds 0-1 without a word, and the report pooled two experiments. Each group's
+    settings travel with its rows (settings.json); other settings are refused in one line and
+    nothing is written; the same settings (any seed blocks) are merged."""
+    docs = tmp_path / "docs"
+    committed = dataclasses.replace(fake_results({"table1"}, 2),
+                                    settings={"table1": _table1_settings()})
+    results.write_results(committed, docs / "results")
+    smoke = _later_seeds(fake_results({"table1"}, 2, params=False), 2)
+    run = tmp_path / "run" / "results"
+    results.write_results(dataclasses.replace(smoke, settings={"table1": _table1_settings(
+        num_epochs=4, data__train_size=1000)}), run)
+    files = {p: p.read_bytes() for p in docs.rglob("*") if p.is_file()}
+    message = (r"^.*docs/results/settings.json: group table1 was trained with other settings "
+               r"than the rows published now \(config.data.train_size 5000 there, 1000 here; "
+               r"config.num_epochs 200 there, 4 here\); nothing was written. Publish rows "
+               r"trained with the group's settings there \(the study's command without other "
+               r"--overrides\), or publish into another --docs_dir.$")
+    with pytest.raises(ReportError, match=message):
+        report.publish(run, docs, dpi=20)
+    with pytest.raises(ReportError, match=message):  # what scripts/study.py asks before training
+        report.check_publishable(docs, {"table1": _table1_settings(num_epochs=4,
+                                                                    data__train_size=1000)})
+    assert {p: p.read_bytes() for p in docs.rglob("*") if p.is_file()} == files
+    same = {**_table1_settings(), "seeds": 10}  # trained in other seed blocks: the same
+    results.write_results(dataclasses.replace(smoke, settings={"table1": same}), run)
+    report.publish(run, docs, dpi=20)
+    merged = results.load_results(docs / "results")
+    assert sorted({r.seed for r in merged.runs}) == [0, 1, 2, 3]
+    assert merged.settings == {"table1": _table1_settings()}  # the committed ones, kept
+
+
+def test_publish_refuses_rows_without_settings_where_the_group_records_them(tmp_path, caplog):
+    """Rows exported by an older version (no settings.json) cannot be checked against a group
+    that records its settings: refused. Into results that record none (older ones), the rows'
+    settings are recorded with a warning that nothing was checked."""
+    docs = tmp_path / "docs"
+    results.write_results(dataclasses.replace(fake_results({"table1"}, 2),
+                                              settings={"table1": _table1_settings()}),
+                          docs / "results")
+    run = tmp_path / "run" / "results"
+    results.write_results(_later_seeds(fake_results({"table1"}, 2, params=False), 2), run)
+    with pytest.raises(ReportError, match=r"^The rows of group table1 published now record no "
+                                          r"settings, and .*settings.json does"):
+        report.publish(run, docs, dpi=20)
+    old = tmp_path / "old"
+    write_fake_results(old / "results", {"table1"}, 2)
+    results.write_results(dataclasses.replace(
+        _later_seeds(fake_results({"table1"}, 2, params=False), 2),
+        settings={"table1": _table1_settings()}), run)
+    with caplog.at_level(logging.WARNING):
+        report.publish(run, old, dpi=20)
+    assert "records no settings for group table1, so the rows published now are not checked" \
+        in caplog.text
+    assert results.load_results(old / "results").settings == {"table1": _table1_settings()}
+
+
+def test_a_torn_committed_results_file_is_answered_with_advice_that_keeps_it(tmp_path):
+    """N108: a cut docs/results/runs.csv was refused with "export it again (... --results_dir=
+    <this folder>)", which for the committed study replaces it with one workdir's rows. Publish
+    advises restoring the committed file and publishing again."""
+    docs = tmp_path / "docs"
+    write_fake_results(docs / "results", {"table1"}, 2)
+    runs_csv = docs / "results" / "runs.csv"
+    runs_csv.write_bytes(runs_csv.read_bytes()[: len(runs_csv.read_bytes()) * 2 // 3])
+    run = write_fake_results(tmp_path / "run" / "results", {"dense_only"}, 2)
+    with pytest.raises(ReportError) as err:
+        report.publish(run, docs, dpi=20)
+    assert "the file ends mid-row" in str(err.value)
+    assert str(err.value).endswith(
+        "restore the committed file (git checkout -- <this folder>) and publish again "
+        "(scripts/study.py --skip_training --publish).")
+    assert "export it again" not in str(err.value)
+
+
+def test_the_committed_settings_are_the_study_groups_own():
+    """docs/results/settings.json records each committed group's settings as the study's
+    groups give them (so publishing more seeds of a group with the study's command is
+    accepted) and covers every group with rows there."""
+    from agile.paper import study
+
+    committed = results.load_results(REPO_ROOT / "docs" / "results")
+    assert set(committed.settings) == {run.group for run in committed.runs}
+    own = {name: study.GROUPS_BY_NAME[name].settings(range(10, 30)) for name in committed.settings}
+    results.check_settings(committed.settings, own, sorted(own), "docs/results")

@@ -52,6 +52,9 @@ def fake_study(workdir):
     _trial(workdir / "dense_only" / "sigmoid", _seed(0, 0.3, "relu", "sigmoid", None),
            [{"step": 50, "val_loss": 0.71234567}])
     (workdir / "sgd" / "combo_07").mkdir(parents=True)
+    for name in ("table1", "dense_only", "sgd"):  # what the study's sweeps claimed them with
+        (workdir / name / "sweep.json").write_text(json.dumps(
+            study.GROUPS_BY_NAME[name].settings(2)))
     kernel = np.arange(2 * 4 * 3, dtype=np.float32).reshape(2, 4, 3)  # leading seed axis
     checkpoints = Checkpoints(combo12)
     checkpoints.save(100, {"state": {"params": {"hidden": {"kernel": kernel}}}},
@@ -85,6 +88,9 @@ def test_export_writes_what_load_results_reads_back(tmp_path):
     collected = export.collect(workdir, study.GROUPS)
     assert (loaded.runs, loaded.curves, loaded.ranges) == (
         collected.runs, collected.curves, collected.ranges)
+    # Each group with rows records its sweep.json (sgd has no finished trial: no rows).
+    assert loaded.settings == {name: study.GROUPS_BY_NAME[name].settings(2)
+                               for name in ("table1", "dense_only")}
 
 
 def test_a_missing_metrics_file_says_how_to_rebuild_it(tmp_path):
@@ -191,3 +197,31 @@ def test_study_trains_exports_reports_and_publishes_on_request(tmp_path, synthet
     assert restored.returncode == 0, restored.stderr[-3000:]
     assert (workdir / "dense_only" / "sigmoid" / "metrics.jsonl").read_text() == rows
     assert results.load_results(workdir / "results").runs[2:] == run.runs[2:]
+
+
+def test_publishing_other_settings_than_the_committed_group_is_refused_before_training(
+        tmp_path):
+    """N107 as the report ran it: more seeds of a group with a stray smoke-test --overrides and
+    --publish. Refused in one line naming the group and the fields before anything trains or
+    is written (the study folder is not created; the docs folder is unchanged)."""
+    import dataclasses
+
+    from study_fakes import fake_results
+
+    docs = tmp_path / "docs"
+    committed = fake_results({"dense_only"}, 2, params=False)
+    results.write_results(dataclasses.replace(committed, settings={
+        "dense_only": study.GROUPS_BY_NAME["dense_only"].settings(2)}), docs / "results")
+    before = {p: p.read_bytes() for p in docs.rglob("*") if p.is_file()}
+    refused = _study(tmp_path, f"--workdir={tmp_path / 'S6'}", "--groups=dense_only",
+                     "--seeds=2:4", "--overrides=num_epochs=4,data.train_size=1000",
+                     "--publish", f"--docs_dir={docs}")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip().splitlines()[-1] == (
+        f"error: {docs}/results/settings.json: group dense_only was trained with other settings "
+        "than the rows published now (config.data.train_size 5000 there, 1000 here; "
+        "config.num_epochs 200 there, 4 here); nothing was written. Publish rows trained with "
+        "the group's settings there (the study's command without other --overrides), or "
+        "publish into another --docs_dir.")
+    assert not (tmp_path / "S6").exists()
+    assert {p: p.read_bytes() for p in docs.rglob("*") if p.is_file()} == before

@@ -195,6 +195,29 @@ def _sweep(workdir, data_dir, *args, workers=2):
                           capture_output=True, text=True, timeout=600)
 
 
+def _faults_env(data_dir, faults: str) -> dict:
+    """The environment of a sweep whose trials run tests/paper/trial_faults.py's ``faults``."""
+    path = os.pathsep.join([str(REPO_ROOT / "tests" / "paper"), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "MNIST_DIR": data_dir, "TRIAL_FAULTS": faults, "PYTHONPATH": path}
+
+
+def _wait_for_markers(process, folders, guard_s=600):
+    """Waits until each trial folder has trial_faults' marker (its trial is held at its step:
+    a state the sweep cannot pass), failing at once if the sweep ends first. ``guard_s`` only
+    bounds a hang; no outcome depends on it."""
+    import time
+
+    from trial_faults import MARKER
+
+    guard = time.monotonic() + guard_s
+    while not all((folder / MARKER).exists() for folder in folders):
+        if process.poll() is not None:
+            pytest.fail("the sweep ended before its trials reached the held step: "
+                        + process.communicate()[1][-3000:])
+        assert time.monotonic() < guard, "the held step was never reached"
+        time.sleep(0.1)
+
+
 @pytest.mark.slow
 def test_parallel_workers_give_the_one_at_a_time_results_and_report_a_failed_trial(
         tmp_path, synthetic_mnist_dir):
@@ -238,17 +261,18 @@ def test_ctrl_c_stops_every_worker_and_the_rerun_resumes_them(tmp_path, syntheti
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("needs 2 CPUs")
     import signal
-    import time
 
     data = str(synthetic_mnist_dir)
     reference = _sweep(tmp_path / "reference", data, "--config.num_epochs=4", workers=1)
     assert reference.returncode == 0, reference.stderr[-3000:]
     command = _sweep_command(tmp_path / 'run', "--config.num_epochs=4")
-    sweep_process = subprocess.Popen(command, cwd=REPO_ROOT, env={**os.environ, "MNIST_DIR": data},
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not list((tmp_path / "run").glob("*/checkpoints/2")):
-        time.sleep(0.1)
+    # Both workers' trials are held after step 6 (checkpoints at 2, 4, 6) until stopped, so the
+    # Ctrl-C lands mid-sweep however fast or slow the machine (it raced before, #28).
+    sweep_process = subprocess.Popen(
+        [*command, "--trial_hook=trial_faults:inject"], cwd=REPO_ROOT,
+        env=_faults_env(data, "combo_07@6:hold,combo_12@6:hold"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_markers(sweep_process, [tmp_path / "run" / "combo_07", tmp_path / "run" / "combo_12"])
     sweep_process.send_signal(signal.SIGINT)
     _, stderr = sweep_process.communicate(timeout=300)
     assert sweep_process.returncode == 130, stderr[-3000:]
@@ -273,18 +297,19 @@ def test_a_killed_worker_fails_its_trial_only_and_a_fresh_worker_takes_the_next(
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("needs 2 CPUs")
     import signal
-    import time
 
     data = str(synthetic_mnist_dir)
     reference = _sweep(tmp_path / "reference", data, "--config.num_epochs=4", workers=1)
     assert reference.returncode == 0, reference.stderr[-3000:]
     run = tmp_path / "run"
     command = _sweep_command(run, "--config.num_epochs=4")
-    sweep_process = subprocess.Popen(command, cwd=REPO_ROOT, env={**os.environ, "MNIST_DIR": data},
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not list((run / "combo_07").glob("checkpoints/2")):
-        time.sleep(0.1)
+    # combo_07 and combo_12 are held after step 6, so combo_11 still waits for a worker when
+    # combo_07's is killed; then combo_12 is released.
+    sweep_process = subprocess.Popen(
+        [*command, "--trial_hook=trial_faults:inject"], cwd=REPO_ROOT,
+        env=_faults_env(data, "combo_07@6:hold,combo_12@6:hold"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_markers(sweep_process, [run / "combo_07", run / "combo_12"])
     workers = subprocess.run(["pgrep", "-f", f"agile.paper.pool --serve {run}"],
                              capture_output=True, text=True).stdout.split()
     assert len(workers) == 2
@@ -292,6 +317,9 @@ def test_a_killed_worker_fails_its_trial_only_and_a_fresh_worker_takes_the_next(
     victim = next(pid for pid in workers
                   if os.readlink(f"/proc/{pid}/fd/1") == str(run / "combo_07" / "worker.log"))
     os.kill(int(victim), signal.SIGKILL)
+    from trial_faults import RELEASE
+
+    (run / "combo_12" / RELEASE).touch()
     _, stderr = sweep_process.communicate(timeout=600)
     assert sweep_process.returncode == 2, stderr[-3000:]
     assert re.search(r"error: 1 of 3 trials did not finish \(combo_07: exit status -9; see "

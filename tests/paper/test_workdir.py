@@ -17,12 +17,12 @@ from agile.paper.workdir import WorkdirError
 
 HOLD_LOCK = textwrap.dedent(
     """
-    import sys, time
+    import signal, sys
     from pathlib import Path
     from agile.paper.workdir import Lock
     with Lock(Path(sys.argv[1])):
         print("locked", flush=True)
-        time.sleep(600)
+        signal.pause()  # holds the lock until the test kills it (no clock involved)
     """
 )
 
@@ -260,3 +260,91 @@ def test_a_run_writes_each_agile_layers_histograms_at_each_evaluation(tmp_path, 
     assert tags == [f"{layer}/{p}" for layer in ("conv_act_0", "conv_act_1", "conv_act_2",
                                                   "hidden_act") for p in ("a", "b")]
     assert [e.step for e in events.Histograms("hidden_act/a")] == [4, 8]
+
+
+def test_a_full_disk_while_writing_a_file_names_the_file(tmp_path, monkeypatch):
+    """N001: a sweep on a full disk said "Cannot write a file: [Errno 28] ..." (a full disk fails
+    write() with no file name). The error names the file, and no temporary file is left."""
+    import errno
+
+    from agile.paper import cli, files
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.os, "fsync", full)
+    target = tmp_path / "sweep.json"
+    with pytest.raises(OSError) as err:
+        files.write_text_atomically(target, "{}\n")
+    assert cli.user_error_message(err.value) == (
+        f"Cannot write {target}: [Errno 28] No space left on device.")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_immutable_rows_file_is_one_line_naming_it(tmp_path, monkeypatch):
+    """N119: ``chattr +i metrics.jsonl`` made the rerun a 29-line PermissionError traceback
+    (EPERM was not a disk error). A run says it in one line naming the file; EPERM without a
+    file (a bug's) keeps its traceback."""
+    import errno
+
+    from agile.paper import cli, files
+
+    rows = tmp_path / "metrics.jsonl"
+
+    def immutable(source, target):
+        raise PermissionError(errno.EPERM, "Operation not permitted", str(source), str(target))
+
+    monkeypatch.setattr(files.os, "replace", immutable)
+    with pytest.raises(WorkdirError, match=(
+            rf"^Cannot write to {rows}: \[Errno 1\] Operation not permitted; no checkpoint was "
+            r"complete. Free space \(or make the folder writable\) and rerun the same command "
+            r"to resume.$")):
+        with workdir_lib.disk_errors(tmp_path):
+            files.write_rows(rows, [{"step": 1}])
+    assert cli.user_error_message(PermissionError(errno.EPERM, "Operation not permitted",
+                                                  str(rows))) == (
+        f"Cannot write {rows}: [Errno 1] Operation not permitted.")
+    assert cli.user_error_message(PermissionError(errno.EPERM, "Operation not permitted")) is None
+
+
+def test_after_ctrl_c_orbax_thread_failures_go_to_its_log_not_the_terminal(tmp_path, capsys,
+                                                                          monkeypatch):
+    """#57: Ctrl-C as a save started printed orbax's background thread's traceback ("cannot
+    schedule new futures after shutdown") on the terminal as the process ended. After a
+    KeyboardInterrupt the diversion to orbax.log stays (the process is ending); after a
+    normal end it is undone."""
+    import logging
+    import threading
+
+    from absl import logging as absl_logging
+
+    before = threading.excepthook
+    monkeypatch.setattr(threading, "excepthook", before)  # restored after the test
+    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)
+    loggers = [absl_logging.get_absl_logger(), logging.getLogger("asyncio")]
+    filters = [list(logger.filters) for logger in loggers]
+    log = tmp_path / "orbax.log"
+    with workdir_lib.dependency_output(log):
+        pass
+    assert threading.excepthook is before
+    assert [list(logger.filters) for logger in loggers] == filters
+
+    def fail():
+        raise RuntimeError("cannot schedule new futures after shutdown")
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with workdir_lib.dependency_output(log):
+                raise KeyboardInterrupt
+        thread = threading.Thread(target=fail, name="orbax-save")
+        thread.start()
+        thread.join()
+        logging.getLogger("asyncio").error("Future exception was never retrieved")
+    finally:
+        for logger, kept in zip(loggers, filters, strict=True):
+            for added in [f for f in logger.filters if f not in kept]:
+                logger.removeFilter(added)
+    assert "cannot schedule new futures" not in capsys.readouterr().err
+    text = log.read_text()
+    assert "Exception in thread orbax-save" in text and "RuntimeError: cannot schedule" in text
+    assert "Future exception was never retrieved" in text

@@ -23,15 +23,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from agile.paper.files import write_text_atomically
 from agile.paper.report.analysis import analyse
 from agile.paper.report.document import build_markdown
 from agile.paper.report.figures import DPI, FIGURES, draw_figures
-from agile.paper.report.results import FILES, Results, load_results, merge, write_results
+from agile.paper.report.results import (
+    FILES,
+    RESTORE_PUBLISHED,
+    SETTINGS,
+    Results,
+    check_settings,
+    load_results,
+    merge,
+    write_results,
+)
 
 REPORT_NAME = "reproduction.md"
 RESULTS_FOLDER = "results"  # the results folder inside a docs folder (docs/results)
 
-__all__ = ["FIGURES", "analyse", "build_markdown", "load_results", "publish", "write_report"]
+__all__ = ["FIGURES", "analyse", "build_markdown", "check_publishable", "load_results", "publish",
+           "write_report"]
 
 
 def write_report(results_dir: Path, docs_dir: Path, dpi: int = DPI) -> list[Path]:
@@ -41,8 +52,6 @@ def write_report(results_dir: Path, docs_dir: Path, dpi: int = DPI) -> list[Path
     is touched: a figure file an earlier report drew stays, unlinked. Returns the paths
     written.
     """
-    from agile.paper.workdir import write_text_atomically
-
     results = load_results(Path(results_dir))
     analysis = analyse(results)
     drawn = draw_figures(results, analysis, Path(docs_dir) / "figures", dpi)
@@ -53,13 +62,32 @@ def write_report(results_dir: Path, docs_dir: Path, dpi: int = DPI) -> list[Path
     return [report, *(path for path in drawn.values() if path is not None)]
 
 
+def _published(docs_dir: Path) -> Results:
+    """The results already in ``docs_dir/results`` (none: empty); a damaged file there is
+    refused with advice that keeps them (restore and publish, not export over them)."""
+    target = Path(docs_dir) / RESULTS_FOLDER
+    has_results = any((target / name).exists() for name in FILES)
+    return load_results(target, RESTORE_PUBLISHED) if has_results else Results([])
+
+
+def check_publishable(docs_dir: Path, settings: dict[str, dict]) -> None:
+    """Refuses (one line) before a study trains: groups whose ``settings`` (``{group:
+    sweep.json}``) differ from those their rows in ``docs_dir/results`` were trained with."""
+    target = Path(docs_dir) / RESULTS_FOLDER
+    if not (target / SETTINGS).is_file():
+        return
+    published = _published(docs_dir)
+    groups = {run.group for run in published.runs} & set(settings)
+    check_settings(published.settings, settings, sorted(groups), target)
+
+
 def publish(results_dir: Path, docs_dir: Path, dpi: int = DPI) -> list[Path]:
     """Merges the results in ``results_dir`` into ``docs_dir/results`` and rewrites the
     report there (``results.merge``: rows already there must agree with these, wall time
-    aside; otherwise nothing is written). Returns the paths written."""
+    aside, and a group's rows must have been trained with its settings there; otherwise
+    nothing is written). Returns the paths written."""
     target = Path(docs_dir) / RESULTS_FOLDER
     new = load_results(Path(results_dir))
-    has_results = any((target / name).exists() for name in FILES)
-    existing = load_results(target) if has_results else Results([])
+    existing = _published(docs_dir)
     written = write_results(merge(existing, new, target), target)
     return [*written, *write_report(target, docs_dir, dpi)]

@@ -19,6 +19,14 @@ from typing import Any
 
 from agile.paper import study
 from agile.paper import trials as trials_lib
+from agile.paper.files import (
+    CHECKPOINT_DIR,
+    ROWS_FILE,
+    SUMMARY_FILE,
+    SWEEP_FILE,
+    read_json,
+    read_rows,
+)
 from agile.paper.report.results import (
     Curve,
     Machine,
@@ -27,12 +35,6 @@ from agile.paper.report.results import (
     Results,
     Run,
     write_results,
-)
-from agile.paper.workdir import (
-    ROWS_FILE,
-    SUMMARY_FILE,
-    read_json,
-    read_rows,
 )
 
 CURVE_GROUPS = ("table1", "dense_only")  # groups whose evaluation curves the report draws
@@ -101,7 +103,7 @@ def _seed0_params(trial_dir: Path) -> dict[str, Any] | None:
 
     from agile.paper.progress import read_params
 
-    if not (trial_dir / SUMMARY_FILE).is_file() or not (trial_dir / "checkpoints").is_dir():
+    if not (trial_dir / SUMMARY_FILE).is_file() or not (trial_dir / CHECKPOINT_DIR).is_dir():
         return None
     _, params, _ = read_params(trial_dir, "last", 0)
     return {name: np.asarray(value)
@@ -114,7 +116,8 @@ def collect(workdir: Path, groups: Sequence[study.Group]) -> Results:
     A group's trials are ``<workdir>/<group>/*/summary.json`` (unfinished trials have
     none; a block of a group's later seeds, ``<trial>.seeds<first>-<last>``, counts as its
     trial); curves are read for :data:`CURVE_GROUPS`, parameters for :data:`PARAMS_TRIAL`
-    if its group is among ``groups``; the machine is this one.
+    if its group is among ``groups``; the machine is this one; each group's settings are
+    its folder's ``sweep.json`` (what trained its trials).
     """
     workdir = Path(workdir)
     runs, curves, ranges = [], [], []
@@ -126,7 +129,13 @@ def collect(workdir: Path, groups: Sequence[study.Group]) -> Results:
             ranges += trial[2]
     names = {group.name for group in groups}
     params = _seed0_params(workdir.joinpath(*PARAMS_TRIAL)) if PARAMS_TRIAL[0] in names else None
-    return Results(runs, curves, ranges, params, machine())
+    settings = {}
+    for name in sorted({run.group for run in runs}):
+        path = workdir / name / SWEEP_FILE
+        if path.is_file():
+            settings[name] = read_json(path, "delete it and rerun the study's command: it "
+                                             "records the group's settings again")
+    return Results(runs, curves, ranges, params, machine(), settings or None)
 
 
 def export(workdir: Path, results_dir: Path, groups: Sequence[study.Group]) -> list[Path]:

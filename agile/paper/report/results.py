@@ -10,7 +10,9 @@ study into ``<workdir>/results/`` by default) holds:
 - ``agile_ranges.csv``: one :class:`Range` per agile layer, parameter and seed at the end;
 - ``combo12_seed0_params.npz``: the final parameters of Table 1's combo 12, seed 0,
   flattened ``"layer/param"`` (for the learned-activation figures);
-- ``machine.json``: what ran the study (:class:`Machine`).
+- ``machine.json``: what ran the study (:class:`Machine`);
+- ``settings.json``: each group's settings (what its sweep folder's ``sweep.json`` holds: the
+  base config and the seeds per trial), so rows trained otherwise are never merged into it.
 
 Each CSV is described by a :class:`Table` (file, record type, key, columns) and each cell is
 parsed by its record field's type. :func:`load_results` refuses, in one line naming file,
@@ -18,7 +20,8 @@ line and field, what would otherwise turn into wrong numbers: a cell that is not
 type, NaN or inf, an empty required cell, a row with too few or too many cells, a file cut
 off mid-row, and two rows with the same key that differ (an exact repeat is dropped with a
 warning). :func:`write_results` writes a folder; :func:`merge` adds one study's results to
-another's (publishing a run into the committed study).
+another's (publishing a run into the committed study) and refuses rows of a group trained
+with other settings than the group's rows there.
 """
 
 from __future__ import annotations
@@ -37,12 +40,18 @@ import numpy as np
 from absl import logging
 
 from agile.errors import UserError
+from agile.paper.files import config_differences, flat_config, write_text_atomically
 from agile.paper.trials import CSV_FIELDS, SeedResult, column_types, columns, optional_columns
 
 PARAMS = "combo12_seed0_params.npz"
 MACHINE = "machine.json"
+SETTINGS = "settings.json"
+BATCHING_SETTINGS = ("seeds",)  # seeds per trial: how a group's seeds were batched, not trained
 EXPORT_AGAIN = ("export it again (scripts/study.py --skip_training "
                 "--results_dir=<this folder>)")
+# For the committed study (docs/results), which an export would replace with one workdir's rows.
+RESTORE_PUBLISHED = ("restore the committed file (git checkout -- <this folder>) and publish "
+                     "again (scripts/study.py --skip_training --publish)")
 
 
 class ReportError(UserError):
@@ -129,7 +138,7 @@ CURVES = Table("curves.csv", "curves", Curve, ("group", "trial", "seed", "step")
 RANGES = Table("agile_ranges.csv", "ranges", Range, ("group", "trial", "seed", "layer", "param"),
                columns(Range))
 TABLES = (RUNS, CURVES, RANGES)
-FILES = (*(table.name for table in TABLES), PARAMS, MACHINE)
+FILES = (*(table.name for table in TABLES), PARAMS, MACHINE, SETTINGS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,6 +150,7 @@ class Results:
     ranges: list[Range] = dataclasses.field(default_factory=list)
     params: dict[str, np.ndarray] | None = None
     machine: Machine | None = None
+    settings: dict[str, dict[str, Any]] | None = None  # group -> its sweep.json
 
     def rows(self, table: Table) -> list:
         """The records of ``table`` (``runs``, ``curves`` or ``ranges``)."""
@@ -151,12 +161,13 @@ class Results:
 # Reading.
 
 
-def _cell(text: str, kind: type, optional: bool, column: str, where: str) -> Any:
+def _cell(text: str, kind: type, optional: bool, column: str, where: str,
+          remedy: str = EXPORT_AGAIN) -> Any:
     """One CSV cell as ``kind`` (None when empty and ``optional``); finite numbers only."""
     if text == "":
         if optional:
             return None
-        raise ReportError(f"{where}: {column} is empty; {EXPORT_AGAIN}.")
+        raise ReportError(f"{where}: {column} is empty; {remedy}.")
     if kind is str:
         return text
     try:
@@ -170,25 +181,25 @@ def _cell(text: str, kind: type, optional: bool, column: str, where: str) -> Any
     return value
 
 
-def _check_header(header: Sequence[str], table: Table, name: str) -> None:
+def _check_header(header: Sequence[str], table: Table, name: str, remedy: str) -> None:
     """Raises :class:`ReportError` naming the columns of ``table`` the header lacks."""
     missing = [column for column in table.columns if column not in header]
     if missing:
-        raise ReportError(f"{name} lacks the column(s) {', '.join(missing)}; {EXPORT_AGAIN}.")
+        raise ReportError(f"{name} lacks the column(s) {', '.join(missing)}; {remedy}.")
 
 
-def _record(row: dict, header: Sequence[str], table: Table, where: str) -> Any:
+def _record(row: dict, header: Sequence[str], table: Table, where: str, remedy: str) -> Any:
     """The record of one ``csv.DictReader`` row; a row of another width is refused."""
     if None in row:  # cells beyond the header's
         raise ReportError(f"{where}: {len(header) + len(row[None])} cells where the header has "
-                          f"{len(header)}; {EXPORT_AGAIN}.")
+                          f"{len(header)}; {remedy}.")
     if any(cell is None for cell in row.values()):  # a torn row: fewer cells than the header
         cells = sum(cell is not None for cell in row.values())
         raise ReportError(f"{where}: {cells} of the header's {len(header)} cells (a torn row); "
-                          f"{EXPORT_AGAIN}.")
+                          f"{remedy}.")
     types, optional = column_types(table.record), optional_columns(table.record)
     return table.record(**{column: _cell(row[column], types[column], column in optional, column,
-                                         where) for column in table.columns})
+                                         where, remedy) for column in table.columns})
 
 
 def _differing(first: Any, second: Any, fields: Iterable[str]) -> list[str]:
@@ -196,25 +207,27 @@ def _differing(first: Any, second: Any, fields: Iterable[str]) -> list[str]:
     return [field for field in fields if getattr(first, field) != getattr(second, field)]
 
 
-def parse_table(text: str, table: Table, name: str | None = None) -> list:
+def parse_table(text: str, table: Table, name: str | None = None,
+                remedy: str = EXPORT_AGAIN) -> list:
     """The records of CSV ``text`` holding ``table`` (``name``: the file, for messages).
 
     Refuses (:class:`ReportError`, one line naming file, line and field) a missing column,
     a cell not of its field's type, NaN or inf, an empty required cell, a row of another
     width, text cut off mid-row (no final newline) and two rows with one key that differ.
     An exact repeat of a row is dropped with a warning. Unknown columns are ignored.
+    ``remedy`` is the advice the messages end with.
     """
     name = name or table.name
     if text and not text.endswith("\n"):
         raise ReportError(f"{name} line {text.count(chr(10)) + 1}: the file ends mid-row (no "
-                          f"final newline), so it was cut off; {EXPORT_AGAIN}.")
+                          f"final newline), so it was cut off; {remedy}.")
     reader = csv.DictReader(io.StringIO(text))
     header = reader.fieldnames or []
-    _check_header(header, table, name)
+    _check_header(header, table, name, remedy)
     records, seen = [], {}
     for row in reader:
         where = f"{name} line {reader.line_num}"
-        record = _record(row, header, table, where)
+        record = _record(row, header, table, where, remedy)
         key = table.key_of(record)
         if key not in seen:
             seen[key] = (reader.line_num, record)
@@ -228,38 +241,52 @@ def parse_table(text: str, table: Table, name: str | None = None) -> list:
         raise ReportError(
             f"{name} lines {line} and {reader.line_num}: two rows for {table.describe(key)} that "
             f"differ in {', '.join(_differing(first, record, table.columns))}; delete the wrong "
-            f"one or {EXPORT_AGAIN}.")
+            f"one or {remedy}.")
     return records
 
 
-def _read_params(path: Path) -> dict[str, np.ndarray]:
+def _read_params(path: Path, remedy: str) -> dict[str, np.ndarray]:
     """The flattened ``"layer/param"`` arrays of ``combo12_seed0_params.npz``."""
     try:
         with open(path, "rb") as file, np.load(file) as archive:  # closed if np.load fails
             return {key: np.asarray(archive[key]) for key in sorted(archive.files)}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
         raise ReportError(f"{path} cannot be read ({type(err).__name__}: {err}); "
-                          f"{EXPORT_AGAIN}.") from None
+                          f"{remedy}.") from None
 
 
-def _read_machine(path: Path) -> Machine:
+def _read_machine(path: Path, remedy: str) -> Machine:
     """``machine.json`` as a :class:`Machine`; a damaged or incomplete file is refused."""
     try:
         saved = json.loads(Path(path).read_text())
     except json.JSONDecodeError as err:
-        raise ReportError(f"{path} is not valid JSON ({err}); {EXPORT_AGAIN} or delete "
+        raise ReportError(f"{path} is not valid JSON ({err}); {remedy} or delete "
                           "it.") from None
     types = column_types(Machine)
     bad = [name for name, kind in types.items() if not isinstance(saved, dict)
            or not isinstance(saved.get(name), (int, float) if kind is float else kind)
            or isinstance(saved.get(name), bool)]
     if bad:
-        raise ReportError(f"{path} lacks a valid {', '.join(bad)}; {EXPORT_AGAIN} or delete it.")
+        raise ReportError(f"{path} lacks a valid {', '.join(bad)}; {remedy} or delete it.")
     return Machine(**{name: saved[name] for name in types})
 
 
-def load_results(results_dir: Path) -> Results:
-    """The results in ``results_dir``; only ``runs.csv`` must exist (the rest may be absent)."""
+def _read_settings(path: Path, remedy: str) -> dict[str, dict[str, Any]]:
+    """``settings.json``: ``{group: settings}``; a damaged file is refused."""
+    try:
+        saved = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise ReportError(f"{path} is not valid JSON ({err}); {remedy}.") from None
+    if not isinstance(saved, dict) or not all(isinstance(v, dict) for v in saved.values()):
+        raise ReportError(f"{path} does not map each group to its settings; {remedy}.")
+    return saved
+
+
+def load_results(results_dir: Path, remedy: str = EXPORT_AGAIN) -> Results:
+    """The results in ``results_dir``; only ``runs.csv`` must exist (the rest may be absent).
+
+    A damaged file is refused with one line ending in ``remedy`` (:data:`RESTORE_PUBLISHED`
+    for the committed study, which an export would replace)."""
     results_dir = Path(results_dir)
     if not (results_dir / RUNS.name).is_file():
         raise ReportError(f"No {RUNS.name} in {results_dir}: run scripts/study.py first (it "
@@ -267,11 +294,14 @@ def load_results(results_dir: Path) -> Results:
     tables = {}
     for table in TABLES:
         path = results_dir / table.name
-        tables[table.attribute] = (parse_table(path.read_text(), table, str(path))
+        tables[table.attribute] = (parse_table(path.read_text(), table, str(path), remedy)
                                    if path.is_file() else [])
-    params = _read_params(results_dir / PARAMS) if (results_dir / PARAMS).is_file() else None
-    machine = _read_machine(results_dir / MACHINE) if (results_dir / MACHINE).is_file() else None
-    return Results(**tables, params=params, machine=machine)
+    files = {name: results_dir / name if (results_dir / name).is_file() else None
+             for name in (PARAMS, MACHINE, SETTINGS)}
+    return Results(**tables,
+                   params=_read_params(files[PARAMS], remedy) if files[PARAMS] else None,
+                   machine=_read_machine(files[MACHINE], remedy) if files[MACHINE] else None,
+                   settings=_read_settings(files[SETTINGS], remedy) if files[SETTINGS] else None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,15 +332,14 @@ def write_results(results: Results, results_dir: Path) -> list[Path]:
     The folder then holds exactly these results: a parameter or machine file that
     ``results`` lacks is removed, so no file of another study stays beside them.
     """
-    from agile.paper.workdir import write_text_atomically
-
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for table in TABLES:
         written.append(results_dir / table.name)
         write_text_atomically(written[-1], csv_text(results.rows(table), table))
-    for name, content in ((PARAMS, results.params), (MACHINE, results.machine)):
+    for name, content in ((PARAMS, results.params), (MACHINE, results.machine),
+                          (SETTINGS, results.settings or None)):
         path = results_dir / name
         if content is None:
             path.unlink(missing_ok=True)
@@ -318,7 +347,9 @@ def write_results(results: Results, results_dir: Path) -> list[Path]:
             _write_params(path, content)
             written.append(path)
         else:
-            write_text_atomically(path, json.dumps(dataclasses.asdict(content), indent=2) + "\n")
+            document = dataclasses.asdict(content) if name == MACHINE else content
+            write_text_atomically(path, json.dumps(document, indent=2, sort_keys=name == SETTINGS)
+                                  + "\n")
             written.append(path)
     return written
 
@@ -353,6 +384,49 @@ def _merge_rows(table: Table, existing: list, new: list, where: str) -> list:
     return [*existing, *added]
 
 
+def settings_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The dotted fields in which two groups' settings differ, how the seeds were batched
+    aside (a field ``old`` lacks that ``new`` holds at its default is no difference)."""
+    from agile.paper.config import get_config
+    from agile.paper.trials import settings
+
+    defaults = settings(get_config(), new.get("seeds", 1))
+    return [field for field in config_differences(old, new, defaults)
+            if field not in BATCHING_SETTINGS]
+
+
+def check_settings(existing: dict[str, dict] | None, new: dict[str, dict] | None,
+                   groups: Iterable[str], where: str | Path) -> None:
+    """Refuses (:class:`ReportError`, one line naming the group and the differing fields) new
+    rows of ``groups`` trained with other settings than the group's rows in ``where``, or
+    whose settings are unknown while those there are recorded. Where ``where`` records no
+    settings for a group (results of an older version), a warning says it is not checked."""
+    for group in groups:
+        old, now = (existing or {}).get(group), (new or {}).get(group)
+        if old is None:
+            if now is not None:
+                logging.warning("%s/%s records no settings for group %s, so the rows published "
+                                "now are not checked against its rows; recording theirs.",
+                                where, SETTINGS, group)
+            continue
+        if now is None:
+            raise ReportError(
+                f"The rows of group {group} published now record no settings, and {where}/"
+                f"{SETTINGS} does, so whether they were trained alike cannot be checked; nothing "
+                f"was written. {EXPORT_AGAIN[0].upper()}{EXPORT_AGAIN[1:]} with this version.")
+        fields = settings_differences(old, now)
+        if fields:
+            before, after = flat_config(old), flat_config(now)
+            shown = "; ".join(f"{field} {before.get(field)!r} there, {after.get(field)!r} here"
+                              for field in fields[:4])
+            more = f"; and {len(fields) - 4} more" if len(fields) > 4 else ""
+            raise ReportError(
+                f"{where}/{SETTINGS}: group {group} was trained with other settings than the "
+                f"rows published now ({shown}{more}); nothing was written. Publish rows trained "
+                "with the group's settings there (the study's command without other "
+                "--overrides), or publish into another --docs_dir.")
+
+
 def merge(existing: Results, new: Results, where: str | Path = "the results") -> Results:
     """``existing`` with the rows of ``new`` that it does not have yet.
 
@@ -360,8 +434,12 @@ def merge(existing: Results, new: Results, where: str | Path = "the results") ->
     (``wall_time_s``): otherwise :class:`ReportError` names the key and the fields (and
     nothing is merged). Rows only in ``existing`` are kept, in their order; new rows follow.
     Combo 12's parameters: both sets must be equal where both exist. The machine stays
-    ``existing``'s (``new``'s if it has none).
+    ``existing``'s (``new``'s if it has none). A group with rows in both must have been
+    trained with the same settings (:func:`check_settings`); the settings of groups new to
+    ``existing`` are added to its own.
     """
+    shared = {run.group for run in existing.runs} & {run.group for run in new.runs}
+    check_settings(existing.settings, new.settings, sorted(shared), where)
     rows = {table.attribute: _merge_rows(table, existing.rows(table), new.rows(table), str(where))
             for table in TABLES}
     params = existing.params if existing.params is not None else new.params
@@ -370,10 +448,11 @@ def merge(existing: Results, new: Results, where: str | Path = "the results") ->
             and all(np.array_equal(existing.params[k], new.params[k]) for k in new.params)):
         raise ReportError(f"{where}/{PARAMS} holds other parameters of combo 12, seed 0 than "
                           "this study's; nothing was written. Delete it there to replace it.")
+    settings = {**(new.settings or {}), **(existing.settings or {})} or None
     machine = existing.machine if existing.machine is not None else new.machine
     if existing.machine and new.machine and existing.machine != new.machine and any(
             len(rows[t.attribute]) > len(existing.rows(t)) for t in TABLES):
         logging.warning("%s/%s keeps the machine that timed its rows (%s); the rows added now "
                         "ran on another (%s).", where, MACHINE, existing.machine.cpu,
                         new.machine.cpu)
-    return Results(**rows, params=params, machine=machine)
+    return Results(**rows, params=params, machine=machine, settings=settings)
