@@ -8,15 +8,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from agile.activations import get_activation, is_learnable_name, validate_activation_name
+from agile.activations import get_activation
 from agile.errors import ConfigError, unknown_value_error
-from agile.layers import Agile, activation_layer, validate_granularity
-from agile.paper.baselines import (
-    BASELINE_FORMS,
-    baseline_layer,
-    is_baseline_name,
-    validate_baseline_name,
-)
+from agile.layers import Agile, validate_granularity
+from agile.paper.models.activations import named_activation, validate_activation
 from agile.paper.models.ops import (
     act_max_pool,
     canonical_conv,
@@ -94,14 +89,7 @@ class CNN(nn.Module):
         No ``conv_features`` makes a network of dense layers only.
         """
         for activation in (self.conv_activation, self.dense_activation):
-            if is_baseline_name(activation):
-                validate_baseline_name(activation)
-            else:
-                try:
-                    validate_activation_name(activation)
-                except ConfigError as err:
-                    raise ConfigError(f"{err} The paper's CNN also takes the baselines "
-                                      f"{', '.join(BASELINE_FORMS)}.") from None
+            validate_activation(activation, "The paper's CNN")
         validate_granularity(self.granularity)
         validate_pooling(self.pooling)
         if any(int(f) < 1 for f in self.conv_features):
@@ -163,12 +151,9 @@ class CNN(nn.Module):
 
     def _activation(self, activation: str, name: str):
         """A named ``Agile`` or ``CombinedAgile`` layer for agile or combined names, a named
-        baseline layer (:mod:`agile.paper.baselines`: PReLU, Swish-beta, APL), else f."""
-        if is_baseline_name(activation):
-            return baseline_layer(activation, self.granularity, name)
-        if is_learnable_name(activation):
-            return activation_layer(activation, self.granularity, name=name)
-        return activation_layer(activation, self.granularity)
+        baseline layer (:mod:`agile.paper.baselines`), else f
+        (:func:`agile.paper.models.activations.named_activation`)."""
+        return named_activation(activation, self.granularity, name)
 
 
 def _fusable_activation(layer) -> bool:
