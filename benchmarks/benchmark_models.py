@@ -73,9 +73,12 @@ def resnet_runners(args) -> tuple[dict[str, benchmarking.Runner], int]:
     images = rng.uniform(0, 1, (args.resnet_batch, 28, 28, 1)).astype(np.float32)
     labels = (np.arange(args.resnet_batch) % 10).astype(np.int32)
     runners = {}
-    for activation in ("relu", "agile_relu"):
-        model = ResNet(blocks_per_stage=args.blocks_per_stage, activation=activation)
-        runners[f"resnet {activation}"] = jax_runner(model, images, labels, args.steps)
+    for activation, implementation in (("relu", "fast"), ("agile_relu", "fast"),
+                                       ("agile_relu", "reference")):
+        model = ResNet(blocks_per_stage=args.blocks_per_stage, activation=activation,
+                       implementation=implementation)
+        name = f"resnet {activation}" + (" (reference)" if implementation == "reference" else "")
+        runners[name] = jax_runner(model, images, labels, args.steps)
     return runners, args.resnet_batch
 
 
@@ -84,10 +87,14 @@ def transformer_runners(args) -> tuple[dict[str, benchmarking.Runner], int]:
     windows = rng.integers(0, VOCAB, (args.transformer_batch, args.context + 1), np.uint8)
     inputs, targets = windows[:, :-1], windows[:, 1:].astype(np.int32)
     runners = {}
-    for activation in ("gelu", "agile_gelu"):
+    for activation, implementation in (("gelu", "fast"), ("agile_gelu", "fast"),
+                                       ("agile_gelu", "reference")):
         model = Transformer(VOCAB, args.context, args.layers, args.width, args.heads,
-                            activation=activation, attention=args.attention)
-        runners[f"transformer {activation}"] = jax_runner(model, inputs, targets, args.steps)
+                            activation=activation, attention=args.attention,
+                            implementation=implementation)
+        name = f"transformer {activation}" + (" (reference)" if implementation == "reference"
+                                              else "")
+        runners[name] = jax_runner(model, inputs, targets, args.steps)
     if args.torch:
         torch = _import_torch(args.torch_site)
         if torch is not None:
@@ -205,9 +212,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"JAX {jax.__version__}, devices {jax.devices()}")
     builders: dict[str, tuple[Callable, str, list]] = {
         "resnet": (resnet_runners, "examples",
-                   [("resnet agile/plain", "resnet agile_relu", "resnet relu")]),
+                   [("resnet agile/plain", "resnet agile_relu", "resnet relu"),
+                    ("resnet agile (reference)/plain", "resnet agile_relu (reference)",
+                     "resnet relu")]),
         "transformer": (transformer_runners, "tokens", [
             ("transformer agile/plain", "transformer agile_gelu", "transformer gelu"),
+            ("transformer agile (reference)/plain", "transformer agile_gelu (reference)",
+             "transformer gelu"),
             ("jax/torch (gelu)", "transformer gelu", "torch gelu"),
             ("jax/torch (agile_gelu)", "transformer agile_gelu", "torch agile_gelu")]),
     }

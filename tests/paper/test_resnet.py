@@ -9,6 +9,8 @@ import pytest
 from paper_testing import train_briefly
 
 from agile.errors import ConfigError
+from agile.layers import Agile
+from agile.paper.models.activations import channel_agile
 from agile.paper.models.resnet import ResNet
 
 TINY = {"widths": (4, 8, 8)}
@@ -41,6 +43,7 @@ def test_every_kind_of_activation_name_builds(activation, granularity):
     assert np.all(np.isfinite(model.apply(variables, _images(2), train=False)))
 
 
+@pytest.mark.slow
 def test_batchnorm_stats_update_in_training_and_serve_evaluation():
     """train=True normalises by the batch and updates the running stats; train=False uses
     the stored stats: an image's logits do not depend on the rest of the batch, and change
@@ -62,6 +65,45 @@ def test_batchnorm_stats_update_in_training_and_serve_evaluation():
     assert not np.allclose(in_training, whole[:3])
 
 
+@pytest.mark.parametrize("fn", ["relu", "gelu", "tanh"])
+def test_channel_agile_equals_the_agile_layer_with_its_gradients(fn):
+    """The fast path is agile.Agile per channel: same values, same gradients in x, a, b."""
+    x = jax.random.normal(jax.random.key(0), (3, 5, 5, 4))
+    a = jnp.array([1.5, -0.5, 1.0, 2.0])
+    b = jnp.array([0.1, -0.3, 0.0, 0.5])
+    layer = Agile(fn)
+    reference = lambda x, a, b: jnp.sum(jnp.sin(layer.apply(  # noqa: E731
+        {"params": {"a": a, "b": b}}, x)))
+    fast = lambda x, a, b: jnp.sum(jnp.sin(channel_agile(  # noqa: E731
+        jax.nn.relu if fn == "relu" else getattr(jax.nn, fn, jnp.tanh), x, a, b)))
+    np.testing.assert_allclose(fast(x, a, b), reference(x, a, b), rtol=1e-6)
+    for got, want in zip(jax.grad(fast, (0, 1, 2))(x, a, b),
+                         jax.grad(reference, (0, 1, 2))(x, a, b), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_fast_and_reference_resnets_compute_the_same_function():
+    """Same parameter tree, same logits and gradients in training mode."""
+    images = _images(4)
+    fast = ResNet(**TINY, activation="agile_relu")
+    reference = ResNet(**TINY, activation="agile_relu", implementation="reference")
+    variables = fast.init(jax.random.key(0), images, train=False)
+    assert jax.tree.structure(variables) == jax.tree.structure(
+        reference.init(jax.random.key(0), images, train=False))
+
+    def loss(params, model):
+        logits, _ = model.apply({**variables, "params": params}, images, train=True,
+                                mutable=["batch_stats"])
+        return jnp.sum(logits ** 2)
+
+    np.testing.assert_allclose(loss(variables["params"], fast),
+                               loss(variables["params"], reference), rtol=1e-5)
+    grads = [jax.grad(loss)(variables["params"], m) for m in (fast, reference)]
+    for got, want in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1]), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
 def test_one_line_errors_for_bad_fields():
     cases = [({"activation": "swish"}, r"^Unknown activation 'swish'.*The ResNet also takes "
                                        r"the baselines prelu, swish_beta, apl:<hinges>, xielu\.$"),
@@ -70,7 +112,8 @@ def test_one_line_errors_for_bad_fields():
              ({"widths": ()}, r"^widths must be one or more positive integers"),
              ({"widths": (8, 0)}, r"^widths must be one or more positive integers"),
              ({"blocks_per_stage": 0}, r"^blocks_per_stage must be a positive integer, got 0"),
-             ({"num_classes": -1}, r"^num_classes must be a positive integer")]
+             ({"num_classes": -1}, r"^num_classes must be a positive integer"),
+             ({"implementation": "turbo"}, r"^Unknown implementation 'turbo'")]
     for fields, message in cases:
         with pytest.raises(ConfigError, match=message):
             ResNet(**fields).validate()
@@ -88,6 +131,7 @@ def _pattern_images(n=96, classes=4, seed=0):
     return jnp.asarray(images), jnp.asarray(labels, jnp.int32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("activation", ["relu", "agile_relu"])
 def test_a_short_training_learns(activation):
     """40 full-batch steps take the loss far below chance (ln 4) on quadrant patterns, and

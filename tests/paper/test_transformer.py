@@ -52,6 +52,25 @@ def test_einsum_and_dot_product_attention_agree():
                                causal_attention(q, k, v, "dot_product"), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
+def test_fast_and_reference_agile_mlps_compute_the_same_function():
+    """implementation="fast" (channel_agile) and "reference" (agile.Agile): same values
+    and gradients."""
+    tokens = _tokens()
+    fast = Transformer(**TINY, activation="agile_gelu")
+    reference = Transformer(**TINY, activation="agile_gelu", implementation="reference")
+    params = fast.init(jax.random.key(0), tokens)["params"]
+    params = jax.tree.map(lambda p: p + 0.1, params)  # a != 1, b != 0
+
+    def loss(params, model):
+        return jnp.sum(model.apply({"params": params}, tokens) ** 2)
+
+    np.testing.assert_allclose(loss(params, fast), loss(params, reference), rtol=1e-5)
+    grads = [jax.grad(loss)(params, m) for m in (fast, reference)]
+    for got, want in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1]), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
 def test_one_line_errors_for_bad_fields():
     cases = [({"activation": "swish"}, r"^Unknown activation 'swish'.*The transformer also "
                                        r"takes the baselines"),
@@ -59,7 +78,8 @@ def test_one_line_errors_for_bad_fields():
              ({"context": 0}, r"^context must be a whole number >= 1, got 0\.$"),
              ({"num_layers": -1}, r"^num_layers must be a whole number >= 1, got -1\.$"),
              ({"num_heads": 3}, r"^width \(16\) must be a multiple of num_heads \(3\)\.$"),
-             ({"attention": "flash"}, r"^Unknown attention 'flash'\. Valid: einsum, dot_product")]
+             ({"attention": "flash"}, r"^Unknown attention 'flash'\. Valid: einsum, dot_product"),
+             ({"implementation": "turbo"}, r"^Unknown implementation 'turbo'")]
     for fields, message in cases:
         with pytest.raises(ConfigError, match=message):
             Transformer(**{**TINY, **fields}).validate()
@@ -67,6 +87,7 @@ def test_one_line_errors_for_bad_fields():
         Transformer(**TINY).init(jax.random.key(0), _tokens(length=17))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("activation", ["gelu", "agile_gelu"])
 def test_a_short_training_on_a_tiny_corpus_learns(tmp_path, activation):
     """On windows of a tiny repetitive corpus (text_data), 60 steps take the per-character

@@ -8,10 +8,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from agile.activations import get_activation
 from agile.errors import ConfigError, unknown_value_error
-from agile.layers import Agile, validate_granularity
-from agile.paper.models.activations import named_activation, validate_activation
+from agile.layers import validate_granularity
+from agile.paper.models.activations import (
+    activation_parts,
+    fusable_activation,
+    named_activation,
+    validate_activation,
+)
 from agile.paper.models.ops import (
     act_max_pool,
     canonical_conv,
@@ -132,11 +136,11 @@ class CNN(nn.Module):
         kernel_size, pool_size = tuple(self.kernel_size), tuple(self.pool_size)
         conv = SameConv(features, kernel_size, name=f"conv_{i}")
         layer = self._activation(self.conv_activation, f"conv_act_{i}")
-        fusable = self.pooling == "max" and _fusable_activation(layer)
+        fusable = self.pooling == "max" and fusable_activation(layer)
         if not fusable:
             return self._pool(layer(conv(x)), pool_size)
         map_shape = (*x.shape[:3], features)
-        fn, a, b = _activation_parts(layer, map_shape)
+        fn, a, b = activation_parts(layer, map_shape)
         if x.shape[-1] == 1:
             block = lambda x, k, bias: conv_act_max_pool(x, k, bias, fn, a, b, pool_size)  # noqa: E731
             return conv(x, block=block)
@@ -154,30 +158,6 @@ class CNN(nn.Module):
         baseline layer (:mod:`agile.paper.baselines`), else f
         (:func:`agile.paper.models.activations.named_activation`)."""
         return named_activation(activation, self.granularity, name)
-
-
-def _fusable_activation(layer) -> bool:
-    """Whether :func:`agile.paper.models.ops.act_max_pool` can compute ``layer``: a plain
-    function or an ``Agile`` layer of a named activation with its parameters aligned to an NHWC
-    map."""
-    if isinstance(layer, Agile):
-        return (isinstance(layer.fn, str) and layer.feature_axes in (-1, (-1,))
-                and layer.dtype is None and layer.param_dtype == jnp.float32)
-    return not isinstance(layer, nn.Module) and callable(layer)
-
-
-def _activation_parts(layer, map_shape: tuple[int, ...]) -> tuple[Callable, jax.Array | None,
-                                                                   jax.Array | None]:
-    """``(f, a, b)`` of an activation layer; ``a = b = None`` for a plain function.
-
-    An ``Agile`` layer declares its parameters by being called, here on an empty
-    batch of the map's shape, so they keep the layer's names, shapes and initializers.
-    """
-    if not isinstance(layer, Agile):
-        return layer, None, None
-    layer(jnp.zeros((0, *map_shape[1:]), jnp.float32))
-    params = layer.variables["params"]
-    return get_activation(layer.fn), params["a"], params["b"]
 
 
 def count_params(params) -> int:

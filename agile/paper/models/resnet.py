@@ -26,9 +26,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from agile.errors import ConfigError
+from agile.errors import ConfigError, unknown_value_error
 from agile.layers import validate_granularity
-from agile.paper.models.activations import named_activation, validate_activation
+from agile.paper.models.activations import IMPLEMENTATIONS, activate, validate_activation
 
 BN_MOMENTUM = 0.9  # flax's ResNet examples' value: running stats follow ~10 recent batches.
 
@@ -41,6 +41,7 @@ class ResidualBlock(nn.Module):
     strides: int
     activation: str
     granularity: str
+    implementation: str = "fast"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -48,14 +49,17 @@ class ResidualBlock(nn.Module):
         norm = partial(nn.BatchNorm, use_running_average=not train, momentum=BN_MOMENTUM)
         strides = (self.strides, self.strides)
         y = conv(self.features, (3, 3), strides, name="conv_0")(x)
-        y = named_activation(self.activation, self.granularity, "act_0")(norm(name="bn_0")(y))
+        y = self._act(norm(name="bn_0")(y), "act_0")
         y = conv(self.features, (3, 3), name="conv_1")(y)
         y = norm(name="bn_1")(y)
         skip = x
         if x.shape[-1] != self.features or self.strides != 1:
             skip = conv(self.features, (1, 1), strides, name="skip_conv")(x)
             skip = norm(name="skip_bn")(skip)
-        return named_activation(self.activation, self.granularity, "act_1")(y + skip)
+        return self._act(y + skip, "act_1")
+
+    def _act(self, x: jax.Array, name: str) -> jax.Array:
+        return activate(x, self.activation, self.granularity, name, self.implementation)
 
 
 class ResNet(nn.Module):
@@ -71,6 +75,9 @@ class ResNet(nn.Module):
         (``relu``, ``agile_relu``, ``gelu``, ``combined:relu,tanh``, ``prelu``, ``apl:2``...).
       granularity: where learned activations place their parameters: ``"channel"`` (default,
         one set per channel of each layer), ``"element"`` or ``"scalar"``.
+      implementation: ``"fast"`` (default) runs per-channel agile activations through
+        :func:`channel_agile`; ``"reference"`` through ``agile.Agile`` (same function,
+        same parameters).
     """
 
     widths: Sequence[int] = (16, 32, 64)
@@ -78,6 +85,7 @@ class ResNet(nn.Module):
     num_classes: int = 10
     activation: str = "relu"
     granularity: str = "channel"
+    implementation: str = "fast"
 
     def validate(self) -> None:
         """Raises a one-line ConfigError for a bad field, before anything is traced."""
@@ -88,6 +96,8 @@ class ResNet(nn.Module):
         if _not_positive(self.blocks_per_stage):
             raise ConfigError(
                 f"blocks_per_stage must be a positive integer, got {self.blocks_per_stage!r}.")
+        if self.implementation not in IMPLEMENTATIONS:
+            raise unknown_value_error("implementation", self.implementation, IMPLEMENTATIONS)
         if _not_positive(self.num_classes):
             raise ConfigError(f"num_classes must be a positive integer, got {self.num_classes!r}.")
 
@@ -96,12 +106,13 @@ class ResNet(nn.Module):
         self.validate()
         x = nn.Conv(self.widths[0], (3, 3), use_bias=False, padding="SAME", name="stem")(images)
         x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, name="stem_bn")(x)
-        x = named_activation(self.activation, self.granularity, "stem_act")(x)
+        x = activate(x, self.activation, self.granularity, "stem_act", self.implementation)
         for stage, width in enumerate(self.widths):
             for block in range(self.blocks_per_stage):
                 strides = 2 if stage > 0 and block == 0 else 1
                 x = ResidualBlock(width, strides, self.activation, self.granularity,
-                                  name=f"stage_{stage}_block_{block}")(x, train)
+                                  self.implementation, name=f"stage_{stage}_block_{block}")(
+                                      x, train)
         x = jnp.mean(x, axis=(1, 2))
         return nn.Dense(self.num_classes, name="output")(x)
 

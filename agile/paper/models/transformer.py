@@ -26,7 +26,7 @@ import jax.numpy as jnp
 
 from agile.errors import ConfigError, unknown_value_error
 from agile.layers import validate_granularity
-from agile.paper.models.activations import named_activation, validate_activation
+from agile.paper.models.activations import IMPLEMENTATIONS, activate, validate_activation
 
 ATTENTIONS = ("einsum", "dot_product")
 MLP_RATIO = 4
@@ -58,6 +58,7 @@ class Block(nn.Module):
     activation: str
     granularity: str
     attention: str
+    implementation: str
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -70,7 +71,7 @@ class Block(nn.Module):
         x = x + nn.Dense(self.width, name="attention_out")(y)
         y = nn.LayerNorm(name="ln_mlp")(x)
         y = nn.Dense(MLP_RATIO * self.width, name="mlp_in")(y)
-        y = named_activation(self.activation, self.granularity, "mlp_act")(y)
+        y = activate(y, self.activation, self.granularity, "mlp_act", self.implementation)
         return x + nn.Dense(self.width, name="mlp_out")(y)
 
 
@@ -89,6 +90,9 @@ class Transformer(nn.Module):
         ``"element"`` (per position and channel).
       attention: ``"einsum"`` (default) or ``"dot_product"``, the same function
         (:func:`causal_attention`).
+      implementation: ``"fast"`` (default: a per-channel agile activation through
+        :func:`agile.paper.models.activations.channel_agile`) or ``"reference"``
+        (``agile.Agile``); the same function and parameters.
     """
 
     vocab_size: int
@@ -99,6 +103,7 @@ class Transformer(nn.Module):
     activation: str = "gelu"
     granularity: str = "channel"
     attention: str = "einsum"
+    implementation: str = "fast"
 
     def validate(self) -> None:
         """Raises a one-line ConfigError for a bad field, before anything is traced."""
@@ -113,6 +118,8 @@ class Transformer(nn.Module):
                               f"({self.num_heads}).")
         if self.attention not in ATTENTIONS:
             raise unknown_value_error("attention", self.attention, ATTENTIONS)
+        if self.implementation not in IMPLEMENTATIONS:
+            raise unknown_value_error("implementation", self.implementation, IMPLEMENTATIONS)
 
     @nn.compact
     def __call__(self, tokens: jax.Array, train: bool = False) -> jax.Array:
@@ -127,6 +134,6 @@ class Transformer(nn.Module):
         x = x + positions[:length]
         for i in range(self.num_layers):
             x = Block(self.width, self.num_heads, self.activation, self.granularity,
-                      self.attention, name=f"block_{i}")(x)
+                      self.attention, self.implementation, name=f"block_{i}")(x)
         x = nn.LayerNorm(name="ln_final")(x)
         return nn.Dense(self.vocab_size, name="logits")(x)
