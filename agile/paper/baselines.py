@@ -12,6 +12,14 @@ Each is a linen layer whose parameters follow the granularity rules of :mod:`agi
   named apart from agile a and b); ``a_s`` = 0 at the start (the unit starts as ReLU, as an
   agile unit starts as its plain activation) and the hinges ``b_s`` evenly spread over
   [-1, 1] (distinct, so they learn different things).
+- ``"xielu"``: xIELU (Huang & Schlag 2024, arXiv 2411.13010, "Deriving Activation Functions
+  Using Integration"), ``alpha_p * x**2 + beta * x`` for ``x > 0`` and
+  ``alpha_n * (expm1(min(x, eps)) - x) + beta * x`` for ``x <= 0``, with
+  ``alpha_p = softplus(alpha_p_raw)`` and ``alpha_n = beta + softplus(alpha_n_raw)`` learned
+  (parameters ``alpha_p``, ``alpha_n`` hold the raw values), ``beta`` = 0.5 and
+  ``eps`` = -1e-6 fixed, and ``alpha_p = alpha_n = 0.8`` at the start: the paper's reference
+  implementation's values. The paper learns one pair per layer: ``granularity="scalar"``;
+  like the other baselines it follows the granularity given.
 
 Their parameters are weights to :func:`agile.param_labels` (they are not agile a and b), so
 they train at ``config.learning_rate`` (the study's default equals the agile rate).
@@ -19,6 +27,7 @@ they train at ``config.learning_rate`` (the study's default equals the agile rat
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import flax.linen as nn
@@ -28,9 +37,10 @@ import jax.numpy as jnp
 from agile.errors import ConfigError, unknown_value_error
 from agile.layers import broadcast_shape, parameter_shape
 
-PRELU, SWISH_BETA, APL_PREFIX = "prelu", "swish_beta", "apl:"
-BASELINE_FORMS = (PRELU, SWISH_BETA, "apl:<hinges>")
+PRELU, SWISH_BETA, APL_PREFIX, XIELU_NAME = "prelu", "swish_beta", "apl:", "xielu"
+BASELINE_FORMS = (PRELU, SWISH_BETA, "apl:<hinges>", XIELU_NAME)
 PRELU_INIT = 0.25
+XIELU_BETA, XIELU_EPS, XIELU_ALPHA_INIT = 0.5, -1e-6, 0.8
 
 
 def apl_hinges(name: str) -> int:
@@ -43,7 +53,8 @@ def apl_hinges(name: str) -> int:
 
 def is_baseline_name(name: object) -> bool:
     """Whether ``name`` names a baseline of this module (``"apl:<S>"`` with any S)."""
-    return isinstance(name, str) and (name in (PRELU, SWISH_BETA) or name.startswith(APL_PREFIX))
+    return isinstance(name, str) and (name in (PRELU, SWISH_BETA, XIELU_NAME)
+                                      or name.startswith(APL_PREFIX))
 
 
 def validate_baseline_name(name: str) -> str:
@@ -108,9 +119,37 @@ class APL(_Learned):
                                        for s in range(self.hinges))
 
 
+def _inverse_softplus(y: float) -> float:
+    return math.log(math.expm1(y))
+
+
+class XIELU(_Learned):
+    """xIELU: ``alpha_p x^2 + beta x`` for ``x > 0``, ``alpha_n (expm1(min(x, eps)) - x) +
+    beta x`` for ``x <= 0``; ``alpha_p = softplus(raw)``, ``alpha_n = beta + softplus(raw)``.
+
+    ``beta`` and ``eps`` are fixed (the paper's 0.5 and -1e-6); ``min(x, eps)`` keeps the
+    unused branch of ``where`` finite for large positive ``x``, so its gradient is 0, not nan.
+    """
+
+    beta: float = XIELU_BETA
+    eps: float = XIELU_EPS
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        p_init = nn.initializers.constant(_inverse_softplus(XIELU_ALPHA_INIT))
+        n_init = nn.initializers.constant(_inverse_softplus(XIELU_ALPHA_INIT - self.beta))
+        alpha_p = jax.nn.softplus(self._param("alpha_p", x, p_init))
+        alpha_n = self.beta + jax.nn.softplus(self._param("alpha_n", x, n_init))
+        negative = alpha_n * (jnp.expm1(jnp.minimum(x, self.eps)) - x)
+        return jnp.where(x > 0, alpha_p * x * x, negative) + self.beta * x
+
+
 def baseline_layer(name: str, granularity: str, layer_name: str) -> nn.Module:
-    """The layer ``name`` (``"prelu"``, ``"swish_beta"``, ``"apl:<S>"``) at ``granularity``."""
+    """The layer ``name`` (``"prelu"``, ``"swish_beta"``, ``"apl:<S>"``, ``"xielu"``) at
+    ``granularity``."""
     validate_baseline_name(name)
+    if name == XIELU_NAME:
+        return XIELU(granularity=granularity, name=layer_name)
     if name == PRELU:
         return PReLU(granularity=granularity, name=layer_name)
     if name == SWISH_BETA:

@@ -24,3 +24,34 @@ def interrupt_after(step: int):
             raise Interrupt(f"after step {current}")
 
     return after_step
+
+
+def train_briefly(model, inputs, targets, steps: int, learning_rate: float = 3e-3):
+    """``steps`` full-batch adam steps of a seam model (``model(inputs, train) -> logits``,
+    BatchNorm stats in ``batch_stats`` if any) on softmax cross-entropy; returns the final
+    variables and the losses before and after (for the "it learns" tests of each model)."""
+    import jax
+    import optax
+
+    variables = model.init(jax.random.key(0), inputs, train=False)
+    params, stats = variables["params"], variables.get("batch_stats", {})
+    tx = optax.adam(learning_rate)
+
+    def loss_fn(params, stats):
+        logits, updates = model.apply({"params": params, "batch_stats": stats}, inputs,
+                                      train=True, mutable=["batch_stats"])
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
+        return loss, updates.get("batch_stats", {})
+
+    @jax.jit
+    def step(params, stats, opt_state):
+        (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, stats)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), stats, opt_state, loss
+
+    opt_state, losses = tx.init(params), []
+    for _ in range(steps):
+        params, stats, opt_state, loss = step(params, stats, opt_state)
+        losses.append(float(loss))
+    final = {"params": params, **({"batch_stats": stats} if stats else {})}
+    return final, losses[0], losses[-1]

@@ -8,14 +8,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from agile.activations import get_activation, is_learnable_name, validate_activation_name
 from agile.errors import ConfigError, unknown_value_error
-from agile.layers import Agile, activation_layer, validate_granularity
-from agile.paper.baselines import (
-    BASELINE_FORMS,
-    baseline_layer,
-    is_baseline_name,
-    validate_baseline_name,
+from agile.layers import validate_granularity
+from agile.paper.models.activations import (
+    activation_parts,
+    fusable_activation,
+    named_activation,
+    validate_activation,
 )
 from agile.paper.models.ops import (
     act_max_pool,
@@ -94,14 +93,7 @@ class CNN(nn.Module):
         No ``conv_features`` makes a network of dense layers only.
         """
         for activation in (self.conv_activation, self.dense_activation):
-            if is_baseline_name(activation):
-                validate_baseline_name(activation)
-            else:
-                try:
-                    validate_activation_name(activation)
-                except ConfigError as err:
-                    raise ConfigError(f"{err} The paper's CNN also takes the baselines "
-                                      f"{', '.join(BASELINE_FORMS)}.") from None
+            validate_activation(activation, "The paper's CNN")
         validate_granularity(self.granularity)
         validate_pooling(self.pooling)
         if any(int(f) < 1 for f in self.conv_features):
@@ -146,11 +138,11 @@ class CNN(nn.Module):
         kernel_size, pool_size = tuple(self.kernel_size), tuple(self.pool_size)
         conv = SameConv(features, kernel_size, name=f"conv_{i}")
         layer = self._activation(self.conv_activation, f"conv_act_{i}")
-        fusable = self.pooling == "max" and _fusable_activation(layer)
+        fusable = self.pooling == "max" and fusable_activation(layer)
         if not fusable:
             return self._pool(layer(conv(x)), pool_size)
         map_shape = (*x.shape[:3], features)
-        fn, a, b = _activation_parts(layer, map_shape)
+        fn, a, b = activation_parts(layer, map_shape)
         if x.shape[-1] == 1:
             block = lambda x, k, bias: conv_act_max_pool(x, k, bias, fn, a, b, pool_size)  # noqa: E731
             return conv(x, block=block)
@@ -165,36 +157,9 @@ class CNN(nn.Module):
 
     def _activation(self, activation: str, name: str):
         """A named ``Agile`` or ``CombinedAgile`` layer for agile or combined names, a named
-        baseline layer (:mod:`agile.paper.baselines`: PReLU, Swish-beta, APL), else f."""
-        if is_baseline_name(activation):
-            return baseline_layer(activation, self.granularity, name)
-        if is_learnable_name(activation):
-            return activation_layer(activation, self.granularity, name=name)
-        return activation_layer(activation, self.granularity)
-
-
-def _fusable_activation(layer) -> bool:
-    """Whether :func:`agile.paper.models.ops.act_max_pool` can compute ``layer``: a plain
-    function or an ``Agile`` layer of a named activation with its parameters aligned to an NHWC
-    map."""
-    if isinstance(layer, Agile):
-        return (isinstance(layer.fn, str) and layer.feature_axes in (-1, (-1,))
-                and layer.dtype is None and layer.param_dtype == jnp.float32)
-    return not isinstance(layer, nn.Module) and callable(layer)
-
-
-def _activation_parts(layer, map_shape: tuple[int, ...]) -> tuple[Callable, jax.Array | None,
-                                                                   jax.Array | None]:
-    """``(f, a, b)`` of an activation layer; ``a = b = None`` for a plain function.
-
-    An ``Agile`` layer declares its parameters by being called, here on an empty
-    batch of the map's shape, so they keep the layer's names, shapes and initializers.
-    """
-    if not isinstance(layer, Agile):
-        return layer, None, None
-    layer(jnp.zeros((0, *map_shape[1:]), jnp.float32))
-    params = layer.variables["params"]
-    return get_activation(layer.fn), params["a"], params["b"]
+        baseline layer (:mod:`agile.paper.baselines`), else f
+        (:func:`agile.paper.models.activations.named_activation`)."""
+        return named_activation(activation, self.granularity, name)
 
 
 def count_params(params) -> int:
