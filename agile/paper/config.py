@@ -22,8 +22,12 @@ from agile.paper.parallel import validate_scaling_config
 OPTIMIZERS = ("sgd", "adam")
 
 
-def get_config(combo: str | int | None = None) -> ml_collections.ConfigDict:
-    """Returns the default config; ``combo`` (1..12) sets the two activations from Table 1."""
+def get_config(combo: str | int | None = None, *, model: str = "paper_cnn",
+               data: str | None = None) -> ml_collections.ConfigDict:
+    """Returns the default config of a task: the fields every run has, then those of the
+    ``model`` (:data:`MODEL_FIELDS`) and of the ``data`` source (:data:`DATA_FIELDS`; default:
+    the model's usual data, :data:`DEFAULT_DATA`). ``combo`` (1..12) sets the paper CNN's two
+    activations from Table 1."""
     config = ml_collections.ConfigDict()
     config.seed = 0  # Parameter init and data order (the data subset has its own seed below).
     config.batch_size = 100  # Global batch size (the paper: 100).
@@ -53,7 +57,38 @@ def get_config(combo: str | int | None = None) -> ml_collections.ConfigDict:
     config.seed_chunk_size = 1  # "map": seeds stepped together in one chunk.
 
     config.model = ml_collections.ConfigDict()
-    config.model.name = "paper_cnn"  # agile.paper.tasks.MODELS: the paper's CNN.
+    config.model.name = model  # agile.paper.tasks.MODELS: "paper_cnn", "resnet", "transformer".
+    if model not in MODEL_FIELDS:
+        raise unknown_value_error("model", model, tuple(MODEL_FIELDS))
+    MODEL_FIELDS[model](config)
+
+    config.data = ml_collections.ConfigDict()
+    config.data.name = data or DEFAULT_DATA[model]  # agile.paper.tasks.DATA_SOURCES.
+    # The data's folder; None: the source's environment variable (MNIST_DIR,
+    # FASHION_MNIST_DIR, TEXT_DIR).
+    config.data.dir = ml_collections.FieldReference(None, field_type=str)
+    # Seed of the batch order; None: each training seed's own. Set, every seed of a seed batch
+    # sees the same batches (a seed then varies the initialisation only), which keeps vmap's
+    # first convolution dense on an accelerator.
+    config.data.order_seed = ml_collections.FieldReference(None, field_type=int)
+    config.data.drop_remainder = True  # Drop an epoch's last partial batch; else wrap around.
+    # Examples per evaluation call: a memory setting, but the float32 sums of another size
+    # round differently (losses differ in the last digits), so keep it across compared runs.
+    config.data.eval_batch_size = 1000
+    if config.data.name not in DATA_KINDS:
+        raise unknown_value_error("data", config.data.name, tuple(DATA_KINDS))
+    DATA_FIELDS[DATA_KINDS[config.data.name]](config)
+
+    if combo not in (None, ""):
+        if model != "paper_cnn":
+            raise ConfigError(f"combo={combo!r} is a row of the paper CNN's Table 1; the "
+                              f"{model} takes model.activation instead.")
+        config.model.conv_activation, config.model.dense_activation = combo_activations(int(combo))
+    return config
+
+
+def _paper_cnn_fields(config: ml_collections.ConfigDict) -> None:
+    """model.name = "paper_cnn": the paper's CNN (conv -> activation -> pooling, dense)."""
     config.model.conv_activation = "relu"  # Any name agile.get_activation knows.
     config.model.dense_activation = "relu"  # Likewise, for the hidden dense layer.
     config.model.granularity = "element"  # Agile (a, b) per "element" (paper), "channel", "scalar".
@@ -65,27 +100,55 @@ def get_config(combo: str | int | None = None) -> ml_collections.ConfigDict:
     config.model.num_classes = 10  # Output logits.
     config.model.implementation = "fast"  # "fast" (paper.ops) or "reference" (nn.Conv, max_pool).
 
-    config.data = ml_collections.ConfigDict()
-    config.data.name = "mnist"  # agile.paper.tasks.DATA_SOURCES: "mnist" or "fashion_mnist".
-    # "idx" (files in dir, or $MNIST_DIR / $FASHION_MNIST_DIR), "tfds", or "auto".
+
+def _resnet_fields(config: ml_collections.ConfigDict) -> None:
+    """model.name = "resnet": a BatchNorm ResNet (agile.paper.models.resnet)."""
+    config.model.activation = "relu"  # Any name agile.get_activation or the baselines know.
+    config.model.granularity = "channel"  # Agile (a, b) per "channel", "element" or "scalar".
+    config.model.widths = (16, 32, 64)  # Channels of each stage (stride 2 from the second on).
+    config.model.blocks_per_stage = 1  # Residual blocks per stage.
+    config.model.num_classes = 10  # Output logits.
+    config.model.implementation = "fast"  # "fast" (channel_agile) or "reference" (agile.Agile).
+
+
+def _transformer_fields(config: ml_collections.ConfigDict) -> None:
+    """model.name = "transformer": a character-level decoder (agile.paper.models.transformer)."""
+    config.model.activation = "gelu"  # The MLP's activation: any name (agile_gelu, xielu...).
+    config.model.granularity = "channel"  # Agile (a, b) per hidden "channel", or "scalar".
+    config.model.num_layers = 4  # Pre-LayerNorm blocks.
+    config.model.width = 128  # Model width (the MLP is 4x wider).
+    config.model.num_heads = 4  # Attention heads (width must divide by them).
+    config.model.attention = "einsum"  # "einsum" or "dot_product" (the same function).
+    config.model.implementation = "fast"  # "fast" (channel_agile) or "reference" (agile.Agile).
+
+
+def _image_data_fields(config: ml_collections.ConfigDict) -> None:
+    """data.name = "mnist" or "fashion_mnist": 28x28 grey images of 10 classes."""
+    # "idx" (files in data.dir or the environment variable), "tfds", or "auto".
     config.data.source = "auto"
-    config.data.dir = ml_collections.FieldReference(None, field_type=str)  # IDX folder.
     config.data.tfds_data_dir = ml_collections.FieldReference(None, field_type=str)  # TFDS dir.
     config.data.train_size = 5000  # Balanced training subset (500 per digit); 0 = all 60,000.
     config.data.val_size = 1000  # Balanced validation split held out of the rest; 0 = none.
     config.data.test_size = ml_collections.FieldReference(None, field_type=int)  # None = 10,000.
     config.data.subset_seed = 0  # Seed of the subset draw, fixed across training seeds.
-    # Seed of the batch order; None: each training seed's own. Set, every seed of a seed batch
-    # sees the same batches (a seed then varies the initialisation only), which keeps vmap's
-    # first convolution dense on an accelerator.
-    config.data.order_seed = ml_collections.FieldReference(None, field_type=int)
     config.data.standardize = False  # Scale to [0, 1] (False) or standardise (the set's mean/std).
-    config.data.drop_remainder = True  # Drop an epoch's last partial batch; else wrap around.
-    config.data.eval_batch_size = 1000  # Examples per evaluation call (memory, not results).
 
-    if combo not in (None, ""):
-        config.model.conv_activation, config.model.dense_activation = combo_activations(int(combo))
-    return config
+
+def _text_data_fields(config: ml_collections.ConfigDict) -> None:
+    """data.name = "text": the UTF-8 files of a folder as characters (agile.paper.data.text)."""
+    config.data.context = 128  # Characters a model reads; windows of context + 1.
+    # Training windows start every N characters; None: every `context` (no overlap).
+    config.data.train_stride = ml_collections.FieldReference(None, field_type=int)
+    config.data.pattern = "*.txt"  # Which files of the folder are the corpus.
+
+
+MODEL_FIELDS = {"paper_cnn": _paper_cnn_fields, "resnet": _resnet_fields,
+                "transformer": _transformer_fields}
+DEFAULT_DATA = {"paper_cnn": "mnist", "resnet": "fashion_mnist", "transformer": "text"}
+DATA_KINDS = {"mnist": "images", "fashion_mnist": "images", "text": "text"}
+DATA_FIELDS = {"images": _image_data_fields, "text": _text_data_fields}
+# Where --help finds the fields and their comments.
+FIELD_SOURCES = (get_config, *MODEL_FIELDS.values(), *DATA_FIELDS.values())
 
 
 # What `allow_config_change=True` lets a resume change: each takes effect from the resumed step
@@ -110,7 +173,7 @@ MAX_SEED = 2**63 - 1  # jax.random.key takes a signed 64-bit seed
 _INTEGERS = {  # field: smallest valid value
     "seed": 0, "batch_size": 1, "num_epochs": 1, "eval_every_steps": 0, "test_every": 0,
     "log_every_steps": 1, "checkpoint_every_steps": 1, "patience": 0, "num_seeds": 1,
-    "data.subset_seed": 0, "data.eval_batch_size": 1,
+    "data.subset_seed": 0, "data.eval_batch_size": 1, "data.context": 1,
 }
 _POSITIVE_NUMBERS = ("learning_rate", "agile_learning_rate")
 _BOOLEANS = ("allow_config_change", "data.standardize", "data.drop_remainder")
@@ -122,8 +185,34 @@ def _get(config: ml_collections.ConfigDict, name: str):
     return (config[section] if section else config)[field]
 
 
+def _present(config: ml_collections.ConfigDict, names):
+    """The ``names`` this config has (a task's fields: subset_seed only for image data)."""
+    return [name for name in names
+            if name.rpartition(".")[2] in (config[name.rpartition(".")[0]]
+                                           if "." in name else config)]
+
+
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _reference(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The default config of ``config``'s model and data, whose fields ``config`` must have."""
+    model, data = config.model.get("name"), config.data.get("name")
+    if model not in MODEL_FIELDS:
+        raise unknown_value_error("config.model.name", model, tuple(MODEL_FIELDS))
+    if data not in DATA_KINDS:
+        raise unknown_value_error("config.data.name", data, tuple(DATA_KINDS))
+    reference = get_config(model=model, data=data)
+    for section in ("model", "data"):
+        missing = sorted(set(reference[section].keys()) - set(config[section].keys()))
+        if missing:
+            raise ConfigError(
+                f"config.{section} lacks the fields of {section}.name={reference[section].name!r}"
+                f" ({', '.join(missing)}): a config's {section} fields are its {section}'s. "
+                f"Start from a config of that {section} (configs/) instead of changing "
+                f"{section}.name.")
+    return reference
 
 
 def _check_fields_known(config: ml_collections.ConfigDict, reference, prefix: str = "") -> None:
@@ -137,7 +226,8 @@ def _check_fields_known(config: ml_collections.ConfigDict, reference, prefix: st
 
 
 def _check_scalars(config: ml_collections.ConfigDict) -> None:
-    for name, minimum in _INTEGERS.items():
+    for name in _present(config, _INTEGERS):
+        minimum = _INTEGERS[name]
         value = _get(config, name)
         if not _is_int(value) or value < minimum:
             raise ConfigError(f"config.{name} must be an integer >= {minimum}, got {value!r}.")
@@ -156,10 +246,10 @@ def _check_scalars(config: ml_collections.ConfigDict) -> None:
     if isinstance(config.momentum, bool) or not isinstance(config.momentum, (int, float)) or (
             not 0 <= config.momentum < 1):
         raise ConfigError(f"config.momentum must be a number in [0, 1), got {config.momentum!r}.")
-    for name in _BOOLEANS:
+    for name in _present(config, _BOOLEANS):
         if not isinstance(_get(config, name), bool):
             raise ConfigError(f"config.{name} must be True or False, got {_get(config, name)!r}.")
-    for name in _OPTIONAL_STRINGS:
+    for name in _present(config, _OPTIONAL_STRINGS):
         if _get(config, name) is not None and not isinstance(_get(config, name), str):
             raise ConfigError(f"config.{name} must be a path or None, got {_get(config, name)!r}.")
     if config.optimizer not in OPTIMIZERS:
@@ -174,7 +264,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     settings (device counts, seed batching): everything that can be known before data is
     read or code compiled.
     """
-    _check_fields_known(config, get_config())
+    _check_fields_known(config, _reference(config))
     _check_scalars(config)
     tasks.validate(config)
     validate_scaling_config(config)

@@ -61,10 +61,11 @@ def model_labels(task: tasks.Task) -> Any:
 def _abstract_init(task: tasks.Task) -> tuple[Any, Any]:
     """``(variables shapes, labels)`` of the task's model on one example (one trace, and one
     more for the mutable collections of a model that has them)."""
-    params, labels = init_labels(task.model, task.example())
+    params, labels = init_labels(task.model, task.example(), train=False)
     if not task.collections:
         return {"params": params}, labels
-    return jax.eval_shape(task.model.init, jax.random.key(0), task.example()), labels
+    return jax.eval_shape(functools.partial(task.model.init, train=False), jax.random.key(0),
+                          task.example()), labels
 
 
 @functools.lru_cache(maxsize=64)
@@ -95,7 +96,7 @@ def _compiled_init(task: tasks.Task,
     own (seconds of start-up). The parameters are ``model.init``'s bit for bit."""
 
     def init(rng: jax.Array) -> TrainState:
-        return _fresh_state(task, tx, task.model.init(rng, task.example()))
+        return _fresh_state(task, tx, task.model.init(rng, task.example(), train=False))
 
     return jax.jit(init, compiler_options=INIT_COMPILER_OPTIONS)
 

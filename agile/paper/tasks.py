@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
@@ -24,7 +26,10 @@ from agile.errors import ConfigError, unknown_value_error
 from agile.paper.combos import combo_number
 from agile.paper.data import Datasets
 from agile.paper.data import images as images_lib
+from agile.paper.data import text as text_lib
 from agile.paper.models.paper_cnn import CNN
+from agile.paper.models.resnet import ResNet
+from agile.paper.models.transformer import Transformer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +44,8 @@ class DataSource:
     input_dtype: Any
     num_classes: Callable[[ml_collections.ConfigDict], int]
     validate: Callable[[ml_collections.ConfigDict], None]  # the data fields, before reading
+    # What data.json records beside the fingerprint, so a change is named (a vocabulary).
+    details: Callable[[ml_collections.ConfigDict], dict[str, Any]] = lambda data_config: {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,9 +94,57 @@ def _image_source(name: str) -> DataSource:
         num_classes=lambda data_config: images_lib.NUM_CLASSES, validate=_image_validate)
 
 
-DATA_SOURCES: dict[str, DataSource] = {name: _image_source(name) for name in images_lib.IMAGE_SETS}
+TEXT_ENV = "TEXT_DIR"  # the text source's folder when data.dir is unset
+
+
+def _text_folder(data_config: ml_collections.ConfigDict) -> Path:
+    folder = data_config.dir or os.environ.get(TEXT_ENV)
+    if not folder:
+        raise ConfigError(f"data.name='text' needs a folder of UTF-8 text files: set {TEXT_ENV} "
+                          "(or data.dir), e.g. to ../shared/data/austen.")
+    return Path(folder).expanduser()
+
+
+@functools.lru_cache(maxsize=8)
+def _vocabulary(folder: Path, pattern: str, stamp: tuple) -> str:
+    del stamp  # part of the key only: changed files give a new vocabulary
+    return text_lib.corpus_vocabulary(text_lib.read_corpus(folder, pattern))
+
+
+def text_vocabulary(data_config: ml_collections.ConfigDict) -> str:
+    """The corpus' vocabulary (its sorted characters), read once per state of the files."""
+    folder = _text_folder(data_config)
+    paths = sorted(folder.glob(data_config.pattern)) if folder.is_dir() else []
+    stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in paths)
+    return _vocabulary(folder, data_config.pattern, stamp)
+
+
+def _load_text(data_config: ml_collections.ConfigDict) -> Datasets:
+    datasets, _ = text_lib.load_text(_text_folder(data_config), data_config.context,
+                                     data_config.train_stride, text_vocabulary(data_config),
+                                     data_config.pattern)
+    return datasets
+
+
+def _validate_text(config: ml_collections.ConfigDict) -> None:
+    stride = config.data.train_stride
+    if stride is not None and (isinstance(stride, bool) or not isinstance(stride, int)
+                               or stride < 1):
+        raise ConfigError(f"config.data.train_stride must be None or an integer >= 1, got "
+                          f"{stride!r}.")
+
+
+TEXT_SOURCE = DataSource(
+    name="text", title="text", load=_load_text,
+    check_available=lambda data_config: text_vocabulary(data_config) and None,
+    input_shape=lambda data_config: (data_config.context,), input_dtype=jnp.int32,
+    num_classes=lambda data_config: len(text_vocabulary(data_config)), validate=_validate_text,
+    details=lambda data_config: {"vocabulary": text_vocabulary(data_config)})
+
+DATA_SOURCES: dict[str, DataSource] = {
+    **{name: _image_source(name) for name in images_lib.IMAGE_SETS}, "text": TEXT_SOURCE}
 # Environment variables naming the sources' offline folders: passed on to sweep workers.
-DATA_ENV_VARS = tuple(image_set.env for image_set in images_lib.IMAGE_SETS.values())
+DATA_ENV_VARS = (*(image_set.env for image_set in images_lib.IMAGE_SETS.values()), TEXT_ENV)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,9 +203,48 @@ def _paper_cnn_summary(model_config) -> dict[str, Any]:
     return {"combo": combo_number(conv, dense), "conv_activation": conv, "dense_activation": dense}
 
 
+def _resnet_fields(model_config, num_classes) -> dict[str, Any]:
+    m = model_config
+    return dict(widths=tuple(m.widths), blocks_per_stage=m.blocks_per_stage,
+                num_classes=num_classes, activation=m.activation, granularity=m.granularity,
+                implementation=m.implementation)
+
+
+def _validate_resnet(model_config, input_shape, num_classes) -> None:
+    del input_shape
+    if model_config.num_classes != num_classes:
+        raise ConfigError(f"config.model.num_classes must be {num_classes} (the data's classes), "
+                          f"got {model_config.num_classes!r}.")
+    if not isinstance(model_config.widths, (tuple, list)):
+        raise ConfigError(f"config.model.widths must be a list of positive integers, got "
+                          f"{model_config.widths!r}.")
+    ResNet(**_resnet_fields(model_config, num_classes)).validate()
+
+
+def _transformer_fields(model_config, input_shape, num_classes) -> dict[str, Any]:
+    m = model_config
+    return dict(vocab_size=num_classes, context=input_shape[0], num_layers=m.num_layers,
+                width=m.width, num_heads=m.num_heads, activation=m.activation,
+                granularity=m.granularity, attention=m.attention,
+                implementation=m.implementation)
+
+
+def _activation_summary(model_config) -> dict[str, Any]:
+    return {"activation": model_config.activation, "granularity": model_config.granularity}
+
+
 MODELS: dict[str, ModelSpec] = {
     "paper_cnn": ModelSpec("paper_cnn", _build_paper_cnn, _validate_paper_cnn,
                            _paper_cnn_summary),
+    "resnet": ModelSpec(
+        "resnet", lambda m, shape, classes: _cached_module(ResNet, **_resnet_fields(m, classes)),
+        _validate_resnet, _activation_summary, collections=("batch_stats",)),
+    "transformer": ModelSpec(
+        "transformer",
+        lambda m, shape, classes: _cached_module(Transformer,
+                                                 **_transformer_fields(m, shape, classes)),
+        lambda m, shape, classes: Transformer(**_transformer_fields(m, shape, classes)).validate(),
+        _activation_summary),
 }
 
 

@@ -400,18 +400,25 @@ def check_config(workdir: Path, config: dict[str, Any], allow_change: bool,
         )
 
 
-def check_data(workdir: Path, fingerprint: str, title: str, is_main: bool = True) -> None:
+def check_data(workdir: Path, fingerprint: str, title: str, details: dict[str, Any] | None = None,
+               is_main: bool = True) -> None:
     """Refuses to resume ``workdir`` on other data than its checkpoints were trained on.
 
     ``fingerprint`` (:func:`agile.paper.data.fingerprint`) identifies the arrays this run
     loaded, ``title`` names the data set. The first run (process 0) records both in
     ``data.json``; a later run whose data differ (another ``data.dir``, ``MNIST_DIR`` pointed
     elsewhere, a changed file) stops with one line naming both, before anything is restored.
+    ``details`` (a text corpus' vocabulary) are recorded too, and a change of one is named.
     """
     path = workdir / DATA_FILE
-    recorded = {"data": title, "fingerprint": fingerprint}
+    recorded = {"data": title, "fingerprint": fingerprint, **(details or {})}
     if path.is_file():
         saved = read_json(path)
+        for key, value in (details or {}).items():
+            if key in saved and saved[key] != value:
+                raise WorkdirError(
+                    f"{workdir} was trained with another {key} ({_differs(saved[key], value)}): "
+                    "the data changed since. Use the data it trained on, or a new --workdir.")
         if saved.get("fingerprint") != fingerprint:
             raise WorkdirError(
                 f"{workdir} was trained on other data ({saved.get('data')}, fingerprint "
@@ -421,6 +428,15 @@ def check_data(workdir: Path, fingerprint: str, title: str, is_main: bool = True
                 "--workdir.")
     elif is_main:
         write_json(path, recorded)
+
+
+def _differs(saved: Any, now: Any) -> str:
+    """What changed between two recorded values, briefly (a vocabulary: its characters)."""
+    if isinstance(saved, str) and isinstance(now, str):
+        return (f"{len(saved)} characters then, {len(now)} now; new "
+                f"{''.join(sorted(set(now) - set(saved)))!r}, missing "
+                f"{''.join(sorted(set(saved) - set(now)))!r}")
+    return f"{saved!r} then, {now!r} now"
 
 
 def save_config(workdir: Path, config: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""agile.paper.text_data: a folder of UTF-8 files as windows of characters."""
+"""agile.paper.data.text: a folder of UTF-8 files as windows of characters."""
 
 import math
 from pathlib import Path
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from agile.errors import ConfigError
-from agile.paper import text_data
 from agile.paper.data import DataError, MissingDataError
+from agile.paper.data import text as text_data
 
 AUSTEN = Path("/work/shared/data/austen")
 

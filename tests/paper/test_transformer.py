@@ -9,7 +9,7 @@ import pytest
 from paper_testing import train_briefly
 
 from agile.errors import ConfigError
-from agile.paper import text_data
+from agile.paper.data import text as text_data
 from agile.paper.models.transformer import Transformer, causal_attention
 
 TINY = {"vocab_size": 11, "context": 16, "num_layers": 2, "width": 16, "num_heads": 2}
