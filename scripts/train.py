@@ -79,7 +79,7 @@ def main(argv: list[str]) -> None:
 
 
 flags.adopt_module_key_flags(cli)  # --config and the compilation cache in --help
-__doc__ += cli.config_fields_help(config_lib.get_config)
+__doc__ += cli.config_fields_help(*config_lib.FIELD_SOURCES)
 
 
 if __name__ == "__main__":

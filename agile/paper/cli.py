@@ -112,13 +112,23 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
     return rest
 
 
-def config_fields_help(get_config: Callable[[], Any]) -> str:
-    """Every config field with its default and what its comment in ``get_config`` says, as
-    ``--help`` text: ``--config.<field>=<value>`` sets any of them."""
+def config_fields_help(*sources: Callable[..., Any]) -> str:
+    """Every config field with its default and what its comment says, as ``--help`` text:
+    ``--config.<field>=<value>`` sets any of them. ``sources``: ``get_config`` and the
+    functions that add a model's or data source's fields (``config.FIELD_SOURCES``), each
+    after a line of its docstring's first line."""
     import inspect
 
     lines, notes = [], []
-    for line in inspect.getsource(get_config).splitlines():
+    source_lines = []
+    for index, source in enumerate(sources):
+        if index:
+            source_lines.append(f"#: {inspect.getdoc(source).splitlines()[0]}")
+        source_lines += inspect.getsource(source).splitlines()
+    for line in source_lines:
+        if line.startswith("#: "):
+            lines.append(f"\n  Only where {line[3:]}")
+            continue
         stripped = line.strip()
         if stripped.startswith("#"):
             notes.append(stripped.lstrip("# "))
