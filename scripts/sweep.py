@@ -2,6 +2,10 @@
 
     python scripts/sweep.py --workdir=runs/sweep --seeds=8 [--combos=1,5,12]
         [--config=configs/default.py] [--config.num_epochs=50 ...]
+    python scripts/sweep.py --workdir=runs/resnet --seeds=4 --config=configs/resnet.py
+        --activations=relu,agile_relu,prelu
+
+(a model with one activation, the ResNet or the transformer, sweeps --activations instead).
 
 Each combination trains in DIR/combo_NN, --workers at a time (default: one per CPU, each
 worker pinned to its own; --workers=1: one after another in this process; the numbers are the
@@ -35,7 +39,11 @@ _CONFIG = cli.define_config_file(
     "its activations.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Sweep folder (one sub-folder per combination).")
 _SEEDS = flags.DEFINE_integer("seeds", 1, "Seeds per combination (config.seed onwards).")
-_COMBOS = flags.DEFINE_list("combos", [str(c) for c in COMBOS], "Table 1 rows to run.")
+_COMBOS = flags.DEFINE_list("combos", [str(c) for c in COMBOS],
+                            "Table 1 rows to run (the paper CNN's configs).")
+_ACTIVATIONS = flags.DEFINE_list(
+    "activations", None, "Activations to run, one trial each, for a model with one activation "
+    "(configs/resnet.py, configs/transformer.py); default: the config's.")
 _BACKEND = flags.DEFINE_enum(
     "backend", "in_process", ["in_process", "ray"],
     "in_process: trials on this machine, --workers at a time; ray: Ray Tune trials.")
@@ -73,6 +81,21 @@ def ray_options() -> ray_sweep.Options:
     return options
 
 
+def _trials(base) -> list[trials_lib.Trial]:
+    """The paper CNN's Table 1 rows (--combos), or a one-activation model's --activations."""
+    if "conv_activation" in base.model:
+        if _ACTIVATIONS.present:
+            cli.fail("--activations applies to models with one activation (configs/resnet.py, "
+                     "configs/transformer.py); the paper CNN's sweep takes --combos.")
+        combos = trials_lib.parse_combos(_COMBOS.value)
+        return trials_lib.trials_for_pairs(base, [COMBOS[c] for c in combos], _SEEDS.value)
+    if _COMBOS.present:
+        cli.fail(f"--combos are the paper CNN's Table 1 rows; a {base.model.name} sweep takes "
+                 "--activations.")
+    return trials_lib.trials_for_activations(base, _ACTIVATIONS.value or [base.model.activation],
+                                             _SEEDS.value)
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         cli.fail(f"Unexpected arguments: {' '.join(argv[1:])}")
@@ -86,11 +109,10 @@ def main(argv: list[str]) -> None:
         sweep.hook_function(_TRIAL_HOOK.value)  # importable here, so in the workers too
     workers = pool.default_workers() if _WORKERS.value is None else _WORKERS.value
     pool.cpu_groups(workers)  # one line now if the machine cannot run that many
-    combos = trials_lib.parse_combos(_COMBOS.value)
     if _SEEDS.value < 1:
         cli.fail(f"--seeds must be a positive integer, got {_SEEDS.value}.")
     base = _CONFIG.value.copy_and_resolve_references()
-    trials = trials_lib.trials_for_pairs(base, [COMBOS[c] for c in combos], _SEEDS.value)
+    trials = _trials(base)
     for trial in trials:
         config_lib.validate(trial.config)
     workdir, sweep_settings = Path(_WORKDIR.value), trials_lib.settings(base, _SEEDS.value)

@@ -262,8 +262,7 @@ def _train(workdir: Path, pending: Sequence[Trial], workers: int,
     started = time.perf_counter()
     for done, trial in enumerate(pending):
         eta = (time.perf_counter() - started) / done * (len(pending) - done) if done else None
-        logging.info("[%d/%d] %s (%s / %s), %d seeds%s", done + 1, len(pending), trial.name,
-                     trial.config.model.conv_activation, trial.config.model.dense_activation,
+        logging.info("[%d/%d] %s, %d seeds%s", done + 1, len(pending), trial.name,
                      trial.config.num_seeds, f", ~{eta:.0f} s left" if eta is not None else "")
         after_step = load_trial_hook(trial_hook, trial_context(workdir, trial, pending))
         train_and_evaluate(trial.config, workdir / trial.name, after_step=after_step)

@@ -229,8 +229,17 @@ def _transformer_fields(model_config, input_shape, num_classes) -> dict[str, Any
                 implementation=m.implementation)
 
 
-def _activation_summary(model_config) -> dict[str, Any]:
-    return {"activation": model_config.activation, "granularity": model_config.granularity}
+def _layers_summary(conv: bool) -> Callable[[ml_collections.ConfigDict], dict[str, Any]]:
+    """summary.json's activations of a one-activation model, in the paper's two columns: the
+    ResNet's is its conv layers', the transformer's its MLP's (dense); "-": no such layer."""
+
+    def summary(model_config) -> dict[str, Any]:
+        act = model_config.activation
+        return {"combo": None, "conv_activation": act if conv else "-",
+                "dense_activation": "-" if conv else act,
+                "granularity": model_config.granularity}
+
+    return summary
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -238,13 +247,13 @@ MODELS: dict[str, ModelSpec] = {
                            _paper_cnn_summary),
     "resnet": ModelSpec(
         "resnet", lambda m, shape, classes: _cached_module(ResNet, **_resnet_fields(m, classes)),
-        _validate_resnet, _activation_summary, collections=("batch_stats",)),
+        _validate_resnet, _layers_summary(conv=True), collections=("batch_stats",)),
     "transformer": ModelSpec(
         "transformer",
         lambda m, shape, classes: _cached_module(Transformer,
                                                  **_transformer_fields(m, shape, classes)),
         lambda m, shape, classes: Transformer(**_transformer_fields(m, shape, classes)).validate(),
-        _activation_summary),
+        _layers_summary(conv=False)),
 }
 
 

@@ -71,15 +71,33 @@ def trials_for_pairs(
     return trials
 
 
+def trials_for_activations(
+    base: ml_collections.ConfigDict, activations: Sequence[str], seeds: int
+) -> list[Trial]:
+    """One trial per activation of a one-activation model (ResNet, transformer), each
+    training ``seeds`` seeds at once, named by the activation (``apl:2`` -> ``apl_2``)."""
+    trials = []
+    for activation in activations:
+        config = base.copy_and_resolve_references()
+        config.model.activation = activation
+        config.num_seeds = seeds
+        trials.append(Trial(activation.replace(":", "_").replace(",", "+"), config))
+    names = [trial.name for trial in trials]
+    if len(set(names)) != len(names) or not names:
+        raise ConfigError(f"--activations must name each activation once, got "
+                          f"{', '.join(activations) or 'none'}.")
+    return trials
+
+
 PER_TRIAL_FIELDS = ("seed", "num_seeds", "allow_config_change", "model")  # set per trial
+TRIAL_MODEL_FIELDS = ("conv_activation", "dense_activation", "activation")  # set per trial
 
 
 def settings(base: ml_collections.ConfigDict, seeds: int) -> dict[str, Any]:
     """What every trial of a sweep shares: the base config (less per-trial fields) and seeds."""
     config = json.loads(base.to_json_best_effort())
     shared = {k: v for k, v in config.items() if k not in PER_TRIAL_FIELDS}
-    model = {k: v for k, v in config["model"].items()
-             if k not in ("conv_activation", "dense_activation")}
+    model = {k: v for k, v in config["model"].items() if k not in TRIAL_MODEL_FIELDS}
     return {"config": {**shared, "model": model}, "seed": config["seed"], "seeds": seeds}
 
 

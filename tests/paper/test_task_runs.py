@@ -81,7 +81,7 @@ def test_resnet_resumes_exactly_with_its_batch_statistics(tmp_path, resnet_confi
     the running BatchNorm statistics and the best model's among them, equal an uninterrupted
     run's."""
     summary, arrays = _assert_resumes_exactly(resnet_config, tmp_path, 5)
-    assert summary["activation"] == "agile_relu"
+    assert (summary["conv_activation"], summary["dense_activation"]) == ("agile_relu", "-")
     stats = arrays["state"]["model_state"]["batch_stats"]
     assert np.any(np.asarray(stats["stem_bn"]["mean"]) != 0)  # updated by training
     assert "batch_stats" in arrays["best_model_states"][0]
