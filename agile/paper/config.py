@@ -160,8 +160,8 @@ FIELD_SOURCES = (get_config, *MODEL_FIELDS.values(), *DATA_FIELDS.values())
 RESUMABLE_FIELDS = (
     "num_epochs", "learning_rate", "agile_learning_rate", "eval_every_steps", "test_every",
     "log_every_steps", "checkpoint_every_steps", "patience", "parallel", "seed_batching",
-    "seed_chunk_size",
-    "devices", "model.implementation", "data.source", "data.dir", "data.tfds_data_dir",
+    "seed_chunk_size", "devices", "xla_cpu_threads",
+    "model.implementation", "data.source", "data.dir", "data.tfds_data_dir",
     "data.eval_batch_size",
 )
 

@@ -43,6 +43,19 @@ DATA_AXIS = "data"
 StepFn = Callable[..., tuple[Any, Any]]
 
 
+def backend() -> str:
+    """``jax.default_backend()``; a platform JAX cannot start (``JAX_PLATFORMS=gpu`` on a
+    machine without one, a missing accelerator build) is one line naming the setting."""
+    try:
+        return jax.default_backend()
+    except RuntimeError as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(
+            f"JAX cannot start the platform JAX_PLATFORMS={os.environ.get('JAX_PLATFORMS')!r} "
+            f"asks for ({reason}). Unset JAX_PLATFORMS to run on what this machine has, or "
+            "install jax's build for that accelerator (docs/experiments.md, GPU or TPU).") from None
+
+
 def validate_scaling_config(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError for a bad ``parallel``/``num_seeds``/``seed_batching`` or batch split.
 
@@ -51,6 +64,7 @@ def validate_scaling_config(config: ml_collections.ConfigDict) -> None:
     """
     if config.parallel not in PARALLEL_MODES:
         raise unknown_value_error("config.parallel", config.parallel, PARALLEL_MODES)
+    backend()  # a platform JAX cannot start is one line, before anything else
     resolve_seed_batching(config.seed_batching)
     chunk = config.seed_chunk_size
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
@@ -328,7 +342,7 @@ def resolve_seed_batching(seed_batching: str, shared_order: bool = False) -> str
     if seed_batching not in SEED_BATCHING:
         raise unknown_value_error("config.seed_batching", seed_batching, SEED_BATCHING)
     if seed_batching == "auto":
-        if jax.default_backend() == "cpu":
+        if backend() == "cpu":
             return "scan"
         return "vmap" if shared_order else "map"
     return seed_batching

@@ -50,7 +50,9 @@ def available_cpus() -> list[int]:
 
 
 def xla_threads() -> int:
-    """The thread count XLA:CPU uses in a process here: ``$NPROC``, else the CPUs available."""
+    """The thread count XLA:CPU uses in a process here: ``$NPROC``, else the CPUs available.
+    XLA:CPU splits its float sums by it, so runs with other counts differ in the last digits
+    (``config.json`` records it: ``agile.paper.train.run_config``)."""
     return int(os.environ.get("NPROC") or len(available_cpus()))
 
 

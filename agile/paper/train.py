@@ -26,11 +26,11 @@ import numpy as np
 from absl import logging
 from flax import traverse_util
 
-from agile.errors import UserError
+from agile.errors import ConfigError, UserError
 from agile.labels import AGILE_LABEL
 from agile.paper import config as config_lib
 from agile.paper import data as data_lib
-from agile.paper import evaluation, tasks
+from agile.paper import evaluation, pool, tasks
 from agile.paper import parallel as parallel_lib
 from agile.paper import progress as progress_lib
 from agile.paper import workdir as workdir_lib
@@ -367,6 +367,7 @@ def train_and_evaluate(
     config_lib.validate(config)
     clock = Clock()
     task = tasks.build(config)
+    _check_memory(config, task)
     task.data.check_available(config.data)  # A wrong data folder leaves no workdir behind.
     workdir = workdir_lib.prepare(workdir)
     config_dict = run_config(config)
@@ -393,7 +394,7 @@ def train_and_evaluate(
             progress = progress_lib.restore(setup.checkpoints, setup.layout, config.patience,
                                             _initial_progress(setup))
         _check_schedule(setup, progress)
-        _warn_device_change(saved_devices, config_dict.get("devices"), progress.step)
+        _warn_rounding_change(saved_devices, config_dict, progress.step)
         if setup.is_main:
             workdir_lib.save_config(workdir, config_dict)
             _rewrite_rows(setup, progress)
@@ -407,18 +408,50 @@ def train_and_evaluate(
 
 
 def run_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """The config as ``config.json`` records it: its fields and, for the data-parallel modes,
-    ``devices`` (how many the batch is split over: another count sums the gradients in
-    another order, so a resume on it is not bit-identical)."""
+    """The config as ``config.json`` records it: its fields and what else decides the last
+    digits of the results: for the data-parallel modes ``devices`` (how many the batch is
+    split over: another count sums the gradients in another order), on CPU
+    ``xla_cpu_threads`` (``NPROC``: XLA:CPU splits its sums by it). A resume with another
+    value is refused unless allowed, and then warned about: it is not bit-identical."""
     recorded = json.loads(config.to_json_best_effort())
     if config.parallel != "none":
         recorded["devices"] = jax.device_count()
+    if parallel_lib.backend() == "cpu":
+        recorded["xla_cpu_threads"] = pool.xla_threads()
     return recorded
 
 
-def _saved_devices(workdir: Path) -> int | None:
+ROUNDING_FIELDS = ("devices", "xla_cpu_threads")  # run_config's; they change the last digits
+
+
+def _saved_devices(workdir: Path) -> dict[str, int | None]:
     path = workdir / workdir_lib.CONFIG_FILE
-    return workdir_lib.read_json(path).get("devices") if path.is_file() else None
+    saved = workdir_lib.read_json(path) if path.is_file() else {}
+    return {field: saved.get(field) for field in ROUNDING_FIELDS}
+
+
+# Copies of a seed's state a run holds at once: the state, the step's donated output, the
+# checkpoint's host copy, the best parameters and the optimizer's moments in each.
+STATE_COPIES = 4
+
+
+def _check_memory(config: ml_collections.ConfigDict, task: tasks.Task) -> None:
+    """On CPU, refuses a seed batch whose train states alone would not fit in the memory
+    available now (``num_seeds=100000`` grew to 8 GB and on, with no word), before anything
+    is written. Accelerators report their own out-of-memory errors."""
+    if parallel_lib.backend() != "cpu" or not hasattr(os, "sysconf"):
+        return
+    state = abstract_train_state(config, task)
+    per_seed = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(state))
+    needed = per_seed * STATE_COPIES * config.num_seeds
+    available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if needed > available:
+        most = max(available // (per_seed * STATE_COPIES), 1)
+        raise ConfigError(
+            f"config.num_seeds={config.num_seeds} needs about {needed / 2**30:.1f} GiB for the "
+            f"train states alone ({per_seed / 2**20:.2f} MiB per seed, {STATE_COPIES} copies), "
+            f"more than the {available / 2**30:.1f} GiB available: train at most about {most} "
+            "seeds at once (several runs with --config.seed) or on a larger machine.")
 
 
 def _check_schedule(setup: _Setup, progress: Progress) -> None:
@@ -436,12 +469,15 @@ def _check_schedule(setup: _Setup, progress: Progress) -> None:
             f"checkpoint. Use num_epochs >= {epochs} to continue it, or a new --workdir.")
 
 
-def _warn_device_change(saved: int | None, now: int | None, step: int) -> None:
-    if step and saved is not None and now is not None and saved != now:
-        logging.warning("Resuming a run trained on %d devices on %d: allowed "
-                        "(allow_config_change), but its results will differ in the last digits "
-                        "from an uninterrupted run (the gradient sums round differently).",
-                        saved, now)
+def _warn_rounding_change(saved: dict[str, int | None], now: dict[str, Any], step: int) -> None:
+    """A resume allowed (allow_config_change) on another device count or XLA:CPU thread
+    count: its results differ in the last digits from an uninterrupted run's."""
+    for field in ROUNDING_FIELDS:
+        if step and saved[field] is not None and now.get(field) not in (None, saved[field]):
+            logging.warning("Resuming a run trained with %s=%d with %s=%d: allowed "
+                            "(allow_config_change), but its results will differ in the last "
+                            "digits from an uninterrupted run (the sums round differently).",
+                            field, saved[field], field, now[field])
 
 
 def _evaluation_point(

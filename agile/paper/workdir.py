@@ -35,6 +35,7 @@ from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.hparams import summary_v2 as hparams_summary
 from tensorboard.summary.writer.record_writer import RecordWriter
 
+from agile.errors import UserError
 from agile.paper.files import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
@@ -170,7 +171,7 @@ def disk_errors(workdir: Path) -> Iterator[None]:
         yield
     except Exception as err:
         cause = disk_error(err)
-        if cause is None or isinstance(err, WorkdirError):
+        if cause is None or isinstance(err, UserError):  # already one line (a data file's, ...)
             raise
         where = getattr(cause, "filename", None) or workdir
         reason = (f"[Errno {cause.errno}] {cause.strerror}" if isinstance(cause, OSError)

@@ -230,8 +230,25 @@ def test_data_parallel_runs_record_their_device_count(tiny_config, monkeypatch, 
     assert train.run_config(tiny_config)["devices"] == 1
     tiny_config.parallel = "none"
     assert "devices" not in train.run_config(tiny_config)
-    train._warn_device_change(4, 2, step=60)
-    assert "Resuming a run trained on 4 devices on 2" in caplog.text
+    train._warn_rounding_change({"devices": 4, "xla_cpu_threads": None}, {"devices": 2},
+                                step=60)
+    assert "Resuming a run trained with devices=4 with devices=2: allowed" in caplog.text
+
+
+def test_a_resume_under_another_xla_thread_count_is_refused_unless_allowed(
+        tmp_path, tiny_config, monkeypatch, caplog):
+    """#28 N061: config.json records XLA:CPU's thread count (NPROC), which splits its sums;
+    a resume with another is refused unless allowed, and then warned about."""
+    monkeypatch.setenv("NPROC", "2")
+    with pytest.raises(Interrupt):
+        train.train_and_evaluate(tiny_config, tmp_path, after_step=interrupt_after(5))
+    assert json.loads((tmp_path / "config.json").read_text())["xla_cpu_threads"] == 2
+    monkeypatch.setenv("NPROC", "1")
+    with pytest.raises(WorkdirError, match=r"different config \(fields: xla_cpu_threads\)"):
+        train.train_and_evaluate(tiny_config, tmp_path)
+    tiny_config.allow_config_change = True
+    train.train_and_evaluate(tiny_config, tmp_path)
+    assert "trained with xla_cpu_threads=2 with xla_cpu_threads=1: allowed" in caplog.text
 
 
 def test_disk_full_during_a_run_is_one_line_naming_the_last_checkpoint(tmp_path, tiny_config,

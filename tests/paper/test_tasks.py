@@ -141,3 +141,30 @@ def test_resume_with_a_schedule_that_ends_before_the_checkpoint_is_refused(tmp_p
     tiny_config.num_epochs = 3  # ends after the checkpoint: resumes and finishes properly
     summary = train.train_and_evaluate(tiny_config, tmp_path)
     assert summary["best_test_loss"] is not None and summary["final_test_loss"] is not None
+
+
+def test_a_seed_batch_too_large_for_memory_is_refused_before_the_workdir(tmp_path, tiny_config):
+    """#28 N044: num_seeds=100000 grew to 8 GB with no word; now one line up front."""
+    tiny_config.num_seeds = 10**7  # ~3.5 TB of train states
+    with pytest.raises(ValueError, match=r"config.num_seeds=10000000 needs about [\d.]+ GiB for "
+                                         r"the train states alone .* train at most about \d+"):
+        train.train_and_evaluate(tiny_config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_unreadable_data_is_a_reading_error_not_a_disk_error(tmp_path, tiny_config, monkeypatch):
+    """#28 N080/N081: a data file or folder this user cannot read is named as a reading
+    problem, not 'Cannot write ...' with disk advice (a folder before the workdir exists)."""
+    from pathlib import Path
+
+    def denied(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(ValueError, match=r"Cannot read .*train-images-idx3-ubyte.gz: Permission "
+                                         r"denied. Make the file readable for this user."):
+        train.train_and_evaluate(tiny_config, tmp_path / "run")
+    monkeypatch.setattr(Path, "is_file", denied)
+    with pytest.raises(ValueError, match=r"Cannot read MNIST folder .*: Permission denied"):
+        train.train_and_evaluate(tiny_config, tmp_path / "other")
+    assert not (tmp_path / "other").exists()

@@ -391,8 +391,12 @@ def load_datasets(data_config: ml_collections.ConfigDict) -> Datasets:
 def _find_idx_file(directory: Path, name: str, dataset: ImageSet = MNIST) -> Path:
     """Returns ``directory/name`` or, failing that, ``directory/name.gz``."""
     for candidate in (directory / name, directory / f"{name}.gz"):
-        if candidate.is_file():
-            return candidate
+        try:
+            if candidate.is_file():
+                return candidate
+        except OSError as err:  # a folder this user may not enter: a reading problem
+            raise DataError(f"Cannot read {dataset.title} folder {directory}: {err.strerror}. "
+                            "Make it readable (and enterable) for this user.") from None
     raise MissingDataError(
         f"missing {dataset.title} file: neither {name} nor {name}.gz is in {directory}. "
         f"{dataset.hint}"
@@ -401,7 +405,11 @@ def _find_idx_file(directory: Path, name: str, dataset: ImageSet = MNIST) -> Pat
 
 def _read_idx(path: Path, magic: int) -> np.ndarray:
     """Decodes an unsigned-byte IDX file, checking its magic number and length."""
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise DataError(f"Cannot read {path}: {err.strerror}. Make the file readable for this "
+                        "user.") from None
     if path.suffix == ".gz":
         try:
             data = gzip.decompress(data)

@@ -65,6 +65,9 @@ def read_corpus(folder: str | Path, pattern: str = DEFAULT_PATTERN) -> list[tupl
             texts.append((path.name, path.read_text(encoding="utf-8")))
         except UnicodeDecodeError as err:
             raise DataError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}).") from None
+        except OSError as err:
+            raise DataError(f"Cannot read {path}: {err.strerror}. Make the file readable for "
+                            "this user.") from None
     if not any(text for _, text in texts):
         raise DataError(f"Text folder {folder}: its {len(paths)} file(s) matching {pattern!r} "
                         "are empty.")
