@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from agile.paper.summary import TIMING_FIELDS
+from agile.paper.workdir import Checkpoints
 
 
 def strip_times(summary: dict) -> dict:
@@ -55,3 +56,13 @@ def train_briefly(model, inputs, targets, steps: int, learning_rate: float = 3e-
         losses.append(float(loss))
     final = {"params": params, **({"batch_stats": stats} if stats else {})}
     return final, losses[0], losses[-1]
+
+
+def latest_checkpoint(workdir) -> tuple[int, dict]:
+    """``(step, arrays)`` of a run's newest readable checkpoint, read-only."""
+    checkpoints = Checkpoints(workdir, read_only=True)
+    try:
+        step, arrays, _ = checkpoints.read_latest()
+    finally:
+        checkpoints.close()
+    return step, arrays

@@ -7,13 +7,13 @@ import os
 import jax
 import numpy as np
 import pytest
-from paper_testing import Interrupt, interrupt_after, strip_times
+from paper_testing import Interrupt, interrupt_after, latest_checkpoint, strip_times
 
 from agile.errors import ConfigError
 from agile.paper import config as config_lib
 from agile.paper import train
 from agile.paper.data import MissingDataError
-from agile.paper.workdir import Checkpoints, WorkdirError
+from agile.paper.workdir import WorkdirError
 
 CORPUS = ("It is a truth universally acknowledged, that a single man in possession of a good "
           "fortune, must be in want of a wife. ") * 12
@@ -51,14 +51,6 @@ def transformer_config(corpus_dir):
     return config
 
 
-def _leaves(workdir):
-    checkpoints = Checkpoints(workdir, read_only=True)
-    try:
-        step, arrays, _ = checkpoints.read_latest()
-    finally:
-        checkpoints.close()
-    return step, arrays
-
 
 def _assert_resumes_exactly(config, tmp_path, stop_after):
     reference = train.train_and_evaluate(config, tmp_path / "reference")
@@ -69,8 +61,8 @@ def _assert_resumes_exactly(config, tmp_path, stop_after):
     assert strip_times(resumed) == strip_times(reference)
     assert (tmp_path / "resumed/metrics.jsonl").read_text() == (
         tmp_path / "reference/metrics.jsonl").read_text()
-    (step, arrays), (ref_step, ref_arrays) = (_leaves(tmp_path / "resumed"),
-                                              _leaves(tmp_path / "reference"))
+    (step, arrays), (ref_step, ref_arrays) = (latest_checkpoint(tmp_path / "resumed"),
+                                              latest_checkpoint(tmp_path / "reference"))
     assert step == ref_step
     jax.tree.map(np.testing.assert_array_equal, arrays, ref_arrays)
     return reference, arrays

@@ -8,12 +8,12 @@ import jax
 import numpy as np
 import pytest
 from agile_testing import REPO_ROOT
-from paper_testing import Interrupt, interrupt_after, strip_times
+from paper_testing import Interrupt, interrupt_after, latest_checkpoint, strip_times
 
 from agile.paper import tasks, train
 from agile.paper.data import fingerprint
 from agile.paper.data import images as images_lib
-from agile.paper.workdir import Checkpoints, WorkdirError
+from agile.paper.workdir import WorkdirError
 
 
 @pytest.fixture
@@ -26,14 +26,6 @@ def fashion_config(tiny_config, synthetic_mnist_dir, monkeypatch):
     tiny_config.data.dir = None
     return tiny_config
 
-
-def _checkpoint_arrays(workdir):
-    checkpoints = Checkpoints(workdir, read_only=True)
-    try:
-        step, arrays, meta = checkpoints.read_latest()
-    finally:
-        checkpoints.close()
-    return step, jax.tree.leaves(arrays), meta
 
 
 def test_every_registered_task_builds_and_validates(tiny_config):
@@ -97,11 +89,10 @@ def test_fashion_mnist_run_resumes_bit_for_bit(tmp_path, fashion_config):
     assert strip_times(resumed) == strip_times(reference)
     assert (tmp_path / "resumed/metrics.jsonl").read_text() == (
         tmp_path / "reference/metrics.jsonl").read_text()
-    (step, leaves, _), (ref_step, ref_leaves, _) = (
-        _checkpoint_arrays(tmp_path / "resumed"), _checkpoint_arrays(tmp_path / "reference"))
-    assert step == ref_step == 12 and len(leaves) == len(ref_leaves)
-    for leaf, ref_leaf in zip(leaves, ref_leaves, strict=True):
-        np.testing.assert_array_equal(np.asarray(leaf), np.asarray(ref_leaf))
+    (step, arrays), (ref_step, ref_arrays) = (latest_checkpoint(tmp_path / "resumed"),
+                                              latest_checkpoint(tmp_path / "reference"))
+    assert step == ref_step == 12
+    jax.tree.map(np.testing.assert_array_equal, arrays, ref_arrays)
 
 
 def test_resume_on_other_data_is_refused_naming_both(tmp_path, tiny_config):
