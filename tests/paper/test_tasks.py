@@ -10,6 +10,7 @@ import pytest
 from agile_testing import REPO_ROOT
 from paper_testing import Interrupt, interrupt_after, latest_checkpoint, strip_times
 
+from agile.paper import config as config_lib
 from agile.paper import tasks, train
 from agile.paper.data import fingerprint
 from agile.paper.data import images as images_lib
@@ -28,14 +29,24 @@ def fashion_config(tiny_config, synthetic_mnist_dir, monkeypatch):
 
 
 
-def test_every_registered_task_builds_and_validates(tiny_config):
-    for data_name in tasks.DATA_SOURCES:
-        tiny_config.data.name = data_name
-        task = tasks.build(tiny_config)
-        assert task.data.name == data_name and task.input_shape == (28, 28, 1)
-        logits = jax.eval_shape(task.model.init_with_output, jax.random.key(0),
-                                task.example())[0]
-        assert logits.shape == (1, task.data.num_classes(tiny_config.data))
+@pytest.mark.parametrize("model, data", [("paper_cnn", "mnist"), ("paper_cnn", "fashion_mnist"),
+                                         ("resnet", "fashion_mnist"), ("transformer", "text")])
+def test_every_registered_task_builds_and_gives_logits_per_target(model, data, tmp_path,
+                                                                  monkeypatch):
+    """Each model on its data: logits of shape targets + (classes,), classes from the data."""
+    (tmp_path / "a.txt").write_text("abcab" * 50)
+    monkeypatch.setenv("TEXT_DIR", str(tmp_path))
+    config = config_lib.get_config(model=model, data=data)
+    config_lib.validate(config)
+    task = tasks.build(config)
+    assert (task.data.name, task.input_shape) == (
+        data, (config.data.context,) if data == "text" else (28, 28, 1))
+    logits = jax.eval_shape(lambda x: task.model.init_with_output(
+        jax.random.key(0), x, train=False)[0], task.example())
+    expected = (1, config.data.context, 3) if data == "text" else (1, 10)  # "abc": 3 characters
+    assert logits.shape == expected
+    assert set(tasks.MODELS) == set(config_lib.MODEL_FIELDS)
+    assert set(tasks.DATA_SOURCES) == set(config_lib.DATA_KINDS)
 
 
 def test_the_loop_builds_the_task_once(tmp_path, tiny_config, monkeypatch):
