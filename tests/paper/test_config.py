@@ -187,7 +187,21 @@ def test_train_help_shows_the_config_flag_and_every_field_with_its_default():
     assert "Upper bound on training length; early stopping may end sooner." in text
     assert "--config.data.order_seed=None" in text and "--compilation_cache_dir" in text
     fields = [line for line in text.splitlines() if line.startswith("  --config.")]
-    assert len(fields) == len(_flat_fields(config_lib.get_config()))
+    # Every field once per model or data source that defines it (a model's own fields follow
+    # "Only where model.name = ...").
+    configs = [config_lib.get_config(model=model, data=data)
+               for model, data in (("paper_cnn", "mnist"), ("resnet", "fashion_mnist"),
+                                   ("transformer", "text"))]
+    flat = [set(_flat_fields(config)) for config in configs]
+    data_common = set.intersection(*({f for f in fields_ if f.startswith("data.")}
+                                     for fields_ in flat))
+    shared = {f for f in flat[0] if not f.startswith(("model.", "data."))} | data_common | {
+        "model.name"}
+    own_model = [{f for f in fields_ if f.startswith("model.")} - shared for fields_ in flat]
+    own_data = {frozenset({f for f in fields_ if f.startswith("data.")} - shared)
+                for fields_ in flat}  # one per data kind (images, text)
+    assert len(fields) == len(shared) + sum(map(len, own_model)) + sum(map(len, own_data))
+    assert 'Only where model.name = "resnet"' in text and "--config.data.context=128" in text
 
 
 def _flat_fields(config, prefix=""):
