@@ -1,8 +1,9 @@
-"""The paper's study: Kong, Ko & Ko (2020)'s MNIST CNN, its training loop, sweeps and report.
+"""The experiments: Kong, Ko & Ko (2020)'s MNIST CNN and the tasks beyond it (a BatchNorm ResNet
+on Fashion-MNIST, a character transformer), one training loop for all, sweeps and the report.
 
 What ``pip install .[experiments]`` adds to the library (``agile``): the config
-(:mod:`agile.paper.config`), data (:mod:`~agile.paper.data`), the CNN and its fast path
-(:mod:`~agile.paper.models`, :mod:`~agile.paper.models.ops`), the resumable loop
+(:mod:`agile.paper.config`), the tasks (:mod:`~agile.paper.tasks`: data sources in
+:mod:`~agile.paper.data`, models in :mod:`~agile.paper.models`), the resumable loop
 (:mod:`~agile.paper.train` over :mod:`~agile.paper.evaluation`, :mod:`~agile.paper.history`,
 :mod:`~agile.paper.workdir` (over :mod:`~agile.paper.files`), :mod:`~agile.paper.summary`,
 :mod:`~agile.paper.parallel`),
