@@ -22,6 +22,9 @@ matplotlib.use("Agg")
 
 from agile.paper import report  # noqa: E402  (after choosing the backend)
 from agile.paper.report.figures import DPI  # noqa: E402
+from agile.paper.report.results import EXPORT_AGAIN, RESTORE_PUBLISHED  # noqa: E402
+
+REPO_DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 _RESULTS_DIR = flags.DEFINE_string("results_dir", "docs/results", "The study's exported CSVs.")
 _DOCS_DIR = flags.DEFINE_string("docs_dir", "docs", "Where reproduction.md and figures/ go.")
@@ -33,8 +36,10 @@ def main(argv: list[str]) -> None:
         cli.fail(f"Unexpected arguments: {' '.join(argv[1:])}")
     if _DPI.value < 10:
         cli.fail(f"--dpi must be at least 10, got {_DPI.value}.")
-    for path in report.write_report(Path(_RESULTS_DIR.value), Path(_DOCS_DIR.value),
-                                     _DPI.value):
+    results_dir = Path(_RESULTS_DIR.value)
+    committed = results_dir.resolve() == REPO_DOCS / report.RESULTS_FOLDER
+    remedy = RESTORE_PUBLISHED if committed else EXPORT_AGAIN  # an export would replace it
+    for path in report.write_report(results_dir, Path(_DOCS_DIR.value), _DPI.value, remedy):
         logging.info("Wrote %s", path)
 
 

@@ -64,7 +64,7 @@ _MAX_FAILURES = flags.DEFINE_integer(
     "checkpoint).")
 _TRIAL_HOOK = flags.DEFINE_string(
     "trial_hook", None, "module:function called in each trial's process with an "
-    "agile.paper.sweep.TrialContext; returns an after_step(step) callable or None (used "
+    "agile.paper.trials.TrialContext; returns an after_step(step) callable or None (used "
     "for fault injection in the tests; monitoring is another use).")
 RAY_FLAGS = ("cpus_per_trial", "gpus_per_trial", "max_concurrent", "ray_address", "max_failures")
 flags.mark_flags_as_required(["workdir"])
@@ -106,7 +106,7 @@ def main(argv: list[str]) -> None:
     if options is not None and _WORKERS.present:
         cli.fail("--workers applies to --backend=in_process only (Ray: --max_concurrent).")
     if _TRIAL_HOOK.value:
-        sweep.hook_function(_TRIAL_HOOK.value)  # importable here, so in the workers too
+        trials_lib.hook_function(_TRIAL_HOOK.value)  # importable here, so in the workers too
     workers = pool.default_workers() if _WORKERS.value is None else _WORKERS.value
     pool.cpu_groups(workers)  # one line now if the machine cannot run that many
     if _SEEDS.value < 1:

@@ -103,7 +103,7 @@ class _Worker:
 
     def start(self, trial, workdir: Path, hook: tuple[str, object] | None = None) -> None:
         """Hands ``trial`` to the worker (a pickle of it, its folder and its trial hook:
-        ``(spec, context)``, see ``agile.paper.sweep.load_trial_hook``)."""
+        ``(spec, context)``, see ``agile.paper.trials.load_trial_hook``)."""
         folder = Path(workdir) / trial.name
         folder.mkdir(parents=True, exist_ok=True)
         job = tempfile.NamedTemporaryFile(prefix="agile_trial_", suffix=".pkl", delete=False)
@@ -165,7 +165,7 @@ def run_parallel(workdir: Path, trials: Sequence, workers: int,
     Raises :class:`UserError` (one line) naming the trials that did not finish and why,
     after every other trial is done; KeyboardInterrupt after stopping the workers.
     """
-    from agile.paper import sweep
+    from agile.paper import trials as trials_lib
 
     groups = cpu_groups(min(workers, max(len(trials), 1)))
     pending, failures = list(trials), {}
@@ -177,7 +177,7 @@ def run_parallel(workdir: Path, trials: Sequence, workers: int,
                     if worker.process.poll() is not None:  # replaces a crashed worker
                         worker = pool[slot] = _Worker(workdir, worker.cpus, cache_dir)
                     trial = pending.pop(0)
-                    hook = (trial_hook, sweep.trial_context(workdir, trial, trials)
+                    hook = (trial_hook, trials_lib.trial_context(workdir, trial, trials)
                             ) if trial_hook else None
                     worker.start(trial, workdir, hook)
                     logging.info("%s started on CPU %s (worker %d; %d left to start)",
@@ -211,14 +211,14 @@ def _train_trial(job: Path) -> bool:
     """Trains the pickled trial with its output in its folder's log; writes the outcome next
     to the job (the trial's one error line, or none). Returns False after a bug (the worker
     then ends, its traceback in the log, and the sweep starts a fresh one)."""
-    from agile.paper import cli, sweep, train
+    from agile.paper import cli, train, trials
 
     with open(job, "rb") as file:
         trial, folder, hook = pickle.load(file)
     error, healthy = None, True
     with _output_to(Path(folder) / WORKER_LOG):
         try:
-            after_step = sweep.load_trial_hook(*hook) if hook else None
+            after_step = trials.load_trial_hook(*hook) if hook else None
             train.train_and_evaluate(trial.config, folder, after_step=after_step)
         except (UserError, OSError) as err:
             error = cli.user_error_message(err)

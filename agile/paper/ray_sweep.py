@@ -34,8 +34,7 @@ from absl import logging
 
 from agile.errors import ConfigError
 from agile.paper import sweep, tasks
-from agile.paper.sweep import TrialContext, hook_function, load_trial_hook
-from agile.paper.trials import Trial
+from agile.paper.trials import Trial, TrialContext, hook_function, load_trial_hook
 from agile.paper.workdir import Lock, WorkdirError, prepare
 
 RAY_ENV = {  # Set (unless already set) before Ray starts: nothing leaves the machine.

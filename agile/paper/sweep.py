@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import importlib
 import io
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,7 +23,7 @@ from typing import Any
 import jax
 from absl import logging
 
-from agile.errors import ConfigError, UserError
+from agile.errors import UserError
 from agile.paper.combos import PAPER_TABLE1
 from agile.paper.config import get_config
 from agile.paper.files import (
@@ -40,7 +38,14 @@ from agile.paper.files import (
 )
 from agile.paper.stats import mean_std_ci
 from agile.paper.train import train_and_evaluate
-from agile.paper.trials import CSV_FIELDS, Trial, seed_results, settings
+from agile.paper.trials import (
+    CSV_FIELDS,
+    Trial,
+    load_trial_hook,
+    seed_results,
+    settings,
+    trial_context,
+)
 from agile.paper.workdir import check_path, prepare
 
 SETTINGS_FILE = SWEEP_FILE  # sweep.json, named in agile.paper.files
@@ -98,42 +103,6 @@ def results_markdown(rows: Sequence[dict[str, Any]]) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Trials and the sweep folder.
-
-
-@dataclasses.dataclass(frozen=True)
-class TrialContext:
-    """What a trial hook (``--trial_hook``) is told about the trial it runs in."""
-
-    trial: str  # the trial's name (its folder in the sweep)
-    workdir: Path  # the trial's workdir
-    trials: tuple[str, ...]  # every trial the sweep trains now
-    sweep_dir: Path
-    driver_pid: int  # the process of scripts/sweep.py
-
-
-def load_trial_hook(spec: str | None, context: TrialContext) -> Callable[[int], None] | None:
-    """The ``after_step(step)`` hook that ``spec`` (``"module:function"``) makes for a trial.
-
-    ``function(context)`` is called in the trial's worker before training and returns a
-    callable run after every step (or None: no hook). Workers import ``module`` as the driver
-    would, so it must be importable there (``PYTHONPATH``). The tests inject faults with it
-    (kill a worker, hold a trial, interrupt the driver); monitoring or profiling a trial is
-    another use. Both backends take it (``scripts/sweep.py --trial_hook``).
-    """
-    return hook_function(spec)(context) if spec else None
-
-
-def hook_function(spec: str) -> Callable[[TrialContext], Callable[[int], None] | None]:
-    """The function ``"module:function"`` names; one line if it cannot be imported."""
-    module_name, sep, function_name = spec.partition(":")
-    if not sep or not module_name or not function_name:
-        raise ConfigError(f"--trial_hook takes module:function, got {spec!r}.")
-    try:
-        return getattr(importlib.import_module(module_name), function_name)
-    except (ImportError, AttributeError) as err:
-        raise ConfigError(f"--trial_hook={spec} cannot be loaded ({err}).") from None
-
-
 
 
 class SweepError(UserError, RuntimeError):
@@ -241,13 +210,6 @@ def _unfinished(workdir: Path, trials: Sequence[Trial]) -> list[Trial]:
         else:
             pending.append(trial)
     return pending
-
-
-def trial_context(workdir: Path, trial: Trial, trials: Sequence[Trial]) -> TrialContext:
-    """What a trial hook is told about ``trial`` of the sweep in ``workdir`` (this process
-    drives it)."""
-    return TrialContext(trial.name, Path(workdir) / trial.name, tuple(t.name for t in trials),
-                        Path(workdir), os.getpid())
 
 
 def _train(workdir: Path, pending: Sequence[Trial], workers: int,

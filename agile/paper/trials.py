@@ -4,6 +4,8 @@ Light on purpose (no trainer, no orbax): the study's groups (:mod:`agile.paper.s
 the sweep backends and the report all build on these definitions.
 
 - :class:`Trial`: one workdir of a sweep, a name (its folder) and the config it trains.
+- :class:`TrialContext` and :func:`load_trial_hook`: a trial hook (``--trial_hook``), which
+  both sweep backends call in each trial's process.
 - :class:`SeedResult`: one seed's results, a row of a sweep's ``results.csv`` and, with its
   group, of the study's ``runs.csv`` (:mod:`agile.paper.report.results`); its fields are
   the CSV's columns, defined here once.
@@ -12,9 +14,12 @@ the sweep backends and the report all build on these definitions.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
+import os
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import ml_collections
@@ -99,6 +104,47 @@ def settings(base: ml_collections.ConfigDict, seeds: int) -> dict[str, Any]:
     shared = {k: v for k, v in config.items() if k not in PER_TRIAL_FIELDS}
     model = {k: v for k, v in config["model"].items() if k not in TRIAL_MODEL_FIELDS}
     return {"config": {**shared, "model": model}, "seed": config["seed"], "seeds": seeds}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialContext:
+    """What a trial hook (``--trial_hook``) is told about the trial it runs in."""
+
+    trial: str  # the trial's name (its folder in the sweep)
+    workdir: Path  # the trial's workdir
+    trials: tuple[str, ...]  # every trial the sweep trains now
+    sweep_dir: Path
+    driver_pid: int  # the process of scripts/sweep.py
+
+
+def load_trial_hook(spec: str | None, context: TrialContext) -> Callable[[int], None] | None:
+    """The ``after_step(step)`` hook that ``spec`` (``"module:function"``) makes for a trial.
+
+    ``function(context)`` is called in the trial's worker before training and returns a
+    callable run after every step (or None: no hook). Workers import ``module`` as the driver
+    would, so it must be importable there (``PYTHONPATH``). The tests inject faults with it
+    (kill a worker, hold a trial, interrupt the driver); monitoring or profiling a trial is
+    another use. Both backends take it (``scripts/sweep.py --trial_hook``).
+    """
+    return hook_function(spec)(context) if spec else None
+
+
+def hook_function(spec: str) -> Callable[[TrialContext], Callable[[int], None] | None]:
+    """The function ``"module:function"`` names; one line if it cannot be imported."""
+    module_name, sep, function_name = spec.partition(":")
+    if not sep or not module_name or not function_name:
+        raise ConfigError(f"--trial_hook takes module:function, got {spec!r}.")
+    try:
+        return getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError) as err:
+        raise ConfigError(f"--trial_hook={spec} cannot be loaded ({err}).") from None
+
+
+def trial_context(workdir: Path, trial: Trial, trials: Sequence[Trial]) -> TrialContext:
+    """What a trial hook is told about ``trial`` of the sweep in ``workdir`` (this process
+    drives it)."""
+    return TrialContext(trial.name, Path(workdir) / trial.name, tuple(t.name for t in trials),
+                        Path(workdir), os.getpid())
 
 
 # ---------------------------------------------------------------------------------------------

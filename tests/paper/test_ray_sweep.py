@@ -226,6 +226,21 @@ def test_cli_errors_are_one_line(tmp_path, synthetic_mnist_dir):
     assert unreachable.returncode == 2 and "Traceback" not in unreachable.stderr
     assert f"error: Cannot reach the Ray cluster at --ray_address=127.0.0.1:{port}" in (
         unreachable.stderr)
+    assert not (tmp_path / "c").exists()  # N087: no sweep.json before the cluster answered
+    # N086: the README's --gpus_per_trial=0.25 on a machine without GPUs left sweep.json, and
+    # the next sweep in the folder was refused for "other settings"; now nothing is written.
+    no_gpu = _cli(tmp_path / "d", synthetic_mnist_dir, "--gpus_per_trial=0.25")
+    assert no_gpu.returncode == 2 and "Traceback" not in no_gpu.stderr
+    assert "error: --gpus_per_trial=0.25 asks for more GPUs than the Ray cluster has" in (
+        no_gpu.stderr)
+    assert not (tmp_path / "d").exists()
+    # N103: a RAY_TMPDIR too long for Ray's socket paths was a 35-line traceback after
+    # sweep.json was written.
+    long_tmp = _cli(tmp_path / "e", synthetic_mnist_dir,
+                    env={"RAY_TMPDIR": str(tmp_path / ("t" * 120))})
+    assert long_tmp.returncode == 2 and "Traceback" not in long_tmp.stderr
+    assert "error: A local Ray keeps its sockets in" in long_tmp.stderr
+    assert not (tmp_path / "e").exists()
 
 
 @pytest.mark.slow

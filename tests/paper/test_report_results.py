@@ -8,6 +8,7 @@ rows (#162), torn rows and cut files (#158), a damaged machine.json (#160).
 
 import dataclasses
 import logging
+import os
 import subprocess
 import sys
 
@@ -404,3 +405,31 @@ def test_the_committed_settings_are_the_study_groups_own():
     assert set(committed.settings) == {run.group for run in committed.runs}
     own = {name: study.GROUPS_BY_NAME[name].settings(range(10, 30)) for name in committed.settings}
     results.check_settings(committed.settings, own, sorted(own), "docs/results")
+
+
+def test_study_report_on_a_torn_committed_file_advises_restoring_it(tmp_path):
+    """N108 for scripts/study_report.py: the repository's docs/results get the advice that
+    keeps them; any other results folder the export advice. (The script runs from a copy
+    whose docs/ is a copy, so this checkout's docs/ is never touched.)"""
+    import shutil
+
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(REPO_ROOT / "scripts" / "study_report.py", tmp_path / "scripts")
+    for folder in (tmp_path / "docs" / "results", tmp_path / "elsewhere" / "results"):
+        write_fake_results(folder, {"table1"}, 2)
+        runs_csv = folder / "runs.csv"
+        runs_csv.write_bytes(runs_csv.read_bytes()[: len(runs_csv.read_bytes()) * 2 // 3])
+    lines = {}
+    for name in ("docs", "elsewhere"):
+        done = subprocess.run(
+            [sys.executable, "scripts/study_report.py", f"--results_dir={name}/results",
+             f"--docs_dir={name}", "--dpi=20"], cwd=tmp_path, capture_output=True, text=True,
+            timeout=300, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+        lines[name] = done.stderr.strip().splitlines()[-1]
+    assert lines["docs"].endswith("the file ends mid-row (no final newline), so it was cut off; "
+                                  "restore the committed file (git checkout -- <this folder>) "
+                                  "and publish again (scripts/study.py --skip_training "
+                                  "--publish).")
+    assert lines["elsewhere"].endswith("so it was cut off; export it again (scripts/study.py "
+                                       "--skip_training --results_dir=<this folder>).")

@@ -28,6 +28,7 @@ from agile.paper.report.analysis import analyse
 from agile.paper.report.document import build_markdown
 from agile.paper.report.figures import DPI, FIGURES, draw_figures
 from agile.paper.report.results import (
+    EXPORT_AGAIN,
     FILES,
     RESTORE_PUBLISHED,
     SETTINGS,
@@ -45,14 +46,16 @@ __all__ = ["FIGURES", "analyse", "build_markdown", "check_publishable", "load_re
            "write_report"]
 
 
-def write_report(results_dir: Path, docs_dir: Path, dpi: int = DPI) -> list[Path]:
+def write_report(results_dir: Path, docs_dir: Path, dpi: int = DPI,
+                 remedy: str = EXPORT_AGAIN) -> list[Path]:
     """Writes ``docs_dir/reproduction.md`` and ``docs_dir/figures/study_*.png``.
 
     Figures without data are not drawn (the report says what is missing) and no other file
     is touched: a figure file an earlier report drew stays, unlinked. Returns the paths
-    written.
+    written. ``remedy``: the advice for a damaged results file (:data:`RESTORE_PUBLISHED` for
+    the committed study).
     """
-    results = load_results(Path(results_dir))
+    results = load_results(Path(results_dir), remedy)
     analysis = analyse(results)
     drawn = draw_figures(results, analysis, Path(docs_dir) / "figures", dpi)
     report = Path(docs_dir) / REPORT_NAME
