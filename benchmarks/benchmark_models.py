@@ -74,7 +74,7 @@ def resnet_runners(args) -> tuple[dict[str, benchmarking.Runner], int]:
     labels = (np.arange(args.resnet_batch) % 10).astype(np.int32)
     runners = {}
     for activation, implementation in (("relu", "fast"), ("agile_relu", "fast"),
-                                       ("agile_relu", "reference")):
+                                       ("agile_relu", "reference"), ("relu", "reference")):
         model = ResNet(blocks_per_stage=args.blocks_per_stage, activation=activation,
                        implementation=implementation)
         name = f"resnet {activation}" + (" (reference)" if implementation == "reference" else "")
@@ -87,14 +87,16 @@ def transformer_runners(args) -> tuple[dict[str, benchmarking.Runner], int]:
     windows = rng.integers(0, VOCAB, (args.transformer_batch, args.context + 1), np.uint8)
     inputs, targets = windows[:, :-1], windows[:, 1:].astype(np.int32)
     runners = {}
-    for activation, implementation in (("gelu", "fast"), ("agile_gelu", "fast"),
-                                       ("agile_gelu", "reference")):
+    variants = {"gelu": ("gelu", args.attention, "fast"),
+                "agile_gelu": ("agile_gelu", args.attention, "fast"),
+                "agile_gelu (reference)": ("agile_gelu", args.attention, "reference")}
+    other = "dot_product" if args.attention == "einsum" else "einsum"
+    variants[f"gelu ({other})"] = ("gelu", other, "fast")
+    for name, (activation, attention, implementation) in variants.items():
         model = Transformer(VOCAB, args.context, args.layers, args.width, args.heads,
-                            activation=activation, attention=args.attention,
+                            activation=activation, attention=attention,
                             implementation=implementation)
-        name = f"transformer {activation}" + (" (reference)" if implementation == "reference"
-                                              else "")
-        runners[name] = jax_runner(model, inputs, targets, args.steps)
+        runners[f"transformer {name}"] = jax_runner(model, inputs, targets, args.steps)
     if args.torch:
         torch = _import_torch(args.torch_site)
         if torch is not None:
@@ -213,8 +215,9 @@ def main(argv: list[str] | None = None) -> None:
     builders: dict[str, tuple[Callable, str, list]] = {
         "resnet": (resnet_runners, "examples",
                    [("resnet agile/plain", "resnet agile_relu", "resnet relu"),
-                    ("resnet agile (reference)/plain", "resnet agile_relu (reference)",
-                     "resnet relu")]),
+                    ("resnet reference agile/plain", "resnet agile_relu (reference)",
+                     "resnet relu (reference)"),
+                    ("resnet fast/reference (relu)", "resnet relu", "resnet relu (reference)")]),
         "transformer": (transformer_runners, "tokens", [
             ("transformer agile/plain", "transformer agile_gelu", "transformer gelu"),
             ("transformer agile (reference)/plain", "transformer agile_gelu (reference)",

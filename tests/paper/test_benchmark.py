@@ -140,3 +140,17 @@ def test_accelerator_benchmark_quick_writes_every_part(tmp_path, synthetic_mnist
     assert results["sweep"]["one_at_a_time"]["workers"] == 1
     table = (tmp_path / "accelerator.md").read_text()
     assert "| short sweep | workers | wall | models/s |" in table
+
+
+@pytest.mark.slow
+def test_benchmark_models_prints_the_transformer_table(capsys):
+    """benchmarks/benchmark_models.py with a tiny transformer: a row per variant and the
+    agile/plain ratio (torch rows only with --torch and torch importable)."""
+    module = load_module(BENCHMARKS / "benchmark_models.py")
+    module.main(["--models=transformer", "--rounds=1", "--steps=1", "--context=8",
+                 "--layers=1", "--width=16", "--heads=2", "--transformer_batch=2"])
+    out = capsys.readouterr().out
+    for row in ("| transformer gelu |", "| transformer agile_gelu |",
+                "| transformer gelu (dot_product) |", "transformer agile/plain: "):
+        assert row in out
+    assert "torch" not in out

@@ -23,14 +23,15 @@ def test_shapes_and_mlp_activation_granularity():
     """Logits (B, T, vocab); an agile MLP activation has (a, b) per hidden channel (4 x
     width) by default and one pair per layer at granularity scalar; shorter sequences fit."""
     model = Transformer(**TINY, activation="agile_gelu")
-    variables = model.init(jax.random.key(0), _tokens())
-    assert model.apply(variables, _tokens(), train=True).shape == (3, 16, 11)
-    assert model.apply(variables, _tokens(length=5)).shape == (3, 5, 11)
+    variables = jax.jit(model.init)(jax.random.key(0), _tokens())
+    apply = jax.jit(model.apply, static_argnames="train")
+    assert apply(variables, _tokens(), train=True).shape == (3, 16, 11)
+    assert apply(variables, _tokens(length=5)).shape == (3, 5, 11)
     assert variables["params"]["block_1"]["mlp_act"]["a"].shape == (64,)
     assert "batch_stats" not in variables
     scalar = Transformer(**TINY, activation="xielu", granularity="scalar")
-    assert scalar.init(jax.random.key(0), _tokens())["params"]["block_0"]["mlp_act"][
-        "alpha_p"].shape == ()
+    shapes = jax.eval_shape(scalar.init, jax.random.key(0), _tokens())
+    assert shapes["params"]["block_0"]["mlp_act"]["alpha_p"].shape == ()
 
 
 def test_attention_is_causal():
@@ -38,9 +39,10 @@ def test_attention_is_causal():
     those at and after it."""
     model = Transformer(**TINY)
     tokens = _tokens(1)
-    variables = model.init(jax.random.key(0), tokens)
+    variables = jax.jit(model.init)(jax.random.key(0), tokens)
     changed = tokens.at[0, 6].set((tokens[0, 6] + 1) % 11)
-    before, after = model.apply(variables, tokens), model.apply(variables, changed)
+    apply = jax.jit(model.apply)
+    before, after = apply(variables, tokens), apply(variables, changed)
     np.testing.assert_array_equal(before[:, :6], after[:, :6])
     assert not np.allclose(before[:, 6], after[:, 6])
     assert not np.allclose(before[:, -1], after[:, -1])
@@ -48,8 +50,9 @@ def test_attention_is_causal():
 
 def test_einsum_and_dot_product_attention_agree():
     q, k, v = jax.random.normal(jax.random.key(3), (3, 2, 9, 4, 8))
-    np.testing.assert_allclose(causal_attention(q, k, v),
-                               causal_attention(q, k, v, "dot_product"), rtol=1e-5, atol=1e-6)
+    attention = jax.jit(causal_attention, static_argnums=3)
+    np.testing.assert_allclose(attention(q, k, v, "einsum"),
+                               attention(q, k, v, "dot_product"), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow
