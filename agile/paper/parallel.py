@@ -43,6 +43,13 @@ DATA_AXIS = "data"
 StepFn = Callable[..., tuple[Any, Any]]
 
 
+def xla_cpu_threads() -> int:
+    """The thread count XLA:CPU uses in a process here: ``$NPROC``, else the CPUs available.
+    XLA:CPU splits its float sums by it, so runs with other counts differ in the last digits
+    (``config.json`` records it: ``agile.paper.train.run_config``)."""
+    return int(os.environ.get("NPROC") or len(os.sched_getaffinity(0)))
+
+
 def backend() -> str:
     """``jax.default_backend()``; a platform JAX cannot start (``JAX_PLATFORMS=gpu`` on a
     machine without one, a missing accelerator build) is one line naming the setting."""

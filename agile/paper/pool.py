@@ -50,10 +50,10 @@ def available_cpus() -> list[int]:
 
 
 def xla_threads() -> int:
-    """The thread count XLA:CPU uses in a process here: ``$NPROC``, else the CPUs available.
-    XLA:CPU splits its float sums by it, so runs with other counts differ in the last digits
-    (``config.json`` records it: ``agile.paper.train.run_config``)."""
-    return int(os.environ.get("NPROC") or len(available_cpus()))
+    """The thread count XLA:CPU uses in a process here (``agile.paper.parallel``)."""
+    from agile.paper.parallel import xla_cpu_threads
+
+    return xla_cpu_threads()
 
 
 def default_workers() -> int:

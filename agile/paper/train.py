@@ -30,7 +30,7 @@ from agile.errors import ConfigError, UserError
 from agile.labels import AGILE_LABEL
 from agile.paper import config as config_lib
 from agile.paper import data as data_lib
-from agile.paper import evaluation, pool, tasks
+from agile.paper import evaluation, tasks
 from agile.paper import parallel as parallel_lib
 from agile.paper import progress as progress_lib
 from agile.paper import workdir as workdir_lib
@@ -417,7 +417,7 @@ def run_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
     if config.parallel != "none":
         recorded["devices"] = jax.device_count()
     if parallel_lib.backend() == "cpu":
-        recorded["xla_cpu_threads"] = pool.xla_threads()
+        recorded["xla_cpu_threads"] = parallel_lib.xla_cpu_threads()
     return recorded
 
 
