@@ -140,6 +140,9 @@ def _text_data_fields(config: ml_collections.ConfigDict) -> None:
     # Training windows start every N characters; None: every `context` (no overlap).
     config.data.train_stride = ml_collections.FieldReference(None, field_type=int)
     config.data.pattern = "*.txt"  # Which files of the folder are the corpus.
+    config.data.train_windows = 0  # Windows kept per split, spread evenly; 0 = every window.
+    config.data.val_windows = 0  # Likewise for the validation split (evaluated every time).
+    config.data.test_windows = 0  # Likewise for the test split.
 
 
 MODEL_FIELDS = {"paper_cnn": _paper_cnn_fields, "resnet": _resnet_fields,

@@ -123,10 +123,16 @@ def _load_text(data_config: ml_collections.ConfigDict) -> Datasets:
     datasets, _ = text_lib.load_text(_text_folder(data_config), data_config.context,
                                      data_config.train_stride, text_vocabulary(data_config),
                                      data_config.pattern)
-    return datasets
+    return Datasets(*(text_lib.spread_subset(split, data_config[f"{name}_windows"])
+                      for name, split in zip(Datasets._fields, datasets, strict=True)))
 
 
 def _validate_text(config: ml_collections.ConfigDict) -> None:
+    for name in ("train_windows", "val_windows", "test_windows"):
+        value = config.data[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"config.data.{name} must be an integer >= 0 (0: every window), "
+                              f"got {value!r}.")
     stride = config.data.train_stride
     if stride is not None and (isinstance(stride, bool) or not isinstance(stride, int)
                                or stride < 1):

@@ -162,3 +162,19 @@ def test_resnet_bad_values_are_one_line_errors(resnet_config):
     resnet_config.model.num_classes = 7
     with pytest.raises(ConfigError, match=r"num_classes must be 10 \(the data's classes\)"):
         config_lib.validate(resnet_config)
+
+
+def test_text_window_subsets_are_spread_and_fixed(transformer_config):
+    """data.*_windows keep that many windows spread evenly over a split, the same every run."""
+    from agile.paper import tasks
+
+    full = tasks.build(transformer_config).data.load(transformer_config.data)
+    transformer_config.data.update(train_windows=5, val_windows=2)
+    subset = tasks.build(transformer_config).data.load(transformer_config.data)
+    assert len(subset.train.inputs) == 5 and len(subset.val.inputs) == 2
+    assert len(subset.test.inputs) == len(full.test.inputs)  # 0: every window
+    np.testing.assert_array_equal(subset.train.inputs[0], full.train.inputs[0])
+    np.testing.assert_array_equal(subset.train.inputs[-1], full.train.inputs[-1])
+    transformer_config.data.train_windows = -1
+    with pytest.raises(ConfigError, match=r"config.data.train_windows must be an integer >= 0"):
+        config_lib.validate(transformer_config)

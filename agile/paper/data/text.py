@@ -157,3 +157,12 @@ def load_text(
         parts["test"].append(windows(ids[test_start:], context, context))
     datasets = Datasets(*(_split(parts[s], s, context) for s in ("train", "val", "test")))
     return datasets, vocabulary
+
+
+def spread_subset(split: Split, count: int) -> Split:
+    """``count`` windows of ``split`` spread evenly over it (every book keeps its share; the
+    same windows every run), or all of them for 0 or more than it has."""
+    if not count or count >= len(split.inputs):
+        return split
+    keep = np.linspace(0, len(split.inputs) - 1, count).round().astype(np.int64)
+    return Split(split.inputs[keep], split.targets[keep])
