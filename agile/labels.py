@@ -91,21 +91,79 @@ class AgileLayer:
     :class:`~agile.CombinedAgile`), plain names or callables as the layer was given them;
     ``granularity``: ``"element"``, ``"channel"`` or ``"scalar"`` (see
     :mod:`agile.layers`), or None where it is not known.
+
+    Found by :func:`agile_layers` (not compared by ``==``): ``feature_axes``, the input axes
+    ``a`` and ``b`` run along for ``"channel"`` (negative where the input's rank is known,
+    linen; as the NNX layer was given them otherwise), None for trailing alignment;
+    ``shape``, the shape of *one* layer's ``a`` (with the leading K of a combined layer):
+    parameters with more leading axes belong to layers stacked by ``nnx.vmap``,
+    ``nnx.scan`` or ``linen.scan`` (one per layer along those axes); ``fed_by``, for linen,
+    the path of the last module with parameters whose call ended before this layer's began
+    (the layer that most likely feeds it; :func:`agile.fold` checks links against it);
+    ``input_shape``, for linen, the shape of the example input it was called on.
     """
 
     fns: tuple[str | Callable, ...]
     granularity: str | None = None
+    feature_axes: tuple[int, ...] | None = dataclasses.field(default=None, compare=False)
+    shape: tuple[int, ...] | None = dataclasses.field(default=None, compare=False)
+    fed_by: tuple[str, ...] | None = dataclasses.field(default=None, compare=False)
+    input_shape: tuple[int, ...] | None = dataclasses.field(default=None, compare=False)
+
+    def depth(self, a_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The stacking axes of parameters of ``a_shape``: ``()`` for a single layer,
+        ``(L,)`` for L layers stacked by ``nnx.vmap`` / ``scan`` (unknown ``shape``: ``()``)."""
+        if self.shape is None or len(a_shape) <= len(self.shape):
+            return ()
+        return tuple(a_shape[: len(a_shape) - len(self.shape)])
 
 
-def agile_layers(model: nn.Module, *args: Any, **kwargs: Any) -> dict[tuple[str, ...], AgileLayer]:
-    """``{path: AgileLayer}`` of the linen agile layers ``model`` calls on ``args``, in call order.
+def agile_layers(model: Any, *args: Any, **kwargs: Any) -> dict[tuple, AgileLayer]:
+    """``{path: AgileLayer}`` of a model's agile layers: the one finder of the library.
 
-    A path is the tuple of submodule names (``("block", "act")``). Runs ``model.init``
-    under ``jax.eval_shape`` (no computation, no memory) and records every
-    ``Agile``/``CombinedAgile`` call (subclasses included) with ``nn.intercept_methods``;
-    a layer called more than once is listed once.
+    Linen (``agile_layers(model, x, train=False)``): the ``Agile``/``CombinedAgile``
+    layers (subclasses included) ``model`` calls on the example inputs, in call order; a
+    path is the tuple of submodule names (``("block", "act")``). ``model.init`` runs under
+    ``jax.eval_shape`` (no computation, no memory) with ``nn.intercept_methods``; a layer
+    called more than once is listed once.
+
+    NNX (``agile_layers(module)``, no inputs): its :class:`agile.nnx.Agile` and
+    :class:`agile.nnx.CombinedAgile` layers, paths of attribute names and list indices
+    (``("blocks", 0, "act")``). Raises ValueError for anything else.
     """
+    nnx = sys.modules.get("flax.nnx")
+    if nnx is not None and isinstance(model, nnx.Module):
+        if args or kwargs:
+            raise ValueError("agile_layers(nnx module) takes no inputs.")
+        return _nnx_layers(model, nnx)
+    if not isinstance(model, nn.Module):
+        raise ValueError(
+            f"agile_layers takes a linen model and an example input, agile_layers(model, x), "
+            f"or an NNX module; got {type(model).__name__}."
+        )
     return _traced_init(model, args, kwargs)[1]
+
+
+def _nnx_layers(model: Any, nnx: Any) -> dict[tuple, AgileLayer]:
+    from agile.nnx import Agile as NNXAgile
+    from agile.nnx import CombinedAgile as NNXCombined
+
+    layers = {}
+    for path, node in nnx.iter_modules(model):
+        if isinstance(node, NNXCombined):
+            fns, lead = tuple(node.fns), (len(node.fns),)
+        elif isinstance(node, NNXAgile):
+            fns, lead = (node.fn,), ()
+        else:
+            continue
+        axes = node.feature_axes
+        if node.feature_axes is not None:
+            granularity = "channel"
+            axes = (axes,) if isinstance(axes, int) else tuple(axes)
+        else:
+            granularity = "element" if node.shape else "scalar"
+        layers[tuple(path)] = AgileLayer(fns, granularity, axes, lead + tuple(node.shape))
+    return layers
 
 
 def agile_layer_paths(model: nn.Module, *args: Any, **kwargs: Any) -> frozenset[tuple[str, ...]]:
@@ -124,17 +182,44 @@ def init_labels(model: nn.Module, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
     return variables["params"], _linen_labels(variables["params"], frozenset(layers))
 
 
+def _linen_layer(module: nn.Module, x: Any, fed_by: tuple | None) -> AgileLayer:
+    """The :class:`AgileLayer` of a linen agile layer just called on ``x``."""
+    fns = tuple(module.fns) if isinstance(module, CombinedAgile) else (module.fn,)
+    axes = None
+    ndim = len(getattr(x, "shape", ()))
+    if module.granularity == "channel" and ndim:
+        given = module.feature_axes
+        axes = tuple(
+            ax % ndim - ndim for ax in ((given,) if isinstance(given, int) else given)
+        )
+    shape = None
+    if module.has_variable("params", "a"):
+        shape = tuple(jax.numpy.shape(meta.unbox(module.get_variable("params", "a"))))
+    input_shape = tuple(x.shape) if ndim else None
+    return AgileLayer(fns, module.granularity, axes, shape, fed_by, input_shape)
+
+
 def _traced_init(model: nn.Module, args: tuple, kwargs: dict
                  ) -> tuple[Any, dict[tuple[str, ...], AgileLayer]]:
     """``model.init``'s variables as shapes, and the agile layers it called (in call order)."""
     layers: dict[tuple[str, ...], AgileLayer] = {}
+    last_done: list[tuple] = []  # the last module with parameters whose call ended
 
     def record(call, call_args, call_kwargs, context):
         module = context.module
-        if isinstance(module, LINEN_LAYERS) and context.method_name == "__call__":
-            fns = tuple(module.fns) if isinstance(module, CombinedAgile) else (module.fn,)
-            layers.setdefault(tuple(module.scope.path), AgileLayer(fns, module.granularity))
-        return call(*call_args, **call_kwargs)
+        if context.method_name != "__call__":
+            return call(*call_args, **call_kwargs)
+        fed_by = last_done[-1] if last_done else None
+        out = call(*call_args, **call_kwargs)
+        path = tuple(module.scope.path)
+        if isinstance(module, LINEN_LAYERS):
+            x = call_args[0] if call_args else None
+            layers.setdefault(path, _linen_layer(module, x, fed_by))
+        if module.scope is not None and module.scope.has_variable("params", "kernel") or (
+            module.scope is not None and module.scope.has_variable("params", "bias")
+        ) or isinstance(module, LINEN_LAYERS):
+            last_done.append(path)
+        return out
 
     def init():
         with nn.intercept_methods(record):
