@@ -13,14 +13,14 @@ import jax
 import numpy as np
 from flax import traverse_util
 
-from agile.folding import FoldError, FoldResult
+from agile.errors import FoldError
 
 
 def _paths(tree: Mapping) -> set[str]:
     return {"/".join(map(str, path)) for path in traverse_util.flatten_dict(dict(tree))}
 
 
-def _mismatch(result: FoldResult, expected: set[str], twin: str, fix: str) -> None:
+def _mismatch(result: Any, expected: set[str], twin: str, fix: str) -> None:
     """FoldError when the result's leaves and the twin's differ; names them and ``fix``."""
     have = _paths(result.params)
     missing, extra = sorted(expected - have), sorted(have - expected)
@@ -41,8 +41,8 @@ def _mismatch(result: FoldResult, expected: set[str], twin: str, fix: str) -> No
     raise FoldError("The plain twin does not match the fold: " + "; ".join(lines) + ".")
 
 
-def update(result: FoldResult, plain: Any) -> None:
-    """See :meth:`FoldResult.update`."""
+def update(result: Any, plain: Any) -> None:
+    """See :meth:`agile.folding.FoldResult.update`."""
     nnx = sys.modules.get("flax.nnx")
     if nnx is None or not isinstance(plain, nnx.Module):
         raise FoldError(
@@ -87,9 +87,9 @@ def _linen_outputs(result, agile_model, plain_model, inputs, variables, kwargs):
     return agile_out, plain_out
 
 
-def check(result: FoldResult, agile_model: Any, plain_model: Any, inputs: tuple, rtol: float,
+def check(result: Any, agile_model: Any, plain_model: Any, inputs: tuple, rtol: float,
           atol: float, variables: Mapping | None, kwargs: dict) -> float:
-    """See :meth:`FoldResult.check`."""
+    """See :meth:`agile.folding.FoldResult.check`."""
     nnx = sys.modules.get("flax.nnx")
     if not inputs:
         raise FoldError("FoldResult.check needs an example input: check(agile, plain, x).")

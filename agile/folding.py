@@ -76,7 +76,8 @@ import jax.numpy as jnp
 from flax import core
 from flax.core import meta
 
-from agile.errors import UserError
+import agile._fold_check as _fold_check
+from agile.errors import FoldError
 from agile.labels import AgileLayer, agile_layers
 
 __all__ = ["OPS", "FoldError", "FoldResult", "Link", "NotFolded", "chain", "fold"]
@@ -86,11 +87,6 @@ POOLING = ("max_pool", "avg_pool")
 IDENTITY = ("identity", "dropout")
 OPS = (*POOLING, "flatten", *IDENTITY)
 NORMALIZATIONS = ("BatchNorm", "LayerNorm", "GroupNorm", "RMSNorm", "InstanceNorm")
-
-
-class FoldError(UserError, ValueError):
-    """Folding refused (a layer that does not fold, a link that does not fit the model) or a
-    folded network whose outputs differ; the message names the layers and why."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,8 +157,6 @@ class FoldResult:
         ``nnx.state(model, nnx.Param)`` was folded instead of the model) or a leftover of
         the result that ``plain`` has no place for (an unfolded layer's ``a`` and ``b``).
         """
-        from agile import _fold_check
-
         _fold_check.update(self, plain)
 
     def check(
@@ -188,8 +182,6 @@ class FoldResult:
           leftover ``a``, ``b``).
         - functions: ``agile_model(source, *inputs)`` against ``plain_model(params, *inputs)``.
         """
-        from agile import _fold_check
-
         return _fold_check.check(
             self, agile_model, plain_model, inputs, rtol, atol, variables, model_kwargs
         )

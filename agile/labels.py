@@ -145,17 +145,17 @@ def agile_layers(model: Any, *args: Any, **kwargs: Any) -> dict[tuple, AgileLaye
 
 
 def _nnx_layers(model: Any, nnx: Any) -> dict[tuple, AgileLayer]:
-    from agile.nnx import Agile as NNXAgile
-    from agile.nnx import CombinedAgile as NNXCombined
-
+    """The NNX agile layers: the modules whose ``a`` carries the mark of :mod:`agile.nnx`
+    (read here, not by class, so this module does not import :mod:`agile.nnx`, which imports
+    it)."""
     layers = {}
     for path, node in nnx.iter_modules(model):
-        if isinstance(node, NNXCombined):
-            fns, lead = tuple(node.fns), (len(node.fns),)
-        elif isinstance(node, NNXAgile):
-            fns, lead = (node.fn,), ()
-        else:
+        if not is_agile_param((), getattr(node, "a", None)):
             continue
+        if hasattr(node, "fns"):  # agile.nnx.CombinedAgile
+            fns, lead = tuple(node.fns), (len(node.fns),)
+        else:
+            fns, lead = (node.fn,), ()
         axes = node.feature_axes
         if node.feature_axes is not None:
             granularity = "channel"
