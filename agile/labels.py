@@ -73,6 +73,7 @@ def param_labels(params: Any, model: nn.Module | None = None, *args: Any, **kwar
         if model is not None or args or kwargs:
             raise ValueError("param_labels(nnx state) takes no model or inputs.")
         state = nnx.state(params, nnx.Param) if isinstance(params, nnx.Module) else params
+        _refuse_non_params(state, nnx)
         return state_labels(state)
     if not isinstance(model, nn.Module) or not (args or kwargs):
         raise ValueError(
@@ -298,6 +299,24 @@ def state_labels(state: Any) -> Any:
         return AGILE_LABEL if is_agile_param((), leaf) else WEIGHTS_LABEL
 
     return jax.tree.map(label, state, is_leaf=lambda leaf: isinstance(leaf, nnx.Variable))
+
+
+def _refuse_non_params(state: Any, nnx: Any) -> None:
+    """ValueError for a state holding variables other than ``nnx.Param`` (BatchNorm statistics,
+    RNG state): labels of it do not match what ``nnx.Optimizer(wrt=nnx.Param)`` updates, and
+    optax would fail with a bare tree-structure error."""
+    others = [
+        f"{'/'.join(map(str, path))} ({type(leaf).__name__})"
+        for path, leaf in nnx.to_flat_state(state)
+        if isinstance(leaf, nnx.Variable) and not isinstance(leaf, nnx.Param)
+    ]
+    if others:
+        raise ValueError(
+            f"param_labels got a state with variables that are not nnx.Param: "
+            f"{', '.join(others[:4])}{' ...' if len(others) > 4 else ''}. nnx.Optimizer(..., "
+            "wrt=nnx.Param) updates nnx.state(model, nnx.Param) only, so these labels would "
+            "not match its structure: pass nnx.state(model, nnx.Param) or the model itself."
+        )
 
 
 def weight_decay_mask(labels: Any) -> Any:
