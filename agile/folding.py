@@ -317,10 +317,11 @@ def _check_order(link: Link, layer: AgileLayer | None, model: Any) -> None:
     items = list(parent) if isinstance(parent, Sequence) else [getattr(parent, n) for n in names]
     for name, item in zip(names[start + 1 : end], items[start + 1 : end], strict=True):
         if any(norm in type(item).__name__ for norm in NORMALIZATIONS):
+            between = _name((*act[:-1], name))
             raise _CannotFold(
-                f"{name!r} ({type(item).__name__}) comes between {_name(link.producer)!r} and "
-                f"it in the module, so it is what feeds it: link "
-                f"({_name((*act[:-1], name))!r}, {_name(link.act)!r}, ...)"
+                f"{between!r} ({type(item).__name__}) comes between {_name(link.producer)!r} "
+                f"and it in the module, so it is what feeds it: link ({between!r}, "
+                f"{_name(link.act)!r}, ...)"
             )
 
 

@@ -229,3 +229,30 @@ def test_fold_argument_mistakes_are_one_line_errors():
         fold(params, "d", _AxisOne(), x)
     with pytest.raises(FoldError, match=r"model must be the linen model of params"):
         fold(params, [("d", "act", "o")], "not a model", x)
+
+
+def test_nnx_sequential_order_and_stacked_layers_are_checked():
+    """In an ``nnx.Sequential`` the order is known: a BatchNorm between producer and layer is
+    named; layers stacked by ``nnx.vmap`` are refused, not folded as one."""
+    rngs = nnx.Rngs(0)
+    model = nnx.Sequential(nnx.Linear(3, 4, rngs=rngs), nnx.BatchNorm(4, rngs=rngs),
+                           agile_nnx.Agile("relu", 4), nnx.Linear(4, 2, rngs=rngs))
+    with pytest.raises(FoldError, match=r"layers/2: 'layers/1' \(BatchNorm\) comes between "
+                                        r"'layers/0' and it"):
+        fold(model, [("layers/0", "layers/2", "layers/3")])
+    assert fold(model, [("layers/1", "layers/2", "layers/3")]).folded == ("layers/2",)
+
+    class Block(nnx.Module):
+        def __init__(self, rngs):
+            self.up = nnx.Linear(4, 4, rngs=rngs)
+            self.act = agile_nnx.Agile("relu", 4)
+            self.down = nnx.Linear(4, 4, rngs=rngs)
+
+    @nnx.vmap(in_axes=0, out_axes=0)
+    def stack(key):
+        return Block(nnx.Rngs(key))
+
+    blocks = stack(jax.random.split(jax.random.key(0), 3))
+    with pytest.raises(FoldError, match=r"act: it holds 3 stacked layers \(nnx.vmap / scan: a "
+                                        r"of shape \(3, 4\)\); fold does not fold stacked"):
+        fold(blocks, [("up", "act", "down")])
