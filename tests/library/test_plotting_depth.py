@@ -8,11 +8,11 @@ import itertools
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import matplotlib
 import numpy as np
 import pytest
 from flax import nnx
 
+matplotlib = pytest.importorskip("matplotlib")  # the [plot] extra; the floors venv has none
 matplotlib.use("Agg")
 
 import agile.nnx as agile_nnx  # noqa: E402  (after choosing the backend)
