@@ -34,7 +34,7 @@ def test_deleted_rows_of_a_finished_run_are_rebuilt_not_nulled(tmp_path, tiny_co
 
 
 def test_a_rebuilt_rows_file_says_so(tiny_config, reference, caplog):
-    """#61, #62: the README promises a warning whenever metrics.jsonl is repaired."""
+    """#61, #62: docs/experiments.md promises a warning whenever metrics.jsonl is repaired."""
     ref_dir, _ = reference
     (ref_dir / "metrics.jsonl").unlink()
     train.train_and_evaluate(tiny_config, ref_dir)
