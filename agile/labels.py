@@ -150,8 +150,8 @@ def _nnx_layers(model: Any, nnx: Any) -> dict[tuple, AgileLayer]:
     (read here, not by class, so this module does not import :mod:`agile.nnx`, which imports
     it)."""
     layers = {}
-    for path, node in nnx.iter_modules(model):
-        if not is_agile_param((), getattr(node, "a", None)):
+    for path, node in nnx.iter_graph(model):  # (nnx.iter_modules is flax >= 0.12 only)
+        if not isinstance(node, nnx.Module) or not is_agile_param((), getattr(node, "a", None)):
             continue
         if hasattr(node, "fns"):  # agile.nnx.CombinedAgile
             fns, lead = tuple(node.fns), (len(node.fns),)
