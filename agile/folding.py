@@ -288,7 +288,8 @@ def _check_layer(act_name: str, layer: AgileLayer | None, a: jax.Array) -> None:
 
 
 def _check_order(link: Link, layer: AgileLayer | None, model: Any) -> None:
-    """Refuses a producer that another module with parameters stands in front of."""
+    """Refuses a producer that does not make the layer's input: for linen, another module's
+    output is the input (traced); for NNX, a normalisation is defined between the two."""
     producer = tuple(map(str, _keys(link.producer)))
     fed_by = None if layer is None else layer.fed_by
     if fed_by is not None:
@@ -296,9 +297,9 @@ def _check_order(link: Link, layer: AgileLayer | None, model: Any) -> None:
         shorter = min(len(fed_by), len(producer))
         if fed_by[:shorter] != producer[:shorter]:
             raise _CannotFold(
-                f"{_name(fed_by)!r} is called after {_name(link.producer)!r} and before it, so "
-                f"it is what feeds it (a BatchNorm? link ({_name(fed_by)!r}, "
-                f"{_name(link.act)!r}, ...), or fold it first)"
+                f"its input is the output of {_name(fed_by)!r}, not of {_name(link.producer)!r} "
+                f"(a BatchNorm between them?): link ({_name(fed_by)!r}, {_name(link.act)!r}, "
+                "...)"
             )
     nnx = sys.modules.get("flax.nnx")
     if model is None or nnx is None or not isinstance(model, nnx.Module):

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -99,8 +99,9 @@ class AgileLayer:
     ``shape``, the shape of *one* layer's ``a`` (with the leading K of a combined layer):
     parameters with more leading axes belong to layers stacked by ``nnx.vmap``,
     ``nnx.scan`` or ``linen.scan`` (one per layer along those axes); ``fed_by``, for linen,
-    the path of the last module with parameters whose call ended before this layer's began
-    (the layer that most likely feeds it; :func:`agile.fold` checks links against it);
+    the path of the module with parameters whose output this layer takes (through
+    parameter-free modules such as Dropout; None when an op such as a sum computes it):
+    :func:`agile.fold` checks links against it;
     ``input_shape``, for linen, the shape of the example input it was called on.
     """
 
@@ -200,26 +201,39 @@ def _linen_layer(module: nn.Module, x: Any, fed_by: tuple | None) -> AgileLayer:
     return AgileLayer(fns, module.granularity, axes, shape, fed_by, input_shape)
 
 
+def _has_own_params(module: nn.Module) -> bool:
+    """Whether ``module`` has parameters of its own (not only in submodules)."""
+    params = module.variables.get("params", {}) if module.scope is not None else {}
+    return any(not isinstance(value, Mapping) for value in params.values())
+
+
 def _traced_init(model: nn.Module, args: tuple, kwargs: dict
                  ) -> tuple[Any, dict[tuple[str, ...], AgileLayer]]:
-    """``model.init``'s variables as shapes, and the agile layers it called (in call order)."""
+    """``model.init``'s variables as shapes, and the agile layers it called (in call order).
+
+    Also which module computed each agile layer's input (``fed_by``): every module's output
+    array is traced to the module with parameters that made it (through parameter-free modules
+    such as Dropout, which pass their input's source on); an input that an op (a sum, a
+    reshape) computed has none.
+    """
     layers: dict[tuple[str, ...], AgileLayer] = {}
-    last_done: list[tuple] = []  # the last module with parameters whose call ended
+    sources: dict[int, tuple] = {}  # id(output array) -> path of the module that made it
+    alive: list[Any] = []  # the traced outputs, kept so that their ids stay theirs
 
     def record(call, call_args, call_kwargs, context):
         module = context.module
         if context.method_name != "__call__":
             return call(*call_args, **call_kwargs)
-        fed_by = last_done[-1] if last_done else None
+        x = call_args[0] if call_args else None
         out = call(*call_args, **call_kwargs)
         path = tuple(module.scope.path)
         if isinstance(module, LINEN_LAYERS):
-            x = call_args[0] if call_args else None
-            layers.setdefault(path, _linen_layer(module, x, fed_by))
-        if module.scope is not None and module.scope.has_variable("params", "kernel") or (
-            module.scope is not None and module.scope.has_variable("params", "bias")
-        ) or isinstance(module, LINEN_LAYERS):
-            last_done.append(path)
+            layers.setdefault(path, _linen_layer(module, x, sources.get(id(x))))
+        if hasattr(out, "shape") and id(out) not in sources:  # a submodule's output stays its
+            source = path if _has_own_params(module) else sources.get(id(x))
+            if source is not None:
+                sources[id(out)] = source
+                alive.append(out)
         return out
 
     def init():

@@ -118,14 +118,37 @@ def test_links_are_checked_against_the_linen_model():
     x = jnp.ones((2, 7, 7, 1))
     model = _ConvBN()
     params = _trained_like(model.init(jax.random.key(0), x)["params"])
-    with pytest.raises(FoldError, match=r"act1: 'bn' is called after 'conv1' and before it, so "
-                                        r"it is what feeds it"):
+    with pytest.raises(FoldError, match=r"act1: its input is the output of 'bn', not of 'conv1' "
+                                        r"\(a BatchNorm between them\?\): link \('bn', 'act1', "):
         fold(params, [("conv1", "act1", "out", ("flatten",))], model, x)
     assert fold(params, [("bn", "act1", "out", ("flatten",))], model, x).folded == ("act1",)
     wrong = {**params, "out": {"kernel": jnp.ones((64, 3)), "bias": jnp.zeros(3)}}
     with pytest.raises(FoldError, match=r"its input of shape \(2, 7, 7, 4\) flattens to 196 "
                                         r"features, but the kernel of 'out' has 64 rows"):
         fold(wrong, [("bn", "act1", "out", ("flatten",))], model, x)
+
+
+class _Gated(nn.Module):
+    """dense -> dropout -> agile, with a gate (a layer with parameters) called in between on
+    another branch: it does not feed the agile layer, so it does not stop the fold."""
+
+    plain: bool = False
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.Dropout(0.5, deterministic=True)(nn.Dense(4, name="dense")(x))
+        gate = nn.sigmoid(nn.Dense(4, name="gate")(x))
+        h = nn.tanh(h) if self.plain else Agile("tanh", name="act")(h)
+        return nn.Dense(2, name="out")(h * 1.0) + 0 * gate.sum()
+
+
+def test_the_linen_producer_is_traced_through_dropout_past_a_side_branch():
+    """The order check follows the layer's input, not the call order: a side branch's layer
+    called between producer and layer is no reason to refuse."""
+    x = jax.random.normal(jax.random.key(0), (3, 5))
+    params = _trained_like(_Gated().init(jax.random.key(1), x)["params"])
+    result = fold(params, [("dense", "act", "out", ("dropout",))], _Gated(), x)
+    assert result.check(_Gated(), _Gated(plain=True), x) < 1e-5
 
 
 class _NNXBatchNorm(nnx.Module):
