@@ -264,7 +264,7 @@ def _layout(a: jax.Array) -> str:
     return "scalar" if a.ndim == 0 else "channel" if a.ndim == 1 else "element"
 
 
-def _check_layer(act_name: str, layer: AgileLayer | None, a: jax.Array) -> None:
+def _check_layer(layer: AgileLayer | None, a: jax.Array) -> None:
     """Refuses layers whose layout cannot fold: combined, stacked, not along the last axis."""
     if layer is None:
         return
@@ -449,7 +449,7 @@ def _fold_link(tree: dict, link: Link, layers: dict | None, model: Any) -> tuple
     layer = None
     if layers is not None:
         layer = layers.get(tuple(act_keys), layers.get(tuple(map(str, act_keys))))
-    _check_layer(_name(link.act), layer, a)
+    _check_layer(layer, a)
     if a.shape != b.shape:
         raise _CannotFold(f"a and b have different shapes {a.shape}, {b.shape}")
     if link.producer is None:
