@@ -508,6 +508,10 @@ def fold(
     """
     kinds = _layers(params, model, inputs, model_kwargs, layers)
     link_list = _as_links(links)
+    acts = [_name(link.act) for link in link_list]
+    twice = sorted({act for act in acts if acts.count(act) > 1})
+    if twice:
+        raise FoldError(f"fold: {', '.join(twice)} linked twice; give each agile layer one link.")
     if strict and kinds is None:
         raise FoldError(
             "fold cannot check these links: linen params (or an nnx.State) do not say each "

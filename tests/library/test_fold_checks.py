@@ -252,6 +252,8 @@ def test_fold_argument_mistakes_are_one_line_errors():
         fold(params, "d", _AxisOne(), x)
     with pytest.raises(FoldError, match=r"model must be the linen model of params"):
         fold(params, [("d", "act", "o")], "not a model", x)
+    with pytest.raises(FoldError, match=r"fold: act linked twice; give each agile layer one"):
+        fold(params, [("d", "act", "o"), ("d", "act", "o")], strict=False)  # report N030
 
 
 def test_nnx_sequential_order_and_stacked_layers_are_checked():
