@@ -4,16 +4,20 @@ Pure JAX functions (``agile_relu``, ``agile(fn)``, ``combined(*fns)``, typed by 
 protocols ``AgileFn`` and ``CombinedFn``), Flax linen layers (``Agile``,
 ``CombinedAgile``) and their factories for ``act=`` fields (``agile_factory``,
 ``activation_factory``), and optax helpers (``param_labels``, ``weight_decay_mask``)
-load with ``import agile``. The submodules ``agile.nnx`` (Flax NNX layers),
-``agile.fold`` (fold trained agile layers into a plain network) and ``agile.plotting``
-(matplotlib) load on first use, so ``import agile`` needs neither ``flax.nnx`` nor
-matplotlib. The distribution is ``agile-activations``.
+load with ``import agile``, as does ``fold`` (:func:`agile.folding.fold`: fold trained
+agile layers into a plain network; its links, results and errors are in
+:mod:`agile.folding`). The submodules ``agile.nnx`` (Flax NNX layers) and
+``agile.plotting`` (matplotlib) load on first use, so ``import agile`` needs neither
+``flax.nnx`` nor matplotlib. The distribution is ``agile-activations``.
 """
 
 import importlib
+import sys
+from typing import TYPE_CHECKING
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
+from agile import folding
 from agile.activations import (
     ACTIVATION_NAMES,
     AgileFn,
@@ -31,6 +35,7 @@ from agile.activations import (
     combined_a_init,
     get_activation,
 )
+from agile.folding import fold
 from agile.labels import param_labels, weight_decay_mask
 from agile.layers import (
     Agile,
@@ -42,7 +47,14 @@ from agile.layers import (
     validate_granularity,
 )
 
-_LAZY_SUBMODULES = ("nnx", "plotting", "fold")
+if TYPE_CHECKING:  # for type checkers: the lazy submodules' real types, not Any
+    from agile import nnx, plotting  # noqa: F401
+
+# Before 0.4.0 the fold module was agile.fold; agile.fold is now the function, and this keeps
+# ``from agile.fold import chain, fold`` (and ``import agile.fold``) finding the module.
+sys.modules.setdefault("agile.fold", folding)
+
+_LAZY_SUBMODULES = ("nnx", "plotting")
 
 __all__ = [
     "__version__",
@@ -66,6 +78,7 @@ __all__ = [
     "agile_tanh",
     "combined",
     "combined_a_init",
+    "fold",
     "get_activation",
     "param_labels",
     "validate_granularity",

@@ -138,8 +138,14 @@ def as_plain_activation(fn: str | Activation, owner: str = "agile") -> Activatio
         if fn not in PLAIN_ACTIVATIONS:
             raise unknown_value_error("activation", fn, PLAIN_ACTIVATIONS)
         return PLAIN_ACTIVATIONS[fn]
+    if hasattr(fn, "shape") and hasattr(fn, "dtype"):  # an array where the activation goes
+        raise ValueError(
+            f"{owner}(fn) got an array of shape {tuple(fn.shape)} where the activation goes: "
+            f"was {owner} itself passed as a model's act= (act={owner}), so that the model "
+            f"called it on its input? Pass what it makes: act={owner}('relu')."
+        )
     if not callable(fn):
-        raise ValueError(f"{owner}(fn) needs an activation name or a callable, got {fn!r}.")
+        raise ValueError(f"{owner}(fn) needs an activation name or a callable, got {fn!r:.80}.")
     return fn
 
 

@@ -25,6 +25,12 @@ class ConfigError(UserError, ValueError):
     """A config field, argument or option with a bad value."""
 
 
+class FoldError(UserError, ValueError):
+    """:func:`agile.fold` refused (a layer that does not fold, a link that does not fit the
+    model) or a folded network computes something else; the message names the layers and why.
+    """
+
+
 def unknown_value_error(what: str, value: object, valid: Iterable[object]) -> ConfigError:
     """Returns (does not raise) ``ConfigError("Unknown <what> <value!r>. Valid: <valid>.")``.
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -73,6 +73,7 @@ def param_labels(params: Any, model: nn.Module | None = None, *args: Any, **kwar
         if model is not None or args or kwargs:
             raise ValueError("param_labels(nnx state) takes no model or inputs.")
         state = nnx.state(params, nnx.Param) if isinstance(params, nnx.Module) else params
+        _refuse_non_params(state, nnx)
         return state_labels(state)
     if not isinstance(model, nn.Module) or not (args or kwargs):
         raise ValueError(
@@ -91,21 +92,80 @@ class AgileLayer:
     :class:`~agile.CombinedAgile`), plain names or callables as the layer was given them;
     ``granularity``: ``"element"``, ``"channel"`` or ``"scalar"`` (see
     :mod:`agile.layers`), or None where it is not known.
+
+    Found by :func:`agile_layers` (not compared by ``==``): ``feature_axes``, the input axes
+    ``a`` and ``b`` run along for ``"channel"`` (negative where the input's rank is known,
+    linen; as the NNX layer was given them otherwise), None for trailing alignment;
+    ``shape``, the shape of *one* layer's ``a`` (with the leading K of a combined layer):
+    parameters with more leading axes belong to layers stacked by ``nnx.vmap``,
+    ``nnx.scan`` or ``linen.scan`` (one per layer along those axes); ``fed_by``, for linen,
+    the path of the module with parameters whose output this layer takes (through
+    parameter-free modules such as Dropout; None when an op such as a sum computes it):
+    :func:`agile.fold` checks links against it;
+    ``input_shape``, for linen, the shape of the example input it was called on.
     """
 
     fns: tuple[str | Callable, ...]
     granularity: str | None = None
+    feature_axes: tuple[int, ...] | None = dataclasses.field(default=None, compare=False)
+    shape: tuple[int, ...] | None = dataclasses.field(default=None, compare=False)
+    fed_by: tuple[str, ...] | None = dataclasses.field(default=None, compare=False)
+    input_shape: tuple[int, ...] | None = dataclasses.field(default=None, compare=False)
+
+    def depth(self, a_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The stacking axes of parameters of ``a_shape``: ``()`` for a single layer,
+        ``(L,)`` for L layers stacked by ``nnx.vmap`` / ``scan`` (unknown ``shape``: ``()``)."""
+        if self.shape is None or len(a_shape) <= len(self.shape):
+            return ()
+        return tuple(a_shape[: len(a_shape) - len(self.shape)])
 
 
-def agile_layers(model: nn.Module, *args: Any, **kwargs: Any) -> dict[tuple[str, ...], AgileLayer]:
-    """``{path: AgileLayer}`` of the linen agile layers ``model`` calls on ``args``, in call order.
+def agile_layers(model: Any, *args: Any, **kwargs: Any) -> dict[tuple, AgileLayer]:
+    """``{path: AgileLayer}`` of a model's agile layers: the one finder of the library.
 
-    A path is the tuple of submodule names (``("block", "act")``). Runs ``model.init``
-    under ``jax.eval_shape`` (no computation, no memory) and records every
-    ``Agile``/``CombinedAgile`` call (subclasses included) with ``nn.intercept_methods``;
-    a layer called more than once is listed once.
+    Linen (``agile_layers(model, x, train=False)``): the ``Agile``/``CombinedAgile``
+    layers (subclasses included) ``model`` calls on the example inputs, in call order; a
+    path is the tuple of submodule names (``("block", "act")``). ``model.init`` runs under
+    ``jax.eval_shape`` (no computation, no memory) with ``nn.intercept_methods``; a layer
+    called more than once is listed once.
+
+    NNX (``agile_layers(module)``, no inputs): its :class:`agile.nnx.Agile` and
+    :class:`agile.nnx.CombinedAgile` layers, paths of attribute names and list indices
+    (``("blocks", 0, "act")``). Raises ValueError for anything else.
     """
+    nnx = sys.modules.get("flax.nnx")
+    if nnx is not None and isinstance(model, nnx.Module):
+        if args or kwargs:
+            raise ValueError("agile_layers(nnx module) takes no inputs.")
+        return _nnx_layers(model, nnx)
+    if not isinstance(model, nn.Module):
+        raise ValueError(
+            f"agile_layers takes a linen model and an example input, agile_layers(model, x), "
+            f"or an NNX module; got {type(model).__name__}."
+        )
     return _traced_init(model, args, kwargs)[1]
+
+
+def _nnx_layers(model: Any, nnx: Any) -> dict[tuple, AgileLayer]:
+    """The NNX agile layers: the modules whose ``a`` carries the mark of :mod:`agile.nnx`
+    (read here, not by class, so this module does not import :mod:`agile.nnx`, which imports
+    it)."""
+    layers = {}
+    for path, node in nnx.iter_graph(model):  # (nnx.iter_modules is flax >= 0.12 only)
+        if not isinstance(node, nnx.Module) or not is_agile_param((), getattr(node, "a", None)):
+            continue
+        if hasattr(node, "fns"):  # agile.nnx.CombinedAgile
+            fns, lead = tuple(node.fns), (len(node.fns),)
+        else:
+            fns, lead = (node.fn,), ()
+        axes = node.feature_axes
+        if node.feature_axes is not None:
+            granularity = "channel"
+            axes = (axes,) if isinstance(axes, int) else tuple(axes)
+        else:
+            granularity = "element" if node.shape else "scalar"
+        layers[tuple(path)] = AgileLayer(fns, granularity, axes, lead + tuple(node.shape))
+    return layers
 
 
 def agile_layer_paths(model: nn.Module, *args: Any, **kwargs: Any) -> frozenset[tuple[str, ...]]:
@@ -124,17 +184,57 @@ def init_labels(model: nn.Module, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
     return variables["params"], _linen_labels(variables["params"], frozenset(layers))
 
 
+def _linen_layer(module: nn.Module, x: Any, fed_by: tuple | None) -> AgileLayer:
+    """The :class:`AgileLayer` of a linen agile layer just called on ``x``."""
+    fns = tuple(module.fns) if isinstance(module, CombinedAgile) else (module.fn,)
+    axes = None
+    ndim = len(getattr(x, "shape", ()))
+    if module.granularity == "channel" and ndim:
+        given = module.feature_axes
+        axes = tuple(
+            ax % ndim - ndim for ax in ((given,) if isinstance(given, int) else given)
+        )
+    shape = None
+    if module.has_variable("params", "a"):
+        shape = tuple(jax.numpy.shape(meta.unbox(module.get_variable("params", "a"))))
+    input_shape = tuple(x.shape) if ndim else None
+    return AgileLayer(fns, module.granularity, axes, shape, fed_by, input_shape)
+
+
+def _has_own_params(module: nn.Module) -> bool:
+    """Whether ``module`` has parameters of its own (not only in submodules)."""
+    params = module.variables.get("params", {}) if module.scope is not None else {}
+    return any(not isinstance(value, Mapping) for value in params.values())
+
+
 def _traced_init(model: nn.Module, args: tuple, kwargs: dict
                  ) -> tuple[Any, dict[tuple[str, ...], AgileLayer]]:
-    """``model.init``'s variables as shapes, and the agile layers it called (in call order)."""
+    """``model.init``'s variables as shapes, and the agile layers it called (in call order).
+
+    Also which module computed each agile layer's input (``fed_by``): every module's output
+    array is traced to the module with parameters that made it (through parameter-free modules
+    such as Dropout, which pass their input's source on); an input that an op (a sum, a
+    reshape) computed has none.
+    """
     layers: dict[tuple[str, ...], AgileLayer] = {}
+    sources: dict[int, tuple] = {}  # id(output array) -> path of the module that made it
+    alive: list[Any] = []  # the traced outputs, kept so that their ids stay theirs
 
     def record(call, call_args, call_kwargs, context):
         module = context.module
-        if isinstance(module, LINEN_LAYERS) and context.method_name == "__call__":
-            fns = tuple(module.fns) if isinstance(module, CombinedAgile) else (module.fn,)
-            layers.setdefault(tuple(module.scope.path), AgileLayer(fns, module.granularity))
-        return call(*call_args, **call_kwargs)
+        if context.method_name != "__call__":
+            return call(*call_args, **call_kwargs)
+        x = call_args[0] if call_args else None
+        out = call(*call_args, **call_kwargs)
+        path = tuple(module.scope.path)
+        if isinstance(module, LINEN_LAYERS):
+            layers.setdefault(path, _linen_layer(module, x, sources.get(id(x))))
+        if hasattr(out, "shape") and id(out) not in sources:  # a submodule's output stays its
+            source = path if _has_own_params(module) else sources.get(id(x))
+            if source is not None:
+                sources[id(out)] = source
+                alive.append(out)
+        return out
 
     def init():
         with nn.intercept_methods(record):
@@ -213,6 +313,24 @@ def state_labels(state: Any) -> Any:
         return AGILE_LABEL if is_agile_param((), leaf) else WEIGHTS_LABEL
 
     return jax.tree.map(label, state, is_leaf=lambda leaf: isinstance(leaf, nnx.Variable))
+
+
+def _refuse_non_params(state: Any, nnx: Any) -> None:
+    """ValueError for a state holding variables other than ``nnx.Param`` (BatchNorm statistics,
+    RNG state): labels of it do not match what ``nnx.Optimizer(wrt=nnx.Param)`` updates, and
+    optax would fail with a bare tree-structure error."""
+    others = [
+        f"{'/'.join(map(str, path))} ({type(leaf).__name__})"
+        for path, leaf in nnx.to_flat_state(state)
+        if isinstance(leaf, nnx.Variable) and not isinstance(leaf, nnx.Param)
+    ]
+    if others:
+        raise ValueError(
+            f"param_labels got a state with variables that are not nnx.Param: "
+            f"{', '.join(others[:4])}{' ...' if len(others) > 4 else ''}. nnx.Optimizer(..., "
+            "wrt=nnx.Param) updates nnx.state(model, nnx.Param) only, so these labels would "
+            "not match its structure: pass nnx.state(model, nnx.Param) or the model itself."
+        )
 
 
 def weight_decay_mask(labels: Any) -> Any:

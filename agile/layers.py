@@ -18,17 +18,17 @@ by a *granularity*, and the shape rules here are shared with :mod:`agile.nnx`:
 
 A linen layer instance holds one ``a`` and ``b``: linen adopts a module instance once,
 so passing one ``Agile(...)`` to several places (``act=Agile("relu")`` in every block
-of a ResNet) makes them share it, and a shape that differs between the places is an
-error that says so. Give such fields a factory (:func:`agile_factory`,
-:meth:`Agile.factory`, :func:`activation_factory`), which makes a fresh layer wherever
-it is called.
+of a ResNet) would make them share it; a second call of one instance is an error that
+says so, unless the layer is made with ``shared=True`` (tied parameters on purpose).
+Give such fields a factory (:func:`agile_factory`, :meth:`Agile.factory`,
+:func:`activation_factory`), which makes a fresh layer wherever it is called.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal, overload
 
 import flax.linen as nn
 import jax
@@ -51,7 +51,8 @@ from agile.errors import unknown_value_error
 
 Initializer = Callable[..., jax.Array]
 FeatureAxes = int | Sequence[int]
-GRANULARITIES = ("element", "channel", "scalar")
+Granularity = Literal["element", "channel", "scalar"]
+GRANULARITIES: tuple[Granularity, ...] = ("element", "channel", "scalar")
 
 
 def validate_granularity(granularity: str) -> str:
@@ -207,6 +208,17 @@ def _shared_instance_error(
     )
 
 
+def _reused_instance_error(layer: str, first_x: tuple, x_shape: tuple, example: str
+                           ) -> ValueError:
+    return ValueError(
+        f"One {layer} layer instance was called at two places (first on an input of shape "
+        f"{first_x}, then on one of shape {tuple(x_shape)}), so both would share one a and b "
+        f"(e.g. act={example} passed to every block of a ResNet). Give each place its own "
+        f"layer with a factory, act={layer}.factory(...) (agile.agile_factory / "
+        f"activation_factory), or share it on purpose (tied parameters) with shared=True."
+    )
+
+
 _FIRST_CALL = "_agile_first_call"  # (input shape, a's shape) of a bound layer's first call
 
 
@@ -264,6 +276,9 @@ def _declare_parameters(
             raise _shape_mismatch(
                 name, module.granularity, existing, x.shape, shape, module.feature_axes
             )
+    if first_call is not None and not module.shared:
+        raise _reused_instance_error(name, first_call[0], x.shape,
+                                     f"{name}({_example_args(module)})")
     a = module.param("a", _as_initializer(a_init), shape, module.param_dtype)
     b = module.param("b", _as_initializer(b_init), shape, module.param_dtype)
     if first_call is None:  # not a field: bound copies are made per init/apply, so is this
@@ -294,6 +309,16 @@ def _cast_input(x: jax.Array, dtype: Any) -> jax.Array:
     return x if dtype is None else x.astype(dtype)
 
 
+def _refuse_array(fn: Any, layer: str) -> None:
+    """A one-line error for an array given as the activation: the class passed as ``act=``."""
+    if hasattr(fn, "shape") and hasattr(fn, "dtype"):
+        raise ValueError(
+            f"{layer}(fn) got an array of shape {tuple(fn.shape)} as its activation: was the "
+            f"class passed as a model's act= (act={layer}), so that the model called it on its "
+            f"input? Pass a factory: act={layer}.factory('relu') (or agile.agile_factory)."
+        )
+
+
 class Agile(nn.Module):
     """Learned ``a * fn(x - b)`` with parameters named ``a`` and ``b``.
 
@@ -320,19 +345,31 @@ class Agile(nn.Module):
       channels: optional, for ``"channel"`` with one feature axis: the channel count
         the input's feature axis must have; another size raises a ValueError that
         names the axis (e.g. "axis 1 has size 64: for NCHW input pass feature_axes=1").
+      shared: False (default): calling one instance at two places (``act=Agile("relu")``
+        given to every block) is a ValueError saying to pass a factory; True: the places
+        share one ``a`` and ``b`` on purpose (tied parameters).
     """
 
     fn: str | Callable[[jax.Array], jax.Array]
-    granularity: str = "channel"
+    granularity: Granularity = "channel"
     a_init: float | Initializer = A_INIT
     b_init: float | Initializer = B_INIT
     param_dtype: Any = jnp.float32
     feature_axes: FeatureAxes = -1
     dtype: Any = None
     channels: int | None = None
+    shared: bool = False
+
+    def __post_init__(self) -> None:
+        _refuse_array(self.fn, "Agile")
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        """``a * fn(x - b)``, ``a`` and ``b`` made at the first call with the shape that
+        ``granularity`` (and ``feature_axes``) give for ``x``; the output has ``x``'s shape
+        and the computation dtype. A second call of the same instance is an error unless
+        ``shared=True``."""
         fn = as_plain_activation(self.fn, "Agile")
         x = _cast_input(x, self.dtype)
         a, b = _declare_parameters(self, x, None, self.a_init, self.b_init)
@@ -357,21 +394,25 @@ class CombinedAgile(nn.Module):
 
     Attributes:
       fns: plain activation names or callables, at least one.
-      granularity, param_dtype, feature_axes, dtype, channels: as in :class:`Agile`.
+      granularity, param_dtype, feature_axes, dtype, channels, shared: as in :class:`Agile`.
       a_init, b_init: constants or Flax initializers for the ``(K, *p)`` arrays.
     """
 
     fns: Sequence[str | Callable[[jax.Array], jax.Array]]
-    granularity: str = "channel"
+    granularity: Granularity = "channel"
     a_init: float | Initializer = combined_a_init
     b_init: float | Initializer = B_INIT
     param_dtype: Any = jnp.float32
     feature_axes: FeatureAxes = -1
     dtype: Any = None
     channels: int | None = None
+    shared: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        """``sum_k a[k] * fns[k](x - b[k])``, ``a`` and ``b`` of shape ``(K, *p)`` made at the
+        first call (``p`` as :class:`Agile` gives it for ``x``); the output has ``x``'s shape.
+        A second call of the same instance is an error unless ``shared=True``."""
         fn = combined(*check_activations(self.fns, "CombinedAgile"))
         x = _cast_input(x, self.dtype)
         a, b = _declare_parameters(self, x, len(self.fns), self.a_init, self.b_init)
@@ -386,7 +427,7 @@ class CombinedAgile(nn.Module):
 
 
 def activation_layer(
-    activation: str, granularity: str = "channel", **layer_kwargs: Any
+    activation: str, granularity: Granularity = "channel", **layer_kwargs: Any
 ) -> Callable[[jax.Array], jax.Array]:
     """Turns an activation name into something a model can call.
 
@@ -437,12 +478,26 @@ class LayerFactory:
                 "name (every layer would get the same one); linen names each one where it is "
                 "made (Agile_0, Agile_1, ...)."
             )
+        fields = {f.name for f in dataclasses.fields(layer)} - {"parent", "name", "fn", "fns"}
+        unknown = sorted(set(attributes) - fields)
+        if unknown:
+            raise TypeError(
+                f"{layer.__name__} has no attribute {', '.join(map(repr, unknown))}; it takes "
+                f"{', '.join(sorted(fields))}."
+            )
         if "granularity" in attributes:
             validate_granularity(attributes["granularity"])
         arguments = ", ".join([*map(repr, args), *(f"{k}={v!r}" for k, v in attributes.items())])
         return cls(lambda: layer(*args, **attributes), f"{layer.__name__}({arguments})")
 
+    @overload
+    def __call__(self) -> Callable[..., Any]: ...
+
+    @overload
+    def __call__(self, x: jax.Array, *inputs: Any, **call_kwargs: Any) -> jax.Array: ...
+
     def __call__(self, *inputs: Any, **call_kwargs: Any) -> Any:
+        """A new layer (no arguments), or a new layer applied to the arguments."""
         layer = self.build()
         if not inputs and not call_kwargs:
             return layer
@@ -454,7 +509,7 @@ class LayerFactory:
 
 def agile_factory(
     fn: str | Callable[[jax.Array], jax.Array],
-    granularity: str = "channel",
+    granularity: Granularity = "channel",
     **attributes: Any,
 ) -> LayerFactory:
     """A factory of ``Agile(fn, granularity, **attributes)`` layers: a fresh layer per call.
@@ -465,14 +520,19 @@ def agile_factory(
 
         model = ResNet18(num_classes=10, act=agile_factory("relu"))
     """
-    if isinstance(fn, str) and is_learnable_name(fn) and not is_combined_name(fn):
+    if isinstance(fn, str) and fn.startswith("combined:"):
+        raise ValueError(
+            f"agile_factory makes Agile layers, one activation each; for {fn!r} use "
+            f"activation_factory({fn!r}) or CombinedAgile.factory(...)."
+        )
+    if isinstance(fn, str) and is_learnable_name(fn):
         fn = plain_name(fn)
     as_plain_activation(fn, "agile_factory")
     return LayerFactory.of(Agile, fn, granularity=granularity, **attributes)
 
 
 def activation_factory(
-    activation: str, granularity: str = "channel", **layer_kwargs: Any
+    activation: str, granularity: Granularity = "channel", **layer_kwargs: Any
 ) -> LayerFactory:
     """:func:`activation_layer` as a factory: a fresh layer per call, for ``act=`` fields.
 

@@ -38,16 +38,20 @@ import dataclasses
 import re
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from agile.activations import A_INIT, B_INIT, agile, as_plain_activation, combined, combined_a_init
 from agile.labels import AGILE_METADATA, is_agile_param
 from agile.layers import FeatureAxes, broadcast_shape, check_activations, parameter_shape
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["Agile", "CombinedAgile", "is_agile_param"]
 
@@ -82,7 +86,20 @@ class _Required:
         return "<required>"
 
 
-REQUIRED: Any = _Required()
+REQUIRED: Any = _Required()  # at run time only: type checkers see shape as required
+
+
+class LayerOptions(TypedDict, total=False):
+    """The keyword arguments of :class:`Agile` and :class:`CombinedAgile` after ``shape``."""
+
+    feature_axes: FeatureAxes | None
+    a_init: float | Initializer
+    b_init: float | Initializer
+    dtype: Any
+    param_dtype: Any
+    rngs: nnx.Rngs | None
+    a_metadata: Mapping[str, Any]
+    b_metadata: Mapping[str, Any]
 _NO_METADATA: Mapping[str, Any] = MappingProxyType({})
 
 
@@ -99,8 +116,13 @@ def _layout(
             f"one pair per element; () for one pair; or {layer}.for_input({fn}, x_shape, "
             "granularity)."
         )
-    if isinstance(shape, bool):
-        raise ValueError(f"shape must be an int or a tuple of ints >= 1, got {shape!r}.")
+    if isinstance(shape, bool) or not isinstance(shape, (int, Sequence, np.integer)):
+        raise ValueError(
+            f"shape must be an int (channels) or a tuple of ints >= 1, got {shape!r:.60} "
+            f"({type(shape).__name__})."
+        )
+    if isinstance(shape, np.integer):
+        shape = int(shape)
     if isinstance(shape, int):
         if shape < 1:
             raise ValueError(f"An int shape is a channel count >= 1, got {shape}.")
@@ -108,8 +130,9 @@ def _layout(
         if not isinstance(axes, int) and len(tuple(axes)) != 1:
             raise ValueError(f"An int shape ({shape}) needs one feature axis, got {axes!r}.")
         return (shape,), axes
-    shape = tuple(shape)
-    if not all(isinstance(size, int) and size >= 1 for size in shape):
+    shape = tuple(int(size) if isinstance(size, np.integer) else size for size in shape)
+    if not all(isinstance(size, int) and not isinstance(size, bool) and size >= 1
+               for size in shape):
         raise ValueError(f"shape must be an int or a tuple of ints >= 1, got {shape!r}.")
     if feature_axes is not None:
         count = 1 if isinstance(feature_axes, int) else len(tuple(feature_axes))
@@ -252,28 +275,40 @@ class Agile(_LearnedActivation):
         layer adds its mark ``agile=True`` (what :func:`agile.param_labels` reads).
     """
 
-    def __init__(
-        self,
-        fn: str | Callable[[jax.Array], jax.Array],
-        shape: int | Sequence[int] = REQUIRED,
-        *,
-        feature_axes: FeatureAxes | None = None,
-        a_init: float | Initializer = A_INIT,
-        b_init: float | Initializer = B_INIT,
-        dtype: Any = None,
-        param_dtype: Any = jnp.float32,
-        rngs: nnx.Rngs | None = None,
-        a_metadata: Mapping[str, Any] = _NO_METADATA,
-        b_metadata: Mapping[str, Any] = _NO_METADATA,
-    ):
-        self.fn = fn
-        self.activation = agile(as_plain_activation(fn, "Agile"))
-        self._init_parameters(
-            shape, feature_axes, None, a_init, b_init, dtype, param_dtype, rngs,
-            a_metadata, b_metadata,
-        )
+    if TYPE_CHECKING:  # the signature type checkers see: shape is required
+
+        def __init__(
+            self, fn: str | Callable[[jax.Array], jax.Array], shape: int | Sequence[int],
+            **options: Unpack[LayerOptions],
+        ) -> None: ...
+
+    else:
+
+        def __init__(
+            self,
+            fn: str | Callable[[jax.Array], jax.Array],
+            shape: int | Sequence[int] = REQUIRED,
+            *,
+            feature_axes: FeatureAxes | None = None,
+            a_init: float | Initializer = A_INIT,
+            b_init: float | Initializer = B_INIT,
+            dtype: Any = None,
+            param_dtype: Any = jnp.float32,
+            rngs: nnx.Rngs | None = None,
+            a_metadata: Mapping[str, Any] = _NO_METADATA,
+            b_metadata: Mapping[str, Any] = _NO_METADATA,
+        ):
+            self.fn = fn
+            self.activation = agile(as_plain_activation(fn, "Agile"))
+            self._init_parameters(
+                shape, feature_axes, None, a_init, b_init, dtype, param_dtype, rngs,
+                a_metadata, b_metadata,
+            )
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        """``a * fn(x - b)``, ``a`` and ``b`` broadcast along ``feature_axes`` (per channel)
+        or the trailing axes (per element); the output has ``x``'s shape. An input they do
+        not fit raises a ValueError that says which shape fits."""
         return self.activation(*self._inputs(x))
 
 
@@ -286,26 +321,37 @@ class CombinedAgile(_LearnedActivation):
     :func:`agile.activations.combined_a_init` for why).
     """
 
-    def __init__(
-        self,
-        fns: Sequence[str | Callable[[jax.Array], jax.Array]],
-        shape: int | Sequence[int] = REQUIRED,
-        *,
-        feature_axes: FeatureAxes | None = None,
-        a_init: float | Initializer = combined_a_init,
-        b_init: float | Initializer = B_INIT,
-        dtype: Any = None,
-        param_dtype: Any = jnp.float32,
-        rngs: nnx.Rngs | None = None,
-        a_metadata: Mapping[str, Any] = _NO_METADATA,
-        b_metadata: Mapping[str, Any] = _NO_METADATA,
-    ):
-        self.fns = check_activations(fns, "CombinedAgile")
-        self.activation = combined(*self.fns)
-        self._init_parameters(
-            shape, feature_axes, len(self.fns), a_init, b_init, dtype, param_dtype, rngs,
-            a_metadata, b_metadata,
-        )
+    if TYPE_CHECKING:  # the signature type checkers see: shape is required
+
+        def __init__(
+            self, fns: Sequence[str | Callable[[jax.Array], jax.Array]], shape: int | Sequence[int],
+            **options: Unpack[LayerOptions],
+        ) -> None: ...
+
+    else:
+
+        def __init__(
+            self,
+            fns: Sequence[str | Callable[[jax.Array], jax.Array]],
+            shape: int | Sequence[int] = REQUIRED,
+            *,
+            feature_axes: FeatureAxes | None = None,
+            a_init: float | Initializer = combined_a_init,
+            b_init: float | Initializer = B_INIT,
+            dtype: Any = None,
+            param_dtype: Any = jnp.float32,
+            rngs: nnx.Rngs | None = None,
+            a_metadata: Mapping[str, Any] = _NO_METADATA,
+            b_metadata: Mapping[str, Any] = _NO_METADATA,
+        ):
+            self.fns = check_activations(fns, "CombinedAgile")
+            self.activation = combined(*self.fns)
+            self._init_parameters(
+                shape, feature_axes, len(self.fns), a_init, b_init, dtype, param_dtype, rngs,
+                a_metadata, b_metadata,
+            )
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        """``sum_k a[k] * fns[k](x - b[k])``, each term's ``a`` and ``b`` laid out as in
+        :meth:`Agile.__call__`; the output has ``x``'s shape."""
         return self.activation(*self._inputs(x))

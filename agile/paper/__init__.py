@@ -13,3 +13,18 @@ sweeps (:mod:`~agile.paper.sweep`, :mod:`~agile.paper.ray_sweep`), the study
 
 Importing ``agile`` never imports this package.
 """
+
+import importlib.util as _importlib_util
+
+# The study's own dependencies come with the "experiments" extra; without them, say so here
+# instead of a bare "No module named 'ml_collections'" from deep inside a submodule (#27 F9).
+try:  # every part of the study needs ml_collections
+    _missing = _importlib_util.find_spec("ml_collections") is None
+except ImportError:
+    _missing = True
+if _missing:
+    raise ImportError(
+        "agile.paper (the paper's study) needs the experiments extra, which is not installed "
+        "(No module named 'ml_collections'): pip install 'agile-activations[experiments]'. "
+        "The library (import agile) works without it."
+    )

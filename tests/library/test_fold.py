@@ -10,8 +10,8 @@ import pytest
 from flax import nnx
 
 import agile.nnx as agile_nnx
-from agile import Agile, CombinedAgile
-from agile.fold import Link, chain, fold
+from agile import Agile, CombinedAgile, fold
+from agile.folding import FoldError, Link, chain
 from agile.labels import agile_layers
 
 RTOL, ATOL = 1e-5, 1e-6  # float32 rounding of logits of size ~1
@@ -66,7 +66,7 @@ def test_linen_mlp_folds_into_the_plain_mlp_with_equal_logits():
     params["act0"]["a"] = params["act0"]["a"].at[0].set(-0.7)  # a negative a folds too (no pool)
     links = chain(["hidden", "act0", "middle", "act1", "out"], params)
     assert links == [Link("hidden", "act0", "middle"), Link("middle", "act1", "out")]
-    result = fold(params, links)
+    result = fold(params, links, _MLP(), x)
     assert result.folded == ("act0", "act1") and result.not_folded == ()
     assert set(result.params) == {"hidden", "middle", "out"}
     np.testing.assert_allclose(
@@ -116,7 +116,7 @@ def test_linen_conv_agile_max_pool_dense_folds_with_equal_logits():
     assert np.all(params["conv_act"]["a"] > 0)
     links = chain(STEPS, params)
     assert links[0] == Link("conv", "conv_act", "dense", ("max_pool", "flatten"))
-    result = fold(params, links)
+    result = fold(params, links, _CNN(), x)
     assert result.folded == ("conv_act", "dense_act"), result.report()
     np.testing.assert_allclose(
         _CNN(plain=True).apply({"params": result.params}, x),
@@ -131,7 +131,7 @@ def test_what_cannot_fold_is_reported_and_left_in_place():
     # Per-element conv a, b: b has no per-channel bias to go to.
     element = _CNN(conv_granularity="element")
     params = _train(element, element.init(jax.random.key(2), x)["params"], x, y, steps=2)
-    result = fold(params, chain(STEPS, params))
+    result = fold(params, chain(STEPS, params), element, x, strict=False)
     assert result.folded == ("dense_act",)
     (entry,) = result.not_folded
     assert entry.act == "conv_act"
@@ -141,13 +141,14 @@ def test_what_cannot_fold_is_reported_and_left_in_place():
     # A negative a before max pooling.
     params = flax.core.unfreeze(_CNN().init(jax.random.key(3), x)["params"])
     params["conv_act"]["a"] = jnp.array([1.0, -0.5, 2.0, 1.0])
-    result = fold(params, chain(STEPS, params))
+    result = fold(params, chain(STEPS, params), _CNN(), x, strict=False)
     assert [e.act for e in result.not_folded] == ["conv_act"]
     assert "negative entries (min -0.5): max pooling" in result.not_folded[0].reason
     # Unknown neighbours, a missing flatten, a layer that is not there.
     params["conv_act"]["a"] = jnp.ones(4)
     result = fold(params, [(None, "dense_act", "out"), ("dense", "dense_act", None),
-                           ("conv", "conv_act", "dense", ("max_pool",)), ("dense", "nope", "out")])
+                           ("conv", "conv_act", "dense", ("max_pool",)), ("dense", "nope", "out")],
+                  strict=False)
     reasons = [entry.reason for entry in result.not_folded]
     assert result.folded == ()
     assert "its producer is not known" in reasons[0]
@@ -170,9 +171,12 @@ def test_a_combined_layer_is_reported_when_its_kind_is_known():
     x = np.ones((2, 4), np.float32)
     params = _Combined().init(jax.random.key(0), x)["params"]
     assert params["mix"]["a"].shape == (2, 2)  # K = 2 terms, 2 channels
-    result = fold(params, [("hidden", "mix", "out")], layers=agile_layers(_Combined(), x))
+    result = fold(params, [("hidden", "mix", "out")], layers=agile_layers(_Combined(), x),
+                  strict=False)
     assert "combined layer (sum of 2 terms)" in result.not_folded[0].reason
-    assert fold(params, [("hidden", "mix", "out")]).not_folded  # by shape alone, too
+    assert fold(params, [("hidden", "mix", "out")], strict=False).not_folded  # by shape alone
+    with pytest.raises(FoldError, match=r"mix: it is a combined layer \(sum of 2 terms\)"):
+        fold(params, [("hidden", "mix", "out")], _Combined(), x)
 
 
 class _NNXNet(nnx.Module):
@@ -208,13 +212,13 @@ def test_nnx_model_folds_with_equal_logits_and_reports_its_combined_layer():
         step(model, optimizer)
     assert not np.allclose(model.act1.a[...], 1.0) and not np.allclose(model.act1.b[...], 0.0)
     links = [("linear1", "act1", "linear2"), ("linear2", "act2", "linear3")]
-    result = fold(model, links)
+    result = fold(model, links, strict=False)
     assert result.folded == ("act1",)
     assert [e.act for e in result.not_folded] == ["act2"]
     assert "combined layer (sum of 2 terms)" in result.not_folded[0].reason
-    assert fold(nnx.state(model, nnx.Param), links).folded == ("act1",)  # a state works too
+    assert fold(nnx.state(model, nnx.Param), links, strict=False).folded == ("act1",)  # a state
     plain = _NNXNet(nnx.Rngs(1), plain=True)
-    state = nnx.state(plain, nnx.Param)
+    state = nnx.state(plain)
     nnx.replace_by_pure_dict(state, result.params)
     nnx.update(plain, state)
     np.testing.assert_allclose(plain(x), model(x), rtol=RTOL, atol=ATOL)

@@ -393,7 +393,8 @@ def _agile_paths(params):
 def test_one_instance_in_an_act_field_is_an_error_that_names_the_sharing():
     """Linen adopts one Agile instance once: every block shares it, and widths 4 and 8 clash."""
     x = jnp.zeros((2, 3))
-    for act in (Agile("relu"), activation_layer("agile_relu")):
+    # Shared on purpose (shared=True), places of different widths still clash.
+    for act in (Agile("relu", shared=True), activation_layer("agile_relu", shared=True)):
         with pytest.raises(
             ValueError,
             match=r"One Agile layer instance was applied at two places with different shapes: "
@@ -405,10 +406,18 @@ def test_one_instance_in_an_act_field_is_an_error_that_names_the_sharing():
     dense = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), _shapes(_ResNetLike(), x))
     params = {**dense["params"], "act": {"a": np.ones(4, np.float32), "b": np.zeros(4, np.float32)}}
     with pytest.raises(ValueError, match="applied at two places with different shapes"):
-        _ResNetLike(act=Agile("relu")).apply({"params": params}, x)
-    # The same shape at both places: one shared a, b, allowed (tied parameters on purpose).
-    tied = _shapes(_ActBlock(4, act=Agile("relu")), x)["params"]
+        _ResNetLike(act=Agile("relu", shared=True)).apply({"params": params}, x)
+    # The same shape at both places: one shared a, b, allowed when asked for (tied parameters
+    # on purpose), an error otherwise (#27 F6: it used to share silently).
+    tied = _shapes(_ActBlock(4, act=Agile("relu", shared=True)), x)["params"]
     assert _agile_paths(tied) == ["act"] and tied["act"]["a"].shape == (4,)
+    for act in (Agile("relu"), activation_layer("agile_relu"), CombinedAgile(("relu", "tanh"))):
+        with pytest.raises(ValueError, match=r"One \w+ layer instance was called at two places "
+                                             r"\(first on an input of shape \(2, 4\), then on one "
+                                             r"of shape \(2, 4\)\), so both would share one a and "
+                                             r"b .* with a factory, act=\w+.factory\(...\) .* "
+                                             r"shared=True"):
+            _shapes(_ActBlock(4, act=act), x)
 
 
 def test_factory_gives_every_place_its_own_layer():

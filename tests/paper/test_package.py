@@ -10,8 +10,8 @@ from agile_testing import REPO_ROOT
 # dependencies) does not have. absl, orbax and scipy are dependencies of optax, flax and jax.
 EXTRAS_ONLY = ("ml_collections", "clu", "tensorboard", "tensorflow", "tensorflow_datasets",
                "matplotlib", "ray")
-LIBRARY = ("agile", "agile.activations", "agile.errors", "agile.fold", "agile.labels",
-           "agile.layers", "agile.nnx", "agile.plotting")
+LIBRARY = ("agile", "agile.activations", "agile.errors", "agile.fold", "agile.folding",
+           "agile.labels", "agile.layers", "agile.nnx", "agile.plotting")
 
 BLOCK = f"""
 import importlib.abc, sys
@@ -40,6 +40,21 @@ print("ok")
     result = _python(program)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "ok"
+
+
+def test_the_study_without_its_extra_names_the_extra_to_install():
+    """#27 F9: ``import agile.paper.train`` without ml_collections said only "No module named
+    'ml_collections'"."""
+    program = BLOCK + """
+try:
+    import agile.paper.train
+except ImportError as err:
+    print(err)
+"""
+    result = _python(program)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "pip install 'agile-activations[experiments]'" in result.stdout
+    assert "ml_collections" in result.stdout and "\n" not in result.stdout.strip()
 
 
 def test_plotting_without_matplotlib_says_how_to_install_it():
@@ -112,7 +127,7 @@ def test_distribution_name_licence_citation_and_changelog():
     assert project["name"] == "agile-activations"  # "agile" on PyPI is another project
     assert project["license"] == "Apache-2.0" and project["license-files"] == ["LICENSE"]
     assert project["authors"] == [{"name": "agile developers"}]
-    assert agile.__version__ == "0.3.0"
+    assert agile.__version__ == "0.4.0"
     licence = (REPO_ROOT / "LICENSE").read_text()
     assert licence.split()[:5] == ["Apache", "License", "Version", "2.0,", "January"]
     assert "END OF TERMS AND CONDITIONS" in licence and len(licence.splitlines()) == 202
@@ -128,7 +143,8 @@ def test_distribution_name_licence_citation_and_changelog():
     assert [a["family-names"] for a in paper["authors"]] == ["Kong", "Ko", "Ko"]
     changelog = (REPO_ROOT / "CHANGELOG.md").read_text()
     sections = re.findall(r"^## (\S+) — (.+)$", changelog, flags=re.MULTILINE)
-    assert sections == [("0.3.0", "Unreleased"), ("0.2.0", "2026-11-29"), ("0.1.0", "2026-11-28")]
+    assert sections == [("0.4.0", "2026-12-07"), ("0.3.0", "2026-12-07"), ("0.2.0", "2026-11-29"),
+                        ("0.1.0", "2026-11-28")]
     v02 = changelog.split("## 0.2.0")[1].split("## 0.1.0")[0]
     assert 'Default granularity `"element"` -> `"channel"`' in v02
     assert "Every\n  parameter shape" in v02

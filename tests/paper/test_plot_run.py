@@ -217,3 +217,29 @@ def test_seed_index_picks_a_seed_of_a_seed_batch(runs, tmp_path, seed_index, sho
     assert sorted(p.name for p in out.iterdir()) == [
         "seeds_activations.svg", "seeds_maps_conv_act_0.svg"]
     assert (out / "seeds_activations.svg").read_text().startswith("<?xml")
+
+
+def test_plot_run_script_draws_a_workdirs_latest_checkpoint(tmp_path):
+    """scripts/plot_run.py on a checkpoint written the way agile.paper.train writes one (moved here
+    from tests/library/test_plotting.py: it needs the study's code)."""
+    write_run(tmp_path)  # a paper CNN: a per-element conv layer, a dense layer
+    out = tmp_path / "figures"
+    subprocess.run(
+        [
+            sys.executable,
+            "scripts/plot_run.py",
+            f"--workdir={tmp_path}",
+            f"--output_dir={out}",
+            "--name=run",
+            "--dpi=30",
+        ],
+        cwd=REPO_ROOT,
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
+    assert sorted(p.name for p in out.iterdir()) == [
+        "run_activations.png",
+        "run_maps_conv_act_0.png",
+    ]
+    assert all(p.read_bytes().startswith(PNG_MAGIC) for p in out.iterdir())

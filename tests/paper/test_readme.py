@@ -22,7 +22,7 @@ SHOWN = {
     "combined": ("docs/library.md", "from agile import CombinedAgile, combined"),
     "optax_linen": ("docs/library.md", "labels = param_labels(params, model, x)"),
     "nnx": ("docs/library.md", "from agile.nnx import Agile, CombinedAgile"),
-    "fold": ("docs/library.md", "from agile.fold import chain, fold"),
+    "fold": ("docs/library.md", "from agile.folding import chain"),
 }
 
 
