@@ -100,7 +100,7 @@ def run_layers(workdir: Path, config: ml_collections.ConfigDict,
     except (AttributeError, KeyError, TypeError) as err:
         raise UserError(f"{workdir / CONFIG_FILE} does not describe a model this version "
                         f"builds ({type(err).__name__}: {err}).") from None
-    layers = plotting.agile_layers(params, task.model, task.example())
+    layers = plotting.agile_layers(params, task.model, task.example(), train=False)
     if not layers:
         m = config.model
         raise UserError(
