@@ -21,7 +21,7 @@ from agile.activations import (
     is_combined_name,
     plain_name,
 )
-from agile.errors import UserError, unknown_value_error
+from agile.errors import ArgumentError, UserError, unknown_value_error
 from agile.labels import AgileLayer
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ def save_figure(
         raise ValueError(f"save_figure: format {format!r} contradicts the suffix of {path}.")
     kind = (format or suffix).lower()
     if kind not in FIGURE_FORMATS:
-        raise unknown_value_error("figure format", kind or path.name, FIGURE_FORMATS)
+        raise unknown_value_error("figure format", kind or path.name, FIGURE_FORMATS, ArgumentError)
     if not dpi > 0:
         raise ValueError(f"save_figure: dpi must be positive, got {dpi!r}.")
     if not suffix:

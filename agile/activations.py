@@ -19,7 +19,7 @@ from typing import Protocol, cast, runtime_checkable
 import jax
 import jax.numpy as jnp
 
-from agile.errors import ConfigError, unknown_value_error
+from agile.errors import ArgumentError, unknown_value_error
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -136,7 +136,7 @@ def as_plain_activation(fn: str | Activation, owner: str = "agile") -> Activatio
                 f"{owner}(fn) takes a plain activation, got {fn!r}; use {owner}({plain!r})."
             )
         if fn not in PLAIN_ACTIVATIONS:
-            raise unknown_value_error("activation", fn, PLAIN_ACTIVATIONS)
+            raise unknown_value_error("activation", fn, PLAIN_ACTIVATIONS, ArgumentError)
         return PLAIN_ACTIVATIONS[fn]
     if hasattr(fn, "shape") and hasattr(fn, "dtype"):  # an array where the activation goes
         raise ValueError(
@@ -267,8 +267,8 @@ def combined_names(name: str) -> tuple[str, ...]:
     parts = tuple(part.strip() for part in name[len(COMBINED_PREFIX) :].split(","))
     for part in parts:
         if part not in PLAIN_ACTIVATIONS:
-            error = unknown_value_error("activation", part, PLAIN_ACTIVATIONS)
-            raise ConfigError(f"In {name!r}: {error}")
+            error = unknown_value_error("activation", part, PLAIN_ACTIVATIONS, ArgumentError)
+            raise ArgumentError(f"In {name!r}: {error}")
     return parts
 
 
@@ -281,7 +281,8 @@ def validate_activation_name(name: str) -> str:
     if isinstance(name, str) and name.startswith(COMBINED_PREFIX):
         combined_names(name)
     elif not isinstance(name, str) or name not in ACTIVATION_NAMES:
-        raise unknown_value_error("activation", name, (*ACTIVATION_NAMES, _COMBINED_FORM))
+        raise unknown_value_error("activation", name, (*ACTIVATION_NAMES, _COMBINED_FORM),
+                                  ArgumentError)
     return name
 
 

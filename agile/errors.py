@@ -14,15 +14,23 @@ and exit non-zero, and keep Python's traceback for everything else (bugs).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 
 
 class UserError(Exception):
     """An error the user caused and can fix; its message alone says what and how."""
 
 
-class ConfigError(UserError, ValueError):
-    """A config field, argument or option with a bad value."""
+class ArgumentError(UserError, ValueError):
+    """An argument of a library call with a bad value (an unknown activation name,
+    granularity or figure format)."""
+
+
+class ConfigError(ArgumentError):
+    """A field of an experiment's config (or a command-line option) with a bad value; the
+    experiments (``agile.paper``) raise it, and turn the library's :class:`ArgumentError`
+    for a config's value into it (:func:`as_config_error`)."""
 
 
 class FoldError(UserError, ValueError):
@@ -31,11 +39,25 @@ class FoldError(UserError, ValueError):
     """
 
 
-def unknown_value_error(what: str, value: object, valid: Iterable[object]) -> ConfigError:
-    """Returns (does not raise) ``ConfigError("Unknown <what> <value!r>. Valid: <valid>.")``.
+def unknown_value_error(what: str, value: object, valid: Iterable[object],
+                        error: type[ArgumentError] = ConfigError) -> ArgumentError:
+    """Returns (does not raise) ``error("Unknown <what> <value!r>. Valid: <valid>.")``.
 
     ``what`` names the kind of value (``"activation"``, ``"data.source"``);
     ``valid`` lists the accepted values, shown in the given order. Use it as
-    ``raise unknown_value_error("pooling", pooling, POOLINGS)``.
+    ``raise unknown_value_error("pooling", pooling, POOLINGS)``; the library passes
+    ``error=ArgumentError`` (its mistakes are not a config's).
     """
-    return ConfigError(f"Unknown {what} {value!r}. Valid: {', '.join(map(str, valid))}.")
+    return error(f"Unknown {what} {value!r}. Valid: {', '.join(map(str, valid))}.")
+
+
+@contextlib.contextmanager
+def as_config_error() -> Iterator[None]:
+    """Re-raises a library :class:`ArgumentError` met while checking a config as the
+    :class:`ConfigError` it is there (same message)."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except ArgumentError as err:
+        raise ConfigError(str(err)) from None

@@ -47,7 +47,7 @@ from agile.activations import (
     is_learnable_name,
     plain_name,
 )
-from agile.errors import unknown_value_error
+from agile.errors import ArgumentError, unknown_value_error
 
 Initializer = Callable[..., jax.Array]
 FeatureAxes = int | Sequence[int]
@@ -58,7 +58,7 @@ GRANULARITIES: tuple[Granularity, ...] = ("element", "channel", "scalar")
 def validate_granularity(granularity: str) -> str:
     """Returns ``granularity`` if it is one of :data:`GRANULARITIES`, else raises ValueError."""
     if granularity not in GRANULARITIES:
-        raise unknown_value_error("granularity", granularity, GRANULARITIES)
+        raise unknown_value_error("granularity", granularity, GRANULARITIES, ArgumentError)
     return granularity
 
 

@@ -57,7 +57,7 @@ from agile._plot_base import (
 )
 from agile._plot_figures import plot_depth, plot_parameter_maps
 from agile.activations import agile, combined, initial_value
-from agile.errors import unknown_value_error
+from agile.errors import ArgumentError, unknown_value_error
 from agile.labels import AgileLayer
 
 if TYPE_CHECKING:
@@ -257,7 +257,7 @@ def _grid(heights: Sequence[float], columns: int | None, width: float):
 
 def _view(view: str, layer: AgileLayer) -> str:
     if view not in VIEWS:
-        raise unknown_value_error("view", view, VIEWS)
+        raise unknown_value_error("view", view, VIEWS, ArgumentError)
     if view != "auto":
         return view
     return "channels" if layer.granularity in ("channel", "scalar") else "distribution"

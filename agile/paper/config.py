@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from agile.errors import ConfigError, unknown_value_error
+from agile.errors import ConfigError, as_config_error, unknown_value_error
 from agile.paper import tasks
 from agile.paper.combos import combo_activations
 from agile.paper.parallel import validate_scaling_config
@@ -269,5 +269,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
     """
     _check_fields_known(config, _reference(config))
     _check_scalars(config)
-    tasks.validate(config)
+    with as_config_error():
+        tasks.validate(config)
     validate_scaling_config(config)

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from agile.activations import get_activation, is_learnable_name, validate_activation_name
-from agile.errors import ConfigError
+from agile.errors import ArgumentError, ConfigError
 from agile.layers import Agile, activation_layer
 from agile.paper.baselines import (
     BASELINE_FORMS,
@@ -44,7 +44,7 @@ def validate_activation(activation: str, model: str) -> str:
         return validate_baseline_name(activation)
     try:
         return validate_activation_name(activation)
-    except ConfigError as err:
+    except ArgumentError as err:
         raise ConfigError(f"{err} {model} also takes the baselines "
                           f"{', '.join(BASELINE_FORMS)}.") from None
 

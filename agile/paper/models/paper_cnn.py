@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from agile.errors import ConfigError, unknown_value_error
+from agile.errors import ConfigError, as_config_error, unknown_value_error
 from agile.layers import validate_granularity
 from agile.paper.models.activations import (
     activation_parts,
@@ -94,7 +94,8 @@ class CNN(nn.Module):
         """
         for activation in (self.conv_activation, self.dense_activation):
             validate_activation(activation, "The paper's CNN")
-        validate_granularity(self.granularity)
+        with as_config_error():
+            validate_granularity(self.granularity)
         validate_pooling(self.pooling)
         if any(int(f) < 1 for f in self.conv_features):
             raise ConfigError(f"conv_features must be positive integers, got {self.conv_features}.")

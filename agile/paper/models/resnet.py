@@ -26,7 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from agile.errors import ConfigError, unknown_value_error
+from agile.errors import ConfigError, as_config_error, unknown_value_error
 from agile.layers import validate_granularity
 from agile.paper.models.activations import IMPLEMENTATIONS, activate, validate_activation
 
@@ -90,7 +90,8 @@ class ResNet(nn.Module):
     def validate(self) -> None:
         """Raises a one-line ConfigError for a bad field, before anything is traced."""
         validate_activation(self.activation, "The ResNet")
-        validate_granularity(self.granularity)
+        with as_config_error():
+            validate_granularity(self.granularity)
         if not self.widths or any(_not_positive(w) for w in self.widths):
             raise ConfigError(f"widths must be one or more positive integers, got {self.widths}.")
         if _not_positive(self.blocks_per_stage):

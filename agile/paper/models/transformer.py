@@ -24,7 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from agile.errors import ConfigError, unknown_value_error
+from agile.errors import ConfigError, as_config_error, unknown_value_error
 from agile.layers import validate_granularity
 from agile.paper.models.activations import IMPLEMENTATIONS, activate, validate_activation
 
@@ -108,7 +108,8 @@ class Transformer(nn.Module):
     def validate(self) -> None:
         """Raises a one-line ConfigError for a bad field, before anything is traced."""
         validate_activation(self.activation, "The transformer")
-        validate_granularity(self.granularity)
+        with as_config_error():
+            validate_granularity(self.granularity)
         for field in ("vocab_size", "context", "num_layers", "width", "num_heads"):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
