@@ -125,7 +125,7 @@ def test_transformer_resume_on_a_changed_vocabulary_is_refused(tmp_path, transfo
     (corpus_dir / "c.txt").write_text("Zebra! ")
     try:
         with pytest.raises(WorkdirError, match=r"was trained with another vocabulary \(\d+ "
-                                               r"characters then, \d+ now; new '!Zb'"):
+                                               r"characters then, \d+ now; new '!Z', missing ''"):
             train.train_and_evaluate(transformer_config, tmp_path)
     finally:
         (corpus_dir / "c.txt").unlink()
