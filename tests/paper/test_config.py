@@ -111,6 +111,12 @@ def test_unknown_field_is_refused(section):
         config_lib.validate(config)
 
 
+def _slow_cases(cases: list[tuple]) -> list:
+    """Cases marked slow: each starts a script (about 3 s of CPU to import jax and flax), so
+    the fast suite keeps one case per script and CI (which runs the slow tests) every case."""
+    return [pytest.param(*case, marks=pytest.mark.slow) for case in cases]
+
+
 def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "scripts/train.py", *args], cwd=REPO_ROOT,
                           env={**os.environ, **(env or {})}, capture_output=True, text=True,
@@ -119,11 +125,13 @@ def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("args, message", [
     (["--config.optimizer=lbfgs"], "error: Unknown optimizer 'lbfgs'. Valid: sgd, adam."),
-    (["--config.nope=3"], "error: Unknown config field 'nope' in --config.nope."),
-    (["--config.model.poolin=avg"], 'Did you mean "pooling" instead of "poolin"?'),
-    (["--config.num_epochs=abc"], "error: flag --config.num_epochs=abc: invalid literal"),
-    (["--config.data.val_size=15"], "config.data.val_size must be a non-negative multiple"),
-    (["--workdir=README.md"], "error: Workdir README.md exists and is not a folder."),
+    *_slow_cases([
+        (["--config.nope=3"], "error: Unknown config field 'nope' in --config.nope."),
+        (["--config.model.poolin=avg"], 'Did you mean "pooling" instead of "poolin"?'),
+        (["--config.num_epochs=abc"], "error: flag --config.num_epochs=abc: invalid literal"),
+        (["--config.data.val_size=15"], "config.data.val_size must be a non-negative multiple"),
+        (["--workdir=README.md"], "error: Workdir README.md exists and is not a folder."),
+    ]),
 ])
 def test_cli_user_errors_are_one_line_with_status_2(args, message):
     result = _cli("--config=configs/combo_07.py", *args)
@@ -134,23 +142,26 @@ def test_cli_user_errors_are_one_line_with_status_2(args, message):
 
 
 @pytest.mark.parametrize("script, args, outside_repo, message", [
-    ("train.py", ["--config=configs/nope.py"], False,
-     "error: Cannot load --config=configs/nope.py: [Errno 2] No such file or directory"),
-    ("sweep.py", ["--config.nope=1"], False,  # overrides of the default config
-     "error: Unknown config field 'nope' in --config.nope."),
-    ("sweep.py", ["--config.model.foo=1"], False,
-     "error: Unknown config field 'foo' in --config.model.foo."),
-    ("sweep.py", ["--config=configs/nope.py"], False,
-     "error: Cannot load --config=configs/nope.py: [Errno 2] No such file or directory"),
     ("sweep.py", ["--seeds=0"], True,  # the default config is found from any folder
      "error: --seeds must be a positive integer, got 0."),
-    # N113: a config file that raises was a 754-character line holding its traceback.
-    ("train.py", ["--config=configs/default.py:13"], False,
-     "error: Cannot load --config=configs/default.py:13: Unknown combination 13: the paper's "
-     "Table 1 has rows 1..12 (the text after ':' is passed to the config file's get_config)."),
-    ("sweep.py", ["--config=configs/default.py:abc"], False,
-     "error: Cannot load --config=configs/default.py:abc: invalid literal for int() with base "
-     "10: 'abc' (the text after ':' is passed to the config file's get_config)."),
+    *_slow_cases([
+        ("train.py", ["--config=configs/nope.py"], False,
+         "error: Cannot load --config=configs/nope.py: [Errno 2] No such file or directory"),
+        ("sweep.py", ["--config.nope=1"], False,  # overrides of the default config
+         "error: Unknown config field 'nope' in --config.nope."),
+        ("sweep.py", ["--config.model.foo=1"], False,
+         "error: Unknown config field 'foo' in --config.model.foo."),
+        ("sweep.py", ["--config=configs/nope.py"], False,
+         "error: Cannot load --config=configs/nope.py: [Errno 2] No such file or directory"),
+        # N113: a config file that raises was a 754-character line holding its traceback.
+        ("train.py", ["--config=configs/default.py:13"], False,
+         "error: Cannot load --config=configs/default.py:13: Unknown combination 13: the "
+         "paper's Table 1 has rows 1..12 (the text after ':' is passed to the config file's "
+         "get_config)."),
+        ("sweep.py", ["--config=configs/default.py:abc"], False,
+         "error: Cannot load --config=configs/default.py:abc: invalid literal for int() with "
+         "base 10: 'abc' (the text after ':' is passed to the config file's get_config)."),
+    ]),
 ])
 def test_config_file_errors_are_one_line_in_both_scripts(tmp_path, script, args, outside_repo,
                                                          message):

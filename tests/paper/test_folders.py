@@ -42,6 +42,7 @@ def test_a_glob_character_in_the_workdir_path_is_refused_before_anything_is_writ
     assert _tree(tmp_path) == ["x[2]"]
 
 
+@pytest.mark.slow  # starts both scripts (in-process: the glob test above)
 def test_the_scripts_refuse_a_glob_path_in_one_line_and_create_nothing(tmp_path,
                                                                         synthetic_mnist_dir):
     """N066/N067 as the report ran them: train.py in ``run[1]``, sweep.py in ``sw [1]``."""
@@ -148,6 +149,7 @@ def test_a_failed_ray_sweep_leaves_no_folder_behind(tmp_path, monkeypatch):
     assert not claimed and not workdir.exists()
 
 
+@pytest.mark.slow  # starts sweep.py (in-process: the path-length tests above)
 def test_a_trial_folder_too_long_for_checkpoints_is_refused_before_the_sweep_is_claimed(
         tmp_path, synthetic_mnist_dir):
     """N065 in a sweep: the sweep folder fits, its trials' checkpoint files would not: one line

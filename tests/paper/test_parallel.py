@@ -98,9 +98,29 @@ def test_inactive_seed_keeps_its_state(tiny_config, batching):
                            layout.seed_view(before, 0)["output"]["kernel"])
 
 
+@pytest.fixture(scope="module")
+def separate_run(tmp_path_factory):
+    """``separate_run(config)``: the summary and rows of ``config``'s single-seed run, trained
+    once per (data.order_seed, seed) in this process and shared by the batchings of the test
+    below: one seed is one device's run whatever ``seed_batching`` says (parallel.make_layout),
+    so the same separate runs were trained again for each batching."""
+    root, runs = tmp_path_factory.mktemp("separate_runs"), {}
+
+    def run(config):
+        assert config.num_seeds == 1 and config.parallel == "none"
+        key = (config.data.order_seed, config.seed)
+        if key not in runs:
+            workdir = root / f"order_{key[0]}_seed_{key[1]}"
+            runs[key] = train.train_and_evaluate(config, workdir), _rows(workdir)
+        return runs[key]
+
+    return run
+
+
 @pytest.mark.parametrize("batching, order_seed", [("scan", None), ("vmap", None),
                                                   ("map", None), ("vmap", 7), ("scan", 7)])
-def test_num_seeds_run_equals_separate_runs(tmp_path, tiny_config, batching, order_seed):
+def test_num_seeds_run_equals_separate_runs(tmp_path, tiny_config, batching, order_seed,
+                                            separate_run):
     """Seeds 3..5 in one run: per-seed metrics and summaries equal three single-seed runs,
     including seeds that stop early at different steps; with one batch order for all seeds
     (data.order_seed), equal to single-seed runs with that order."""
@@ -115,12 +135,11 @@ def test_num_seeds_run_equals_separate_runs(tmp_path, tiny_config, batching, ord
     tiny_config.num_seeds = 1
     for seed_summary in together["seeds"]:
         tiny_config.seed = seed_summary["seed"]
-        alone = train.train_and_evaluate(tiny_config, tmp_path / f"seed_{tiny_config.seed}")
+        alone, alone_rows = separate_run(tiny_config)
         for field in SUMMARY_FIELDS:
             assert seed_summary[field] == alone[field], field
         for field in SUMMARY_LOSSES:
             np.testing.assert_allclose(seed_summary[field], alone[field], rtol=RUN_RTOL)
-        alone_rows = _rows(tmp_path / f"seed_{tiny_config.seed}")
         seed_rows = [row for row in rows if row["seed"] == tiny_config.seed]
         _assert_rows_close(seed_rows, alone_rows, RUN_RTOL)
     losses = [s["final_test_loss"] for s in together["seeds"]]

@@ -21,11 +21,12 @@ CORPUS = ("It is a truth universally acknowledged, that a single man in possessi
 
 @pytest.fixture
 def resnet_config(synthetic_mnist_dir):
-    """A tiny ResNet (widths 4, 8) on the synthetic images as Fashion-MNIST: 4 steps an epoch."""
+    """A tiny ResNet (widths 4, 8) on the synthetic images as Fashion-MNIST: 4 steps an epoch,
+    2 epochs."""
     config = config_lib.get_config(model="resnet", data="fashion_mnist")
     config.model.widths = (4, 8)
     config.model.activation = "agile_relu"
-    config.update(num_epochs=3, batch_size=50, log_every_steps=2, checkpoint_every_steps=2,
+    config.update(num_epochs=2, batch_size=50, log_every_steps=2, checkpoint_every_steps=2,
                   learning_rate=3e-3)
     config.data.update(source="idx", dir=str(synthetic_mnist_dir), train_size=200, val_size=100,
                        test_size=100, eval_batch_size=64)
@@ -51,28 +52,46 @@ def transformer_config(corpus_dir):
     return config
 
 
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    """``reference_run(config)``: the summary and workdir of ``config``'s uninterrupted run,
+    trained once per config in this process: the ResNet's resume test and its seed-batch
+    test both compare against seed 0's run of the fixture's config."""
+    root, runs = tmp_path_factory.mktemp("reference_runs"), {}
 
-def _assert_resumes_exactly(config, tmp_path, stop_after):
-    reference = train.train_and_evaluate(config, tmp_path / "reference")
+    def run(config):
+        key = config.to_json(sort_keys=True)
+        if key not in runs:
+            workdir = root / str(len(runs))
+            runs[key] = train.train_and_evaluate(config, workdir), workdir
+        return runs[key]
+
+    return run
+
+
+
+def _assert_resumes_exactly(config, tmp_path, stop_after, reference_run):
+    reference, reference_dir = reference_run(config)
     with pytest.raises(Interrupt):
         train.train_and_evaluate(config, tmp_path / "resumed",
                                  after_step=interrupt_after(stop_after))
     resumed = train.train_and_evaluate(config, tmp_path / "resumed")
     assert strip_times(resumed) == strip_times(reference)
     assert (tmp_path / "resumed/metrics.jsonl").read_text() == (
-        tmp_path / "reference/metrics.jsonl").read_text()
+        reference_dir / "metrics.jsonl").read_text()
     (step, arrays), (ref_step, ref_arrays) = (latest_checkpoint(tmp_path / "resumed"),
-                                              latest_checkpoint(tmp_path / "reference"))
+                                              latest_checkpoint(reference_dir))
     assert step == ref_step
     jax.tree.map(np.testing.assert_array_equal, arrays, ref_arrays)
     return reference, arrays
 
 
-def test_resnet_resumes_exactly_with_its_batch_statistics(tmp_path, resnet_config):
-    """Interrupted after step 5 (checkpoint at 4): rows, summary and every checkpoint leaf,
-    the running BatchNorm statistics and the best model's among them, equal an uninterrupted
-    run's."""
-    summary, arrays = _assert_resumes_exactly(resnet_config, tmp_path, 5)
+def test_resnet_resumes_exactly_with_its_batch_statistics(tmp_path, resnet_config,
+                                                          reference_run):
+    """Interrupted after step 5 (checkpoint at 4) of 8: rows, summary and every checkpoint
+    leaf, the running BatchNorm statistics and the best model's among them, equal an
+    uninterrupted run's."""
+    summary, arrays = _assert_resumes_exactly(resnet_config, tmp_path, 5, reference_run)
     assert (summary["conv_activation"], summary["dense_activation"]) == ("agile_relu", "-")
     stats = arrays["state"]["model_state"]["batch_stats"]
     assert np.any(np.asarray(stats["stem_bn"]["mean"]) != 0)  # updated by training
@@ -95,19 +114,19 @@ def test_resnet_learns_real_fashion_mnist(tmp_path, resnet_config):
     assert summary["best_test_loss"] < 0.7 * np.log(10)  # 1.46 here
 
 
-def test_transformer_learns_and_resumes_exactly(tmp_path, transformer_config):
+def test_transformer_learns_and_resumes_exactly(tmp_path, transformer_config, reference_run):
     """Per-character loss (nats) falls well below a uniform guess over the vocabulary."""
-    summary, _ = _assert_resumes_exactly(transformer_config, tmp_path, 7)
+    summary, _ = _assert_resumes_exactly(transformer_config, tmp_path, 7, reference_run)
     vocabulary = len(set(CORPUS) | set(CORPUS.upper()))
     assert summary["best_test_loss"] < 0.6 * np.log(vocabulary)
 
 
-def test_resnet_seed_batch_equals_separate_runs(tmp_path, resnet_config):
+def test_resnet_seed_batch_equals_separate_runs(tmp_path, resnet_config, reference_run):
     """Two seeds stepped by one program (scan) take each seed's own run's steps: the same
     rows and best step; losses equal to float32 rounding (the seed stack's evaluation is
     another compiled program, whose sums round differently in the last digits)."""
     resnet_config.num_epochs = 2
-    alone = [train.train_and_evaluate(resnet_config.copy_and_resolve_references(), tmp_path / "0")]
+    alone = [reference_run(resnet_config.copy_and_resolve_references())[0]]
     resnet_config.seed = 1
     alone.append(train.train_and_evaluate(resnet_config, tmp_path / "1"))
     resnet_config.update(seed=0, num_seeds=2, seed_batching="scan")

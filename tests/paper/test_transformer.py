@@ -22,16 +22,21 @@ def _tokens(batch=3, length=16, seed=0):
 def test_shapes_and_mlp_activation_granularity():
     """Logits (B, T, vocab); an agile MLP activation has (a, b) per hidden channel (4 x
     width) by default and one pair per layer at granularity scalar; shorter sequences fit."""
+    # Shapes only, so traced (jax.eval_shape), not computed: op by op, computing them
+    # compiled every op of the model on its own (the slowest fast test of this file).
     model = Transformer(**TINY, activation="agile_gelu")
-    variables = jax.jit(model.init)(jax.random.key(0), _tokens())
-    apply = jax.jit(model.apply, static_argnames="train")
-    assert apply(variables, _tokens(), train=True).shape == (3, 16, 11)
-    assert apply(variables, _tokens(length=5)).shape == (3, 5, 11)
+    variables = jax.eval_shape(model.init, jax.random.key(0), _tokens())
+
+    def logits(tokens, **kwargs):
+        return jax.eval_shape(lambda v, t: model.apply(v, t, **kwargs), variables, tokens)
+
+    assert logits(_tokens(), train=True).shape == (3, 16, 11)
+    assert logits(_tokens(length=5)).shape == (3, 5, 11)
     assert variables["params"]["block_1"]["mlp_act"]["a"].shape == (64,)
     assert "batch_stats" not in variables
     scalar = Transformer(**TINY, activation="xielu", granularity="scalar")
-    shapes = jax.eval_shape(scalar.init, jax.random.key(0), _tokens())
-    assert shapes["params"]["block_0"]["mlp_act"]["alpha_p"].shape == ()
+    assert jax.eval_shape(scalar.init, jax.random.key(0), _tokens())["params"]["block_0"][
+        "mlp_act"]["alpha_p"].shape == ()
 
 
 def test_attention_is_causal():
