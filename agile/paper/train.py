@@ -99,8 +99,8 @@ def _setup(config: ml_collections.ConfigDict, workdir: Path, task: tasks.Task) -
     trained on), and works out the schedule."""
     layout = make_layout(config)
     datasets = task.data.load(config.data)
-    workdir_lib.check_data(workdir, data_lib.fingerprint(datasets), task.data.title,
-                           task.data.details(config.data), is_main=jax.process_index() == 0)
+    data_lib.check_recorded(workdir, data_lib.fingerprint(datasets), task.data.title,
+                            task.data.details(config.data), is_main=jax.process_index() == 0)
     num_train = len(datasets.train.targets)
     steps_per_epoch = len(
         data_lib.epoch_indices(0, 0, num_train, config.batch_size, config.data.drop_remainder)

@@ -39,7 +39,6 @@ from agile.errors import UserError
 from agile.paper.files import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
-    DATA_FILE,
     DEPENDENCY_LOG,
     LOCK_FILE,
     ROWS_FILE,
@@ -61,7 +60,7 @@ __all__ = ["CHECKPOINT_DIR", "CONFIG_FILE", "DEPENDENCY_LOG", "LOCK_FILE", "ROWS
            "write_json", "write_rows", "write_text_atomically", "config_differences",
            "Checkpoints", "Lock", "MetricWriter", "check_config",
            "dependency_output", "disk_error", "disk_errors", "finished_checkpoints", "prepare",
-           "quietly", "save_config", "check_path", "check_data", "DATA_FILE"]
+           "quietly", "save_config", "check_path"]
 
 
 # orbax merges a checkpoint's per-process parts with ``glob(<checkpoint path>/ocdbt.process_*)``
@@ -399,45 +398,6 @@ def check_config(workdir: Path, config: dict[str, Any], allow_change: bool,
             "cannot change that (it decides the model, the data, the seeds or the optimizer's "
             "state), even with allow_config_change. Use a new --workdir."
         )
-
-
-def check_data(workdir: Path, fingerprint: str, title: str, details: dict[str, Any] | None = None,
-               is_main: bool = True) -> None:
-    """Refuses to resume ``workdir`` on other data than its checkpoints were trained on.
-
-    ``fingerprint`` (:func:`agile.paper.data.fingerprint`) identifies the arrays this run
-    loaded, ``title`` names the data set. The first run (process 0) records both in
-    ``data.json``; a later run whose data differ (another ``data.dir``, ``MNIST_DIR`` pointed
-    elsewhere, a changed file) stops with one line naming both, before anything is restored.
-    ``details`` (a text corpus' vocabulary) are recorded too, and a change of one is named.
-    """
-    path = workdir / DATA_FILE
-    recorded = {"data": title, "fingerprint": fingerprint, **(details or {})}
-    if path.is_file():
-        saved = read_json(path)
-        for key, value in (details or {}).items():
-            if key in saved and saved[key] != value:
-                raise WorkdirError(
-                    f"{workdir} was trained with another {key} ({_differs(saved[key], value)}): "
-                    "the data changed since. Use the data it trained on, or a new --workdir.")
-        if saved.get("fingerprint") != fingerprint:
-            raise WorkdirError(
-                f"{workdir} was trained on other data ({saved.get('data')}, fingerprint "
-                f"{saved.get('fingerprint')}) than this run loaded ({title}, fingerprint "
-                f"{fingerprint}): the data folder (data.dir or its environment variable) or "
-                "its files changed. Point it at the data the run trained on, or use a new "
-                "--workdir.")
-    elif is_main:
-        write_json(path, recorded)
-
-
-def _differs(saved: Any, now: Any) -> str:
-    """What changed between two recorded values, briefly (a vocabulary: its characters)."""
-    if isinstance(saved, str) and isinstance(now, str):
-        return (f"{len(saved)} characters then, {len(now)} now; new "
-                f"{''.join(sorted(set(now) - set(saved)))!r}, missing "
-                f"{''.join(sorted(set(saved) - set(now)))!r}")
-    return f"{saved!r} then, {now!r} now"
 
 
 def save_config(workdir: Path, config: dict[str, Any]) -> None:

@@ -6,7 +6,8 @@ integer class (shape ``()``) or classes (``(T,)`` for a next-character model). T
 the training split on the device once (``jax.device_put``), draws each epoch's batch indices
 on the host with :func:`epoch_indices` and gathers each batch inside compiled code with
 :func:`gather_batch`: no input pipeline runs during training. :func:`fingerprint` identifies
-the arrays a run trained on, so a resume on other data is refused.
+the arrays a run trained on, and :func:`check_recorded` refuses to resume a workdir on other
+data than it recorded.
 
 The sources: :mod:`agile.paper.data.images` (MNIST, Fashion-MNIST).
 """
@@ -14,13 +15,15 @@ The sources: :mod:`agile.paper.data.images` (MNIST, Fashion-MNIST).
 from __future__ import annotations
 
 import hashlib
-from typing import NamedTuple
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from agile.errors import ConfigError, UserError
+from agile.paper.files import DATA_FILE, WorkdirError, read_json, write_json
 
 
 class DataError(UserError, ValueError):
@@ -60,6 +63,45 @@ def fingerprint(datasets: Datasets) -> str:
             digest.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
             digest.update(memoryview(array).cast("B"))
     return digest.hexdigest()[:16]
+
+
+def check_recorded(workdir: Path, fingerprint: str, title: str,
+                   details: dict[str, Any] | None = None, is_main: bool = True) -> None:
+    """Refuses to resume ``workdir`` on other data than its checkpoints were trained on.
+
+    ``fingerprint`` (:func:`agile.paper.data.fingerprint`) identifies the arrays this run
+    loaded, ``title`` names the data set. The first run (process 0) records both in
+    ``data.json``; a later run whose data differ (another ``data.dir``, ``MNIST_DIR`` pointed
+    elsewhere, a changed file) stops with one line naming both, before anything is restored.
+    ``details`` (a text corpus' vocabulary) are recorded too, and a change of one is named.
+    """
+    path = workdir / DATA_FILE
+    recorded = {"data": title, "fingerprint": fingerprint, **(details or {})}
+    if path.is_file():
+        saved = read_json(path)
+        for key, value in (details or {}).items():
+            if key in saved and saved[key] != value:
+                raise WorkdirError(
+                    f"{workdir} was trained with another {key} ({_differs(saved[key], value)}): "
+                    "the data changed since. Use the data it trained on, or a new --workdir.")
+        if saved.get("fingerprint") != fingerprint:
+            raise WorkdirError(
+                f"{workdir} was trained on other data ({saved.get('data')}, fingerprint "
+                f"{saved.get('fingerprint')}) than this run loaded ({title}, fingerprint "
+                f"{fingerprint}): the data folder (data.dir or its environment variable) or "
+                "its files changed. Point it at the data the run trained on, or use a new "
+                "--workdir.")
+    elif is_main:
+        write_json(path, recorded)
+
+
+def _differs(saved: Any, now: Any) -> str:
+    """What changed between two recorded values, briefly (a vocabulary: its characters)."""
+    if isinstance(saved, str) and isinstance(now, str):
+        return (f"{len(saved)} characters then, {len(now)} now; new "
+                f"{''.join(sorted(set(now) - set(saved)))!r}, missing "
+                f"{''.join(sorted(set(saved) - set(now)))!r}")
+    return f"{saved!r} then, {now!r} now"
 
 
 def epoch_indices(
