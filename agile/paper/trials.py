@@ -14,6 +14,7 @@ the sweep backends and the report all build on these definitions.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import json
 import os
@@ -187,9 +188,17 @@ def columns(record_type: type) -> tuple[str, ...]:
     return tuple(field.name for field in dataclasses.fields(record_type))
 
 
+@functools.cache
+def _type_hints(record_type: type) -> dict[str, Any]:
+    """``typing.get_type_hints`` of a record dataclass, evaluated once per type: the report
+    reads every CSV row through :func:`column_types` and :func:`optional_columns`, and
+    evaluating the hints per row was most of the time the report tests spent reading."""
+    return typing.get_type_hints(record_type)
+
+
 def column_types(record_type: type) -> dict[str, type]:
     """``{column: str, int or float}`` of a record dataclass (``X | None`` gives ``X``)."""
-    hints = typing.get_type_hints(record_type)
+    hints = _type_hints(record_type)
     types = {}
     for name in columns(record_type):
         options = [t for t in typing.get_args(hints[name]) or (hints[name],) if t is not type(None)]
@@ -199,7 +208,7 @@ def column_types(record_type: type) -> dict[str, type]:
 
 def optional_columns(record_type: type) -> frozenset[str]:
     """The columns of a record dataclass that may be empty (typed ``X | None``)."""
-    hints = typing.get_type_hints(record_type)
+    hints = _type_hints(record_type)
     return frozenset(name for name in columns(record_type)
                      if type(None) in typing.get_args(hints[name]))
 
