@@ -1,16 +1,19 @@
 """agile.paper.data.text: a folder of UTF-8 files as windows of characters."""
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from agile_testing import REPO_ROOT
 
 from agile.errors import ConfigError
 from agile.paper.data import DataError, MissingDataError
 from agile.paper.data import text as text_data
 
-AUSTEN = Path("/work/shared/data/austen")
+# The shared corpus: TEXT_DIR (.ci/run sets it), else ../shared/data/austen beside the checkout.
+AUSTEN = Path(os.environ.get("TEXT_DIR") or REPO_ROOT.parent / "shared" / "data" / "austen")
 
 
 def _corpus(tmp_path, texts):
@@ -92,7 +95,7 @@ def test_bits_per_character():
     assert text_data.bits_per_character(math.log(81)) == pytest.approx(math.log2(81))
 
 
-@pytest.mark.skipif(not AUSTEN.is_dir(), reason="needs /work/shared/data/austen")
+@pytest.mark.skipif(not AUSTEN.is_dir(), reason="needs Jane Austen's novels in TEXT_DIR")
 def test_austen_corpus_has_its_documented_size():
     """The six novels: 4,025,028 characters, 81 distinct; the windows cover ~90/5/5%."""
     texts = text_data.read_corpus(AUSTEN)
