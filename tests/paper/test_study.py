@@ -305,8 +305,8 @@ def test_the_families_show_every_group_once_in_the_reports_order():
     titles default to the section's."""
     shown = [name for family in study.FAMILIES for name in family.groups]
     assert sorted(shown) == sorted(group.name for group in study.GROUPS if group.name != "table1")
-    assert [family.name for family in study.FAMILIES] == ["table1", "lr", "baselines",
-                                                          "ablations"]
+    assert [family.name for family in study.FAMILIES] == [
+        "table1", "lr", "fashion_table1", "fashion_lr", "baselines", "ablations"]
     assert len(study.FAMILIES_BY_NAME) == len(study.FAMILIES)
     table1 = study.FAMILIES_BY_NAME["table1"]
     assert [(c.first.trial, c.second.trial) for c in table1.comparisons] == [
@@ -314,9 +314,47 @@ def test_the_families_show_every_group_once_in_the_reports_order():
     assert table1.comparisons[0].paper_difference == pytest.approx(0.16259 - 0.18850)
     assert {c.first.group for c in table1.comparisons} == {"table1"}
     lr = study.FAMILIES_BY_NAME["lr"]
-    assert lr.conclusion_title == lr.power_title == lr.figure_title == lr.title
+    assert lr.power_title == lr.conclusion_title == lr.title != lr.figure_title
+    fashion_lr = study.FAMILIES_BY_NAME["fashion_lr"]
+    assert (fashion_lr.conclusion_title == fashion_lr.power_title == fashion_lr.figure_title
+            == fashion_lr.title)
     assert lr.contents == "the learning rate of a and b" and lr.unit == study.NATS
-    assert all(group.task == "mnist" for group in study.GROUPS)
+    tasks = {group.name: group.task for group in study.GROUPS}
+    assert {name for name, task in tasks.items() if task != "mnist"} == {
+        "fashion_table1", "fashion_agile_lr_0.1x"}
+
+
+def test_the_issue_30_groups_train_what_they_say():
+    """The a/b-rate curve's groups train combos 10-12 at their multiple of the weights' rate
+    on MNIST, in the curve's order; Fashion-MNIST's groups train the paper's CNN on
+    Fashion-MNIST with the paper's schedule, Table 1's twelve rows and the ReLU family at
+    0.1x; the Fashion family sits beside MNIST's Table 1 with the same comparisons."""
+    base = study.GROUPS_BY_NAME["table1"].base_config()
+    multiples = []
+    for name, _, multiple in study.LR_CURVE:
+        config = study.GROUPS_BY_NAME[name].base_config()
+        assert config.agile_learning_rate == pytest.approx(multiple * config.learning_rate)
+        assert config.data.name == "mnist"
+        if name != "table1":
+            assert study.GROUPS_BY_NAME[name].pairs == (COMBOS[10], COMBOS[11], COMBOS[12])
+        multiples.append(multiple)
+    assert multiples == sorted(multiples) and len(multiples) == 6
+    fashion = study.GROUPS_BY_NAME["fashion_table1"]
+    config = fashion.base_config()
+    assert config.data.name == "fashion_mnist" and fashion.pairs == tuple(COMBOS.values())
+    assert {k: v for k, v in config.items() if k != "data"} == {
+        k: v for k, v in base.items() if k != "data"}
+    assert {k: v for k, v in config.data.items() if k != "name"} == {
+        k: v for k, v in base.data.items() if k != "name"}
+    low = study.GROUPS_BY_NAME["fashion_agile_lr_0.1x"].base_config()
+    assert low.data.name == "fashion_mnist" and low.agile_learning_rate == pytest.approx(1e-4)
+    family = study.FAMILIES_BY_NAME["fashion_table1"]
+    assert family.beside == "table1" and family.findings == "themes"
+    assert [c.name for c in family.comparisons] == [
+        c.name for c in study.FAMILIES_BY_NAME["table1"].comparisons]
+    fashion_lr = study.FAMILIES_BY_NAME["fashion_lr"]
+    assert {arm.group for c in fashion_lr.comparisons for arm in (c.first, c.second)} == {
+        "fashion_table1", "fashion_agile_lr_0.1x"}
 
 
 def test_a_new_question_is_one_entry_of_data():

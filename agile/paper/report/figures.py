@@ -266,6 +266,45 @@ def figure_differences(families: Sequence[tuple[str, Sequence[PairedResult]]]):
     return fig
 
 
+def figure_lr_curve(runs: Sequence[Run], curve=study.LR_CURVE, combos=(10, 11, 12),
+                    plain: int = 7, reference: str = "table1"):
+    """Best test loss of ``combos`` against the a/b learning rate (a multiple of the weights'
+    rate, log axis): the mean and its CI per rate with results, the plain combo's as a band;
+    None unless some combo has results at two rates."""
+    from agile.paper import stats
+    from matplotlib.figure import Figure
+
+    def summary(group: str, combo: int):
+        values = list(seed_values(runs, group, combo_trial(combo)).values())
+        return stats.summarize(values) if len(values) > 1 else None
+
+    points = {combo: [(multiple, s) for group, _, multiple in curve
+                      if (s := summary(group, combo)) is not None] for combo in combos}
+    if not any(len(p) > 1 for p in points.values()):
+        return None
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.subplots()
+    for offset, (combo, pts) in zip((0.94, 1.0, 1.06), points.items(), strict=False):
+        x = np.array([m for m, _ in pts]) * offset
+        mean = np.array([s["mean"] for _, s in pts])
+        err = [mean - [s["ci_low"] for _, s in pts], [s["ci_high"] for _, s in pts] - mean]
+        conv, dense = COMBOS[combo]
+        ax.errorbar(x, mean, yerr=err, fmt="o-", capsize=3, ms=4,
+                    label=f"combo {combo} ({conv} / {dense})")
+    base = summary(reference, plain)
+    if base is not None:
+        ax.axhspan(base["ci_low"], base["ci_high"], color="k", alpha=0.12)
+        ax.axhline(base["mean"], color="k", lw=1, ls="--",
+                   label=f"combo {plain} (plain), mean and {CONFIDENCE:.0%} CI")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate of a and b (× the weights' rate, Adam 1e-3)")
+    ax.set_ylabel("best test loss")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"The a/b learning rate: mean best test loss and its {CONFIDENCE:.0%} CI")
+    return fig
+
+
 # ---------------------------------------------------------------------------------------------
 # The list of figures.
 
@@ -302,6 +341,12 @@ SPECS: tuple[FigureSpec, ...] = (
         "the lower loss); the cross is the paper's difference.", None, "comparisons",
         lambda results, analysis: figure_differences(
             [(r.family.figure_title, r.results) for r in analysis.families])),
+    FigureSpec(
+        "lr_curve", "study_lr_curve.png", "Best test loss against the a/b learning rate",
+        "Combos 10, 11 and 12 (agile ReLU conv layers) at each a/b rate with results: the mean "
+        f"best test loss and its {CONFIDENCE:.0%} interval (points spread a little sideways "
+        "to stay apart); the band is plain combo 7's.", None, "comparisons",
+        lambda results, analysis: figure_lr_curve(results.runs)),
     FigureSpec(
         "fig12", "study_fig12_test_loss_curves.png",
         "Test loss of the 12 combinations during training (Fig. 12)",
