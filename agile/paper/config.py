@@ -154,6 +154,58 @@ DATA_FIELDS = {"images": _image_data_fields, "text": _text_data_fields}
 FIELD_SOURCES = (get_config, *MODEL_FIELDS.values(), *DATA_FIELDS.values())
 
 
+# ---------------------------------------------------------------------------------------------
+# The sized tasks beyond the paper (#29): ``configs/resnet.py`` and ``configs/transformer.py``
+# and the study's groups (agile.paper.study) read them here, so they are defined once.
+
+
+def resnet_config(activation: str | None = None) -> ml_collections.ConfigDict:
+    """The BatchNorm ResNet on Fashion-MNIST with ``activation`` (default relu), sized so one
+    run to early stopping takes a few minutes on one core (docs/experiments.md)."""
+    c = get_config(model="resnet", data="fashion_mnist")
+    c.model.activation = activation or "relu"
+    # Sized by measurement (one core, shared machine): widths 16/32/64 ran ~1 step/s at batch
+    # 128, so a 3-minute run could not reach early stopping; 8/16/32 runs ~3 steps/s.
+    c.model.widths = (8, 16, 32)
+    c.batch_size = 128
+    c.num_epochs = 15  # a cap: early stopping (patience 5, one evaluation an epoch) ends sooner
+    c.patience = 5
+    c.data.train_size = 4_000  # 400 per class; 2,000 more held out for validation
+    c.data.val_size = 2_000
+    c.data.standardize = True  # Fashion-MNIST's own mean and std
+    c.test_every = 5
+    return c
+
+
+def transformer_config(activation: str | None = None) -> ml_collections.ConfigDict:
+    """The character-level transformer on a text folder with the MLP's ``activation``
+    (default gelu), sized so one run to early stopping takes a few minutes on one core."""
+    c = get_config(model="transformer", data="text")
+    c.model.activation = activation or "gelu"
+    # Sized by measurement (one core, shared machine): width 128, context 128 ran 0.6 steps/s
+    # (about 130 steps in 4 minutes); width 64, context 64 runs 2-4 steps/s and reaches about
+    # 1.85 nats (2.67 bits per character) in 500 steps at learning rate 3e-3.
+    c.model.width = 64
+    c.data.context = 64
+    c.learning_rate = 3e-3
+    c.agile_learning_rate = 3e-3
+    c.batch_size = 32
+    c.num_epochs = 1  # an epoch of train_windows: 600 steps
+    c.eval_every_steps = 100
+    c.patience = 5
+    c.test_every = 3
+    c.checkpoint_every_steps = 100
+    c.data.train_windows = 19_200  # spread evenly over the six books
+    c.data.val_windows = 512
+    c.data.test_windows = 2_048
+    c.data.eval_batch_size = 256
+    return c
+
+
+# The tasks by name (the study's groups name theirs): the paper's CNN on MNIST, and the two above.
+PRESETS = {"paper": get_config, "resnet": resnet_config, "transformer": transformer_config}
+
+
 # What `allow_config_change=True` lets a resume change: each takes effect from the resumed step
 # (more epochs, other rates for the rest of training, another evaluation or checkpoint
 # schedule, patience counted anew over the whole history, another device layout, another

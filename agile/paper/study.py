@@ -30,8 +30,14 @@ import ml_collections
 
 from agile.errors import ConfigError
 from agile.paper.combos import COMBOS, PAPER_TABLE1
-from agile.paper.config import get_config
-from agile.paper.trials import Trial, settings, trial_name, trials_for_pairs
+from agile.paper.config import PRESETS
+from agile.paper.trials import (
+    Trial,
+    settings,
+    trial_name,
+    trials_for_activations,
+    trials_for_pairs,
+)
 
 SEEDS = 10  # The dense-only network (Fig. 11), the a/b learning rates, the baselines
 TABLE1_SEEDS = 30  # Table 1: enough to resolve differences of ~0.006 (the power analysis)
@@ -46,8 +52,12 @@ class Group:
     Seeds ``0 .. seeds - 1`` train in blocks of ``block`` (one trial, one program each):
     block 0 in the trial's folder (its name), later ones in ``<name>.seeds<first>-<last>``,
     so a group's seeds can be trained in parts and one block's results never depend on
-    another's. ``task`` names the data set its trials train on (the paper's MNIST, for every
-    group so far); comparisons pair seeds only within a task (a test checks every family).
+    another's. ``task`` names the data set its trials train on (and the model, where it is
+    not the paper's CNN); comparisons pair seeds only within a task (a test checks every
+    family). ``preset`` names the task's default config in ``agile.paper.config.PRESETS``
+    (the paper's CNN on MNIST, the ResNet, the transformer). A model with one activation
+    (the ResNet's conv layers, the transformer's MLP) has pairs ``(activation, "-")`` or
+    ``("-", activation)``, the two columns its ``summary.json`` and the results fill.
     """
 
     name: str
@@ -58,12 +68,17 @@ class Group:
     names: tuple[str, ...] | None = None  # Trial names, if not trials.trial_name of each pair.
     block: int = BLOCK
     task: str = "mnist"
+    preset: str = "paper"
 
     def trial_name(self, conv: str, dense: str) -> str:
-        """The name of the trial that trains (conv, dense) in this group (its results' name)."""
-        if self.names is None:
-            return trial_name(conv, dense)
-        return self.names[self.pairs.index((conv, dense))]
+        """The name of the trial that trains (conv, dense) in this group (its results' name):
+        a one-activation model's is its activation's (``apl:2`` -> ``apl_2``)."""
+        if self.names is not None:
+            return self.names[self.pairs.index((conv, dense))]
+        if NO_LAYER in (conv, dense):
+            return trials_for_activations(self.base_config(), [_one_activation(conv, dense)],
+                                          1)[0].name
+        return trial_name(conv, dense)
 
     def seed_range(self, seeds: int | range | None = None) -> range:
         """``seeds`` as a range of seed numbers: a count from 0, a range, or the group's.
@@ -104,10 +119,20 @@ class Group:
         for block in self.blocks(seeds):
             base = group.base_config()
             base.seed = block.start
-            trials = trials_for_pairs(base, self.pairs, len(block))
+            if "conv_activation" in base.model:
+                trials = trials_for_pairs(base, self.pairs, len(block))
+            else:
+                trials = trials_for_activations(
+                    base, [_one_activation(*pair) for pair in self.pairs], len(block))
             out += [dataclasses.replace(trial, name=self.folder(*pair, block))
                     for trial, pair in zip(trials, self.pairs, strict=True)]
         return out
+
+    def trial_config(self, conv: str, dense: str) -> ml_collections.ConfigDict:
+        """The config of the trial that trains (conv, dense), for one seed (seed 0)."""
+        trial = self.trials(1)[self.pairs.index((conv, dense))]
+        trial.config.num_seeds = 1
+        return trial.config
 
     def settings(self, seeds: int | range | None = None, **overrides: Any) -> dict[str, Any]:
         """What every trial of the group shares, for its folder's ``sweep.json``: the base
@@ -122,7 +147,7 @@ class Group:
         An override of an unknown section, or of another type than its field's, raises
         :class:`~agile.errors.ConfigError` naming it (unknown fields: ``config.validate``).
         """
-        config = get_config()
+        config = PRESETS[self.preset]()
         for name, value in self.overrides.items():
             section, _, field = name.rpartition(".")
             try:
@@ -134,6 +159,17 @@ class Group:
             except (TypeError, ValueError) as err:
                 raise ConfigError(f"Cannot set {name} to {value!r}: {err}.") from None
         return config
+
+
+NO_LAYER = "-"  # the column of a one-activation model's pair that it has no layer for
+
+
+def _one_activation(conv: str, dense: str) -> str:
+    """The activation of a one-activation model's pair (``("relu", "-")`` -> ``relu``)."""
+    if (conv == NO_LAYER) == (dense == NO_LAYER):
+        raise ConfigError(f"A one-activation model's pair has one activation and one "
+                          f"{NO_LAYER!r}, got ({conv!r}, {dense!r}).")
+    return dense if conv == NO_LAYER else conv
 
 
 GROUPS: tuple[Group, ...] = (
@@ -188,6 +224,30 @@ GROUPS: tuple[Group, ...] = (
           (COMBOS[10], COMBOS[11], COMBOS[12]),
           {"data.name": "fashion_mnist", "agile_learning_rate": 1e-4, "test_every": 4},
           task="fashion_mnist"),
+    # ... a BatchNorm ResNet on Fashion-MNIST (agile parameters per channel) ...
+    Group("resnet", "The BatchNorm ResNet on Fashion-MNIST (`configs/resnet.py`: widths "
+          "8/16/32, 4,000 training images, agile and learnable parameters per channel): ReLU, "
+          "agile ReLU, PReLU, Swish-β and GELU, a and b at the weights' rate (Adam 1e-3).",
+          (("relu", NO_LAYER), ("agile_relu", NO_LAYER), ("prelu", NO_LAYER),
+           ("swish_beta", NO_LAYER), ("gelu", NO_LAYER)), task="resnet_fashion_mnist",
+          preset="resnet"),
+    Group("resnet_agile_lr_0.1x", "The ResNet with agile ReLU and agile GELU per channel, a "
+          "and b at 0.1x the weights' rate (Adam 1e-4).",
+          (("agile_relu", NO_LAYER), ("agile_gelu", NO_LAYER)), {"agile_learning_rate": 1e-4},
+          task="resnet_fashion_mnist", preset="resnet"),
+    # ... and a character-level transformer on Jane Austen's novels (the MLP's activation).
+    Group("transformer", "The character-level transformer on Austen (`configs/transformer.py`: "
+          "4 pre-LayerNorm blocks, width 64, context 64, 600 steps of Adam 3e-3): GELU, agile "
+          "GELU per hidden channel, xIELU and ReLU in the MLP, a and b at the weights' rate.",
+          ((NO_LAYER, "gelu"), (NO_LAYER, "agile_gelu"), (NO_LAYER, "xielu"),
+           (NO_LAYER, "relu")), task="transformer_text", preset="transformer"),
+    Group("transformer_agile_lr_0.1x", "The transformer with agile GELU per hidden channel, "
+          "a and b at 0.1x the weights' rate (Adam 3e-4).", ((NO_LAYER, "agile_gelu"),),
+          {"agile_learning_rate": 3e-4}, task="transformer_text", preset="transformer"),
+    Group("transformer_scalar", "The transformer with agile GELU, one (a, b) per layer "
+          "(xATLU-style) at the weights' rate.", ((NO_LAYER, "agile_gelu"),),
+          {"model.granularity": "scalar"}, names=("agile_gelu_scalar",),
+          task="transformer_text", preset="transformer"),
 )
 GROUPS_BY_NAME = {group.name: group for group in GROUPS}
 
@@ -405,6 +465,21 @@ BASELINE_ARMS = (Arm("baselines", "prelu", "PReLU per channel"),
                  Arm("baselines", "agile_relu_channel", "agile ReLU per channel"),
                  Arm("capacity", "combo_07_dense640", "ReLU, dense 640 (combo 12's size)"))
 
+def _one_activation_arm(group: str, activation: str, label: str) -> Arm:
+    """The trial of ``group`` (a one-activation model's) that trains ``activation``."""
+    pair = next(pair for pair in GROUPS_BY_NAME[group].pairs
+                if activation in pair)
+    return pair_arm(group, *pair, label)
+
+
+def _against(plain: Arm, arms: Sequence[Arm], theme: str) -> tuple[Comparison, ...]:
+    return tuple(Comparison(arm, plain, theme=theme, clause=arm.label) for arm in arms)
+
+
+RESNET_RELU = _one_activation_arm("resnet", "relu", "ReLU")
+RESNET_GELU = _one_activation_arm("resnet", "gelu", "GELU")
+TRANSFORMER_GELU = _one_activation_arm("transformer", "gelu", "GELU")
+
 # In the report's order. A new question is one more entry: e.g. (issue #30) Table 1 on
 # Fashion-MNIST beside MNIST's, once a group "fashion_table1" (task "fashion_mnist") trains it:
 #   Family("fashion_table1", "Table 1 on Fashion-MNIST", table1_comparisons("fashion_table1",
@@ -452,6 +527,42 @@ FAMILIES: tuple[Family, ...] = (
         "(MNIST's best rate) against plain combo 7 at each rate, and 0.1x against 1x, on the "
         "seeds of Fashion-MNIST's Table 1. One Holm family.",
         groups=("fashion_agile_lr_0.1x",)),
+    Family(
+        "resnet", "A BatchNorm ResNet on Fashion-MNIST",
+        _against(RESNET_RELU, (
+            _one_activation_arm("resnet", "agile_relu", "agile ReLU (a, b at 1x)"),
+            _one_activation_arm("resnet_agile_lr_0.1x", "agile_relu", "agile ReLU (a, b at 0.1x)"),
+            _one_activation_arm("resnet", "prelu", "PReLU"),
+            _one_activation_arm("resnet", "swish_beta", "Swish-β"),
+            RESNET_GELU), "Against ReLU")
+        + _against(RESNET_GELU, (_one_activation_arm("resnet_agile_lr_0.1x", "agile_gelu",
+                                                     "agile GELU (a, b at 0.1x)"),),
+                   "Against GELU"),
+        question="The test of the reparameterisation argument. In this ResNet every convolution "
+        "is followed by BatchNorm, whose learned per-channel scale γ and shift β come right "
+        "before the activation; for ReLU, a·relu(x − b) = relu(a·x − a·b) with a > 0, so a "
+        "per-channel a and b only re-express what γ and β (and the next layer's weights) can "
+        "already do. The argument predicts no gain from agile ReLU per channel here; GELU is "
+        "not positively homogeneous, so agile GELU is compared with GELU too. Each variant "
+        "against ReLU (or GELU) on the same seeds, one Holm family of {m}.",
+        groups=("resnet", "resnet_agile_lr_0.1x"), theme_end=": ", power=IN_SECTION),
+    Family(
+        "transformer", "A character-level transformer on Jane Austen",
+        _against(TRANSFORMER_GELU, (
+            _one_activation_arm("transformer", "agile_gelu", "agile GELU (a, b at 1x)"),
+            _one_activation_arm("transformer_agile_lr_0.1x", "agile_gelu",
+                                "agile GELU (a, b at 0.1x)"),
+            _one_activation_arm("transformer_scalar", "agile_gelu",
+                                "agile GELU (one a, b per layer)"),
+            _one_activation_arm("transformer", "xielu", "xIELU"),
+            _one_activation_arm("transformer", "relu", "ReLU")), "Against GELU"),
+        question="The MLP's activation of a small character-level transformer (pre-LayerNorm, "
+        "so again a normalisation sits before each MLP): agile GELU per hidden channel at two "
+        "a/b rates and with one pair per layer, xIELU (a learned activation of 2024) and ReLU, "
+        "each against GELU on the same seeds, in bits per character (nats / ln 2) of the test "
+        "split at the lowest validation loss. One Holm family of {m}.",
+        groups=("transformer", "transformer_agile_lr_0.1x", "transformer_scalar"), unit=BITS,
+        resolution=0.01),
     Family(
         "baselines", "The field's learnable activations",
         tuple(Comparison(arm, combo_arm(plain), theme=arm.label, clause=f"− combo {plain}")

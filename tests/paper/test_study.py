@@ -1,6 +1,7 @@
 """agile.paper.study: the groups are valid sweeps, their command-line flags; agile.paper.stats:
 paired tests, Holm's correction, refusing NaN and inf; the dense fold."""
 
+import dataclasses
 import math
 
 import jax
@@ -22,12 +23,21 @@ from agile.paper.trials import trials_for_pairs
 
 
 @pytest.mark.parametrize("group", study.GROUPS, ids=lambda g: g.name)
-def test_every_group_gives_valid_trial_configs(group):
-    trials = trials_for_pairs(group.base_config(), group.pairs, group.seeds)
-    assert len(trials) == len(group.pairs) and len({t.name for t in trials}) == len(trials)
-    for trial in trials:
+def test_every_group_gives_valid_trial_configs(group, tmp_path, monkeypatch):
+    """One trial per pair and block of seeds, each named once and valid (the transformer's
+    against a small corpus: its vocabulary sets the model's output size)."""
+    (tmp_path / "a.txt").write_text("A corpus of some characters, for the vocabulary.\n")
+    monkeypatch.setenv("TEXT_DIR", str(tmp_path))
+    trials = group.trials()
+    blocks = group.blocks()
+    assert len(trials) == len(group.pairs) * len(blocks)
+    assert len({t.name for t in trials}) == len(trials)
+    assert [t.name for t in trials[:len(group.pairs)]] == [group.trial_name(*pair)
+                                                           for pair in group.pairs]
+    for trial, block in zip(trials, [b for b in blocks for _ in group.pairs], strict=True):
         config_lib.validate(trial.config)
-        assert trial.config.num_seeds == group.seeds >= 5
+        assert trial.config.num_seeds == len(block) and trial.config.seed == block.start
+    assert group.seeds >= 5
     for name, value in group.overrides.items():
         section, _, field = name.rpartition(".")
         assert (trials[0].config[section] if section else trials[0].config)[field] == value
@@ -306,7 +316,8 @@ def test_the_families_show_every_group_once_in_the_reports_order():
     shown = [name for family in study.FAMILIES for name in family.groups]
     assert sorted(shown) == sorted(group.name for group in study.GROUPS if group.name != "table1")
     assert [family.name for family in study.FAMILIES] == [
-        "table1", "lr", "fashion_table1", "fashion_lr", "baselines", "ablations"]
+        "table1", "lr", "fashion_table1", "fashion_lr", "resnet", "transformer", "baselines",
+        "ablations"]
     assert len(study.FAMILIES_BY_NAME) == len(study.FAMILIES)
     table1 = study.FAMILIES_BY_NAME["table1"]
     assert [(c.first.trial, c.second.trial) for c in table1.comparisons] == [
@@ -321,7 +332,8 @@ def test_the_families_show_every_group_once_in_the_reports_order():
     assert lr.contents == "the learning rate of a and b" and lr.unit == study.NATS
     tasks = {group.name: group.task for group in study.GROUPS}
     assert {name for name, task in tasks.items() if task != "mnist"} == {
-        "fashion_table1", "fashion_agile_lr_0.1x"}
+        "fashion_table1", "fashion_agile_lr_0.1x", "resnet", "resnet_agile_lr_0.1x",
+        "transformer", "transformer_agile_lr_0.1x", "transformer_scalar"}
 
 
 def test_the_issue_30_groups_train_what_they_say():
@@ -377,3 +389,29 @@ def test_a_new_question_is_one_entry_of_data():
     assert family.arm_groups() == ["lr_0.01x", "table1", "lr_0.3x"]
     assert family.unit.scale == pytest.approx(1 / math.log(2))
     assert family.contents == "the a/b learning-rate curve"
+
+
+def test_the_resnet_and_transformer_groups_train_their_presets_activation_by_activation():
+    """A one-activation model's group trains its preset (configs/resnet.py's or
+    configs/transformer.py's config) with each pair's one activation, trials named by it;
+    overrides apply on top; a pair with two activations or none is refused in one line."""
+    for name, preset in (("resnet", config_lib.resnet_config),
+                         ("resnet_agile_lr_0.1x", config_lib.resnet_config),
+                         ("transformer", config_lib.transformer_config),
+                         ("transformer_scalar", config_lib.transformer_config)):
+        group = study.GROUPS_BY_NAME[name]
+        for trial, (conv, dense) in zip(group.trials(), group.pairs, strict=True):
+            activation = dense if conv == study.NO_LAYER else conv
+            expected = preset(activation)
+            for field, value in group.overrides.items():
+                section, _, key = field.rpartition(".")
+                (expected[section] if section else expected)[key] = value
+            expected.num_seeds = group.seeds
+            assert trial.config.to_dict() == expected.to_dict(), name
+            assert trial.name == group.trial_name(conv, dense)
+    assert study.GROUPS_BY_NAME["resnet"].trial_name("swish_beta", "-") == "swish_beta"
+    assert study.GROUPS_BY_NAME["transformer_scalar"].trial_name("-", "agile_gelu") == (
+        "agile_gelu_scalar")
+    bad = dataclasses.replace(study.GROUPS_BY_NAME["resnet"], pairs=(("relu", "gelu"),))
+    with pytest.raises(ConfigError, match="one activation and one '-'"):
+        bad.trials()

@@ -12,6 +12,7 @@ nothing fails for want of a group.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -22,6 +23,8 @@ from agile.folding import Link, fold
 from agile.paper import stats, study
 from agile.paper.combos import COMBOS, PAPER_TABLE1
 from agile.paper.data.images import SIDE as MNIST_SIDE
+
+IMAGE_DATA = ("mnist", "fashion_mnist")  # 28x28 grey images: a model's size needs no data
 from agile.paper.report.results import Curve, Range, Results, Run
 from agile.paper.study import RESOLUTION, Arm, Comparison, Family
 from agile.paper.trials import trial_name
@@ -343,10 +346,12 @@ def analyse_family(runs: Sequence[Run], family: Family) -> FamilyResult:
 
 def parameter_counts(group: str, conv: str, dense: str) -> tuple[int, int] | None:
     """(all parameters, the activations' own) of the network ``group`` trains for (conv,
-    dense): agile a and b, or a baseline's PReLU slopes, Swish betas, APL hinges.
+    dense): agile a and b, or a baseline's PReLU slopes, Swish betas, APL hinges, xIELU's
+    alphas (the parameters of modules named ``*act*``).
 
-    Counted with ``agile.paper.models.paper_cnn.count_params`` on the model's abstract parameters;
-    None if the model cannot be built (e.g. a network this code base cannot construct).
+    Counted with ``agile.paper.models.paper_cnn.count_params`` on the model's abstract
+    parameters; None for a model on text (its size depends on the corpus' vocabulary, which
+    the report does not read) or one that cannot be built.
     """
     import jax
     import jax.numpy as jnp
@@ -355,16 +360,18 @@ def parameter_counts(group: str, conv: str, dense: str) -> tuple[int, int] | Non
     from agile.paper.models.paper_cnn import count_params
     from agile.paper.tasks import create_model
 
-    config = study.GROUPS_BY_NAME[group].base_config()
-    config.model.conv_activation, config.model.dense_activation = conv, dense
+    config = study.GROUPS_BY_NAME[group].trial_config(conv, dense)
+    if config.data.name not in IMAGE_DATA:
+        return None
     images = jnp.zeros((1, MNIST_SIDE, MNIST_SIDE, 1), jnp.float32)
     try:
-        shapes = jax.eval_shape(create_model(config).init, jax.random.key(0), images)["params"]
+        shapes = jax.eval_shape(functools.partial(create_model(config).init, train=False),
+                                jax.random.key(0), images)["params"]
     except ValueError:
         return None
     params = jax.tree.map(lambda leaf: np.zeros(leaf.shape, leaf.dtype), shapes)
     flat = traverse_util.flatten_dict(params)
-    learned = [leaf for path, leaf in flat.items() if "_act" in path[0]]
+    learned = [leaf for path, leaf in flat.items() if any("act" in part for part in path[:-1])]
     return count_params(params), count_params(learned)
 
 

@@ -37,7 +37,7 @@ from agile.paper.report.analysis import (
 )
 from agile.paper.report.figures import SPECS, SPECS_BY_KEY, FigureSpec
 from agile.paper.report.results import PARAMS, RUNS, Machine, Range, Run
-from agile.paper.study import NATS, Unit
+from agile.paper.study import NATS, NO_LAYER, Unit
 
 STUDY_COMMAND = ("MNIST_DIR=../shared/data/mnist python scripts/study.py --workdir=runs/study "
                  "--publish")
@@ -348,7 +348,7 @@ def group_markdown(runs: Sequence[Run], group: study.Group, counts: Counts,
             for field, scale in ((METRIC, unit.scale), ("best_test_accuracy", 1.0),
                                  ("best_step", 1.0)))
         count = counts(group.name, conv, dense)
-        conv_layers = tuple(group.base_config().model.conv_features)
+        conv_layers = tuple(group.base_config().model.get("conv_features", (NO_LAYER,)))
         rows.append((f"`{trial}`", conv if conv_layers else "none (dense only)", dense,
                      f"{count[0]:,} ({count[1]:,})" if count else "-",
                      loss["n"] if loss else 0, format_mean_std(loss), format_ci(loss),
