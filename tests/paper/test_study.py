@@ -19,7 +19,6 @@ from agile.paper import steps as steps_lib
 from agile.paper.combos import COMBOS
 from agile.paper.models.paper_cnn import CNN
 from agile.paper.tasks import create_model
-from agile.paper.trials import trials_for_pairs
 
 
 @pytest.mark.parametrize("group", study.GROUPS, ids=lambda g: g.name)

@@ -23,11 +23,11 @@ from agile.folding import Link, fold
 from agile.paper import stats, study
 from agile.paper.combos import COMBOS, PAPER_TABLE1
 from agile.paper.data.images import SIDE as MNIST_SIDE
-
-IMAGE_DATA = ("mnist", "fashion_mnist")  # 28x28 grey images: a model's size needs no data
 from agile.paper.report.results import Curve, Range, Results, Run
 from agile.paper.study import RESOLUTION, Arm, Comparison, Family
 from agile.paper.trials import trial_name
+
+IMAGE_DATA = ("mnist", "fashion_mnist")  # 28x28 grey images: a model's size needs no data
 
 ALPHA = 0.05  # Family-wise error rate of the Holm-corrected tests.
 CONFIDENCE = stats.CONFIDENCE

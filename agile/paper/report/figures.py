@@ -271,8 +271,9 @@ def figure_lr_curve(runs: Sequence[Run], curve=study.LR_CURVE, combos=(10, 11, 1
     """Best test loss of ``combos`` against the a/b learning rate (a multiple of the weights'
     rate, log axis): the mean and its CI per rate with results, the plain combo's as a band;
     None unless some combo has results at two rates."""
-    from agile.paper import stats
     from matplotlib.figure import Figure
+
+    from agile.paper import stats
 
     def summary(group: str, combo: int):
         values = list(seed_values(runs, group, combo_trial(combo)).values())
