@@ -590,6 +590,60 @@ FAMILIES_BY_NAME = {family.name: family for family in FAMILIES}
 
 
 # ---------------------------------------------------------------------------------------------
+# One verdict across tasks (the conclusion's table, issue #30): per task, the comparisons of an
+# agile variant against its plain twin (the same network with the plain activation) that
+# compete for "the best agile variant", each with the a/b rate it trained at.
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskVerdict:
+    """A row of the verdict across tasks: ``task`` (its label) and ``candidates``, each
+    ``(family, comparison name, a/b rate)`` of an agile variant against its plain twin; the
+    report shows the available candidate with the lowest mean difference, with its interval
+    and its own family's Holm p, and a sentence of guidance."""
+
+    task: str
+    candidates: tuple[tuple[str, str, str], ...]
+    unit: Unit = NATS
+
+    def __post_init__(self):
+        for family, name, _ in self.candidates:
+            names = {c.name for c in FAMILIES_BY_NAME[family].comparisons}
+            if name not in names:
+                raise ValueError(f"TaskVerdict {self.task!r}: {family} has no comparison {name!r}")
+
+
+def _twins(family: str, pairs: Sequence[tuple[int, int]] = PAIRED_COMPARISONS[:-1],
+           ) -> tuple[tuple[str, str, str], ...]:
+    """Table 1's agile-against-plain-twin comparisons (not the paper's own, 3 against 1) in
+    ``family``, at the weights' rate."""
+    return tuple((family, f"combo {agile} − combo {plain}", "1x") for agile, plain in pairs)
+
+
+def _rate_twins(family: str, settings: Sequence[tuple[str, str]]
+                ) -> tuple[tuple[str, str, str], ...]:
+    """Combos 10 and 11 (agile ReLU conv layers; their twin is plain combo 7) at each rate of
+    ``settings`` other than 1x (Table 1's)."""
+    return tuple((family, f"combo {combo} ({label}) − combo 7", label.rpartition(" ")[2])
+                 for _, label in settings if not label.endswith(" 1x") for combo in (10, 11))
+
+
+VERDICTS: tuple[TaskVerdict, ...] = (
+    TaskVerdict("MNIST-5k, the paper's CNN", _twins("table1") + _rate_twins("lr", LR_SETTINGS)),
+    TaskVerdict("Fashion-MNIST-5k, the paper's CNN",
+                _twins("fashion_table1") + _rate_twins("fashion_lr", FASHION_LR_SETTINGS)),
+    TaskVerdict("Fashion-MNIST, a BatchNorm ResNet",
+                (("resnet", "agile ReLU (a, b at 1x) − ReLU", "1x"),
+                 ("resnet", "agile ReLU (a, b at 0.1x) − ReLU", "0.1x"),
+                 ("resnet", "agile GELU (a, b at 0.1x) − GELU", "0.1x"))),
+    TaskVerdict("Austen, a character-level transformer",
+                (("transformer", "agile GELU (a, b at 1x) − GELU", "1x"),
+                 ("transformer", "agile GELU (a, b at 0.1x) − GELU", "0.1x"),
+                 ("transformer", "agile GELU (one a, b per layer) − GELU", "1x")), BITS),
+)
+
+
+# ---------------------------------------------------------------------------------------------
 # The study's command line: which groups, which overrides.
 
 

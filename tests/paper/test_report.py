@@ -35,8 +35,12 @@ from agile.paper.report.results import Curve, Results, write_results  # noqa: E4
 
 SECTIONS = ("## 1. The command and its wall time", "## 2. Setup", "## 3. Table 1",
             "## 4. Paired comparisons", "## 5. Power", "## 6. The learning rate of a and b",
-            "## 7. The field's learnable activations", "## 8. What the paper did not run",
-            "## 9. Figures", "## 10. Expressivity", "## 11. Conclusion")
+            "## 7. Table 1 on Fashion-MNIST",
+            "## 8. The learning rate of a and b on Fashion-MNIST",
+            "## 9. A BatchNorm ResNet on Fashion-MNIST",
+            "## 10. A character-level transformer on Jane Austen",
+            "## 11. The field's learnable activations", "## 12. What the paper did not run",
+            "## 13. Figures", "## 14. Expressivity", "## 15. Conclusion")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,7 +280,8 @@ def test_save_figure_writes_the_same_bytes_twice_without_the_version(tmp_path):
 @pytest.mark.slow
 def test_study_report_script_writes_the_report_and_figures(tmp_path):
     """End to end: scripts/study_report.py on fake results with some groups not run."""
-    results = write_fake_results(tmp_path / "results", {"table1", "dense_only", "sgd"})
+    results = write_fake_results(tmp_path / "results",
+                                 {"table1", "dense_only", "sgd", "agile_lr_10x"})
     docs = tmp_path / "docs"
     stale = docs / "figures" / "study_stale.png"
     stale.parent.mkdir(parents=True)
@@ -369,7 +374,7 @@ def test_combo12_helpers_read_its_ranges_and_parameters():
 
 
 def test_every_figure_is_drawn_from_full_results_and_none_without_them(tmp_path):
-    full = fake_results({"table1", "dense_only"}, 2)
+    full = fake_results({"table1", "dense_only", "agile_lr_0.1x"}, 2)
     for spec in figures.SPECS:
         assert spec.draw(full, report.analyse(full)) is not None, spec.key
     empty = Results([])
@@ -486,7 +491,7 @@ def test_the_new_families_and_their_sections():
     """The a/b learning-rate family (verdicts at each rate, each rate against 1x) and the
     baselines family (each against combos 7 and 12); sections say when a group was not run."""
     lr = study.FAMILIES_BY_NAME["lr"].comparisons
-    assert len(lr) == 15 and lr[0].name == "combo 10 (a, b at 0.1x) − combo 7"
+    assert len(lr) == 6 * 3 + 5 * 3 and lr[0].name == "combo 10 (a, b at 0.01x) − combo 7"
     assert lr[-1].name == "combo 12 (a, b at 10x) − combo 12 (a, b at 1x)"
     baselines = study.FAMILIES_BY_NAME["baselines"].comparisons
     assert [c.name for c in baselines[:2]] == ["PReLU per channel − combo 7",
@@ -550,18 +555,21 @@ def test_one_renderer_writes_every_familys_section(monkeypatch):
                                      counts=lambda *_: (100, 10))
     assert rendered == [family.name for family in study.FAMILIES]
     assert all(f.figure is None or f.figure in figures.FIGURES for f in study.FAMILIES)
-    for number, family in zip((4, 6, 7, 8), study.FAMILIES, strict=True):
+    for number, family in zip((4, 6, 7, 8, 9, 10, 11, 12), study.FAMILIES, strict=True):
         assert f"\n## {number}. {family.title}\n" in markdown
     assert ("Sections: 1 command and wall time, 2 setup, 3 Table 1, 4 paired comparisons, "
-            "5 power, 6 the learning rate of a and b, 7 the field's learnable activations, "
-            "8 what the paper did not run, 9 figures, 10 expressivity, 11 conclusion.") in markdown
+            "5 power, 6 the learning rate of a and b, 7 table 1 on Fashion-MNIST, 8 the "
+            "learning rate of a and b on Fashion-MNIST, 9 a BatchNorm ResNet on Fashion-MNIST, "
+            "10 a character-level transformer on Jane Austen, 11 the field's learnable "
+            "activations, 12 what the paper did not run, 13 figures, 14 expressivity, "
+            "15 conclusion.") in markdown
 
 
 def test_a_family_not_run_yet_is_a_section_that_says_so():
-    """A future family (issue #30: Table 1 on Fashion-MNIST beside MNIST's) whose groups have
-    no rows: its section and conclusion say "Not run yet", the sections after it move on by
+    """A new family (Table 1 on Fashion-MNIST again, beside MNIST's) whose groups have no
+    rows: its section and conclusion say "Not run yet", the sections after it move on by
     one, and nothing else changes."""
-    future = study.Family("fashion_table1", "Table 1 on Fashion-MNIST",
+    future = study.Family("fashion_again", "Table 1 on Fashion-MNIST again",
                           study.table1_comparisons("fashion_table1", paper=False),
                           question="Table 1's comparisons on Fashion-MNIST.", beside="table1")
     results = Results(fake_runs({"table1"}, 3))
@@ -569,15 +577,16 @@ def test_a_family_not_run_yet_is_a_section_that_says_so():
     markdown = report.build_markdown(results, analysed, {}, counts=lambda *_: (100, 10))
     absent = ("Not run yet: no comparison of this family can be made (`runs.csv` has no rows "
               "for `fashion_table1`).")
-    assert (f"## 9. Table 1 on Fashion-MNIST\n\nTable 1's comparisons on Fashion-MNIST.\n\n"
-            f"{absent}\n") in markdown
-    assert "## 10. Figures like the paper's" in markdown and "## 12. Conclusion" in markdown
-    assert f"### Table 1 on Fashion-MNIST\n\n- {absent}" in markdown
+    assert (f"## 13. Table 1 on Fashion-MNIST again\n\nTable 1's comparisons on "
+            f"Fashion-MNIST.\n\n{absent}\n") in markdown
+    assert "## 14. Figures like the paper's" in markdown and "## 16. Conclusion" in markdown
+    assert f"### Table 1 on Fashion-MNIST again\n\n- {absent}" in markdown
     before = report.build_markdown(results, report.analyse(results), {},
                                    counts=lambda *_: (100, 10))
-    contents = "9 table 1 on Fashion-MNIST, 10 figures, 11 expressivity, 12 conclusion"
-    assert markdown.split("## 9.")[0] == before.split("## 9.")[0].replace(
-        "9 figures, 10 expressivity, 11 conclusion", contents)
+    contents = ("13 table 1 on Fashion-MNIST again, 14 figures, 15 expressivity, "
+                "16 conclusion")
+    assert markdown.split("## 13.")[0] == before.split("## 13.")[0].replace(
+        "13 figures, 14 expressivity, 15 conclusion", contents)
 
 
 def test_a_family_beside_another_says_whether_each_verdict_agrees():
@@ -619,3 +628,40 @@ def test_a_family_in_bits_on_some_seeds_scales_its_loss_and_keeps_its_p_values()
     first = analysis.analyse_family(runs, study.Family("first", "First", comparisons,
                                                        seeds=range(3)))
     assert [r.seeds for r in first.results] == [3, 3, 3]
+
+
+def test_the_verdict_across_tasks_shows_each_tasks_best_agile_twin_with_guidance():
+    """Per task of study.VERDICTS: the candidate with the lowest mean difference among those
+    with results (here: MNIST's, from the committed results), its interval, Holm p and
+    settledness as its family has them, and one sentence of guidance for each outcome; a task
+    without results is 'Not run yet.'; a candidate naming no comparison is refused."""
+    results = report.load_results(REPO_ROOT / "docs" / "results")
+    analysed = analysis.analyse(results)
+    by_name = {(r.family.name, p.comparison.name): p
+               for r in analysed.families for p in r.results}
+    mnist = study.VERDICTS[0]
+    made = [(by_name[(f, n)], rate) for f, n, rate in mnist.candidates
+            if by_name[(f, n)].available]
+    assert len(made) >= 2
+    best, rate = questions.best_candidate(mnist, analysed)
+    assert best.mean_difference == min(r.mean_difference for r, _ in made)
+    heading, lines = questions.verdict_block(analysed)
+    table = lines[-1].splitlines()
+    assert heading == questions.VERDICT_CONCLUSION and len(table) == 2 + len(study.VERDICTS)
+    assert table[2].startswith(f"| {mnist.task} | {best.comparison.name} | {rate} | "
+                               f"{best.mean_difference:+.4f} [{best.ci_low:+.4f}, ")
+    assert f"| {text.format_p(best.holm_p)} |" in table[2]
+    assert all(row.endswith("| Not run yet. |") for row in table[3:]
+               if "| - |" in row)
+    better = dataclasses.replace(best, mean_difference=-0.02, ci_low=-0.03, ci_high=-0.01,
+                                 significant=True)
+    assert questions.guidance(better, "0.1x", study.NATS).startswith(
+        "Worth using: combo 12 (agile_relu / agile_sigmoid) beat combo 9 (relu / agile_sigmoid) "
+        "by 0.0200 with a and b at 0.1x")
+    worse = dataclasses.replace(better, mean_difference=0.02, significant=True)
+    assert questions.guidance(worse, "1x", study.BITS).startswith("Keep combo 9 (relu / ")
+    unsettled = dataclasses.replace(better, ci_low=-0.005, ci_high=0.01, significant=False)
+    assert questions.guidance(unsettled, "1x", study.BITS).endswith(
+        "gains at most 0.0050 bits (95% CI).")
+    with pytest.raises(ValueError, match="has no comparison 'combo 1 − combo 2'"):
+        study.TaskVerdict("x", (("table1", "combo 1 − combo 2", "1x"),))

@@ -29,6 +29,7 @@ from agile.paper.report.text import (
     Counts,
     comparisons_markdown,
     figure_lines,
+    format_p,
     group_markdown,
     markdown_table,
     not_run_line,
@@ -41,6 +42,7 @@ from agile.paper.study import POWER_SECTION, RESOLUTION, Family
 
 POWER_TITLE = "Power: what the seeds can resolve"
 POWER_CONCLUSION = "Power: which comparisons are settled"
+VERDICT_CONCLUSION = "One verdict across tasks"
 
 
 def _seeds(count: int | None) -> str:
@@ -219,12 +221,74 @@ def conclusion_block(result: FamilyResult, table: Sequence[Table1Row],
     return family.conclusion_title, [*lead, *body]
 
 
+def best_candidate(task: study.TaskVerdict, analysis: Analysis
+                   ) -> tuple[PairedResult, str] | None:
+    """The available candidate of ``task`` with the lowest mean difference, and its a/b
+    rate; None if none has a result."""
+    results = {(r.family.name, p.comparison.name): p
+               for r in analysis.families for p in r.results}
+    made = [(results[(family, name)], rate) for family, name, rate in task.candidates
+            if results[(family, name)].available]
+    return min(made, key=lambda made: made[0].mean_difference) if made else None
+
+
+def arm_text(arm: study.Arm) -> str:
+    """An arm's label, with its (conv / dense) activations where the label is a combo's."""
+    if not arm.label.startswith("combo "):
+        return arm.label
+    group = study.GROUPS_BY_NAME[arm.group]
+    conv, dense = next(pair for pair in group.pairs if group.trial_name(*pair) == arm.trial)
+    return f"{arm.label} ({conv} / {dense})"
+
+
+def guidance(result: PairedResult, rate: str, unit: study.Unit) -> str:
+    """One sentence a user can act on, from the best candidate's outcome."""
+    agile, plain = arm_text(result.comparison.first), arm_text(result.comparison.second)
+    suffix = f" {unit.name}" if unit.name else ""
+    if result.significant and result.mean_difference < 0:
+        return (f"Worth using: {agile} beat {plain} by {-result.mean_difference:.4f}{suffix} "
+                f"with a and b at {rate} the weights' rate.")
+    if result.significant:
+        return f"Keep {plain}: even the best agile variant ({agile}) was worse."
+    return (f"Keep {plain}: no agile variant was settled better; the best ({agile}) gains at "
+            f"most {max(-result.ci_low, 0.0):.4f}{suffix} ({CONFIDENCE:.0%} CI).")
+
+
+def verdict_block(analysis: Analysis) -> tuple[str, list[str]]:
+    """The conclusion's table across tasks (:data:`agile.paper.study.VERDICTS`): per task the
+    best agile variant against its plain twin, the a/b rate, the difference with its interval,
+    its family's Holm p, whether it is settled, and a sentence of guidance."""
+    rows = []
+    for task in study.VERDICTS:
+        best = best_candidate(task, analysis)
+        if best is None:
+            rows.append((task.task, "-", "-", "-", "-", "-", "Not run yet."))
+            continue
+        result, rate = best
+        settled = ("yes, lower" if result.mean_difference < 0 else "yes, higher"
+                   ) if result.significant else "no"
+        suffix = f" {task.unit.name}" if task.unit.name else ""
+        rows.append((task.task, result.comparison.name, rate,
+                     f"{result.mean_difference:+.4f}{suffix} "
+                     f"[{result.ci_low:+.4f}, {result.ci_high:+.4f}]",
+                     format_p(result.holm_p), settled, guidance(result, rate, task.unit)))
+    header = ("task", "best agile variant − plain twin", "a, b rate",
+              f"difference [{CONFIDENCE:.0%} CI]", "Holm p", f"settled at {ALPHA:g}", "guidance")
+    lead = ("For each task, of the comparisons of an agile variant against its plain twin "
+            "(`agile.paper.study.VERDICTS`), the one with the lowest mean difference in best "
+            "test loss, with its interval and the Holm p of its own family. Picking the best of "
+            "several favours agile, so an unsettled row is the stronger evidence of no gain.")
+    return VERDICT_CONCLUSION, [lead, "", markdown_table(header, rows)]
+
+
 def conclusion_blocks(analysis: Analysis, runs: Sequence[Run]) -> list[tuple[str, list[str]]]:
-    """The conclusion's blocks: the families marked ``conclusion_first``, the power of those
-    in the power section, then the other families, each in ``analysis.families``' order."""
+    """The conclusion's blocks: the verdict across tasks, the families marked
+    ``conclusion_first``, the power of those in the power section, then the other families,
+    each in ``analysis.families``' order."""
     families = analysis.families
-    blocks = [conclusion_block(r, analysis.table, runs) for r in families
-              if r.family.conclusion_first]
+    blocks = [verdict_block(analysis)]
+    blocks += [conclusion_block(r, analysis.table, runs) for r in families
+               if r.family.conclusion_first]
     power = [s for r in families if r.family.power == POWER_SECTION for s in _power_findings(r)]
     if power:
         blocks.append((POWER_CONCLUSION, [f"- {s}" for s in power]))
