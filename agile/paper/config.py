@@ -168,8 +168,12 @@ def resnet_config(activation: str | None = None) -> ml_collections.ConfigDict:
     # 128, so a 3-minute run could not reach early stopping; 8/16/32 runs ~3 steps/s.
     c.model.widths = (8, 16, 32)
     c.batch_size = 128
-    c.num_epochs = 15  # a cap: early stopping (patience 5, one evaluation an epoch) ends sooner
-    c.patience = 5
+    # Early stopping: measured (relu, seed 0, 30 epochs without stopping), the validation loss
+    # falls to ~0.50 by epoch 17-20 and then swings by +-0.05 from epoch to epoch (Adam at 1e-3,
+    # no decay), so a patience of 5 kept finding marginally lower minima to epoch 30; with 3 it
+    # stops at epoch 23 (best at 20). 30 epochs is the cap.
+    c.num_epochs = 30
+    c.patience = 3
     c.data.train_size = 4_000  # 400 per class; 2,000 more held out for validation
     c.data.val_size = 2_000
     c.data.standardize = True  # Fashion-MNIST's own mean and std
