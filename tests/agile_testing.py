@@ -35,3 +35,14 @@ def assert_trees_close(actual, expected, rtol: float = 1e-6, atol: float = 1e-6)
     assert jax.tree.structure(actual) == jax.tree.structure(expected)
     for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(e), rtol=rtol, atol=atol)
+
+
+def first_fast(cases, fast: int = 1, *, multiple_args: bool = False) -> list:
+    """``pytest.mark.parametrize`` cases with all but the first ``fast`` marked slow: the fast
+    suite (``-m "not slow"``) checks the first, the full suite (CI) every case. Cases of
+    several arguments (tuples) need ``multiple_args``."""
+    import pytest
+
+    return [case if index < fast else
+            pytest.param(*(case if multiple_args else (case,)), marks=pytest.mark.slow)
+            for index, case in enumerate(cases)]

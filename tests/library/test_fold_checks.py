@@ -64,6 +64,7 @@ def _residual():
     return x, _trained_like(variables["params"]), variables["batch_stats"]
 
 
+@pytest.mark.slow
 def test_a_partial_fold_raises_by_default_and_its_leftovers_fail_the_check():
     """F1: a network whose post-residual activation cannot fold: fold raises naming it; with
     strict=False the partial result's leftover a, b make the plain twin's check fail."""

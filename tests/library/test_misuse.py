@@ -128,6 +128,7 @@ def test_every_layer_call_has_a_docstring():
         assert layer.__call__.__doc__ and "output" in layer.__call__.__doc__, layer
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("mypy") is None, reason="mypy is not installed")
 def test_static_types_require_the_nnx_shape_and_a_known_granularity(tmp_path):
     """F8: a missing NNX shape and an unknown granularity are type errors; factories, fold and

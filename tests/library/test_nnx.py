@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from agile_testing import FAST_COMPILE
+from agile_testing import FAST_COMPILE, first_fast
 from flax import nnx
 from flax.nnx import bridge
 
@@ -32,7 +32,7 @@ def _linen_and_nnx(fn, granularity, x_shape):
 
 
 @pytest.mark.parametrize("granularity", layers.GRANULARITIES)
-@pytest.mark.parametrize("rank", sorted(INPUT_SHAPES))
+@pytest.mark.parametrize("rank", first_fast(sorted(INPUT_SHAPES)))
 def test_nnx_layers_equal_linen_layers_in_values_and_gradients(granularity, rank):
     """For every activation: same outputs, and same gradients in x, a and b, with random a, b."""
     x_shape = INPUT_SHAPES[rank]

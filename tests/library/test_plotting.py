@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import matplotlib
 import numpy as np
 import pytest
-from agile_testing import REPO_ROOT
+from agile_testing import REPO_ROOT, first_fast
 
 matplotlib.use("Agg")
 
@@ -40,6 +40,7 @@ def _save_png(fig, tmp_path, name):
     return path
 
 
+@pytest.mark.slow
 def test_plot_activations_draws_median_band_plain_curve_and_histograms(tmp_path):
     params = _params()
     layers = {
@@ -124,6 +125,7 @@ def test_bad_input_is_a_clear_error(call, message):
         call(_params())
 
 
+@pytest.mark.slow
 def test_import_agile_loads_neither_matplotlib_nor_flax_nnx():
     """agile.nnx and agile.plotting load on first use; matplotlib only when a figure is drawn."""
     code = (
@@ -233,6 +235,7 @@ def _cell(ax):
     return spec.rowspan.start, spec.colspan.start
 
 
+@pytest.mark.slow
 def test_plot_activations_of_a_linen_model_draws_each_layer_by_its_granularity(tmp_path):
     model, x = _linen_net(), jnp.zeros((1, 4, 4, 1))
     params = _moved(model.init(jax.random.key(0), x)["params"])
@@ -270,6 +273,7 @@ def test_plot_activations_of_a_linen_model_draws_each_layer_by_its_granularity(t
                       "a[1], b[1]: sigmoid"]
 
 
+@pytest.mark.slow
 def test_plot_activations_of_a_large_nnx_model_wraps_within_the_maximum_size(tmp_path):
     from flax import nnx
 
@@ -344,6 +348,7 @@ def test_feature_map_layers_are_the_per_element_maps():
     assert plotting.feature_map_layers(params, per_channel) == []
 
 
+@pytest.mark.slow
 def test_plot_parameter_maps_labels_its_colour_bars_and_stays_within_the_maximum_size():
     params = {"act": {"a": np.ones((4, 4, 200), np.float32), "b": np.zeros((4, 4, 200))}}
     fig = plotting.plot_parameter_maps(params, "act")
@@ -354,8 +359,8 @@ def test_plot_parameter_maps_labels_its_colour_bars_and_stays_within_the_maximum
     assert [bar.get_ylabel() for bar in bars] == ["a", "b"]
 
 
-@pytest.mark.parametrize("suffix, magic", [("png", PNG_MAGIC), ("pdf", b"%PDF"),
-                                           ("svg", b"<?xml")])
+@pytest.mark.parametrize("suffix, magic", first_fast(
+    [("png", PNG_MAGIC), ("pdf", b"%PDF"), ("svg", b"<?xml")], multiple_args=True))
 def test_save_figure_writes_by_suffix_the_same_bytes_every_time(tmp_path, suffix, magic):
     import matplotlib
 
@@ -390,6 +395,7 @@ def test_save_figure_dpi_and_format_and_what_it_refuses(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png", "c.svg"]
 
 
+@pytest.mark.slow
 def test_missing_matplotlib_says_to_install_the_plot_extra():
     code = """
 import importlib.abc, sys

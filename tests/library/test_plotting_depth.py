@@ -57,6 +57,7 @@ def _curve_titles(fig):
     return [ax.get_title() for ax in fig.axes if ax.get_ylabel().startswith("a·f")]
 
 
+@pytest.mark.slow
 def test_a_stacked_nnx_transformer_has_one_cell_per_layer():
     """F4: ``a.shape == (4, 16)`` is four layers, not one layer at four positions."""
     model = _Transformer(nnx.Rngs(0))
@@ -102,6 +103,7 @@ class _Scanned(nn.Module):
         return Agile("relu", name="head")(x)
 
 
+@pytest.mark.slow
 def test_linen_scan_layers_and_model_keyword_arguments_pass_through():
     """F4 for linen.scan, and F5: ``train=False`` reaches the model from every entry point."""
     model, x = _Scanned(), jnp.ones((2, 4))

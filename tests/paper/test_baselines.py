@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from agile_testing import FAST_COMPILE
+from agile_testing import FAST_COMPILE, first_fast
 
 from agile.errors import ConfigError
 from agile.paper import baselines, steps
@@ -68,7 +68,8 @@ def test_names_and_their_one_line_errors():
         validate(config)
 
 
-@pytest.mark.parametrize("name", ["prelu", "swish_beta", "apl:2", "xielu"])
+@pytest.mark.slow
+@pytest.mark.parametrize("name", first_fast(["prelu", "swish_beta", "apl:2", "xielu"]))
 def test_the_paper_cnn_trains_with_each_baseline_as_weights(name):
     """In both layers, per channel: one finite step; their parameters are weights to
     param_labels (not agile a and b), and move."""

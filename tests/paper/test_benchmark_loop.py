@@ -30,6 +30,7 @@ def test_loop_benchmark_smoke(tmp_path, synthetic_mnist_dir):
     assert "loop efficiency" in (tmp_path / "loop.md").read_text()
 
 
+@pytest.mark.slow
 def test_loop_benchmark_needs_real_data(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "MNIST_DIR"}
     result = subprocess.run([sys.executable, "benchmarks/benchmark_loop.py",

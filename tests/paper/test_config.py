@@ -141,6 +141,7 @@ def test_cli_user_errors_are_one_line_with_status_2(args, message):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script, args, outside_repo, message", [
     ("sweep.py", ["--seeds=0"], True,  # the default config is found from any folder
      "error: --seeds must be a positive integer, got 0."),
@@ -175,6 +176,7 @@ def test_config_file_errors_are_one_line_in_both_scripts(tmp_path, script, args,
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_ctrl_c_is_one_line_and_status_130():
     """KeyboardInterrupt inside a script's main: no traceback, the resume hint, status 130."""
     program = ("from agile.paper import cli\n"
@@ -187,6 +189,7 @@ def test_ctrl_c_is_one_line_and_status_130():
         "Interrupted. Rerun the same command to resume from the last checkpoint.")
 
 
+@pytest.mark.slow
 def test_train_help_shows_the_config_flag_and_every_field_with_its_default():
     """#20: --help names --config and each --config.<field> with its default and its comment."""
     result = subprocess.run([sys.executable, "scripts/train.py", "--help"], cwd=REPO_ROOT,
@@ -225,6 +228,7 @@ def _flat_fields(config, prefix=""):
     return names
 
 
+@pytest.mark.slow
 def test_a_disk_error_outside_a_run_is_one_line():
     """Any script: a full or read-only disk where a script writes outside a run's own
     handling (a sweep's tables, a report) is one line, status 2; other OSErrors keep their

@@ -262,6 +262,7 @@ def test_idx_reads_mnist_dir_when_dir_unset(tmp_path, monkeypatch):
         data.load_split(config, "train")
 
 
+@pytest.mark.slow
 def test_idx_source_does_not_import_tensorflow(tmp_path):
     write_mnist(tmp_path)
     code = textwrap.dedent(

@@ -65,6 +65,7 @@ def test_evaluate_a_padded_split_equals_one_direct_batch():
     assert result["accuracy"] == pytest.approx(accuracy)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batching", ["scan", "vmap"])
 def test_evaluate_seeds_equals_each_seed_alone(batching):
     images, labels = _split(25)
@@ -86,6 +87,7 @@ def test_evaluate_seeds_rejects_unknown_batching():
         evaluation.evaluate_seeds(VARIABLES, STATE.apply_fn, split, "pmap")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batching", [None, "scan"])
 def test_compile_for_leaves_the_evaluation_nothing_to_compile(batching, caplog):
     """After compile_for, evaluate / evaluate_seeds on those shapes compile nothing more."""

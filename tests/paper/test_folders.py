@@ -88,6 +88,7 @@ def test_a_path_too_long_for_the_checkpoint_files_is_refused_up_front(tmp_path):
     assert workdir_lib.prepare(fits).is_dir()
 
 
+@pytest.mark.slow
 def test_train_refuses_a_sweep_folder_and_a_sweep_refuses_a_run_folder(tmp_path, tiny_config):
     """N095: train.py trained into a finished sweep's folder beside sweep.json; N096: sweep.py
     wrote a sweep into a run's folder. Each is refused in one line, the folder untouched."""
@@ -114,6 +115,7 @@ def test_train_refuses_a_sweep_folder_and_a_sweep_refuses_a_run_folder(tmp_path,
     assert not (run_dir / "sweep.json").exists()
 
 
+@pytest.mark.slow
 def test_a_failed_ray_sweep_leaves_no_folder_behind(tmp_path, monkeypatch):
     """N086/N087/N103: a Ray sweep that cannot start (no GPU for --gpus_per_trial, no cluster,
     a RAY_TMPDIR too long for Ray's sockets) wrote sweep.json first, so the next sweep there

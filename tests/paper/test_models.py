@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from agile_testing import FAST_COMPILE, REPO_ROOT
+from agile_testing import FAST_COMPILE, REPO_ROOT, first_fast
 
 from agile import param_labels
 from agile.activations import get_activation
@@ -95,7 +95,8 @@ FIELD_COMBOS = [
 ]
 
 
-@pytest.mark.parametrize("fields", FIELD_COMBOS, ids=lambda f: "-".join(map(str, f.values())))
+@pytest.mark.parametrize("fields", first_fast(FIELD_COMBOS),
+                         ids=lambda f: "-".join(map(str, f.values())))
 def test_fast_equals_reference_values_and_gradients(fields):
     fast, reference = _both(**fields)
     params = _perturbed_params(reference)
@@ -108,6 +109,7 @@ def test_fast_equals_reference_values_and_gradients(fields):
     _assert_trees_close(grad_fast, grad_reference)
 
 
+@pytest.mark.slow
 def test_fast_and_reference_initialise_identically():
     fast, reference = _both(conv_activation="agile_relu", dense_activation="agile_sigmoid")
     _assert_trees_close(
@@ -116,6 +118,7 @@ def test_fast_and_reference_initialise_identically():
     )
 
 
+@pytest.mark.slow
 def test_odd_maps_crop_like_valid_pooling():
     """7x7 maps pool to 3x3: the last row and column get no gradient in either path."""
     fast, reference = _both(conv_activation="agile_relu", dense_activation="relu")
@@ -131,7 +134,9 @@ def test_odd_maps_crop_like_valid_pooling():
     assert np.abs(grads["fast"][:6, :6]).max() > 0
 
 
-@pytest.mark.parametrize("conv_activation, dense_activation", [("relu", "relu"), COMBOS[12]])
+@pytest.mark.slow
+@pytest.mark.parametrize("conv_activation, dense_activation",
+                         first_fast([COMBOS[12], ("relu", "relu")], multiple_args=True))
 def test_fast_equals_reference_under_vmap_over_seeds(conv_activation, dense_activation):
     fast, reference = _both(conv_activation=conv_activation, dense_activation=dense_activation)
     seeds = [_perturbed_params(reference, seed) for seed in range(3)]
@@ -340,7 +345,7 @@ def _random_agile(seed, map_shape):
 
 
 @pytest.mark.parametrize("name", ACTIVATIONS)
-@pytest.mark.parametrize("shape, pool_size", POOL_CASES)
+@pytest.mark.parametrize("shape, pool_size", first_fast(POOL_CASES, multiple_args=True))
 @pytest.mark.parametrize("agile_params", [True, False], ids=["agile", "plain"])
 def test_act_max_pool_matches_max_pool_of_activation(name, shape, pool_size, agile_params):
     fn = get_activation(name)
@@ -363,7 +368,8 @@ def test_act_max_pool_matches_max_pool_of_activation(name, shape, pool_size, agi
     _assert_trees_close(ours, expected)
 
 
-@pytest.mark.parametrize("name, shape, pool_size, kernel_size", CONV_POOL_CASES)
+@pytest.mark.parametrize("name, shape, pool_size, kernel_size",
+                         first_fast(CONV_POOL_CASES, multiple_args=True))
 def test_conv_act_max_pool_matches_conv_then_max_pool(name, shape, pool_size, kernel_size):
     fn = get_activation(name)
     x = _normal(10, (*shape, 1))
@@ -398,6 +404,7 @@ def test_conv_act_max_pool_matches_conv_then_max_pool(name, shape, pool_size, ke
         _assert_trees_close(ours_result, ref_result)
 
 
+@pytest.mark.slow
 def test_fused_pooling_sends_tied_gradients_to_the_first_maximum_like_flax():
     """Saturated sigmoids (exact 1.0s) and all-equal windows: a, b and kernel gradients tie-break
     to each window's first maximum in row-major order, as nn.max_pool's gradient does."""

@@ -4,6 +4,7 @@ import re
 import subprocess
 import sys
 
+import pytest
 from agile_testing import REPO_ROOT
 
 # What `pip install .[experiments]` adds and `pip install .` (jax, flax, optax and their own
@@ -28,6 +29,7 @@ def _python(program: str) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_library_imports_without_the_extras_and_imports_nothing_of_the_study():
     program = BLOCK + f"""
 import importlib

@@ -12,7 +12,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from agile_testing import REPO_ROOT, assert_trees_close  # noqa: E402
+from agile_testing import REPO_ROOT, assert_trees_close, first_fast  # noqa: E402
 
 from agile.paper import config as config_lib
 from agile.paper import parallel, train
@@ -52,7 +52,8 @@ def test_seed_batches_cannot_be_combined_with_data_parallelism(tiny_config):
         config_lib.validate(tiny_config)
 
 
-@pytest.mark.parametrize("batching, chunk", [("scan", 1), ("vmap", 1), ("map", 1), ("map", 2)])
+@pytest.mark.parametrize("batching, chunk", first_fast(
+    [("scan", 1), ("vmap", 1), ("map", 1), ("map", 2)], multiple_args=True))
 def test_seed_batch_steps_equal_separate_single_seed_steps(tiny_config, batching, chunk):
     """K=3 stacked states take the same steps as three single-seed states, any batching."""
     seeds = (0, 1, 2)
@@ -80,6 +81,7 @@ def test_seed_batch_steps_equal_separate_single_seed_steps(tiny_config, batching
         assert_trees_close(layout.seed_view(batched_accum, i), single_accums[i], **CLOSE)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batching", ["scan", "vmap", "map"])
 def test_inactive_seed_keeps_its_state(tiny_config, batching):
     tiny_config.num_seeds = 2
@@ -117,6 +119,7 @@ def separate_run(tmp_path_factory):
     return run
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batching, order_seed", [("scan", None), ("vmap", None),
                                                   ("map", None), ("vmap", 7), ("scan", 7)])
 def test_num_seeds_run_equals_separate_runs(tmp_path, tiny_config, batching, order_seed,
@@ -278,6 +281,7 @@ def test_two_processes_match_one(tmp_path, synthetic_mnist_dir, mode):
     assert sorted(p.name for p in (tmp_path / "two/checkpoints").iterdir()) == ["10", "9"]
 
 
+@pytest.mark.slow
 def test_an_unreachable_coordinator_is_one_line_within_the_wait(tmp_path):
     """N125: the README's multi-host command with nothing at --coordinator_address waited 5
     minutes, then aborted with a C++ stack trace. A process other than 0 now gives up after

@@ -47,7 +47,13 @@ def _snippet_id(page_snippet: tuple[str, str]) -> str:
     return next((name for name, (_, marker) in SHOWN.items() if marker in snippet), "unknown")
 
 
-@pytest.mark.parametrize("page_snippet", SNIPPETS, ids=[_snippet_id(s) for s in SNIPPETS])
+# The snippets that train or compile most run in the full suite only (CI runs every one).
+HEAVY = ("act_factory", "linen")
+
+
+@pytest.mark.parametrize("page_snippet", [
+    pytest.param(s, marks=pytest.mark.slow) if _snippet_id(s) in HEAVY else s for s in SNIPPETS
+], ids=[_snippet_id(s) for s in SNIPPETS])
 def test_readme_snippet_runs(page_snippet):
     """Each snippet runs as written; the NNX one trains a few steps and asserts its loss fell."""
     page, snippet = page_snippet

@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytest
-from agile_testing import REPO_ROOT  # noqa: E402
+from agile_testing import REPO_ROOT, first_fast  # noqa: E402
 from paper_testing import Interrupt, interrupt_after, strip_times
 
 from agile.paper import train
@@ -65,6 +65,7 @@ def test_torn_last_row_of_a_finished_run_is_rebuilt_with_a_warning(tiny_config, 
     assert "differed from the checkpoint's history" in caplog.text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["delete", "truncate", "torn_line"])
 def test_damaged_rows_mid_run_are_rebuilt_from_the_checkpoint(tmp_path, tiny_config, reference,
                                                                damage, caplog):
@@ -87,6 +88,7 @@ def test_damaged_rows_mid_run_are_rebuilt_from_the_checkpoint(tmp_path, tiny_con
         assert "rewritten from the checkpoint" in caplog.text
 
 
+@pytest.mark.slow
 def test_failed_resume_with_allowed_change_keeps_config_json(tmp_path, tiny_config, reference):
     """A model change (#65, #108) is refused by name before anything is restored, even with
     allow_config_change; config.json and the (intact) checkpoints are kept. Without a
@@ -141,6 +143,7 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path, tiny_con
     assert (workdir / "metrics.jsonl").read_text() == (ref_dir / "metrics.jsonl").read_text()
 
 
+@pytest.mark.slow
 def test_nan_stop_names_a_finished_checkpoint(tmp_path, tiny_config):
     tiny_config.optimizer = "sgd"
     tiny_config.learning_rate = tiny_config.agile_learning_rate = 1e30
@@ -158,6 +161,7 @@ def test_nan_stop_names_a_finished_checkpoint(tmp_path, tiny_config):
     assert not (tmp_path / "summary.json").exists()
 
 
+@pytest.mark.slow
 def test_second_run_on_a_workdir_in_use_exits_at_once_naming_the_first(tmp_path,
                                                                        synthetic_mnist_dir):
     workdir = tmp_path / "run"
@@ -188,6 +192,7 @@ def test_second_run_on_a_workdir_in_use_exits_at_once_naming_the_first(tmp_path,
     json.loads((workdir / "config.json").read_text())  # intact
 
 
+@pytest.mark.slow
 def test_resume_applies_a_changed_patience(tmp_path, tiny_config):
     """#113: a resume with another patience (allow_config_change) stops early as an
     uninterrupted run with that patience does, and config.json says what was used."""
@@ -207,8 +212,9 @@ def test_resume_applies_a_changed_patience(tmp_path, tiny_config):
     assert json.loads((tmp_path / "resumed" / "config.json").read_text())["patience"] == 2
 
 
-@pytest.mark.parametrize("field, value", [("data.val_size", 0), ("num_seeds", 2), ("seed", 3),
-                                          ("batch_size", 25), ("optimizer", "sgd")])
+@pytest.mark.parametrize("field, value", first_fast(
+    [("data.val_size", 0), ("num_seeds", 2), ("seed", 3), ("batch_size", 25),
+     ("optimizer", "sgd")], 2, multiple_args=True))
 def test_resume_refuses_a_change_it_cannot_apply_by_name(tiny_config, reference, field, value):
     """#114, #108: fields that decide the data, the seeds, the model or the optimizer's state
     are refused before anything runs, even with allow_config_change; config.json is kept."""

@@ -254,6 +254,7 @@ def test_merge_refuses_rows_that_differ_naming_key_and_fields():
                       dataclasses.replace(old, params=moved))
 
 
+@pytest.mark.slow
 def test_publish_merges_into_docs_results_and_rewrites_the_report(tmp_path):
     docs = tmp_path / "docs"
     write_fake_results(docs / "results", {"table1"}, 2)
@@ -319,6 +320,7 @@ def _later_seeds(results_, first):
         ranges=[dataclasses.replace(r, seed=r.seed + first) for r in results_.ranges])
 
 
+@pytest.mark.slow
 def test_publish_refuses_rows_trained_with_other_settings_naming_group_and_fields(tmp_path):
     """N107: seeds 2-3 of table1 trained with a smoke test's --overrides were merged into
     committed seeds 0-1 without a word, and the report pooled two experiments. Each group's
@@ -352,6 +354,7 @@ def test_publish_refuses_rows_trained_with_other_settings_naming_group_and_field
     assert merged.settings == {"table1": _table1_settings()}  # the committed ones, kept
 
 
+@pytest.mark.slow
 def test_publish_refuses_rows_without_settings_where_the_group_records_them(tmp_path, caplog):
     """Rows exported by an older version (no settings.json) cannot be checked against a group
     that records its settings: refused. Into results that record none (older ones), the rows'
@@ -407,6 +410,7 @@ def test_the_committed_settings_are_the_study_groups_own():
     results.check_settings(committed.settings, own, sorted(own), "docs/results")
 
 
+@pytest.mark.slow
 def test_study_report_on_a_torn_committed_file_advises_restoring_it(tmp_path):
     """N108 for scripts/study_report.py: the repository's docs/results get the advice that
     keeps them; any other results folder the export advice. (The script runs from a copy

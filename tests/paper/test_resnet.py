@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from agile_testing import first_fast
 from paper_testing import train_briefly
 
 from agile.errors import ConfigError
@@ -20,6 +21,7 @@ def _images(n=6, seed=0):
     return jax.random.uniform(jax.random.key(seed), (n, 28, 28, 1))
 
 
+@pytest.mark.slow
 def test_shapes_and_per_channel_agile_parameters():
     """Logits (N, classes); the map halves per stage; agile a, b per channel of each layer."""
     model = ResNet(**TINY, blocks_per_stage=2, activation="agile_relu", num_classes=7)
@@ -33,10 +35,10 @@ def test_shapes_and_per_channel_agile_parameters():
     assert variables["batch_stats"]["stem_bn"]["mean"].shape == (4,)
 
 
-@pytest.mark.parametrize("activation, granularity", [
+@pytest.mark.parametrize("activation, granularity", first_fast([
     ("relu", "channel"), ("gelu", "scalar"), ("agile_relu", "element"),
     ("combined:relu,tanh", "channel"), ("prelu", "channel"), ("swish_beta", "scalar"),
-    ("apl:2", "channel"), ("xielu", "scalar")])
+    ("apl:2", "channel"), ("xielu", "scalar")], 3, multiple_args=True))
 def test_every_kind_of_activation_name_builds(activation, granularity):
     model = ResNet(**TINY, activation=activation, granularity=granularity)
     variables = model.init(jax.random.key(0), _images(2), train=False)

@@ -74,6 +74,7 @@ def test_holm_adjusts_by_rank_and_keeps_order():
     assert stats.holm([0.6, 0.7]) == pytest.approx([1.0, 1.0])
 
 
+@pytest.mark.slow
 def test_folded_plain_twin_computes_the_same_function():
     """An agile dense layer folds into its neighbours: same logits with the plain activation."""
     images = np.random.default_rng(1).uniform(size=(16, 28, 28, 1)).astype(np.float32)
@@ -95,6 +96,7 @@ def test_folded_plain_twin_computes_the_same_function():
     assert not np.allclose(plain_apply({"params": unfolded}, images), agile_logits, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_trained_agile_dense_network_equals_its_folded_plain_twin():
     """After real training steps (a and b moved by their gradients), the fold still holds."""
 

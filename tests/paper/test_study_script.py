@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 import pytest
-from agile_testing import REPO_ROOT
+from agile_testing import REPO_ROOT, first_fast
 from study_fakes import write_fake_results
 
 from agile.paper import study
@@ -113,7 +113,7 @@ def _study(tmp_path, *args, env=None):
                           text=True, timeout=900, env=env)
 
 
-@pytest.mark.parametrize("args, message", [
+@pytest.mark.parametrize("args, message", first_fast([
     (["--groups="], "error: --groups is empty: name at least one of table1, dense_only"),
     (["--groups=dense_only", "--seeds=0"], "error: The seed count must be at least 1, got 0"),
     (["--groups=dense_only", "--overrides=num_epochs=abc"],
@@ -122,7 +122,7 @@ def _study(tmp_path, *args, env=None):
      "error: --overrides num_epochs=x: the value 'x' is not JSON"),
     (["--docs_dir=d"], "error: --docs_dir is used only with --publish"),
     (["--skip_training"], "error: --skip_training: there is no study folder"),
-])
+], multiple_args=True))
 def test_bad_flags_are_one_line_and_create_nothing(tmp_path, args, message):
     """#142, #145, #146, #148: one line each (no traceback), before any folder is made."""
     done = _study(tmp_path, f"--workdir={tmp_path / 'study'}", *args)
@@ -131,6 +131,7 @@ def test_bad_flags_are_one_line_and_create_nothing(tmp_path, args, message):
     assert "Traceback" not in done.stderr and not (tmp_path / "study").exists()
 
 
+@pytest.mark.slow
 def test_skip_training_exports_and_reports_into_the_workdir_only(tmp_path):
     """#141: without --results_dir the export and report go into the workdir, not docs/."""
     workdir = fake_study(tmp_path / "study")

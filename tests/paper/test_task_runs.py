@@ -86,6 +86,7 @@ def _assert_resumes_exactly(config, tmp_path, stop_after, reference_run):
     return reference, arrays
 
 
+@pytest.mark.slow
 def test_resnet_resumes_exactly_with_its_batch_statistics(tmp_path, resnet_config,
                                                           reference_run):
     """Interrupted after step 5 (checkpoint at 4) of 8: rows, summary and every checkpoint
@@ -114,6 +115,7 @@ def test_resnet_learns_real_fashion_mnist(tmp_path, resnet_config):
     assert summary["best_test_loss"] < 0.7 * np.log(10)  # 1.46 here
 
 
+@pytest.mark.slow
 def test_transformer_learns_and_resumes_exactly(tmp_path, transformer_config, reference_run):
     """Per-character loss (nats) falls well below a uniform guess over the vocabulary."""
     summary, _ = _assert_resumes_exactly(transformer_config, tmp_path, 7, reference_run)
@@ -121,6 +123,7 @@ def test_transformer_learns_and_resumes_exactly(tmp_path, transformer_config, re
     assert summary["best_test_loss"] < 0.6 * np.log(vocabulary)
 
 
+@pytest.mark.slow
 def test_resnet_seed_batch_equals_separate_runs(tmp_path, resnet_config, reference_run):
     """Two seeds stepped by one program (scan) take each seed's own run's steps: the same
     rows and best step; losses equal to float32 rounding (the seed stack's evaluation is

@@ -66,6 +66,7 @@ def test_activation_sweep_on_ray_equals_in_process(tmp_path, task_env, model):
     assert _rows(tmp_path / "ray") == _rows(tmp_path / "in_process")
 
 
+@pytest.mark.slow
 def test_sweep_flags_belong_to_their_models(tmp_path, task_env):
     combos = _sweep(tmp_path / "a", "resnet", task_env, "--combos=7")
     assert combos.returncode == 2 and combos.stderr.strip().splitlines()[-1] == (

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from agile_testing import REPO_ROOT  # noqa: E402
+from agile_testing import REPO_ROOT, first_fast  # noqa: E402
 from paper_testing import Interrupt, interrupt_after, strip_times
 
 from agile.paper import steps as steps_lib
@@ -43,7 +43,8 @@ def test_combo_table():
             combo_activations(bad)
 
 
-@pytest.mark.parametrize("combo", sorted(COMBOS))
+@pytest.mark.parametrize("combo", first_fast(
+    [12, *(c for c in sorted(COMBOS) if c != 12)]))
 def test_every_combo_config_builds_and_takes_two_steps(combo):
     config = get_config(combo)
     state = steps_lib.create_train_state(config, jax.random.key(0))
@@ -57,11 +58,11 @@ def test_every_combo_config_builds_and_takes_two_steps(combo):
     assert bool(agile_parameter_ranges(state.params, labels)) == has_agile
 
 
-@pytest.mark.parametrize("combo, overrides", [
-    (1, {}), (12, {}), (6, {}), (12, {"model.granularity": "channel"}),
+@pytest.mark.parametrize("combo, overrides", first_fast([
+    (12, {}), (1, {}), (6, {}), (12, {"model.granularity": "channel"}),
     (12, {"model.granularity": "scalar"}), (12, {"model.conv_features": ()}),
     (12, {"model.conv_activation": "combined:relu,sigmoid"}), (7, {"model.pooling": "avg"}),
-])
+], 2, multiple_args=True))
 def test_create_train_state_initialises_as_model_init_does_bit_for_bit(combo, overrides):
     """The compiled init (at XLA optimisation level 1, for start-up) gives eager init's values."""
     config = get_config(combo)
@@ -114,6 +115,7 @@ def _kernel_after(config, steps: int) -> np.ndarray:
     return np.asarray(state.params["output"]["kernel"])
 
 
+@pytest.mark.slow
 def test_sgd_momentum_changes_the_second_step_and_adam_trains():
     config = get_config(7)
     config.optimizer, config.learning_rate = "sgd", 0.05
@@ -131,8 +133,9 @@ def test_sgd_momentum_changes_the_second_step_and_adam_trains():
     assert not np.allclose(_kernel_after(config, 1), initial)
 
 
-@pytest.mark.parametrize("combo, loss, norm", [(7, 2.2513914108276367, 8.09936237335205),
-                                               (12, 2.31239652633667, 120.01467895507812)])
+@pytest.mark.parametrize("combo, loss, norm", first_fast(
+    [(12, 2.31239652633667, 120.01467895507812), (7, 2.2513914108276367, 8.09936237335205)],
+    multiple_args=True))
 def test_one_step_on_fixed_data_gives_the_recorded_loss_and_parameter_norm(combo, loss, norm):
     """Pinned: init from key 0, Adam 1e-3, one step on a fixed batch (catches silent changes
     to the model, its initialisation, the loss or the optimizer)."""
@@ -212,6 +215,7 @@ def _compiled_programs():
         jax.monitoring.unregister_event_duration_listener(listener)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_seeds", [1, 3])
 def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, tiny_config, num_seeds):
     """Interrupted after step 7 (checkpoint at 6, row at 4): the rerun ends bit-identical,
@@ -333,6 +337,7 @@ def test_short_real_mnist_run_reaches_90_percent(tmp_path, combo):
     assert jnp.isfinite(summary["final_test_loss"])
 
 
+@pytest.mark.slow
 def test_read_params_reads_each_seeds_best_and_last_parameters(tmp_path, tiny_config):
     """progress.read_params: the checkpoint layout read back read-only, per seed of a batch."""
     from agile.paper import progress

@@ -53,6 +53,7 @@ def test_attention_is_causal():
     assert not np.allclose(before[:, -1], after[:, -1])
 
 
+@pytest.mark.slow
 def test_einsum_and_dot_product_attention_agree():
     q, k, v = jax.random.normal(jax.random.key(3), (3, 2, 9, 4, 8))
     attention = jax.jit(causal_attention, static_argnums=3)
