@@ -39,7 +39,8 @@ from agile.paper.report.figures import SPECS, SPECS_BY_KEY, FigureSpec
 from agile.paper.report.results import PARAMS, RUNS, Machine, Range, Run
 from agile.paper.study import NATS, NO_LAYER, Unit
 
-STUDY_COMMAND = ("MNIST_DIR=../shared/data/mnist python scripts/study.py --workdir=runs/study "
+STUDY_COMMAND = ("MNIST_DIR=../shared/data/mnist FASHION_MNIST_DIR=../shared/data/fashion-mnist "
+                 "TEXT_DIR=../shared/data/austen python scripts/study.py --workdir=runs/study "
                  "--publish")
 REPORT_COMMAND = "python scripts/study_report.py --results_dir=docs/results --docs_dir=docs"
 Counts = Callable[[str, str, str], tuple[int, int] | None]
