@@ -562,7 +562,8 @@ FAMILIES: tuple[Family, ...] = (
         "each against GELU on the same seeds, in bits per character (nats / ln 2) of the test "
         "split at the lowest validation loss. One Holm family of {m}.",
         groups=("transformer", "transformer_agile_lr_0.1x", "transformer_scalar"), unit=BITS,
-        resolution=0.01),
+        resolution=0.01, figure="transformer_layers",
+        figure_title="Transformer: agile variant − GELU"),
     Family(
         "baselines", "The field's learnable activations",
         tuple(Comparison(arm, combo_arm(plain), theme=arm.label, clause=f"− combo {plain}")

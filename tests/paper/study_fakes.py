@@ -12,6 +12,7 @@ from flax import traverse_util
 from agile.paper import study
 from agile.paper.combos import COMBOS, combo_number
 from agile.paper.models.paper_cnn import CNN
+from agile.paper.models.transformer import Transformer
 from agile.paper.report.results import Curve, Machine, Range, Results, Run, write_results
 
 MACHINE = Machine(cpu="Test CPU", logical_cpus=2, memory_gib=8.0, jax="0.0", backend="cpu")
@@ -89,11 +90,27 @@ def fake_params():
     return flat
 
 
+def fake_transformer_params():
+    """A small transformer's parameters with agile GELU (2 blocks), flattened "layer/param",
+    with a and b moved off their init."""
+    model = Transformer(vocab_size=12, context=8, num_layers=2, width=8, num_heads=2,
+                        activation="agile_gelu")
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32),
+                                               train=False))["params"]
+    rng = np.random.default_rng(2)
+    return {"/".join(path): ((1.0 if path[-1] == "a" else 0.0)
+                             + 0.3 * rng.normal(size=shape.shape)).astype(np.float32)
+            for path, shape in traverse_util.flatten_dict(shapes).items()}
+
+
 def fake_results(groups=None, seeds=4, params=True):
-    """A whole :class:`Results` of ``groups`` (default: all)."""
+    """A whole :class:`Results` of ``groups`` (default: all): with ``params``, combo 12's
+    parameters and, if the transformer group is among them, the transformer's."""
     runs = fake_runs(groups, seeds)
+    transformer = params and (groups is None or "transformer" in groups)
     return Results(runs, fake_curves(runs), fake_ranges(runs),
-                   fake_params() if params else None, MACHINE)
+                   fake_params() if params else None, MACHINE,
+                   transformer_params=fake_transformer_params() if transformer else None)
 
 
 def write_fake_results(directory, groups=None, seeds=4):

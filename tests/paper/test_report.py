@@ -281,7 +281,7 @@ def test_save_figure_writes_the_same_bytes_twice_without_the_version(tmp_path):
 def test_study_report_script_writes_the_report_and_figures(tmp_path):
     """End to end: scripts/study_report.py on fake results with some groups not run."""
     results = write_fake_results(tmp_path / "results",
-                                 {"table1", "dense_only", "sgd", "agile_lr_10x"})
+                                 {"table1", "dense_only", "sgd", "agile_lr_10x", "transformer"})
     docs = tmp_path / "docs"
     stale = docs / "figures" / "study_stale.png"
     stale.parent.mkdir(parents=True)
@@ -374,7 +374,7 @@ def test_combo12_helpers_read_its_ranges_and_parameters():
 
 
 def test_every_figure_is_drawn_from_full_results_and_none_without_them(tmp_path):
-    full = fake_results({"table1", "dense_only", "agile_lr_0.1x"}, 2)
+    full = fake_results({"table1", "dense_only", "agile_lr_0.1x", "transformer"}, 2)
     for spec in figures.SPECS:
         assert spec.draw(full, report.analyse(full)) is not None, spec.key
     empty = Results([])

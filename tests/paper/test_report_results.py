@@ -437,3 +437,26 @@ def test_study_report_on_a_torn_committed_file_advises_restoring_it(tmp_path):
                                   "--publish).")
     assert lines["elsewhere"].endswith("so it was cut off; export it again (scripts/study.py "
                                        "--skip_training --results_dir=<this folder>).")
+
+
+def test_the_transformers_parameters_are_written_read_and_merged_like_combo_12s(tmp_path):
+    """transformer_agile_gelu_seed0_params.npz: written when the results have them (and
+    removed when not), read back equal, kept by a merge that has none, refused by one that
+    has others (naming the file)."""
+    full = fake_results({"table1", "transformer"}, 2)
+    assert full.transformer_params is not None
+    results.write_results(full, tmp_path)
+    back = results.load_results(tmp_path)
+    assert back.transformer_params.keys() == full.transformer_params.keys()
+    assert all(np.array_equal(back.transformer_params[k], v)
+               for k, v in full.transformer_params.items())
+    results.write_results(dataclasses.replace(full, transformer_params=None), tmp_path)
+    assert not (tmp_path / results.TRANSFORMER_PARAMS).exists()
+    none = dataclasses.replace(full, transformer_params=None)
+    kept = results.merge(full, none)
+    assert kept.transformer_params is full.transformer_params
+    layer = next(k for k in full.transformer_params if k.endswith("/a"))
+    moved = {**full.transformer_params, layer: full.transformer_params[layer] + 1}
+    with pytest.raises(ReportError, match=f"docs/results/{results.TRANSFORMER_PARAMS} holds "
+                                          "other parameters of the transformer's agile GELU"):
+        results.merge(full, dataclasses.replace(full, transformer_params=moved), "docs/results")

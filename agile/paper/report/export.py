@@ -39,6 +39,7 @@ from agile.paper.report.results import (
 
 CURVE_GROUPS = ("table1", "dense_only")  # groups whose evaluation curves the report draws
 PARAMS_TRIAL = ("table1", "combo_12")  # (group, trial) whose seed-0 parameters are exported
+TRANSFORMER_PARAMS_TRIAL = ("transformer", "agile_gelu")  # likewise, the transformer's
 SUMMARY_REMEDY = ("delete it and rerun the study without --skip_training: the trial restores "
                   "its last checkpoint and rewrites it")
 
@@ -116,6 +117,7 @@ def collect(workdir: Path, groups: Sequence[study.Group]) -> Results:
     A group's trials are ``<workdir>/<group>/*/summary.json`` (unfinished trials have
     none; a block of a group's later seeds, ``<trial>.seeds<first>-<last>``, counts as its
     trial); curves are read for :data:`CURVE_GROUPS`, parameters for :data:`PARAMS_TRIAL`
+    and :data:`TRANSFORMER_PARAMS_TRIAL`
     if its group is among ``groups``; the machine is this one; each group's settings are
     its folder's ``sweep.json`` (what trained its trials).
     """
@@ -128,14 +130,17 @@ def collect(workdir: Path, groups: Sequence[study.Group]) -> Results:
             curves += trial[1]
             ranges += trial[2]
     names = {group.name for group in groups}
-    params = _seed0_params(workdir.joinpath(*PARAMS_TRIAL)) if PARAMS_TRIAL[0] in names else None
+    params = {field: _seed0_params(workdir.joinpath(*trial)) if trial[0] in names else None
+              for field, trial in (("params", PARAMS_TRIAL),
+                                   ("transformer_params", TRANSFORMER_PARAMS_TRIAL))}
     settings = {}
     for name in sorted({run.group for run in runs}):
         path = workdir / name / SWEEP_FILE
         if path.is_file():
             settings[name] = read_json(path, "delete it and rerun the study's command: it "
                                              "records the group's settings again")
-    return Results(runs, curves, ranges, params, machine(), settings or None)
+    return Results(runs, curves, ranges, machine=machine(), settings=settings or None,
+                   **params)
 
 
 def export(workdir: Path, results_dir: Path, groups: Sequence[study.Group]) -> list[Path]:

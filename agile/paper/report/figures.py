@@ -189,6 +189,20 @@ def figure_activations(flat: Mapping[str, np.ndarray]):
     return fig
 
 
+def figure_transformer_layers(flat: Mapping[str, np.ndarray]):
+    """The transformer's agile GELU (seed 0): each block's learned a*gelu(x - b) over its
+    hidden channels, via agile.plotting (which layers' a and b moved)."""
+    from agile.plotting import plot_activations
+
+    layers = sorted({key.rsplit("/", 1)[0] for key in flat if key.endswith("/a")})
+    if not layers:
+        return None
+    fig = plot_activations(params_tree(flat), dict.fromkeys(layers, "gelu"))
+    fig.suptitle("Transformer, agile GELU, seed 0, end of training: learned activations per "
+                 "block")
+    return fig
+
+
 def figure_maps(flat: Mapping[str, np.ndarray], layer: str = "conv_act_0"):
     """Combo 12 (seed 0): a and b of the first conv layer over the feature map."""
     from agile.plotting import plot_parameter_maps
@@ -348,6 +362,15 @@ SPECS: tuple[FigureSpec, ...] = (
         f"best test loss and its {CONFIDENCE:.0%} interval (points spread a little sideways "
         "to stay apart); the band is plain combo 7's.", None, "comparisons",
         lambda results, analysis: figure_lr_curve(results.runs)),
+    FigureSpec(
+        "transformer_layers", "study_transformer_layers.png",
+        "Learned activations of the transformer's MLPs",
+        "The transformer with agile GELU per hidden channel, seed 0, final parameters: per "
+        "block the median learned a·gelu(x − b) over the hidden channels with a percentile "
+        "band, plain GELU dashed, and histograms of a and b (`agile.plotting."
+        "plot_activations`).", None, "comparisons",
+        lambda results, analysis: figure_transformer_layers(results.transformer_params)
+        if results.transformer_params else None),
     FigureSpec(
         "fig12", "study_fig12_test_loss_curves.png",
         "Test loss of the 12 combinations during training (Fig. 12)",

@@ -10,6 +10,8 @@ study into ``<workdir>/results/`` by default) holds:
 - ``agile_ranges.csv``: one :class:`Range` per agile layer, parameter and seed at the end;
 - ``combo12_seed0_params.npz``: the final parameters of Table 1's combo 12, seed 0,
   flattened ``"layer/param"`` (for the learned-activation figures);
+- ``transformer_agile_gelu_seed0_params.npz``: likewise, the transformer's agile GELU, seed 0
+  (which layers' a and b moved);
 - ``machine.json``: what ran the study (:class:`Machine`);
 - ``settings.json``: each group's settings (what its sweep folder's ``sweep.json`` holds: the
   base config and the seeds per trial), so rows trained otherwise are never merged into it.
@@ -44,6 +46,9 @@ from agile.paper.files import config_differences, flat_config, write_text_atomic
 from agile.paper.trials import CSV_FIELDS, SeedResult, column_types, columns, optional_columns
 
 PARAMS = "combo12_seed0_params.npz"
+TRANSFORMER_PARAMS = "transformer_agile_gelu_seed0_params.npz"
+PARAMS_FILES = {PARAMS: ("params", "combo 12, seed 0"),  # file: (Results field, whose)
+                TRANSFORMER_PARAMS: ("transformer_params", "the transformer's agile GELU, seed 0")}
 MACHINE = "machine.json"
 SETTINGS = "settings.json"
 BATCHING_SETTINGS = ("seeds",)  # seeds per trial: how a group's seeds were batched, not trained
@@ -138,12 +143,13 @@ CURVES = Table("curves.csv", "curves", Curve, ("group", "trial", "seed", "step")
 RANGES = Table("agile_ranges.csv", "ranges", Range, ("group", "trial", "seed", "layer", "param"),
                columns(Range))
 TABLES = (RUNS, CURVES, RANGES)
-FILES = (*(table.name for table in TABLES), PARAMS, MACHINE, SETTINGS)
+FILES = (*(table.name for table in TABLES), *PARAMS_FILES, MACHINE, SETTINGS)
 
 
 @dataclasses.dataclass(frozen=True)
 class Results:
-    """A results folder in memory: the CSVs' records, combo 12's parameters, the machine."""
+    """A results folder in memory: the CSVs' records, the parameters of combo 12 and of the
+    transformer's agile GELU (seed 0 each), the machine, the groups' settings."""
 
     runs: list[Run]
     curves: list[Curve] = dataclasses.field(default_factory=list)
@@ -151,6 +157,7 @@ class Results:
     params: dict[str, np.ndarray] | None = None
     machine: Machine | None = None
     settings: dict[str, dict[str, Any]] | None = None  # group -> its sweep.json
+    transformer_params: dict[str, np.ndarray] | None = None
 
     def rows(self, table: Table) -> list:
         """The records of ``table`` (``runs``, ``curves`` or ``ranges``)."""
@@ -246,7 +253,7 @@ def parse_table(text: str, table: Table, name: str | None = None,
 
 
 def _read_params(path: Path, remedy: str) -> dict[str, np.ndarray]:
-    """The flattened ``"layer/param"`` arrays of ``combo12_seed0_params.npz``."""
+    """The flattened ``"layer/param"`` arrays of a parameter file (:data:`PARAMS_FILES`)."""
     try:
         with open(path, "rb") as file, np.load(file) as archive:  # closed if np.load fails
             return {key: np.asarray(archive[key]) for key in sorted(archive.files)}
@@ -297,9 +304,10 @@ def load_results(results_dir: Path, remedy: str = EXPORT_AGAIN) -> Results:
         tables[table.attribute] = (parse_table(path.read_text(), table, str(path), remedy)
                                    if path.is_file() else [])
     files = {name: results_dir / name if (results_dir / name).is_file() else None
-             for name in (PARAMS, MACHINE, SETTINGS)}
-    return Results(**tables,
-                   params=_read_params(files[PARAMS], remedy) if files[PARAMS] else None,
+             for name in (*PARAMS_FILES, MACHINE, SETTINGS)}
+    params = {field: _read_params(files[name], remedy) if files[name] else None
+              for name, (field, _) in PARAMS_FILES.items()}
+    return Results(**tables, **params,
                    machine=_read_machine(files[MACHINE], remedy) if files[MACHINE] else None,
                    settings=_read_settings(files[SETTINGS], remedy) if files[SETTINGS] else None)
 
@@ -338,12 +346,13 @@ def write_results(results: Results, results_dir: Path) -> list[Path]:
     for table in TABLES:
         written.append(results_dir / table.name)
         write_text_atomically(written[-1], csv_text(results.rows(table), table))
-    for name, content in ((PARAMS, results.params), (MACHINE, results.machine),
+    contents = [(name, getattr(results, field)) for name, (field, _) in PARAMS_FILES.items()]
+    for name, content in (*contents, (MACHINE, results.machine),
                           (SETTINGS, results.settings or None)):
         path = results_dir / name
         if content is None:
             path.unlink(missing_ok=True)
-        elif name == PARAMS:
+        elif name in PARAMS_FILES:
             _write_params(path, content)
             written.append(path)
         else:
@@ -442,12 +451,9 @@ def merge(existing: Results, new: Results, where: str | Path = "the results") ->
     check_settings(existing.settings, new.settings, sorted(shared), where)
     rows = {table.attribute: _merge_rows(table, existing.rows(table), new.rows(table), str(where))
             for table in TABLES}
-    params = existing.params if existing.params is not None else new.params
-    if existing.params is not None and new.params is not None and not (
-            existing.params.keys() == new.params.keys()
-            and all(np.array_equal(existing.params[k], new.params[k]) for k in new.params)):
-        raise ReportError(f"{where}/{PARAMS} holds other parameters of combo 12, seed 0 than "
-                          "this study's; nothing was written. Delete it there to replace it.")
+    params = {field: _merge_params(getattr(existing, field), getattr(new, field),
+                                   f"{where}/{name}", whose)
+              for name, (field, whose) in PARAMS_FILES.items()}
     settings = {**(new.settings or {}), **(existing.settings or {})} or None
     machine = existing.machine if existing.machine is not None else new.machine
     if existing.machine and new.machine and existing.machine != new.machine and any(
@@ -455,4 +461,15 @@ def merge(existing: Results, new: Results, where: str | Path = "the results") ->
         logging.warning("%s/%s keeps the machine that timed its rows (%s); the rows added now "
                         "ran on another (%s).", where, MACHINE, existing.machine.cpu,
                         new.machine.cpu)
-    return Results(**rows, params=params, machine=machine, settings=settings)
+    return Results(**rows, **params, machine=machine, settings=settings)
+
+
+def _merge_params(existing: dict | None, new: dict | None, path: str, whose: str) -> dict | None:
+    """One parameter file of a merge: ``existing``'s (``new``'s if it has none); both must be
+    equal where both exist."""
+    if existing is not None and new is not None and not (
+            existing.keys() == new.keys()
+            and all(np.array_equal(existing[k], new[k]) for k in new)):
+        raise ReportError(f"{path} holds other parameters of {whose} than this study's; "
+                          "nothing was written. Delete it there to replace it.")
+    return existing if existing is not None else new
