@@ -21,8 +21,6 @@ read ``scripts/study.py``'s ``--groups`` and ``--overrides``.
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -30,7 +28,19 @@ import ml_collections
 
 from agile.errors import ConfigError
 from agile.paper.combos import COMBOS, PAPER_TABLE1
+from agile.paper.comparisons import (  # noqa: F401  (the families' types, re-exported)
+    BITS,
+    IN_SECTION,
+    NATS,
+    POWER_SECTION,
+    RESOLUTION,
+    Arm,
+    Comparison,
+    Family,
+    Unit,
+)
 from agile.paper.config import PRESETS
+from agile.paper.overrides import parse_overrides, split_overrides  # noqa: F401  (re-exported)
 from agile.paper.trials import (
     Trial,
     settings,
@@ -264,110 +274,6 @@ PAIRED_COMPARISONS: tuple[tuple[int, int], ...] = (
 # The comparison families: which arm against which, on which seeds, in which Holm family.
 
 
-@dataclasses.dataclass(frozen=True)
-class Arm:
-    """One side of a comparison: a trial of a group, and the name the report gives it."""
-
-    group: str
-    trial: str
-    label: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Comparison:
-    """``first - second`` in its family's loss on the seeds both arms have (negative: first
-    is lower).
-
-    ``paper_difference`` is the same difference in the paper's Table 1, where it has both.
-    ``theme`` and ``clause`` place the comparison in its family's findings: the comparisons
-    of one theme make one sentence, ``"<theme><family.theme_end><clause>: <outcome>; ..."``
-    (an empty ``clause`` is the comparison's :attr:`name`).
-    """
-
-    first: Arm
-    second: Arm
-    paper_difference: float | None = None
-    theme: str = ""
-    clause: str = ""
-
-    @property
-    def name(self) -> str:
-        """``"first − second"`` in the arms' labels."""
-        return f"{self.first.label} − {self.second.label}"
-
-
-@dataclasses.dataclass(frozen=True)
-class Unit:
-    """How a family reports its loss: ``scale`` times the loss in nats, called ``name`` in the
-    report's headers ("" for nats, the study's default, which the headers leave unsaid)."""
-
-    name: str = ""
-    scale: float = 1.0
-
-
-NATS = Unit()
-BITS = Unit("bits", 1 / math.log(2))  # e.g. a language model's loss in bits per character
-RESOLUTION = 0.006  # the best-test-loss difference the study sets out to resolve (issue #21)
-IN_SECTION, POWER_SECTION = "section", "power"  # where a family's power table is shown
-
-
-@dataclasses.dataclass(frozen=True)
-class Family:
-    """One question of the study: paired comparisons, one Holm family, and its report section.
-
-    The numbers: each of ``comparisons`` pairs its arms on the seeds both have (of ``seeds``
-    only, if given) in ``metric`` times ``unit.scale``; Holm's correction runs over exactly
-    these comparisons (one in two families has a Holm p in each). ``power`` says where the
-    report shows what the seeds resolve (:data:`IN_SECTION`, :data:`POWER_SECTION` or None),
-    against a difference of ``resolution``. ``beside`` names a family with comparisons of the
-    same names (e.g. Table 1 on another data set beside MNIST's): the report then says, per
-    comparison, whether the two verdicts agree or differ.
-
-    The words: the family's section is headed ``title`` (``contents`` in the report's list of
-    sections); under it ``question``, the tables of ``groups``, under "Comparisons" ``note``,
-    the comparisons, the figure ``figure`` (a key of ``report.figures.FIGURES``) and, if
-    ``findings_in_section``, its findings. ``{m}`` (the family's size), ``{confidence}`` and
-    ``{alpha}`` in the texts are filled in. Findings are one sentence per theme of the
-    comparisons (``findings="themes"``) or Table 1's counts, ranks and one verdict per
-    comparison (``"table1"``); the conclusion shows them under ``conclusion_title`` after
-    ``conclusion_lead``, among the first if ``conclusion_first`` (the paper's own questions).
-    Empty titles are ``title``.
-    """
-
-    name: str
-    title: str
-    comparisons: tuple[Comparison, ...]
-    question: str = ""
-    groups: tuple[str, ...] = ()
-    note: str = ""
-    contents: str = ""
-    figure: str | None = None
-    figure_title: str = ""
-    power: str | None = IN_SECTION
-    power_title: str = ""
-    findings: str = "themes"
-    findings_in_section: bool = True
-    theme_end: str = ": "
-    conclusion_title: str = ""
-    conclusion_lead: str = ""
-    conclusion_first: bool = False
-    seeds: range | None = None
-    metric: str = "best_test_loss"
-    unit: Unit = NATS
-    resolution: float = RESOLUTION
-    beside: str | None = None
-
-    def __post_init__(self):
-        for field in ("figure_title", "power_title", "conclusion_title"):
-            if not getattr(self, field):
-                object.__setattr__(self, field, self.title)
-        if not self.contents:
-            object.__setattr__(self, "contents", self.title[:1].lower() + self.title[1:])
-
-    def arm_groups(self) -> list[str]:
-        """The groups of the comparisons' arms, first seen first."""
-        return list(dict.fromkeys(arm.group for c in self.comparisons
-                                  for arm in (c.first, c.second)))
 
 
 def combo_arm(combo: int, group: str = "table1", setting: str = "") -> Arm:
@@ -510,7 +416,8 @@ FAMILIES: tuple[Family, ...] = (
         "1's seeds, against plain combo 7 at each rate, and each rate against 1x. One Holm "
         "family; the figure draws the curve.",
         groups=tuple(group for group, _, _ in LR_CURVE if group != "table1"),
-        figure="lr_curve", figure_title="Best test loss against the a/b learning rate"),
+        figure="lr_curve", figure_title="Best test loss against the a/b learning rate",
+        curve=LR_CURVE),
     Family(
         "fashion_table1", "Table 1 on Fashion-MNIST",
         table1_comparisons("fashion_table1", paper=False),
@@ -665,47 +572,3 @@ def select_groups(names: Sequence[str]) -> list[Group]:
     if repeated:
         raise ConfigError(f"--groups lists {', '.join(repeated)} twice; each group runs once.")
     return [GROUPS_BY_NAME[name] for name in names]
-
-
-def split_overrides(text: str) -> list[str]:
-    """The ``name=value`` items of ``text``, split at its commas but not at those inside
-    brackets, braces or a double-quoted string (``a=[8,4],b=2`` gives two items)."""
-    items, depth, quoted, escaped, start = [], 0, False, False, 0
-    for index, char in enumerate(text):
-        if quoted:
-            escaped, quoted = (False, True) if escaped else (char == "\\", char != '"')
-        elif char == '"':
-            quoted = True
-        elif char in "[{":
-            depth += 1
-        elif char in "]}":
-            depth = max(depth - 1, 0)
-        elif char == "," and depth == 0:
-            items.append(text[start:index])
-            start = index + 1
-    items.append(text[start:])
-    return [item.strip() for item in items if item.strip()]
-
-
-def parse_overrides(values: Sequence[str]) -> dict[str, Any]:
-    """``{field: value}`` from ``--overrides`` values (each one or more ``name=value`` items,
-    split by :func:`split_overrides`); every value is JSON, and ``None`` or nothing is None.
-
-    :class:`~agile.errors.ConfigError` naming the item for one without ``=``, a value that
-    is not JSON, or a field set twice.
-    """
-    overrides: dict[str, Any] = {}
-    for item in (item for value in values for item in split_overrides(value)):
-        name, sep, text = (part.strip() for part in item.partition("="))
-        if not sep or not name:
-            raise ConfigError(f"--overrides takes name=value items, got {item!r}.")
-        if name in overrides:
-            raise ConfigError(f"--overrides sets {name} twice.")
-        try:
-            overrides[name] = None if text in ("", "None") else json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ConfigError(
-                f"--overrides {item}: the value {text!r} is not JSON ({err.msg}); write numbers "
-                "and true/false as they are, lists in brackets ([8,4]) and strings in double "
-                "quotes (quote the flag for the shell: '--overrides=optimizer=\"sgd\"').") from None
-    return overrides

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from agile.paper import study
+from agile.paper import stats, study
 from agile.paper.report.analysis import (
     ALPHA,
     CONFIDENCE,
@@ -22,6 +22,7 @@ from agile.paper.report.analysis import (
     PairedResult,
     PowerRow,
     Table1Row,
+    seed_values,
 )
 from agile.paper.report.figures import SPECS_BY_KEY
 from agile.paper.report.results import RUNS, Run
@@ -181,12 +182,35 @@ def family_section(result: FamilyResult, runs: Sequence[Run], counts: Counts,
         family.beside or ""))
     if family.figure is not None:
         lines += figure_lines(SPECS_BY_KEY[family.figure], bool((drawn or {}).get(family.figure)))
+    lines += curve_lines(family, runs)
     if family.power == study.IN_SECTION:
         lines.append(power_markdown(result.power, family.resolution))
     if family.findings_in_section:
         lines += [f"- {s}" for s in family_findings(result)]
     text = "\n".join(lines)
     return text if text.endswith("\n") else text + "\n"
+
+
+def curve_lines(family: Family, runs: Sequence[Run]) -> list[str]:
+    """Where a family's ``curve`` is lowest: per trial of its comparisons' first arms (in the
+    curve's groups), the point with the lowest mean loss, its interval and seeds, and the
+    means elsewhere; nothing without a curve or results at two points."""
+    trials = dict.fromkeys(c.first.trial for c in family.comparisons
+                           if c.first.group in {group for group, _, _ in family.curve})
+    lines = []
+    for trial in trials:
+        points = [(label, stats.summarize(values.values())) for group, label, _ in family.curve
+                  if len(values := seed_values(runs, group, trial, family.metric)) > 1]
+        if len(points) < 2:
+            continue
+        label, best = min(points, key=lambda point: point[1]["mean"])
+        others = ", ".join(f"{other} {summary['mean']:.4f}" for other, summary in points
+                           if other != label)
+        lines.append(f"- `{trial}` is lowest with {label}: {best['mean']:.4f} "
+                     f"({CONFIDENCE:.0%} CI [{best['ci_low']:.4f}, {best['ci_high']:.4f}], "
+                     f"{best['n']} seeds); {others}.")
+    return ["Where the curve is lowest (mean best test loss per rate):", "", *lines, ""] \
+        if lines else []
 
 
 # ---------------------------------------------------------------------------------------------
