@@ -114,7 +114,8 @@ def test_load_results_needs_runs_csv_and_its_columns_but_not_the_rest(tmp_path):
 
 def test_written_results_load_as_the_same_records(tmp_path):
     settings = {"table1": {"config": {"num_epochs": 200}, "seed": 0, "seeds": 2}}
-    written = dataclasses.replace(fake_results({"table1", "dense_only"}, 2), settings=settings)
+    written = dataclasses.replace(fake_results({"table1", "dense_only", "transformer"}, 2),
+                                  settings=settings)
     paths = results.write_results(written, tmp_path)
     assert sorted(p.name for p in paths) == sorted(results.FILES)
     loaded = results.load_results(tmp_path)

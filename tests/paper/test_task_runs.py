@@ -140,6 +140,7 @@ def test_resnet_seed_batch_equals_separate_runs(tmp_path, resnet_config, referen
             assert seed[key] == pytest.approx(single[key], rel=1e-5), key
 
 
+@pytest.mark.slow
 def test_transformer_resume_on_a_changed_vocabulary_is_refused(tmp_path, transformer_config,
                                                                corpus_dir):
     with pytest.raises(Interrupt):

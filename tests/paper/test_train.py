@@ -178,6 +178,7 @@ def test_train_and_evaluate_writes_outputs(tmp_path, tiny_config):
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
 
 
+@pytest.mark.slow
 def test_best_test_loss_is_the_best_models_without_testing_every_evaluation(tmp_path, tiny_config):
     """test_every=0 tests only the final and the best model; every=1 tests every row."""
     tiny_config.num_epochs = 4
@@ -309,6 +310,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_last_good_checkpoint(tmp_path, t
     assert not (tmp_path / "summary.json").exists()
 
 
+@pytest.mark.slow
 def test_cli_end_to_end(tmp_path, synthetic_mnist_dir):
     workdir = tmp_path / "cli_run"
     env = {**os.environ, "MNIST_DIR": str(synthetic_mnist_dir)}
