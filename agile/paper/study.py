@@ -43,6 +43,7 @@ from agile.paper.config import PRESETS
 from agile.paper.overrides import parse_overrides, split_overrides  # noqa: F401  (re-exported)
 from agile.paper.trials import (
     Trial,
+    activation_trial_name,
     settings,
     trial_name,
     trials_for_activations,
@@ -86,8 +87,7 @@ class Group:
         if self.names is not None:
             return self.names[self.pairs.index((conv, dense))]
         if NO_LAYER in (conv, dense):
-            return trials_for_activations(self.base_config(), [_one_activation(conv, dense)],
-                                          1)[0].name
+            return activation_trial_name(_one_activation(conv, dense))
         return trial_name(conv, dense)
 
     def seed_range(self, seeds: int | range | None = None) -> range:

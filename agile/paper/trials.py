@@ -77,6 +77,11 @@ def trials_for_pairs(
     return trials
 
 
+def activation_trial_name(activation: str) -> str:
+    """A one-activation model's trial name: its activation's (``apl:2`` -> ``apl_2``)."""
+    return activation.replace(":", "_").replace(",", "+")
+
+
 def trials_for_activations(
     base: ml_collections.ConfigDict, activations: Sequence[str], seeds: int
 ) -> list[Trial]:
@@ -87,7 +92,7 @@ def trials_for_activations(
         config = base.copy_and_resolve_references()
         config.model.activation = activation
         config.num_seeds = seeds
-        trials.append(Trial(activation.replace(":", "_").replace(",", "+"), config))
+        trials.append(Trial(activation_trial_name(activation), config))
     names = [trial.name for trial in trials]
     if len(set(names)) != len(names) or not names:
         raise ConfigError(f"--activations must name each activation once, got "
