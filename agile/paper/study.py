@@ -182,6 +182,16 @@ def _one_activation(conv: str, dense: str) -> str:
     return dense if conv == NO_LAYER else conv
 
 
+def _tenth(rate: float) -> float:
+    """0.1x ``rate``, rounded (settings read ``0.0003``, not ``0.00030000000000000003``)."""
+    return round(rate / 10, 12)
+
+
+# The weights' rate of the tasks beyond the paper, from their configs (the groups' 0.1x arms).
+_RESNET, _TRANSFORMER = PRESETS["resnet"](), PRESETS["transformer"]()
+_RESNET_RATE, _TRANSFORMER_RATE = _RESNET.learning_rate, _TRANSFORMER.learning_rate
+
+
 GROUPS: tuple[Group, ...] = (
     Group("table1", "Table 1: the paper's 12 combinations in its setup.", tuple(COMBOS.values()),
           {"test_every": 4}, TABLE1_SEEDS),
@@ -236,24 +246,31 @@ GROUPS: tuple[Group, ...] = (
           task="fashion_mnist"),
     # ... a BatchNorm ResNet on Fashion-MNIST (agile parameters per channel) ...
     Group("resnet", "The BatchNorm ResNet on Fashion-MNIST (`configs/resnet.py`: widths "
-          "8/16/32, 4,000 training images, agile and learnable parameters per channel): ReLU, "
-          "agile ReLU, PReLU, Swish-β and GELU, a and b at the weights' rate (Adam 1e-3).",
+          f"{'/'.join(map(str, _RESNET.model.widths))}, {_RESNET.data.train_size:,} training "
+          "images, agile and learnable parameters per channel): ReLU, "
+          "agile ReLU, PReLU, Swish-β and GELU, a and b at the weights' rate (Adam "
+          f"{_RESNET_RATE:g}).",
           (("relu", NO_LAYER), ("agile_relu", NO_LAYER), ("prelu", NO_LAYER),
            ("swish_beta", NO_LAYER), ("gelu", NO_LAYER)), task="resnet_fashion_mnist",
           preset="resnet"),
     Group("resnet_agile_lr_0.1x", "The ResNet with agile ReLU and agile GELU per channel, a "
-          "and b at 0.1x the weights' rate (Adam 1e-4).",
-          (("agile_relu", NO_LAYER), ("agile_gelu", NO_LAYER)), {"agile_learning_rate": 1e-4},
-          task="resnet_fashion_mnist", preset="resnet"),
+          f"and b at 0.1x the weights' rate (Adam {_tenth(_RESNET_RATE):g}).",
+          (("agile_relu", NO_LAYER), ("agile_gelu", NO_LAYER)),
+          {"agile_learning_rate": _tenth(_RESNET_RATE)}, task="resnet_fashion_mnist",
+          preset="resnet"),
     # ... and a character-level transformer on Jane Austen's novels (the MLP's activation).
     Group("transformer", "The character-level transformer on Austen (`configs/transformer.py`: "
-          "4 pre-LayerNorm blocks, width 64, context 64, 600 steps of Adam 3e-3): GELU, agile "
-          "GELU per hidden channel, xIELU and ReLU in the MLP, a and b at the weights' rate.",
+          f"{_TRANSFORMER.model.num_layers} pre-LayerNorm blocks, width "
+          f"{_TRANSFORMER.model.width}, context {_TRANSFORMER.data.context}, "
+          f"{_TRANSFORMER.data.train_windows:,} training windows, Adam {_TRANSFORMER_RATE:g}, "
+          "early stopping): GELU, agile GELU per hidden channel, xIELU "
+          "and ReLU in the MLP, a and b at the weights' rate.",
           ((NO_LAYER, "gelu"), (NO_LAYER, "agile_gelu"), (NO_LAYER, "xielu"),
            (NO_LAYER, "relu")), task="transformer_text", preset="transformer"),
     Group("transformer_agile_lr_0.1x", "The transformer with agile GELU per hidden channel, "
-          "a and b at 0.1x the weights' rate (Adam 3e-4).", ((NO_LAYER, "agile_gelu"),),
-          {"agile_learning_rate": 3e-4}, task="transformer_text", preset="transformer"),
+          f"a and b at 0.1x the weights' rate (Adam {_tenth(_TRANSFORMER_RATE):g}).",
+          ((NO_LAYER, "agile_gelu"),), {"agile_learning_rate": _tenth(_TRANSFORMER_RATE)},
+          task="transformer_text", preset="transformer"),
     Group("transformer_scalar", "The transformer with agile GELU, one (a, b) per layer "
           "(xATLU-style) at the weights' rate.", ((NO_LAYER, "agile_gelu"),),
           {"model.granularity": "scalar"}, names=("agile_gelu_scalar",),

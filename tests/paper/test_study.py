@@ -395,7 +395,8 @@ def test_a_new_question_is_one_entry_of_data():
 def test_the_resnet_and_transformer_groups_train_their_presets_activation_by_activation():
     """A one-activation model's group trains its preset (configs/resnet.py's or
     configs/transformer.py's config) with each pair's one activation, trials named by it;
-    overrides apply on top; a pair with two activations or none is refused in one line."""
+    overrides apply on top; the 0.1x groups train a and b at a tenth of their task's rate; a
+    pair with two activations or none is refused in one line."""
     for name, preset in (("resnet", config_lib.resnet_config),
                          ("resnet_agile_lr_0.1x", config_lib.resnet_config),
                          ("transformer", config_lib.transformer_config),
@@ -410,6 +411,11 @@ def test_the_resnet_and_transformer_groups_train_their_presets_activation_by_act
             expected.num_seeds = group.seeds
             assert trial.config.to_dict() == expected.to_dict(), name
             assert trial.name == group.trial_name(conv, dense)
+    for name, preset in (("resnet_agile_lr_0.1x", config_lib.resnet_config),
+                         ("transformer_agile_lr_0.1x", config_lib.transformer_config)):
+        rate = preset().learning_rate  # the 0.1x arms follow their task's rate
+        assert study.GROUPS_BY_NAME[name].base_config().agile_learning_rate == pytest.approx(
+            rate / 10), name
     assert study.GROUPS_BY_NAME["resnet"].trial_name("swish_beta", "-") == "swish_beta"
     assert study.GROUPS_BY_NAME["transformer_scalar"].trial_name("-", "agile_gelu") == (
         "agile_gelu_scalar")
