@@ -11,7 +11,8 @@
    (``agile.paper.report.export``): ``runs.csv`` (one row per group, trial and seed),
    ``curves.csv`` (validation and test loss per evaluation, Table 1 and the dense-only
    network), ``agile_ranges.csv`` (each agile layer's a and b at the end),
-   ``combo12_seed0_params.npz`` (for the learned-activation figures) and ``machine.json``.
+   ``combo12_seed0_params.npz`` (for the learned-activation figures) and ``machine.json``
+   (this machine, as what timed each exported group's rows).
    ``--results_dir=DIR`` exports to DIR instead, replacing what it holds.
 3. Writes a report of them beside the results folder: ``WORKDIR/reproduction.md`` and
    ``WORKDIR/figures/study_*.png`` (with --results_dir, in DIR's parent folder).

@@ -103,13 +103,18 @@ def fake_transformer_params():
             for path, shape in traverse_util.flatten_dict(shapes).items()}
 
 
+def fake_machines(runs, machine=MACHINE):
+    """machine.json's records for ``runs``: ``machine`` timed every group with rows."""
+    return {group: (machine,) for group in dict.fromkeys(run.group for run in runs)} or None
+
+
 def fake_results(groups=None, seeds=4, params=True):
     """A whole :class:`Results` of ``groups`` (default: all): with ``params``, combo 12's
     parameters and, if the transformer group is among them, the transformer's."""
     runs = fake_runs(groups, seeds)
     transformer = params and (groups is None or "transformer" in groups)
     return Results(runs, fake_curves(runs), fake_ranges(runs),
-                   fake_params() if params else None, MACHINE,
+                   fake_params() if params else None, fake_machines(runs),
                    transformer_params=fake_transformer_params() if transformer else None)
 
 

@@ -395,7 +395,37 @@ def test_formatting_helpers_and_the_machine_in_words():
     assert text.format_ci({**summary, "n": 1}) == "-"
     assert text.markdown_table(("a", "b"), [(1, "x")]) == "| a | b |\n|---|---|\n| 1 | x |\n"
     assert text.describe_machine(MACHINE) == "Test CPU (2 logical CPUs, 8 GiB; JAX 0.0 on cpu)"
-    assert text.describe_machine(None) == "the machine that ran it"
+
+
+def test_the_wall_time_table_names_the_machines_that_timed_each_group():
+    """Each group's row names the machine(s) that timed it (by CPU; in full where two machines
+    share a CPU), the machines are described under the table, and wall times on different
+    machines are said not to compare; a group without a recorded machine says so."""
+    other = dataclasses.replace(MACHINE, cpu="Other CPU", logical_cpus=16)
+    newer = dataclasses.replace(MACHINE, jax="0.1")  # the same CPU with another JAX
+    runs = [fake_run(group, *COMBOS[7], 0, 0.2, 60.0) for group in ("sgd", "capacity")]
+    runs += [fake_run("table1", *COMBOS[7], 0, 0.2, 60.0)]
+    machines = {"table1": (MACHINE, other), "sgd": (other,)}
+    table = text.wall_time_table(analysis.wall_times(runs), machines)
+    assert table.splitlines()[0] == "| group | question | trials | seeds | machine | wall time |"
+    assert "| 1 | 1 | Test CPU and Other CPU | 1 min 00 s |" in table.splitlines()[2]  # table1
+    assert table.splitlines()[3].endswith("| 1 | 1 | Other CPU | 1 min 00 s |")  # sgd
+    assert table.splitlines()[4].endswith("| 1 | 1 | not recorded | 1 min 00 s |")  # capacity
+    assert table.splitlines()[5] == "| **total** |  | 3 |  |  | **3 min 00 s** (0.05 h) |"
+    assert text.machine_labels([MACHINE, newer, other, MACHINE]) == {
+        MACHINE: text.describe_machine(MACHINE), newer: text.describe_machine(newer),
+        other: "Other CPU"}
+    line = text.machines_line(["table1", "sgd"], machines)
+    assert line.startswith("The machines: Test CPU (2 logical CPUs, 8 GiB; JAX 0.0 on cpu); "
+                           "Other CPU (16 logical CPUs, 8 GiB; JAX 0.0 on cpu). The groups were "
+                           "timed on different machines, so their wall times compare only")
+    assert text.machines_line(["sgd"], machines) == (
+        "The machines: Other CPU (16 logical CPUs, 8 GiB; JAX 0.0 on cpu).\n")
+    assert text.machines_line(["capacity"], machines) == (
+        "`machine.json` records no machine for these groups.\n")
+    section = text.command_section(runs, machines)
+    assert table in section and line in section
+    assert "Intel" not in section and "Wall time of the sweep on" not in section
 
 
 def test_figures_are_linked_when_drawn_and_say_what_is_missing_when_not():

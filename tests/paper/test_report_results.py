@@ -3,10 +3,12 @@ publishing into a docs folder (agile.paper.report.publish).
 
 The reader refuses, in one line naming file, line and field, what the red-team report found
 turning into confident wrong conclusions: NaN and inf (#154, #155), conflicting duplicate
-rows (#162), torn rows and cut files (#158), a damaged machine.json (#160).
+rows (#162), torn rows and cut files (#158), a damaged machine.json (#160), and the
+one-machine machine.json of earlier versions (which machine timed which group is not in it).
 """
 
 import dataclasses
+import json
 import logging
 import os
 import subprocess
@@ -21,6 +23,7 @@ matplotlib.use("Agg")
 from agile_testing import REPO_ROOT  # noqa: E402
 from study_fakes import (  # noqa: E402
     MACHINE,
+    fake_machines,
     fake_params,
     fake_results,
     fake_run,
@@ -109,7 +112,7 @@ def test_load_results_needs_runs_csv_and_its_columns_but_not_the_rest(tmp_path):
     (tmp_path / "runs.csv").write_text(results.csv_text(fake_runs({"table1"}, 2), RUNS))
     loaded = results.load_results(tmp_path)
     assert len(loaded.runs) == 24 and loaded.curves == loaded.ranges == []
-    assert loaded.params is None and loaded.machine is None
+    assert loaded.params is None and loaded.machines is None
 
 
 def test_written_results_load_as_the_same_records(tmp_path):
@@ -119,8 +122,10 @@ def test_written_results_load_as_the_same_records(tmp_path):
     paths = results.write_results(written, tmp_path)
     assert sorted(p.name for p in paths) == sorted(results.FILES)
     loaded = results.load_results(tmp_path)
-    assert (loaded.runs, loaded.curves, loaded.ranges, loaded.machine, loaded.settings) == (
-        written.runs, written.curves, written.ranges, MACHINE, settings)
+    assert (loaded.runs, loaded.curves, loaded.ranges, loaded.machines, loaded.settings) == (
+        written.runs, written.curves, written.ranges, written.machines, settings)
+    assert loaded.machines == {"table1": (MACHINE,), "dense_only": (MACHINE,),
+                               "transformer": (MACHINE,)}
     assert loaded.params.keys() == written.params.keys()
     assert all(np.array_equal(loaded.params[k], written.params[k]) for k in written.params)
     results.write_results(dataclasses.replace(written, params=None, settings=None), tmp_path)
@@ -206,18 +211,46 @@ def test_torn_rows_and_a_file_cut_mid_row_are_refused_naming_the_line():
 
 
 def test_a_damaged_machine_json_or_parameter_file_is_refused_naming_it(tmp_path):
-    """#160: a torn machine.json gave a JSONDecodeError traceback without the file's name."""
+    """#160: a torn machine.json gave a JSONDecodeError traceback without the file's name.
+    Each group maps to the machines that timed its rows; anything else is refused in one
+    line naming the file (and the group, where one is at fault)."""
     write_fake_results(tmp_path, {"dense_only"}, 2)
-    assert results.load_results(tmp_path).machine == MACHINE
-    for damaged in ('{"cpu": "x", ', "[1, 2]", '{"cpu": "x", "logical_cpus": 2}'):
-        (tmp_path / "machine.json").write_text(damaged)
-        with pytest.raises(ReportError, match=rf"{tmp_path / 'machine.json'} (is not valid JSON|"
-                                              "lacks a valid)"):
+    assert results.load_results(tmp_path).machines == {"dense_only": (MACHINE,)}
+    path = tmp_path / "machine.json"
+    for damaged, message in (
+            ('{"dense_only": [{"cpu": "x", ', "is not valid JSON"),
+            ("[1, 2]", "does not map each group to the machines that timed its rows"),
+            ('{"dense_only": []}', "does not map each group to the machines"),
+            ('{"dense_only": {"cpu": "x"}}', "does not map each group to the machines"),
+            ('{"dense_only": [{"cpu": "x", "logical_cpus": 2}]}',
+             ": a machine of group dense_only lacks a valid memory_gib, jax, backend"),
+            ('{"dense_only": [{"cpu": "x", "logical_cpus": true, "memory_gib": 8, "jax": "0", '
+             '"backend": "cpu"}]}', ": a machine of group dense_only lacks a valid logical_cpus;"),
+            ('{"dense_only": ["Test CPU"]}', ": a machine of group dense_only lacks a valid cpu")):
+        path.write_text(damaged)
+        with pytest.raises(ReportError) as err:
             results.load_results(tmp_path)
-    (tmp_path / "machine.json").unlink()
+        assert str(err.value).startswith(f"{path}") and message in str(err.value), damaged
+        assert "\n" not in str(err.value)
+    path.unlink()
     (tmp_path / results.PARAMS).write_bytes(b"PK\x03\x04 not a zip")
     with pytest.raises(ReportError, match=rf"{tmp_path / results.PARAMS} cannot be read"):
         results.load_results(tmp_path)
+
+
+def test_the_one_machine_format_of_earlier_versions_is_refused_not_guessed(tmp_path):
+    """machine.json once named one machine for the whole folder, though groups were trained on
+    different machines; which machine timed which group is not in it, so it is refused in one
+    line saying what to write instead (not spread over every group)."""
+    write_fake_results(tmp_path, {"dense_only"}, 2)
+    (tmp_path / "machine.json").write_text(json.dumps(dataclasses.asdict(MACHINE)))
+    with pytest.raises(ReportError) as err:
+        results.load_results(tmp_path)
+    assert str(err.value) == (
+        f"{tmp_path / 'machine.json'} names one machine for every group (the format before "
+        'each group recorded its own); write it as {"<group>": [<machine>, ...]} naming the '
+        "machines that timed each group's rows (the file does not say which, so they are not "
+        "guessed).")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,14 +261,59 @@ def test_merge_keeps_existing_rows_adds_new_ones_and_ignores_wall_time():
     old = fake_results({"table1"}, 2)
     new = fake_results({"table1", "dense_only"}, 2, params=False)
     retimed = [dataclasses.replace(run, wall_time_s=run.wall_time_s + 5) for run in new.runs]
-    other_machine = dataclasses.replace(MACHINE, cpu="Another CPU")
-    merged = results.merge(old, dataclasses.replace(new, runs=retimed, machine=other_machine))
+    merged = results.merge(old, dataclasses.replace(new, runs=retimed))
     assert merged.runs[:len(old.runs)] == old.runs  # kept, with their own wall times
     assert [r.group for r in merged.runs[len(old.runs):]] == ["dense_only"] * 4
     assert merged.curves[:len(old.curves)] == old.curves and len(merged.curves) > len(old.curves)
-    assert merged.params is old.params and merged.machine == MACHINE
+    assert merged.params is old.params
+    assert merged.machines == {"table1": (MACHINE,), "dense_only": (MACHINE,)}
     only_new = results.merge(Results([]), new)
-    assert only_new.runs == new.runs and only_new.machine == MACHINE
+    assert only_new.runs == new.runs and only_new.machines == new.machines
+
+
+OTHER_MACHINE = dataclasses.replace(MACHINE, cpu="Another CPU", logical_cpus=16)
+
+
+def test_merge_records_each_groups_machines_and_names_both_where_a_group_had_two(caplog):
+    """A group keeps the machine that timed its rows; a group new to the results brings its
+    own; rows added to a group from another machine add that machine to the group's (with a
+    warning naming the group and both CPUs), so no row is credited to a machine it did not
+    run on. Rows already there (nothing added) change nothing."""
+    old = fake_results({"table1", "dense_only"}, 2)
+    more = _later_seeds(fake_results({"table1", "sgd"}, 2, params=False), 2)
+    elsewhere = dataclasses.replace(more, machines=fake_machines(more.runs, OTHER_MACHINE))
+    with caplog.at_level(logging.WARNING):
+        merged = results.merge(old, elsewhere, "docs/results")
+    assert merged.machines == {"table1": (MACHINE, OTHER_MACHINE), "dense_only": (MACHINE,),
+                               "sgd": (OTHER_MACHINE,)}
+    assert ("docs/results/machine.json: group table1 was timed on Test CPU and its rows added "
+            "now on Another CPU; it names both.") in caplog.text
+    assert "group sgd" not in caplog.text and "group dense_only" not in caplog.text
+    again = results.merge(merged, elsewhere)  # the same rows once more: nothing is added
+    assert again.machines == merged.machines and again.runs == merged.runs
+    same = results.merge(old, dataclasses.replace(elsewhere, machines=fake_machines(more.runs)))
+    assert same.machines == {"table1": (MACHINE,), "dense_only": (MACHINE,), "sgd": (MACHINE,)}
+    nothing_new = results.merge(old, dataclasses.replace(old, machines=fake_machines(
+        old.runs, OTHER_MACHINE)))
+    assert nothing_new.machines == old.machines
+
+
+def test_merge_leaves_a_groups_machines_alone_where_some_of_its_rows_record_none(caplog):
+    """Rows published without a machine, or added to a group whose rows there record none,
+    cannot be credited honestly: the group's machines stay as they were, with a warning."""
+    old = fake_results({"table1"}, 2)
+    more = _later_seeds(fake_results({"table1", "sgd"}, 2, params=False), 2)
+    with caplog.at_level(logging.WARNING):
+        merged = results.merge(old, dataclasses.replace(more, machines=None), "docs/results")
+    assert merged.machines == {"table1": (MACHINE,)}
+    assert ("docs/results/machine.json: the rows of group table1 published now record no "
+            "machine, so its machines are left as they are (Test CPU).") in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        merged = results.merge(dataclasses.replace(old, machines=None), more, "docs/results")
+    assert merged.machines == {"sgd": (MACHINE,)}  # not table1: its rows there ran who knows where
+    assert ("the rows of group table1 there record no machine, so its machines are left as "
+            "they are (none).") in caplog.text
 
 
 def test_merge_refuses_rows_that_differ_naming_key_and_fields():
@@ -397,6 +475,19 @@ def test_a_torn_committed_results_file_is_answered_with_advice_that_keeps_it(tmp
         "restore the committed file (git checkout -- <this folder>) and publish again "
         "(scripts/study.py --skip_training --publish).")
     assert "export it again" not in str(err.value)
+
+
+def test_the_committed_machines_name_one_machine_for_each_committed_group():
+    """docs/results/machine.json names, for every group with rows there, the machine that timed
+    it: the groups published before the a/b-rate curve on the Xeon, the curve's three rates
+    (agile_lr_0.01x, 0.03x and 0.3x) on the AMD EPYC."""
+    committed = results.load_results(COMMITTED)
+    assert list(committed.machines) == list(dict.fromkeys(run.group for run in committed.runs))
+    cpus = {group: [machine.cpu for machine in machines]
+            for group, machines in committed.machines.items()}
+    epyc = {"agile_lr_0.01x", "agile_lr_0.03x", "agile_lr_0.3x"}
+    assert {group for group, cpu in cpus.items() if cpu == ["AMD EPYC"]} == epyc
+    assert all(cpu == ["Intel(R) Xeon(R) Processor"] for g, cpu in cpus.items() if g not in epyc)
 
 
 def test_the_committed_settings_are_the_study_groups_own():

@@ -75,7 +75,9 @@ def test_collect_reads_finished_trials_of_the_groups_asked_for(tmp_path):
     assert collected.ranges[0].min == 0.212346 and len(collected.ranges) == 6
     np.testing.assert_array_equal(collected.params["hidden/kernel"],
                                   np.arange(12, dtype=np.float32).reshape(4, 3))  # seed 0
-    assert collected.machine.logical_cpus == os.cpu_count()
+    this = export.machine()  # what timed every group exported here, each group with rows
+    assert collected.machines == {"table1": (this,), "dense_only": (this,)}
+    assert this.logical_cpus == os.cpu_count() and this.cpu
     only_dense = export.collect(tmp_path, [study.GROUPS_BY_NAME["dense_only"]])
     assert {r.group for r in only_dense.runs} == {"dense_only"} and only_dense.params is None
 

@@ -51,7 +51,7 @@ def build_markdown(results: Results, analysis: Analysis, drawn: Mapping[str, boo
 
     config = config if config is not None else get_config()
     sections: list[Section] = [
-        ("command and wall time", lambda _: command_section(results.runs, results.machine)),
+        ("command and wall time", lambda _: command_section(results.runs, results.machines)),
         ("setup", lambda _: setup_section(config, results.runs)),
         ("Table 1", lambda _: _table1_section(analysis.table, bool(drawn.get("table1_losses")))),
         *_family_sections(results, analysis, drawn, counts),

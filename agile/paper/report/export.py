@@ -118,8 +118,9 @@ def collect(workdir: Path, groups: Sequence[study.Group]) -> Results:
     none; a block of a group's later seeds, ``<trial>.seeds<first>-<last>``, counts as its
     trial); curves are read for :data:`CURVE_GROUPS`, parameters for :data:`PARAMS_TRIAL`
     and :data:`TRANSFORMER_PARAMS_TRIAL`
-    if its group is among ``groups``; the machine is this one; each group's settings are
-    its folder's ``sweep.json`` (what trained its trials).
+    if its group is among ``groups``; the machine that timed each group with rows is this one
+    (:func:`machine`); each group's settings are its folder's ``sweep.json`` (what trained its
+    trials).
     """
     workdir = Path(workdir)
     runs, curves, ranges = [], [], []
@@ -133,13 +134,14 @@ def collect(workdir: Path, groups: Sequence[study.Group]) -> Results:
     params = {field: _seed0_params(workdir.joinpath(*trial)) if trial[0] in names else None
               for field, trial in (("params", PARAMS_TRIAL),
                                    ("transformer_params", TRANSFORMER_PARAMS_TRIAL))}
-    settings = {}
-    for name in sorted({run.group for run in runs}):
+    settings, this_machine = {}, machine()
+    machines = {name: (this_machine,) for name in dict.fromkeys(run.group for run in runs)}
+    for name in sorted(machines):
         path = workdir / name / SWEEP_FILE
         if path.is_file():
             settings[name] = read_json(path, "delete it and rerun the study's command: it "
                                              "records the group's settings again")
-    return Results(runs, curves, ranges, machine=machine(), settings=settings or None,
+    return Results(runs, curves, ranges, machines=machines or None, settings=settings or None,
                    **params)
 
 

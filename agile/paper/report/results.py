@@ -12,7 +12,8 @@ study into ``<workdir>/results/`` by default) holds:
   flattened ``"layer/param"`` (for the learned-activation figures);
 - ``transformer_agile_gelu_seed0_params.npz``: likewise, the transformer's agile GELU, seed 0
   (which layers' a and b moved);
-- ``machine.json``: what ran the study (:class:`Machine`);
+- ``machine.json``: per group, the machines that timed its rows (:class:`Machine`; a group
+  whose rows were published from two machines names both, in the order they were published);
 - ``settings.json``: each group's settings (what its sweep folder's ``sweep.json`` holds: the
   base config and the seeds per trial), so rows trained otherwise are never merged into it.
 
@@ -22,8 +23,9 @@ line and field, what would otherwise turn into wrong numbers: a cell that is not
 type, NaN or inf, an empty required cell, a row with too few or too many cells, a file cut
 off mid-row, and two rows with the same key that differ (an exact repeat is dropped with a
 warning). :func:`write_results` writes a folder; :func:`merge` adds one study's results to
-another's (publishing a run into the committed study) and refuses rows of a group trained
-with other settings than the group's rows there.
+another's (publishing a run into the committed study), refuses rows of a group trained
+with other settings than the group's rows there and adds the machine that timed a group's
+new rows to the group's own.
 """
 
 from __future__ import annotations
@@ -102,7 +104,8 @@ class Range:
 
 @dataclasses.dataclass(frozen=True)
 class Machine:
-    """``machine.json``: the CPU, logical CPUs, memory (GiB), JAX version and backend."""
+    """A machine that timed a group's rows (``machine.json`` maps each group to a list of
+    them): the CPU, logical CPUs, memory (GiB), JAX version and backend."""
 
     cpu: str
     logical_cpus: int
@@ -149,13 +152,14 @@ FILES = (*(table.name for table in TABLES), *PARAMS_FILES, MACHINE, SETTINGS)
 @dataclasses.dataclass(frozen=True)
 class Results:
     """A results folder in memory: the CSVs' records, the parameters of combo 12 and of the
-    transformer's agile GELU (seed 0 each), the machine, the groups' settings."""
+    transformer's agile GELU (seed 0 each), the machines that timed each group's rows, the
+    groups' settings."""
 
     runs: list[Run]
     curves: list[Curve] = dataclasses.field(default_factory=list)
     ranges: list[Range] = dataclasses.field(default_factory=list)
     params: dict[str, np.ndarray] | None = None
-    machine: Machine | None = None
+    machines: dict[str, tuple[Machine, ...]] | None = None  # group -> what timed its rows
     settings: dict[str, dict[str, Any]] | None = None  # group -> its sweep.json
     transformer_params: dict[str, np.ndarray] | None = None
 
@@ -262,20 +266,37 @@ def _read_params(path: Path, remedy: str) -> dict[str, np.ndarray]:
                           f"{remedy}.") from None
 
 
-def _read_machine(path: Path, remedy: str) -> Machine:
-    """``machine.json`` as a :class:`Machine`; a damaged or incomplete file is refused."""
-    try:
-        saved = json.loads(Path(path).read_text())
-    except json.JSONDecodeError as err:
-        raise ReportError(f"{path} is not valid JSON ({err}); {remedy} or delete "
-                          "it.") from None
+def _machine(saved: Any, where: str, remedy: str) -> Machine:
+    """One machine's JSON object as a :class:`Machine`; refuses one that lacks a field or
+    holds one of another type (``where``: the file and the group, for the message)."""
     types = column_types(Machine)
     bad = [name for name, kind in types.items() if not isinstance(saved, dict)
            or not isinstance(saved.get(name), (int, float) if kind is float else kind)
            or isinstance(saved.get(name), bool)]
     if bad:
-        raise ReportError(f"{path} lacks a valid {', '.join(bad)}; {remedy} or delete it.")
+        raise ReportError(f"{where} lacks a valid {', '.join(bad)}; {remedy} or delete it.")
     return Machine(**{name: saved[name] for name in types})
+
+
+def _read_machines(path: Path, remedy: str) -> dict[str, tuple[Machine, ...]]:
+    """``machine.json``: ``{group: [machine, ...]}``; a damaged or incomplete file is refused,
+    and so is the one-machine format of earlier versions (which machine timed which group is
+    not in it, so it is not guessed)."""
+    try:
+        saved = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise ReportError(f"{path} is not valid JSON ({err}); {remedy} or delete "
+                          "it.") from None
+    if isinstance(saved, dict) and isinstance(saved.get("cpu"), str):
+        raise ReportError(
+            f"{path} names one machine for every group (the format before each group recorded "
+            'its own); write it as {"<group>": [<machine>, ...]} naming the machines that timed '
+            "each group's rows (the file does not say which, so they are not guessed).")
+    if not isinstance(saved, dict) or not all(isinstance(v, list) and v for v in saved.values()):
+        raise ReportError(f"{path} does not map each group to the machines that timed its rows; "
+                          f"{remedy} or delete it.")
+    return {group: tuple(_machine(entry, f"{path}: a machine of group {group}", remedy)
+                         for entry in entries) for group, entries in saved.items()}
 
 
 def _read_settings(path: Path, remedy: str) -> dict[str, dict[str, Any]]:
@@ -308,7 +329,7 @@ def load_results(results_dir: Path, remedy: str = EXPORT_AGAIN) -> Results:
     params = {field: _read_params(files[name], remedy) if files[name] else None
               for name, (field, _) in PARAMS_FILES.items()}
     return Results(**tables, **params,
-                   machine=_read_machine(files[MACHINE], remedy) if files[MACHINE] else None,
+                   machines=_read_machines(files[MACHINE], remedy) if files[MACHINE] else None,
                    settings=_read_settings(files[SETTINGS], remedy) if files[SETTINGS] else None)
 
 
@@ -347,7 +368,9 @@ def write_results(results: Results, results_dir: Path) -> list[Path]:
         written.append(results_dir / table.name)
         write_text_atomically(written[-1], csv_text(results.rows(table), table))
     contents = [(name, getattr(results, field)) for name, (field, _) in PARAMS_FILES.items()]
-    for name, content in (*contents, (MACHINE, results.machine),
+    machines = {group: [dataclasses.asdict(machine) for machine in group_machines]
+                for group, group_machines in (results.machines or {}).items()}
+    for name, content in (*contents, (MACHINE, machines or None),
                           (SETTINGS, results.settings or None)):
         path = results_dir / name
         if content is None:
@@ -356,8 +379,7 @@ def write_results(results: Results, results_dir: Path) -> list[Path]:
             _write_params(path, content)
             written.append(path)
         else:
-            document = dataclasses.asdict(content) if name == MACHINE else content
-            write_text_atomically(path, json.dumps(document, indent=2, sort_keys=name == SETTINGS)
+            write_text_atomically(path, json.dumps(content, indent=2, sort_keys=name == SETTINGS)
                                   + "\n")
             written.append(path)
     return written
@@ -442,10 +464,11 @@ def merge(existing: Results, new: Results, where: str | Path = "the results") ->
     Rows whose key both have must agree in every field but the timing ones
     (``wall_time_s``): otherwise :class:`ReportError` names the key and the fields (and
     nothing is merged). Rows only in ``existing`` are kept, in their order; new rows follow.
-    Combo 12's parameters: both sets must be equal where both exist. The machine stays
-    ``existing``'s (``new``'s if it has none). A group with rows in both must have been
-    trained with the same settings (:func:`check_settings`); the settings of groups new to
-    ``existing`` are added to its own.
+    Combo 12's parameters: both sets must be equal where both exist. Each group keeps the
+    machines that timed its rows in ``existing``, and a group given rows now adds ``new``'s
+    (:func:`_merge_machines`). A group with rows in both must have been trained with the same
+    settings (:func:`check_settings`); the settings of groups new to ``existing`` are added
+    to its own.
     """
     shared = {run.group for run in existing.runs} & {run.group for run in new.runs}
     check_settings(existing.settings, new.settings, sorted(shared), where)
@@ -455,13 +478,36 @@ def merge(existing: Results, new: Results, where: str | Path = "the results") ->
                                    f"{where}/{name}", whose)
               for name, (field, whose) in PARAMS_FILES.items()}
     settings = {**(new.settings or {}), **(existing.settings or {})} or None
-    machine = existing.machine if existing.machine is not None else new.machine
-    if existing.machine and new.machine and existing.machine != new.machine and any(
-            len(rows[t.attribute]) > len(existing.rows(t)) for t in TABLES):
-        logging.warning("%s/%s keeps the machine that timed its rows (%s); the rows added now "
-                        "ran on another (%s).", where, MACHINE, existing.machine.cpu,
-                        new.machine.cpu)
-    return Results(**rows, **params, machine=machine, settings=settings)
+    added = dict.fromkeys(row.group for table in TABLES
+                          for row in rows[table.attribute][len(existing.rows(table)):])
+    machines = _merge_machines(existing, new, list(added), f"{where}/{MACHINE}")
+    return Results(**rows, **params, machines=machines, settings=settings)
+
+
+def _merge_machines(existing: Results, new: Results, added: Sequence[str],
+                    path: str) -> dict[str, tuple[Machine, ...]] | None:
+    """The machines of a merge: ``existing``'s, and for each group in ``added`` (given rows
+    now) the machines that timed them (``new``'s) that the group does not name yet, so a
+    group timed on two machines names both (with a warning). A group whose machines are
+    unknown on either side (rows there or now without a machine) is left as it is, with a
+    warning: naming the machine of some of its rows would mislabel the others."""
+    machines = dict(existing.machines or {})
+    had_rows = {run.group for run in existing.runs}
+    for group in added:
+        before, now = machines.get(group, ()), (new.machines or {}).get(group, ())
+        if not now or (group in had_rows and not before):
+            logging.warning("%s: the rows of group %s %s record no machine, so its machines "
+                            "are left as they are (%s).", path, group,
+                            "published now" if not now else "there",
+                            ", ".join(m.cpu for m in before) or "none")
+            continue
+        extra = tuple(machine for machine in now if machine not in before)
+        if before and extra:
+            logging.warning("%s: group %s was timed on %s and its rows added now on %s; it names "
+                            "both.", path, group, ", ".join(m.cpu for m in before),
+                            ", ".join(m.cpu for m in extra))
+        machines[group] = before + extra
+    return machines or None
 
 
 def _merge_params(existing: dict | None, new: dict | None, path: str, whose: str) -> dict | None:

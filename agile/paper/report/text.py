@@ -36,7 +36,7 @@ from agile.paper.report.analysis import (
     wall_times,
 )
 from agile.paper.report.figures import SPECS, SPECS_BY_KEY, FigureSpec
-from agile.paper.report.results import PARAMS, RUNS, Machine, Range, Run
+from agile.paper.report.results import MACHINE, PARAMS, RUNS, Machine, Range, Run
 from agile.paper.study import NATS, NO_LAYER, Unit
 
 STUDY_COMMAND = ("MNIST_DIR=../shared/data/mnist FASHION_MNIST_DIR=../shared/data/fashion-mnist "
@@ -44,6 +44,7 @@ STUDY_COMMAND = ("MNIST_DIR=../shared/data/mnist FASHION_MNIST_DIR=../shared/dat
                  "--publish")
 REPORT_COMMAND = "python scripts/study_report.py --results_dir=docs/results --docs_dir=docs"
 Counts = Callable[[str, str, str], tuple[int, int] | None]
+Machines = Mapping[str, Sequence[Machine]]  # group -> the machines that timed its rows
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,12 +102,19 @@ def not_run_line(group: str) -> str:
     return f"Group `{group}` was not run: `{RUNS.name}` has no rows for it."
 
 
-def describe_machine(machine: Machine | None) -> str:
-    """``machine.json`` in words (what ran the sweep), or a placeholder without it."""
-    if machine is None:
-        return "the machine that ran it"
+def describe_machine(machine: Machine) -> str:
+    """A machine of ``machine.json`` in words: CPU, logical CPUs, memory, JAX and backend."""
     return (f"{machine.cpu} ({machine.logical_cpus} logical CPUs, {machine.memory_gib:.0f} GiB; "
             f"JAX {machine.jax} on {machine.backend})")
+
+
+def machine_labels(machines: Iterable[Machine]) -> dict[Machine, str]:
+    """Each distinct machine's name in the wall-time table: its CPU, or its whole description
+    where another of ``machines`` has the same CPU."""
+    distinct = list(dict.fromkeys(machines))
+    cpus = [machine.cpu for machine in distinct]
+    return {machine: machine.cpu if cpus.count(machine.cpu) == 1 else describe_machine(machine)
+            for machine in distinct}
 
 
 def figure_lines(spec: FigureSpec, drawn: bool) -> list[str]:
@@ -120,21 +128,42 @@ def figure_lines(spec: FigureSpec, drawn: bool) -> list[str]:
 # Sections 1 and 2: the command, the wall time, the setup.
 
 
-def wall_time_table(times: Mapping[str, Mapping[str, float]]) -> str:
-    """Per group: its question, trials, seeds and wall time; then the total."""
+def wall_time_table(times: Mapping[str, Mapping[str, float]],
+                    machines: Machines | None = None) -> str:
+    """Per group: its question, trials, seeds, the machine(s) that timed it (their
+    :func:`machine_labels`; "not recorded" where ``machines`` has none) and its wall time;
+    then the total."""
+    machines = machines or {}
+    labels = machine_labels(m for group in times for m in machines.get(group, ()))
     rows = []
     for group, entry in times.items():
         question = study.GROUPS_BY_NAME[group].question if group in study.GROUPS_BY_NAME else ""
-        rows.append((f"`{group}`", question, entry["trials"], entry["seeds"],
+        timed_on = " and ".join(labels[m] for m in machines.get(group, ())) or "not recorded"
+        rows.append((f"`{group}`", question, entry["trials"], entry["seeds"], timed_on,
                      format_duration(entry["seconds"])))
     total = sum(entry["seconds"] for entry in times.values())
-    rows.append(("**total**", "", sum(entry["trials"] for entry in times.values()), "",
+    rows.append(("**total**", "", sum(entry["trials"] for entry in times.values()), "", "",
                  f"**{format_duration(total)}** ({total / 3600:.2f} h)"))
-    return markdown_table(("group", "question", "trials", "seeds", "wall time"), rows)
+    return markdown_table(("group", "question", "trials", "seeds", "machine", "wall time"), rows)
 
 
-def command_section(runs: Sequence[Run], machine: Machine | None = None) -> str:
-    """Section 1: the commands, and the sweep's wall time per group and in total."""
+def machines_line(groups: Iterable[str], machines: Machines | None) -> str:
+    """The machines that timed ``groups``, described once each (what the wall-time table's
+    machine column names), and that wall times compare only within one machine."""
+    machines = machines or {}
+    distinct = list(dict.fromkeys(m for group in groups for m in machines.get(group, ())))
+    if not distinct:
+        return f"`{MACHINE}` records no machine for these groups.\n"
+    line = "The machines: " + "; ".join(describe_machine(m) for m in distinct) + "."
+    if len(distinct) > 1:
+        line += (" The groups were timed on different machines, so their wall times compare "
+                 "only between groups timed on the same one, and the total adds them up.")
+    return line + "\n"
+
+
+def command_section(runs: Sequence[Run], machines: Machines | None = None) -> str:
+    """Section 1: the commands, and the sweep's wall time per group (on the machines that
+    timed it: ``machines``, group -> machines) and in total."""
     times = wall_times(runs)
     missing = [group.name for group in study.GROUPS if group.name not in times]
     lines = [
@@ -147,10 +176,12 @@ def command_section(runs: Sequence[Run], machine: Machine | None = None) -> str:
         f"    {STUDY_COMMAND}", "",
         "Rewrite only the report and its figures from the committed results:", "",
         f"    {REPORT_COMMAND}", "",
-        f"Wall time of the sweep on {describe_machine(machine)}, from `wall_time_s` in "
-        f"`{RUNS.name}`: each trial trains its seeds together, so its wall time (start-up, "
-        "compilation, steps, evaluations, checkpoints) is counted once per trial.", "",
-        wall_time_table(times),
+        f"Wall time of each group, from `wall_time_s` in `{RUNS.name}`, and the machine that "
+        f"timed its rows, from `{MACHINE}` (a group published from several machines names "
+        "each): each trial trains its seeds together, so its wall time (start-up, compilation, "
+        "steps, evaluations, checkpoints) is counted once per trial.", "",
+        wall_time_table(times, machines),
+        machines_line(times, machines),
     ]
     partial = [f"`{group.name}` ({times[group.name]['trials']} of {len(group.pairs)} trials)"
                for group in study.GROUPS
