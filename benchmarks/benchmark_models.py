@@ -75,7 +75,8 @@ def resnet_runners(args) -> tuple[dict[str, benchmarking.Runner], int]:
     runners = {}
     for activation, implementation in (("relu", "fast"), ("agile_relu", "fast"),
                                        ("agile_relu", "reference"), ("relu", "reference")):
-        model = ResNet(blocks_per_stage=args.blocks_per_stage, activation=activation,
+        model = ResNet(widths=args.resnet_widths,
+                       blocks_per_stage=args.blocks_per_stage, activation=activation,
                        implementation=implementation)
         name = f"resnet {activation}" + (" (reference)" if implementation == "reference" else "")
         runners[name] = jax_runner(model, images, labels, args.steps)
@@ -195,6 +196,17 @@ def report(samples: dict[str, list[float]], units: int, unit: str, steps: int,
                   f"(per-round ratios median {np.median(ratios):.3f})")
 
 
+def _widths(text: str) -> tuple[int, ...]:
+    """``"8,16,32"`` -> ``(8, 16, 32)``; anything else is argparse's one-line error."""
+    try:
+        widths = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        widths = ()
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers like 8,16,32, got {text!r}")
+    return widths
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default="resnet,transformer")
@@ -202,6 +214,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=5, help="Steps per variant per round.")
     parser.add_argument("--resnet_batch", type=int, default=128)
     parser.add_argument("--blocks_per_stage", type=int, default=1)
+    parser.add_argument("--resnet_widths", default=(16, 32, 64), type=_widths,
+                        help="Channels per stage (configs/resnet.py trains 8,16,32).")
     parser.add_argument("--transformer_batch", type=int, default=32)
     parser.add_argument("--context", type=int, default=128)
     parser.add_argument("--layers", type=int, default=4)

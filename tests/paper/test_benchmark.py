@@ -154,3 +154,20 @@ def test_benchmark_models_prints_the_transformer_table(capsys):
                 "| transformer gelu (dot_product) |", "transformer agile/plain: "):
         assert row in out
     assert "torch" not in out
+
+
+@pytest.mark.slow
+def test_benchmark_models_times_the_resnet_at_the_widths_it_is_given(capsys):
+    """benchmarks/benchmark_models.py --resnet_widths: the ResNet rows and its ratios, built
+    at the given widths; a bad list is argparse's one-line error (exit status 2)."""
+    module = load_module(BENCHMARKS / "benchmark_models.py")
+    module.main(["--models=resnet", "--rounds=1", "--steps=1", "--resnet_batch=2",
+                 "--resnet_widths=2,4"])
+    out = capsys.readouterr().out
+    for row in ("| resnet relu |", "| resnet agile_relu |", "resnet agile/plain: "):
+        assert row in out
+    for bad in ("8,x", "8,0", ""):
+        with pytest.raises(SystemExit) as exit_info:
+            module.main(["--models=resnet", f"--resnet_widths={bad}"])
+        assert exit_info.value.code == 2
+        assert f"expected positive integers like 8,16,32, got {bad!r}" in capsys.readouterr().err
