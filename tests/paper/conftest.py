@@ -4,8 +4,8 @@ from pathlib import Path
 
 import ml_collections
 import pytest
+from paper_testing import make_tiny_config
 
-from agile.paper.config import get_config
 from agile.paper.data.images import write_synthetic_mnist
 
 
@@ -18,15 +18,4 @@ def synthetic_mnist_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def tiny_config(synthetic_mnist_dir) -> ml_collections.ConfigDict:
     """A fast config on the synthetic data: 200 train, 100 val, 100 test, batch 50."""
-    config = get_config(12)
-    config.num_epochs = 2
-    config.batch_size = 50
-    config.log_every_steps = 2
-    config.checkpoint_every_steps = 2
-    config.data.source = "idx"
-    config.data.dir = str(synthetic_mnist_dir)
-    config.data.train_size = 200
-    config.data.val_size = 100
-    config.data.test_size = 100
-    config.data.eval_batch_size = 64
-    return config
+    return make_tiny_config(synthetic_mnist_dir)

@@ -66,3 +66,22 @@ def latest_checkpoint(workdir) -> tuple[int, dict]:
     finally:
         checkpoints.close()
     return step, arrays
+
+
+def make_tiny_config(synthetic_mnist_dir):
+    """A fast config on the synthetic MNIST in ``synthetic_mnist_dir``: 200 train, 100 val,
+    100 test, batch 50 (the ``tiny_config`` fixture's, and module-scoped fixtures')."""
+    from agile.paper.config import get_config
+
+    config = get_config(12)
+    config.num_epochs = 2
+    config.batch_size = 50
+    config.log_every_steps = 2
+    config.checkpoint_every_steps = 2
+    config.data.source = "idx"
+    config.data.dir = str(synthetic_mnist_dir)
+    config.data.train_size = 200
+    config.data.val_size = 100
+    config.data.test_size = 100
+    config.data.eval_batch_size = 64
+    return config

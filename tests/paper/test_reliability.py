@@ -3,6 +3,7 @@ checkpoints, NaN stops naming a finished checkpoint, one run per workdir."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,19 +11,30 @@ import time
 
 import pytest
 from agile_testing import REPO_ROOT, first_fast  # noqa: E402
-from paper_testing import Interrupt, interrupt_after, strip_times
+from paper_testing import Interrupt, interrupt_after, make_tiny_config, strip_times
 
 from agile.paper import train
 from agile.paper.workdir import WorkdirError, read_rows
 
 
+@pytest.fixture(scope="module")
+def _reference_run(tmp_path_factory, synthetic_mnist_dir):
+    """The uninterrupted run :func:`reference` copies, trained once per test process."""
+    config = make_tiny_config(synthetic_mnist_dir)
+    config.num_epochs = 3
+    workdir = tmp_path_factory.mktemp("reference_run")
+    return workdir, train.train_and_evaluate(config, workdir)
+
+
 @pytest.fixture
-def reference(tmp_path_factory, tiny_config):
-    """An uninterrupted 3-epoch run (12 steps, rows at 4, 8, 12, checkpoints every 2 steps)."""
+def reference(tmp_path_factory, tiny_config, _reference_run):
+    """A fresh copy of an uninterrupted 3-epoch run (12 steps, rows at 4, 8, 12, checkpoints
+    every 2 steps) for each test to damage, and its summary; ``tiny_config`` is its config."""
     tiny_config.num_epochs = 3
+    source, summary = _reference_run
     workdir = tmp_path_factory.mktemp("reference")
-    summary = train.train_and_evaluate(tiny_config, workdir)
-    return workdir, summary
+    shutil.copytree(source, workdir, dirs_exist_ok=True)
+    return workdir, dict(summary)
 
 
 def test_deleted_rows_of_a_finished_run_are_rebuilt_not_nulled(tmp_path, tiny_config, reference):
