@@ -289,6 +289,7 @@ def test_early_stopping_on_validation_loss(tmp_path, tiny_config):
     tiny_config.learning_rate = 0.3  # so large that the validation loss soon stops improving
     tiny_config.agile_learning_rate = 0.3
     tiny_config.patience = 2
+    tiny_config.checkpoint_every_steps = 1_000  # only the final checkpoint: the rows are checked
     summary = train.train_and_evaluate(tiny_config, tmp_path)
     rows = read_rows(tmp_path / "metrics.jsonl")
     best = min(rows, key=lambda row: row["val_loss"])
