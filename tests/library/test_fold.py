@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from agile_testing import compiled_init
 from flax import nnx
 
 import agile.nnx as agile_nnx
@@ -60,7 +61,7 @@ class _MLP(nn.Module):
 
 def test_linen_mlp_folds_into_the_plain_mlp_with_equal_logits():
     x, y = _data(0, (32, 5))
-    params = _train(_MLP(), _MLP().init(jax.random.key(0), x)["params"], x, y)
+    params = _train(_MLP(), compiled_init(_MLP(), jax.random.key(0), x)["params"], x, y)
     assert _moved(params, "act0") and _moved(params, "act1")
     params = flax.core.unfreeze(params)
     params["act0"]["a"] = params["act0"]["a"].at[0].set(-0.7)  # a negative a folds too (no pool)
@@ -111,7 +112,7 @@ STEPS = ["conv", "conv_act", "max_pool", "flatten", "dense", "dense_act", "out"]
 
 def test_linen_conv_agile_max_pool_dense_folds_with_equal_logits():
     x, y = _data(1, (16, 8, 8, 1))
-    params = _train(_CNN(), _CNN().init(jax.random.key(1), x)["params"], x, y)
+    params = _train(_CNN(), compiled_init(_CNN(), jax.random.key(1), x)["params"], x, y)
     assert _moved(params, "conv_act") and _moved(params, "dense_act")
     assert np.all(params["conv_act"]["a"] > 0)
     links = chain(STEPS, params)
@@ -130,7 +131,7 @@ def test_what_cannot_fold_is_reported_and_left_in_place():
     x, y = _data(2, (8, 8, 8, 1))
     # Per-element conv a, b: b has no per-channel bias to go to.
     element = _CNN(conv_granularity="element")
-    params = _train(element, element.init(jax.random.key(2), x)["params"], x, y, steps=2)
+    params = _train(element, compiled_init(element, jax.random.key(2), x)["params"], x, y, steps=2)
     result = fold(params, chain(STEPS, params), element, x, strict=False)
     assert result.folded == ("dense_act",)
     (entry,) = result.not_folded
@@ -139,7 +140,7 @@ def test_what_cannot_fold_is_reported_and_left_in_place():
     assert message in entry.reason
     np.testing.assert_array_equal(result.params["conv_act"]["a"], params["conv_act"]["a"])
     # A negative a before max pooling.
-    params = flax.core.unfreeze(_CNN().init(jax.random.key(3), x)["params"])
+    params = flax.core.unfreeze(compiled_init(_CNN(), jax.random.key(3), x)["params"])
     params["conv_act"]["a"] = jnp.array([1.0, -0.5, 2.0, 1.0])
     result = fold(params, chain(STEPS, params), _CNN(), x, strict=False)
     assert [e.act for e in result.not_folded] == ["conv_act"]
@@ -171,7 +172,7 @@ class _Combined(nn.Module):
 
 def test_a_combined_layer_is_reported_when_its_kind_is_known():
     x = np.ones((2, 4), np.float32)
-    params = _Combined().init(jax.random.key(0), x)["params"]
+    params = compiled_init(_Combined(), jax.random.key(0), x)["params"]
     assert params["mix"]["a"].shape == (2, 2)  # K = 2 terms, 2 channels
     result = fold(params, [("hidden", "mix", "out")], layers=agile_layers(_Combined(), x),
                   strict=False)

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from agile_testing import compiled_init
 from flax import nnx
 
 import agile
@@ -60,7 +61,7 @@ class _Residual(nn.Module):
 
 def _residual():
     x = jax.random.normal(jax.random.key(0), (2, 4, 4, 4))
-    variables = _Residual().init(jax.random.key(1), x)
+    variables = compiled_init(_Residual(), jax.random.key(1), x)
     return x, _trained_like(variables["params"]), variables["batch_stats"]
 
 
@@ -118,7 +119,7 @@ def test_links_are_checked_against_the_linen_model():
     not match the flattened features, are refused, naming the cause."""
     x = jnp.ones((2, 7, 7, 1))
     model = _ConvBN()
-    params = _trained_like(model.init(jax.random.key(0), x)["params"])
+    params = _trained_like(compiled_init(model, jax.random.key(0), x)["params"])
     with pytest.raises(FoldError, match=r"act1: its input is the output of 'bn', not of 'conv1' "
                                         r"\(a BatchNorm between them\?\): link \('bn', 'act1', "):
         fold(params, [("conv1", "act1", "out", ("flatten",))], model, x)
@@ -147,7 +148,7 @@ def test_the_linen_producer_is_traced_through_dropout_past_a_side_branch():
     """The order check follows the layer's input, not the call order: a side branch's layer
     called between producer and layer is no reason to refuse."""
     x = jax.random.normal(jax.random.key(0), (3, 5))
-    params = _trained_like(_Gated().init(jax.random.key(1), x)["params"])
+    params = _trained_like(compiled_init(_Gated(), jax.random.key(1), x)["params"])
     result = fold(params, [("dense", "act", "out", ("dropout",))], _Gated(), x)
     assert result.check(_Gated(), _Gated(plain=True), x) < 1e-5
 
@@ -237,7 +238,7 @@ def test_a_layer_off_the_last_axis_is_refused_not_folded_wrongly():
                                         r"last axis .* fold needs channels-last layers"):
         fold(model, [("conv", "act", "out", ("flatten",))])
     x = jnp.ones((2, 4, 3))
-    params = _trained_like(_AxisOne().init(jax.random.key(0), x)["params"])
+    params = _trained_like(compiled_init(_AxisOne(), jax.random.key(0), x)["params"])
     with pytest.raises(FoldError, match=r"act: its a and b run along feature_axes=-2"):
         fold(params, chain(["d", "act", "o"], params), _AxisOne(), x)
 
@@ -245,7 +246,7 @@ def test_a_layer_off_the_last_axis_is_refused_not_folded_wrongly():
 def test_fold_argument_mistakes_are_one_line_errors():
     """Linen params without the model under strict; a link list that is not a list."""
     x = jnp.ones((2, 4, 3))
-    params = _AxisOne().init(jax.random.key(0), x)["params"]
+    params = compiled_init(_AxisOne(), jax.random.key(0), x)["params"]
     with pytest.raises(FoldError, match=r"Pass the model and an example input, "
                                         r"fold\(params, links, model, x\)"):
         fold(params, [("d", "act", "o")])

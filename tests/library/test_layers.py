@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from agile_testing import compiled_init
 
 import agile
 from agile import Agile, CombinedAgile, activation_layer, get_activation, param_labels
@@ -16,7 +17,7 @@ from agile.layers import broadcast_shape, parameter_shape, validate_granularity
 
 
 def _init(layer, x):
-    return layer.init(jax.random.key(0), x)
+    return compiled_init(layer, jax.random.key(0), x)
 
 
 @pytest.mark.parametrize(
@@ -340,7 +341,7 @@ def test_init_labels_gives_the_params_shapes_and_their_labels_from_one_trace():
 
     model, x = Net(), jnp.ones((2, 5))
     shapes, labels = init_labels(model, x)
-    params = model.init(jax.random.key(0), x)["params"]
+    params = compiled_init(model, jax.random.key(0), x)["params"]
     assert jax.tree.map(lambda s: (s.shape, s.dtype), shapes) == jax.tree.map(
         lambda p: (p.shape, p.dtype), params)
     assert labels == param_labels(params, model, x)

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import matplotlib
 import numpy as np
 import pytest
-from agile_testing import REPO_ROOT, first_fast
+from agile_testing import REPO_ROOT, compiled_init, first_fast
 
 matplotlib.use("Agg")
 
@@ -198,7 +198,7 @@ def test_plotting_agile_layers_of_linen_nnx_and_what_it_refuses():
     import agile.nnx
 
     model, x = _linen_net(), jnp.zeros((1, 4, 4, 1))
-    params = model.init(jax.random.key(0), x)["params"]
+    params = compiled_init(model, jax.random.key(0), x)["params"]
     found = plotting.agile_layers(params, model, x)
     assert list(found) == ["act_el", "act_ch", "mix", "block/inner"]
 
@@ -238,7 +238,7 @@ def _cell(ax):
 @pytest.mark.slow
 def test_plot_activations_of_a_linen_model_draws_each_layer_by_its_granularity(tmp_path):
     model, x = _linen_net(), jnp.zeros((1, 4, 4, 1))
-    params = _moved(model.init(jax.random.key(0), x)["params"])
+    params = _moved(compiled_init(model, jax.random.key(0), x)["params"])
     fig = plotting.plot_activations(params, model, x, x_range=(-2, 2), num_points=9)
     _save_png(fig, tmp_path, "linen.png")
     curves = _curve_axes(fig)

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from agile_testing import compiled_init
 from flax import nnx
 
 matplotlib = pytest.importorskip("matplotlib")  # the [plot] extra; the floors venv has none
@@ -107,7 +108,7 @@ class _Scanned(nn.Module):
 def test_linen_scan_layers_and_model_keyword_arguments_pass_through():
     """F4 for linen.scan, and F5: ``train=False`` reaches the model from every entry point."""
     model, x = _Scanned(), jnp.ones((2, 4))
-    params = model.init(jax.random.key(0), x, train=False)["params"]
+    params = compiled_init(model, jax.random.key(0), x, train=False)["params"]
     assert params["stack"]["act"]["a"].shape == (3, 4)
     fig = plotting.plot_activations(params, model, x, train=False)
     assert [t.split(":")[0] for t in _curve_titles(fig)] == [
@@ -133,7 +134,7 @@ def test_linen_scan_layers_and_model_keyword_arguments_pass_through():
 ])
 def test_a_wrong_argument_type_is_one_clear_error(call, message):
     model, x = _Scanned(), jnp.ones((2, 4))
-    params = model.init(jax.random.key(0), x, train=False)["params"]
+    params = compiled_init(model, jax.random.key(0), x, train=False)["params"]
     with pytest.raises(TypeError, match=message) as error:
         call(params, model, x)
     assert "\n" not in str(error.value)

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from agile_testing import FAST_COMPILE, first_fast
+from agile_testing import FAST_COMPILE, compiled_init, first_fast
 
 from agile.errors import ConfigError
 from agile.paper import baselines, steps
@@ -15,7 +15,7 @@ X = jnp.linspace(-3.0, 3.0, 13).reshape(1, 13)
 
 
 def _apply(layer, x=X):
-    params = layer.init(jax.random.key(0), x)
+    params = compiled_init(layer, jax.random.key(0), x)
     return params, layer.apply(params, x)
 
 
@@ -46,7 +46,7 @@ def test_parameters_follow_the_granularity_and_get_gradients(granularity, shape)
     x = jax.random.normal(jax.random.key(1), (2, 5, 4))
     for layer, name in ((baselines.PReLU(granularity), "alpha"),
                         (baselines.SwishBeta(granularity), "beta")):
-        params = layer.init(jax.random.key(0), x)
+        params = compiled_init(layer, jax.random.key(0), x)
         assert params["params"][name].shape == shape
         grad = jax.grad(lambda p, layer=layer: layer.apply(p, x).sum())(params)
         assert np.any(np.asarray(grad["params"][name]) != 0)

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from agile_testing import first_fast
+from agile_testing import compiled_init, first_fast
 from paper_testing import train_briefly
 
 from agile.errors import ConfigError
@@ -25,7 +25,7 @@ def _images(n=6, seed=0):
 def test_shapes_and_per_channel_agile_parameters():
     """Logits (N, classes); the map halves per stage; agile a, b per channel of each layer."""
     model = ResNet(**TINY, blocks_per_stage=2, activation="agile_relu", num_classes=7)
-    variables = model.init(jax.random.key(0), _images(), train=False)
+    variables = compiled_init(model, jax.random.key(0), _images(), train=False)
     assert model.apply(variables, _images(), train=False).shape == (6, 7)
     params = variables["params"]
     assert params["stem_act"]["a"].shape == (4,)
@@ -41,7 +41,7 @@ def test_shapes_and_per_channel_agile_parameters():
     ("apl:2", "channel"), ("xielu", "scalar")], multiple_args=True))
 def test_every_kind_of_activation_name_builds(activation, granularity):
     model = ResNet(**TINY, activation=activation, granularity=granularity)
-    variables = model.init(jax.random.key(0), _images(2), train=False)
+    variables = compiled_init(model, jax.random.key(0), _images(2), train=False)
     assert np.all(np.isfinite(model.apply(variables, _images(2), train=False)))
 
 
@@ -52,7 +52,7 @@ def test_batchnorm_stats_update_in_training_and_serve_evaluation():
     when the stats do."""
     model = ResNet(**TINY)
     images = _images(8)
-    variables = model.init(jax.random.key(0), images, train=False)
+    variables = compiled_init(model, jax.random.key(0), images, train=False)
     _, updates = model.apply(variables, images, train=True, mutable=["batch_stats"])
     before, after = variables["batch_stats"], updates["batch_stats"]
     assert not np.allclose(before["stem_bn"]["mean"], after["stem_bn"]["mean"])
@@ -90,9 +90,9 @@ def test_fast_and_reference_resnets_compute_the_same_function():
     images = _images(4)
     fast = ResNet(**TINY, activation="agile_relu")
     reference = ResNet(**TINY, activation="agile_relu", implementation="reference")
-    variables = fast.init(jax.random.key(0), images, train=False)
+    variables = compiled_init(fast, jax.random.key(0), images, train=False)
     assert jax.tree.structure(variables) == jax.tree.structure(
-        reference.init(jax.random.key(0), images, train=False))
+        compiled_init(reference, jax.random.key(0), images, train=False))
 
     def loss(params, model):
         logits, _ = model.apply({**variables, "params": params}, images, train=True,
