@@ -317,6 +317,39 @@ def test_canonical_conv_matches_lax_values_and_gradients(kernel_size):
 
 
 
+@pytest.mark.parametrize("size, kernel_size, stride", first_fast(
+    [(28, 3, 2), (7, 3, 2), (14, 1, 2), (6, 3, 1), (9, 5, 3), (8, 1, 3)], multiple_args=True))
+def test_strided_canonical_conv_matches_lax_values_and_gradients(size, kernel_size, stride):
+    """SAME convolution at a stride, even and odd maps (rows and columns differ by one):
+    lax's values and both gradients."""
+    x = _normal(0, (2, size, size + 1, 3))
+    kernel = _normal(1, (kernel_size, kernel_size, 3, 4))
+
+    def reference(x, kernel):
+        return jax.lax.conv_general_dilated(x, kernel, (stride, stride), "SAME",
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    def value_and_vjp(conv, x, kernel):
+        value, vjp = jax.vjp(conv, x, kernel)
+        return value, vjp(jnp.sin(value))
+
+    (value, grads), (expected, expected_grads) = _compiled(
+        lambda *args: [value_and_vjp(conv, *args) for conv in
+                       (lambda x, k: ops.strided_canonical_conv(x, k, stride), reference)],
+        x, kernel)
+    assert value.shape == expected.shape
+    np.testing.assert_allclose(value, expected, rtol=1e-5, atol=1e-5)
+    # The kernel gradient sums ~800 products in float32, in another order than lax's.
+    for actual, wanted in zip(grads, expected_grads, strict=True):
+        np.testing.assert_allclose(actual, wanted, rtol=1e-4, atol=1e-4)
+
+
+def test_strided_canonical_conv_refuses_even_or_oblong_kernels():
+    for shape in [(2, 2, 3, 4), (3, 1, 3, 4)]:
+        with pytest.raises(ValueError, match=r"takes odd square kernels, got \(" + str(shape[0])):
+            ops.strided_canonical_conv(jnp.zeros((1, 8, 8, 3)), jnp.zeros(shape), 2)
+
+
 # Fused conv -> activation -> max pooling (agile.paper.models.ops.act_max_pool, conv_act_max_pool)
 
 ACTIVATIONS = ["relu", "sigmoid", "tanh"]

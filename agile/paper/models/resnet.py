@@ -29,8 +29,32 @@ import jax.numpy as jnp
 from agile.errors import ConfigError, as_config_error, unknown_value_error
 from agile.layers import validate_granularity
 from agile.paper.models.activations import IMPLEMENTATIONS, activate, validate_activation
+from agile.paper.models.ops import strided_canonical_conv
 
 BN_MOMENTUM = 0.9  # flax's ResNet examples' value: running stats follow ~10 recent batches.
+
+
+class Conv(nn.Module):
+    """A bias-free SAME convolution with ``nn.Conv``'s parameter (``kernel``: its shape and
+    initializer): ``implementation="fast"`` through
+    :func:`agile.paper.models.ops.strided_canonical_conv` (its gradients stay fast inside the
+    loops of seed batches), ``"reference"`` through ``lax.conv_general_dilated`` as ``nn.Conv``
+    computes it. Both read one parameter tree."""
+
+    features: int
+    kernel_size: int = 3
+    strides: int = 1
+    implementation: str = "fast"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                            (self.kernel_size, self.kernel_size, x.shape[-1], self.features),
+                            jnp.float32)
+        if self.implementation == "reference":
+            return jax.lax.conv_general_dilated(x, kernel, (self.strides,) * 2, "SAME",
+                                                dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return strided_canonical_conv(x, kernel, self.strides)
 
 
 class ResidualBlock(nn.Module):
@@ -45,16 +69,15 @@ class ResidualBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        conv = partial(nn.Conv, use_bias=False, padding="SAME")
+        conv = partial(Conv, self.features, implementation=self.implementation)
         norm = partial(nn.BatchNorm, use_running_average=not train, momentum=BN_MOMENTUM)
-        strides = (self.strides, self.strides)
-        y = conv(self.features, (3, 3), strides, name="conv_0")(x)
+        y = conv(3, self.strides, name="conv_0")(x)
         y = self._act(norm(name="bn_0")(y), "act_0")
-        y = conv(self.features, (3, 3), name="conv_1")(y)
+        y = conv(3, name="conv_1")(y)
         y = norm(name="bn_1")(y)
         skip = x
         if x.shape[-1] != self.features or self.strides != 1:
-            skip = conv(self.features, (1, 1), strides, name="skip_conv")(x)
+            skip = conv(1, self.strides, name="skip_conv")(x)
             skip = norm(name="skip_bn")(skip)
         return self._act(y + skip, "act_1")
 
@@ -76,8 +99,9 @@ class ResNet(nn.Module):
       granularity: where learned activations place their parameters: ``"channel"`` (default,
         one set per channel of each layer), ``"element"`` or ``"scalar"``.
       implementation: ``"fast"`` (default) runs per-channel agile activations through
-        :func:`channel_agile`; ``"reference"`` through ``agile.Agile`` (same function,
-        same parameters).
+        :func:`channel_agile` and the convolutions through :class:`Conv`'s fast path;
+        ``"reference"`` through ``agile.Agile`` and ``nn.Conv``'s convolution (same
+        function, same parameters).
     """
 
     widths: Sequence[int] = (16, 32, 64)
@@ -105,7 +129,7 @@ class ResNet(nn.Module):
     @nn.compact
     def __call__(self, images: jax.Array, train: bool) -> jax.Array:
         self.validate()
-        x = nn.Conv(self.widths[0], (3, 3), use_bias=False, padding="SAME", name="stem")(images)
+        x = Conv(self.widths[0], implementation=self.implementation, name="stem")(images)
         x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, name="stem_bn")(x)
         x = activate(x, self.activation, self.granularity, "stem_act", self.implementation)
         for stage, width in enumerate(self.widths):
