@@ -44,6 +44,7 @@ print("ok")
     assert result.stdout.strip() == "ok"
 
 
+@pytest.mark.slow
 def test_the_study_without_its_extra_names_the_extra_to_install():
     """#27 F9: ``import agile.paper.train`` without ml_collections said only "No module named
     'ml_collections'"."""
@@ -59,6 +60,7 @@ except ImportError as err:
     assert "ml_collections" in result.stdout and "\n" not in result.stdout.strip()
 
 
+@pytest.mark.slow
 def test_plotting_without_matplotlib_says_how_to_install_it():
     program = BLOCK + """
 import agile.plotting
@@ -177,6 +179,7 @@ def test_dependency_floors_are_declared_and_tested_by_the_floors_script():
     assert "tools/test_floors.sh" in (REPO_ROOT / "README.md").read_text()
 
 
+@pytest.mark.slow
 def test_the_report_and_plot_run_read_files_without_the_trainer_or_orbax():
     """agile.paper.files (file names, atomic writes, JSON rows) imports only the standard
     library; the report reads and writes results through it without loading orbax or the

@@ -47,8 +47,9 @@ def _snippet_id(page_snippet: tuple[str, str]) -> str:
     return next((name for name, (_, marker) in SHOWN.items() if marker in snippet), "unknown")
 
 
-# The snippets that train or compile most run in the full suite only (CI runs every one).
-HEAVY = ("act_factory", "linen")
+# The snippets that train or compile most run in the full suite only (CI runs every one); the
+# fast suite runs the README's own example.
+HEAVY = ("act_factory", "linen", "nnx", "fold")
 
 
 @pytest.mark.parametrize("page_snippet", [

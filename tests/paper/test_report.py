@@ -373,6 +373,7 @@ def test_combo12_helpers_read_its_ranges_and_parameters():
                                              "hidden_act": "agile_sigmoid"}
 
 
+@pytest.mark.slow
 def test_every_figure_is_drawn_from_full_results_and_none_without_them(tmp_path):
     full = fake_results({"table1", "dense_only", "agile_lr_0.1x", "transformer"}, 2)
     for spec in figures.SPECS:
@@ -517,6 +518,7 @@ def test_power_rows_say_what_each_comparison_resolves_and_what_is_settled():
     assert "| combo 12 − combo 7 | 0 | not available:" in table
 
 
+@pytest.mark.slow
 def test_the_new_families_and_their_sections():
     """The a/b learning-rate family (verdicts at each rate, each rate against 1x) and the
     baselines family (each against combos 7 and 12); sections say when a group was not run."""

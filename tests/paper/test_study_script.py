@@ -204,6 +204,7 @@ def test_study_trains_exports_reports_and_publishes_on_request(tmp_path, synthet
     assert results.load_results(workdir / "results").runs[2:] == run.runs[2:]
 
 
+@pytest.mark.slow
 def test_publishing_other_settings_than_the_committed_group_is_refused_before_training(
         tmp_path):
     """N107 as the report ran it: more seeds of a group with a stray smoke-test --overrides and

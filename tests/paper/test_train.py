@@ -62,7 +62,7 @@ def test_every_combo_config_builds_and_takes_two_steps(combo):
     (12, {}), (1, {}), (6, {}), (12, {"model.granularity": "channel"}),
     (12, {"model.granularity": "scalar"}), (12, {"model.conv_features": ()}),
     (12, {"model.conv_activation": "combined:relu,sigmoid"}), (7, {"model.pooling": "avg"}),
-], 2, multiple_args=True))
+], multiple_args=True))
 def test_create_train_state_initialises_as_model_init_does_bit_for_bit(combo, overrides):
     """The compiled init (at XLA optimisation level 1, for start-up) gives eager init's values."""
     config = get_config(combo)

@@ -189,6 +189,7 @@ def test_a_checkpoint_failure_is_reported_by_its_first_line_cut_short():
     assert workdir_lib._short_reason(OSError("short\nsecond line")) == "OSError: short"
 
 
+@pytest.mark.slow
 def test_metric_writer_writes_scalars_tensorboard_reads(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
