@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from agile_testing import compiled_init
 from paper_testing import train_briefly
 
 from agile.errors import ConfigError
@@ -44,7 +45,7 @@ def test_attention_is_causal():
     those at and after it."""
     model = Transformer(**TINY)
     tokens = _tokens(1)
-    variables = jax.jit(model.init)(jax.random.key(0), tokens)
+    variables = compiled_init(model, jax.random.key(0), tokens)
     changed = tokens.at[0, 6].set((tokens[0, 6] + 1) % 11)
     apply = jax.jit(model.apply)
     before, after = apply(variables, tokens), apply(variables, changed)

@@ -229,6 +229,7 @@ def test_remove_unfinished_deletes_half_written_checkpoints_only(tmp_path):
     checkpoints.close()
 
 
+@pytest.mark.slow
 def test_metric_writer_writes_histograms_tensorboard_reads(tmp_path):
     """#20: a and b as TensorBoard histograms (count, range and sum kept)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
